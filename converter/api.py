@@ -1,0 +1,99 @@
+"""The Python API behind `converter.convert / load / inspect`, shared by the CLI."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from converter.ir import Graph, format_shape
+from converter.keras.artifacts import KerasArtifact, open_artifact
+from converter.keras.topology import build_graph
+from converter.layers import LAYERS
+from converter.passes import run_pipeline, shape_inference, shape_semantics
+
+if TYPE_CHECKING:
+    import onnx
+
+
+@dataclass
+class LoadedModel:
+    graph: Graph
+    artifact: KerasArtifact
+
+
+def load(path: str | Path, weights: str | Path | None = None, optimize: bool = True) -> LoadedModel:
+    """Read a Keras file into a normalised LayerGraph."""
+    artifact = open_artifact(path, weights)
+    graph = build_graph(artifact)
+    graph.metadata.update(_provenance(artifact))
+    graph = run_pipeline(graph) if optimize else shape_inference.run(shape_semantics.run(graph))
+    return LoadedModel(graph, artifact)
+
+
+def _provenance(artifact: KerasArtifact) -> dict[str, str]:
+    meta = {"source_format": artifact.format, "source_file": artifact.path.name}
+    if artifact.keras_version:
+        meta["source_keras_version"] = artifact.keras_version
+    if artifact.backend:
+        meta["source_keras_backend"] = artifact.backend
+    return meta
+
+
+def convert(path: str | Path, weights: str | Path | None = None, opset: int | None = None) -> onnx.ModelProto:
+    """Convert a Keras model file to an ONNX ModelProto (checked by onnx.checker)."""
+    from converter.export.onnx import DEFAULT_OPSET, export
+
+    loaded = load(path, weights)
+    try:
+        return export(loaded.graph, DEFAULT_OPSET if opset is None else opset, loaded.artifact.keras_version,
+                      loaded.graph.metadata)
+    finally:
+        loaded.artifact.close()
+
+
+def save(model: onnx.ModelProto, output: str | Path) -> Path:
+    """Write atomically: a temporary file in the same folder, renamed into place."""
+    import onnx
+
+    output = Path(output)
+    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent or ".")
+    os.close(fd)
+    try:
+        onnx.save_model(model, tmp)
+        os.replace(tmp, output)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return output
+
+
+@dataclass
+class LayerRow:
+    name: str
+    class_name: str
+    output_shape: str
+    params: int
+
+
+def inspect(path: str | Path, weights: str | Path | None = None) -> dict[str, Any]:
+    """A model.summary()-like description, as data."""
+    loaded = load(path, weights, optimize=False)
+    graph = loaded.graph
+    rows = []
+    for node in graph.nodes:
+        handler = LAYERS.get(node.kind)
+        shapes = ", ".join(format_shape(t.shape or ()) for t in node.outputs)
+        rows.append(LayerRow(node.name, node.kind, shapes, handler.param_count(node) if handler else 0))
+    loaded.artifact.close()
+    return {
+        "model": graph.name,
+        "format": loaded.artifact.format,
+        "keras_version": loaded.artifact.keras_version,
+        "inputs": [{"name": t.name, "shape": format_shape(t.shape or ()), "dtype": t.dtype} for t in graph.inputs],
+        "outputs": [{"name": n, "shape": format_shape(t.shape or ())} for n, t in zip(graph.output_names, graph.outputs)],
+        "layers": [row.__dict__ for row in rows],
+        "total_params": sum(r.params for r in rows),
+    }

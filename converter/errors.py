@@ -1,0 +1,48 @@
+"""Errors the user can cause. Each carries an exit code for the CLI and names the layer involved."""
+
+from __future__ import annotations
+
+
+class KconvertError(Exception):
+    """Base of every user-facing failure: a message, the layer it concerns, and a hint."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, layer: str | None = None, hint: str | None = None) -> None:
+        self.message = message
+        self.layer = layer
+        self.hint = hint
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        where = f"layer '{self.layer}': " if self.layer and f"'{self.layer}'" not in self.message else ""
+        text = f"{where}{self.message}"
+        return f"{text}\n  hint: {self.hint}" if self.hint else text
+
+
+class FormatError(KconvertError):
+    """The file is not a Keras model we can read (wrong format, damaged, hostile)."""
+
+
+class ShapeError(KconvertError):
+    """Input shapes contradict what a layer expects."""
+
+
+class WeightsError(KconvertError):
+    """Weights are missing, or do not fit the layer they belong to."""
+
+
+class UnsupportedLayerError(KconvertError):
+    """The model holds layers (or arguments) that kconvert cannot convert."""
+
+    exit_code = 3
+
+
+class UsageError(KconvertError):
+    """A command-line option or API argument is invalid."""
+
+
+class CheckFailedError(KconvertError):
+    """The converted model does not match Keras within tolerance."""
+
+    exit_code = 4

@@ -1,0 +1,39 @@
+"""Shapes: a tuple of dims, each an int, None (unknown), or a str (a named symbolic dim)."""
+
+from __future__ import annotations
+
+from typing import Union
+
+Dim = Union[int, None, str]
+Shape = tuple[Dim, ...]
+
+BATCH = "batch"
+
+
+def is_static(dim: Dim) -> bool:
+    return isinstance(dim, int)
+
+
+def format_shape(shape: Shape, batch_as_none: bool = True) -> str:
+    """Render like Keras' summary: symbolic dims print as None."""
+    parts = ["None" if (d is None or isinstance(d, str)) and batch_as_none else str(d) for d in shape]
+    inner = ", ".join(parts)
+    return f"({inner},)" if len(parts) == 1 else f"({inner})"
+
+
+def sample_shape(shape: Shape) -> Shape:
+    return shape[1:]
+
+
+def num_elements(dims: Shape) -> int | None:
+    """Product of dims, None if any is not static."""
+    total = 1
+    for d in dims:
+        if not isinstance(d, int):
+            return None
+        total *= d
+    return total
+
+
+def permute(shape: Shape, perm: tuple[int, ...]) -> Shape:
+    return tuple(shape[p] for p in perm)

@@ -1,0 +1,190 @@
+"""Open any supported Keras file, detected by content rather than extension.
+
+Returns a KerasArtifact: the model config (as Keras wrote it), a weight source, and the versions
+recorded in the file. Nothing here deserialises code: configs are JSON, weights are HDF5 datasets.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+
+from converter.errors import FormatError, WeightsError
+from converter.keras.weights import WeightSource, decode, open_weight_source
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+ZIP_SIGNATURE = b"PK\x03\x04"
+# A .keras archive's config and weights are small next to this; larger means a zip bomb.
+MAX_ENTRY_BYTES = 64 * 1024**3
+MAX_COMPRESSION_RATIO = 1000
+
+
+@dataclass
+class KerasArtifact:
+    path: Path
+    format: str  # "h5" | "keras" | "json"
+    model_config: dict[str, Any]
+    weights: WeightSource | None
+    keras_version: str | None = None
+    backend: str | None = None
+    _keep_open: list[Any] = field(default_factory=list, repr=False)
+
+    def close(self) -> None:
+        for handle in self._keep_open:
+            handle.close()
+        self._keep_open.clear()
+
+
+def sniff(path: Path) -> str:
+    try:
+        head = path.read_bytes()[:8] if path.stat().st_size < 8 else path.open("rb").read(8)
+    except OSError as err:
+        raise FormatError(f"cannot read {path}: {err.strerror}", hint="check the path") from None
+    if head.startswith(HDF5_SIGNATURE):
+        return "h5"
+    if head.startswith(ZIP_SIGNATURE):
+        return "keras"
+    if head.lstrip()[:1] in (b"{", b"["):
+        return "json"
+    raise FormatError(
+        f"{path.name} is neither HDF5, a .keras zip, nor JSON",
+        hint="kconvert reads Keras .h5/.hdf5, .keras archives and model.json (+ --weights)",
+    )
+
+
+def open_artifact(path: str | Path, weights: str | Path | None = None) -> KerasArtifact:
+    path = Path(path)
+    if not path.exists():
+        raise FormatError(f"no such file: {path}", hint="check the path")
+    kind = sniff(path)
+    if kind == "h5":
+        artifact = _open_h5(path)
+    elif kind == "keras":
+        artifact = _open_keras_zip(path)
+    else:
+        artifact = _open_json(path)
+    if weights is not None:
+        artifact.weights = _open_weights_file(Path(weights), artifact)
+    return artifact
+
+
+def _parse_json(text: str | bytes, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise FormatError(f"{what} is not valid JSON: {err}", hint="is the file complete?") from None
+
+
+def _open_h5_handle(source: Any, name: str) -> h5py.File:
+    try:
+        return h5py.File(source, "r")
+    except OSError as err:
+        raise FormatError(f"{name} is not a readable HDF5 file: {err}", hint="is the file complete?") from None
+
+
+def _root_attr(handle: h5py.Group, key: str) -> str | None:
+    return decode(handle.attrs[key]) if key in handle.attrs else None
+
+
+def _open_h5(path: Path) -> KerasArtifact:
+    handle = _open_h5_handle(path, path.name)
+    raw = _root_attr(handle, "model_config")
+    if raw is None:
+        handle.close()
+        raise FormatError(
+            f"{path.name} holds weights only (no model_config attribute)",
+            hint="pass the architecture JSON as the model and this file with --weights",
+        )
+    return KerasArtifact(
+        path=path,
+        format="h5",
+        model_config=_parse_json(raw, f"{path.name}:model_config"),
+        weights=open_weight_source(handle),
+        keras_version=_root_attr(handle, "keras_version"),
+        backend=_root_attr(handle, "backend"),
+        _keep_open=[handle],
+    )
+
+
+def check_zip_entries(archive: zipfile.ZipFile, name: str) -> None:
+    """Refuse archives built to escape the extraction folder or to exhaust memory."""
+    seen: set[str] = set()
+    for info in archive.infolist():
+        entry = info.filename
+        if entry in seen:
+            raise FormatError(f"{name} has two entries named {entry!r}", hint="the archive was tampered with")
+        seen.add(entry)
+        if entry.startswith(("/", "\\")) or ".." in Path(entry).parts or ":" in entry:
+            raise FormatError(f"{name} has an entry with an unsafe path {entry!r}", hint="refusing a hostile archive")
+        ratio = info.file_size / max(info.compress_size, 1)
+        if info.file_size > MAX_ENTRY_BYTES or (info.file_size > 2**26 and ratio > MAX_COMPRESSION_RATIO):
+            raise FormatError(
+                f"{name} entry {entry!r} claims {info.file_size} uncompressed bytes",
+                hint="refusing a decompression bomb",
+            )
+
+
+def _open_keras_zip(path: Path) -> KerasArtifact:
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as err:
+        raise FormatError(f"{path.name} is not a valid .keras zip: {err}", hint="is the file complete?") from None
+    check_zip_entries(archive, path.name)
+    names = set(archive.namelist())
+    if "config.json" not in names:
+        raise FormatError(f"{path.name} has no config.json", hint="is this a Keras 3 .keras archive?")
+    config = _parse_json(archive.read("config.json"), f"{path.name}:config.json")
+    meta = _parse_json(archive.read("metadata.json"), "metadata.json") if "metadata.json" in names else {}
+    weights, keep = None, [archive]
+    if "model.weights.h5" in names:
+        handle = _open_h5_handle(io.BytesIO(archive.read("model.weights.h5")), "model.weights.h5")
+        weights = open_weight_source(handle)
+        keep.append(handle)
+    return KerasArtifact(
+        path=path,
+        format="keras",
+        model_config=config,
+        weights=weights,
+        keras_version=meta.get("keras_version"),
+        _keep_open=keep,
+    )
+
+
+def _open_json(path: Path) -> KerasArtifact:
+    config = _parse_json(path.read_bytes(), path.name)
+    if isinstance(config, dict) and "class_name" not in config and "config" in config:
+        config = config["config"]
+    keras_version = config.get("keras_version") if isinstance(config, dict) else None
+    return KerasArtifact(path=path, format="json", model_config=config, weights=None,
+                         keras_version=keras_version,
+                         backend=config.get("backend") if isinstance(config, dict) else None)
+
+
+def _open_weights_file(path: Path, artifact: KerasArtifact) -> WeightSource:
+    if not path.exists():
+        raise WeightsError(f"no such weights file: {path}", hint="check the --weights path")
+    kind = sniff(path)
+    if kind == "keras":
+        other = _open_keras_zip(path)
+        artifact._keep_open.extend(other._keep_open)
+        if other.weights is None:
+            raise WeightsError(f"{path.name} has no model.weights.h5", hint="pass a weights file")
+        return other.weights
+    if kind != "h5":
+        raise WeightsError(f"{path.name} is not an HDF5 weights file", hint="pass the .h5 written by save_weights")
+    handle = _open_h5_handle(path, path.name)
+    artifact._keep_open.append(handle)
+    source = open_weight_source(handle)
+    if source is None:
+        raise WeightsError(f"{path.name} holds no Keras weights", hint="pass the .h5 written by save_weights")
+    if artifact.keras_version is None:
+        artifact.keras_version = _root_attr(handle, "keras_version")
+    if artifact.backend is None:
+        artifact.backend = _root_attr(handle, "backend")
+    return source

@@ -1,0 +1,244 @@
+"""Activation functions (by Keras name) and the Activation layer.
+
+Every layer with an `activation=` argument emits it through `apply_activation`, so the whole
+activation vocabulary lives here once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from converter.errors import UnsupportedLayerError
+from converter.ir import Node
+from converter.layers.builder import OpBuilder
+from converter.layers.registry import LAYERS, LayerHandler
+
+ActivationFn = Callable[[OpBuilder, str, dict[str, Any]], str]
+ACTIVATIONS: dict[str, ActivationFn] = {}
+
+
+def activation(*names: str) -> Callable[[ActivationFn], ActivationFn]:
+    def decorate(fn: ActivationFn) -> ActivationFn:
+        for name in names:
+            if name in ACTIVATIONS:
+                raise ValueError(f"activation {name!r} registered twice")
+            ACTIVATIONS[name] = fn
+        return fn
+
+    return decorate
+
+
+@activation("linear", "identity")
+def _linear(b: OpBuilder, x: str, kw: dict[str, Any]) -> str:
+    return x
+
+
+@activation("relu")
+def _relu(b: OpBuilder, x: str, kw: dict[str, Any]) -> str:
+    slope = float(kw.get("negative_slope") or 0.0)
+    max_value, threshold = kw.get("max_value"), float(kw.get("threshold") or 0.0)
+    if slope == 0.0 and threshold == 0.0:
+        y = b.op("Relu", x)
+        return y if max_value is None else b.op("Min", y, b.scalar(float(max_value), "max_value"))
+    return relu_general(b, x, slope, max_value, threshold)
+
+
+def relu_general(b: OpBuilder, x: str, slope: float, max_value: float | None, threshold: float) -> str:
+    """Keras relu: x >= max -> max; threshold <= x < max -> x; else slope * (x - threshold)."""
+    t = b.scalar(threshold, "threshold")
+    below = b.op("Mul", b.op("Sub", x, t), b.scalar(slope, "negative_slope"))
+    y = b.op("Where", b.op("Less", x, t), below, x)
+    return y if max_value is None else b.op("Min", y, b.scalar(float(max_value), "max_value"))
+
+
+@activation("relu6")
+def _relu6(b: OpBuilder, x: str, kw: dict[str, Any]) -> str:
+    return b.op("Clip", x, b.scalar(0.0, "min"), b.scalar(6.0, "max"))
+
+
+@activation("sigmoid")
+def _sigmoid(b: OpBuilder, x: str, kw: dict[str, Any]) -> str:
+    return b.op("Sigmoid", x)
+
+
+@activation("tanh")
+def _tanh(b: OpBuilder, x: str, kw: dict[str, Any]) -> str:
+    return b.op("Tanh", x)
+
+
+@activation("softmax")
+def _softmax(b: OpBuilder, x: str, kw: dict[str, Any]) -> str:
+    return b.op("Softmax", x, axis=int(kw.get("axis", -1)))
+
+
+@activation("log_softmax")
+def _log_softmax(b: OpBuilder, x: str, kw: dict[str, Any]) -> str:
+    return b.op("LogSoftmax", x, axis=int(kw.get("axis", -1)))
+
+
+@activation("softplus")
+def _softplus(b: OpBuilder, x: str, kw: dict[str, Any]) -> str:
+    return b.op("Softplus", x)
+
+
+@activation("softsign")
+def _softsign(b: OpBuilder, x: str, kw: dict[str, Any]) -> str:
+    return b.op("Softsign", x)
+
+
+@activation("elu")
+def _elu(b: OpBuilder, x: str, kw: dict[str, Any]) -> str:
+    return b.op("Elu", x, alpha=float(kw.get("alpha", 1.0)))
+
+
+@activation("selu")
+def _selu(b: OpBuilder, x: str, kw: dict[str, Any]) -> str:
+    # Keras' constants, written out so ONNX's float defaults cannot drift from them.
+    return b.op("Selu", x, alpha=1.6732632423543772, gamma=1.0507009873554805)
+
+
+@activation("exponential")
+def _exponential(b: OpBuilder, x: str, kw: dict[str, Any]) -> str:
+    return b.op("Exp", x)
+
+
+@activation("hard_sigmoid")
+def _hard_sigmoid(b: OpBuilder, x: str, kw: dict[str, Any]) -> str:
+    # Keras 2 defined it as clip(0.2x + 0.5); Keras 3 as relu6(x + 3) / 6.
+    alpha = 0.2 if b.keras_major < 3 else 1.0 / 6.0
+    return b.op("HardSigmoid", x, alpha=alpha, beta=0.5)
+
+
+@activation("hard_silu", "hard_swish")
+def _hard_silu(b: OpBuilder, x: str, kw: dict[str, Any]) -> str:
+    return b.op("Mul", x, b.op("HardSigmoid", x, alpha=1.0 / 6.0, beta=0.5))
+
+
+@activation("swish", "silu")
+def _swish(b: OpBuilder, x: str, kw: dict[str, Any]) -> str:
+    return b.op("Mul", x, b.op("Sigmoid", x))
+
+
+@activation("mish")
+def _mish(b: OpBuilder, x: str, kw: dict[str, Any]) -> str:
+    if b.opset >= 18:
+        return b.op("Mish", x)
+    return b.op("Mul", x, b.op("Tanh", b.op("Softplus", x)))
+
+
+@activation("gelu")
+def _gelu(b: OpBuilder, x: str, kw: dict[str, Any]) -> str:
+    approximate = bool(kw.get("approximate", False))
+    if b.opset >= 20:
+        return b.op("Gelu", x, approximate="tanh" if approximate else "none")
+    half_x = b.op("Mul", x, b.scalar(0.5, "half"))
+    if approximate:
+        # 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+        cube = b.op("Mul", b.op("Mul", x, x), x)
+        inner = b.op("Add", x, b.op("Mul", cube, b.scalar(0.044715, "coef")))
+        t = b.op("Tanh", b.op("Mul", inner, b.scalar(0.7978845608028654, "sqrt_2_over_pi")))
+    else:
+        t = b.op("Erf", b.op("Mul", x, b.scalar(0.7071067811865476, "inv_sqrt2")))
+    return b.op("Mul", half_x, b.op("Add", t, b.scalar(1.0, "one")))
+
+
+@activation("leaky_relu")
+def _leaky_relu(b: OpBuilder, x: str, kw: dict[str, Any]) -> str:
+    return b.op("LeakyRelu", x, alpha=float(kw.get("negative_slope", 0.2)))
+
+
+@activation("log_sigmoid")
+def _log_sigmoid(b: OpBuilder, x: str, kw: dict[str, Any]) -> str:
+    # log(sigmoid(x)) = -softplus(-x), stable for large |x|.
+    return b.op("Neg", b.op("Softplus", b.op("Neg", x)))
+
+
+@activation("tanh_shrink")
+def _tanh_shrink(b: OpBuilder, x: str, kw: dict[str, Any]) -> str:
+    return b.op("Sub", x, b.op("Tanh", x))
+
+
+@activation("hard_tanh")
+def _hard_tanh(b: OpBuilder, x: str, kw: dict[str, Any]) -> str:
+    return b.op("Clip", x, b.scalar(-1.0, "min"), b.scalar(1.0, "max"))
+
+
+@activation("soft_shrink")
+def _soft_shrink(b: OpBuilder, x: str, kw: dict[str, Any]) -> str:
+    return b.op("Shrink", x, lambd=float(kw.get("threshold", 0.5)), bias=float(kw.get("threshold", 0.5)))
+
+
+@activation("hard_shrink")
+def _hard_shrink(b: OpBuilder, x: str, kw: dict[str, Any]) -> str:
+    return b.op("Shrink", x, lambd=float(kw.get("threshold", 0.5)), bias=0.0)
+
+
+@activation("squareplus")
+def _squareplus(b: OpBuilder, x: str, kw: dict[str, Any]) -> str:
+    # (x + sqrt(x^2 + b)) / 2 with Keras' default b = 4
+    root = b.op("Sqrt", b.op("Add", b.op("Mul", x, x), b.scalar(float(kw.get("b", 4.0)), "b")))
+    return b.op("Mul", b.op("Add", x, root), b.scalar(0.5, "half"))
+
+
+@activation("sparse_plus")
+def _sparse_plus(b: OpBuilder, x: str, kw: dict[str, Any]) -> str:
+    # 0 for x <= -1, x for x >= 1, (x + 1)^2 / 4 between
+    quad = b.op("Mul", b.op("Mul", b.op("Add", x, b.scalar(1.0, "one")), b.op("Add", x, b.scalar(1.0, "one2"))),
+                b.scalar(0.25, "quarter"))
+    mid = b.op("Where", b.op("Greater", x, b.scalar(1.0, "hi")), x, quad)
+    return b.op("Where", b.op("Less", x, b.scalar(-1.0, "lo")), b.scalar(0.0, "zero"), mid)
+
+
+@activation("celu")
+def _celu(b: OpBuilder, x: str, kw: dict[str, Any]) -> str:
+    return b.op("Celu", x, alpha=float(kw.get("alpha", 1.0)))
+
+
+@activation("glu")
+def _glu(b: OpBuilder, x: str, kw: dict[str, Any]) -> str:
+    axis = int(kw.get("axis", -1))
+    a, gate = b.op("Split", x, axis=axis, outputs=2, num_outputs=2) if b.opset >= 18 else \
+        b.op("Split", x, axis=axis, outputs=2)
+    return b.op("Mul", a, b.op("Sigmoid", gate))
+
+
+def activation_name(value: Any) -> str:
+    """Config value -> canonical activation name (None and '' mean linear)."""
+    if value is None or value == "":
+        return "linear"
+    if isinstance(value, dict):
+        value = value.get("config") if isinstance(value.get("config"), str) else value.get("class_name")
+    return str(value).lower()
+
+
+def check_activation(node: Node, key: str = "activation") -> None:
+    name = activation_name(node.attrs.get(key))
+    if name not in ACTIVATIONS:
+        raise UnsupportedLayerError(
+            f"{node.kind} '{node.layer_name}' uses activation {name!r}, which kconvert does not know",
+            layer=node.layer_name,
+            hint="supported activations: " + ", ".join(sorted(ACTIVATIONS)),
+        )
+
+
+def apply_activation(b: OpBuilder, x: str, value: Any, **kw: Any) -> str:
+    return ACTIVATIONS[activation_name(value)](b, x, kw)
+
+
+@LAYERS.register("Activation")
+class Activation(LayerHandler):
+    layout_agnostic = True
+
+    def is_layout_agnostic(self, node: Node) -> bool:
+        return activation_name(node.attrs.get("activation")) not in AXIS_ACTIVATIONS
+
+    def check(self, node: Node) -> None:
+        check_activation(node)
+
+    def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
+        return [apply_activation(b, inputs[0], node.attrs.get("activation"))]
+
+
+# These act along the last axis, so they are not elementwise for the layout pass.
+AXIS_ACTIVATIONS = frozenset({"softmax", "log_softmax", "glu"})

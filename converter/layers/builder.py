@@ -1,0 +1,95 @@
+"""OpBuilder: what handlers use to emit ONNX-shaped ops into an OpGraph, without importing onnx.
+
+It hides opset differences (reduce axes as attribute or input, Split sizes) so handlers state intent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from converter.ir import Node, OpGraph
+from converter.ir.ops import Op
+
+
+class OpBuilder:
+    def __init__(self, graph: OpGraph, keras_version: str | None = None) -> None:
+        self.graph = graph
+        self.keras_version = keras_version
+        self.scope = ""
+        self.node: Node | None = None
+
+    @property
+    def opset(self) -> int:
+        return self.graph.opset
+
+    @property
+    def keras_major(self) -> int:
+        """Major Keras version of the source file (2 when unrecorded: legacy files predate Keras 3)."""
+        if not self.keras_version:
+            return 2
+        head = self.keras_version.split(".")[0]
+        return int(head) if head.isdigit() else 2
+
+    def enter(self, node: Node) -> None:
+        self.node = node
+        self.scope = node.name
+
+    def op(self, op_type: str, *inputs: str, outputs: int = 1, domain: str = "", name: str | None = None,
+           **attrs: Any) -> Any:
+        """Emit one op; returns its output name (or a list when outputs > 1)."""
+        base = f"{self.scope}/{name or op_type}" if self.scope else (name or op_type)
+        op_name = self.graph.unique(base)
+        outs = [op_name] if outputs == 1 else [self.graph.unique(f"{op_name}:{i}") for i in range(outputs)]
+        clean = {k: v for k, v in attrs.items() if v is not None}
+        self.graph.ops.append(Op(op_type, list(inputs), outs, op_name, clean, domain))
+        return outs[0] if outputs == 1 else outs
+
+    def const(self, value: Any, name: str, dtype: Any = np.float32) -> str:
+        array = np.asarray(value, dtype=dtype) if not isinstance(value, np.ndarray) else value
+        full = self.graph.unique(f"{self.scope}/{name}" if self.scope else name)
+        self.graph.initializers[full] = array
+        return full
+
+    def ints(self, values: Sequence[int] | int, name: str) -> str:
+        return self.const(np.asarray(values, dtype=np.int64), name, np.int64)
+
+    def weight(self, key: str, array: np.ndarray | None = None) -> str:
+        """The current node's weight as an initializer named `<layer>/<key>`."""
+        assert self.node is not None
+        value = self.node.weights[key] if array is None else array
+        return self.const(np.ascontiguousarray(value, dtype=np.float32), key)
+
+    def reduce(self, op_type: str, x: str, axes: Sequence[int], keepdims: bool) -> str:
+        if op_type == "ReduceSum" or self.opset >= 18:
+            return self.op(op_type, x, self.ints(list(axes), "axes"), keepdims=int(keepdims))
+        return self.op(op_type, x, axes=list(axes), keepdims=int(keepdims))
+
+    def squeeze(self, x: str, axes: Sequence[int]) -> str:
+        return self.op("Squeeze", x, self.ints(list(axes), "axes"))
+
+    def unsqueeze(self, x: str, axes: Sequence[int]) -> str:
+        return self.op("Unsqueeze", x, self.ints(list(axes), "axes"))
+
+    def reshape(self, x: str, shape: Sequence[int]) -> str:
+        return self.op("Reshape", x, self.ints(list(shape), "shape"))
+
+    def transpose(self, x: str, perm: Sequence[int]) -> str:
+        return self.op("Transpose", x, perm=list(perm))
+
+    def split(self, x: str, sizes: Sequence[int], axis: int) -> list[str]:
+        if len(sizes) == 1:
+            return [x]
+        return list(self.op("Split", x, self.ints(list(sizes), "split"), outputs=len(sizes), axis=axis))
+
+    def slice(self, x: str, starts: Sequence[int], ends: Sequence[int], axes: Sequence[int],
+              steps: Sequence[int] | None = None) -> str:
+        args = [x, self.ints(list(starts), "starts"), self.ints(list(ends), "ends"), self.ints(list(axes), "axes")]
+        if steps is not None:
+            args.append(self.ints(list(steps), "steps"))
+        return self.op("Slice", *args)
+
+    def scalar(self, value: float, name: str = "c") -> str:
+        return self.const(np.asarray(value, dtype=np.float32), name)

@@ -1,0 +1,121 @@
+"""The handler registry: an object filled by explicit decorators, one handler per Keras class name."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import TypeVar
+
+import numpy as np
+
+from converter.errors import ShapeError
+from converter.ir import Node, Shape
+from converter.layers.builder import OpBuilder
+
+
+class LayerHandler(ABC):
+    """Shape rule, layout rule and ONNX emission for one layer family.
+
+    Layout flags are read by the layout pass:
+    - `channels_first_only`: ONNX has the op only channels-first; a channels_last node is rewritten
+      to channels_first with Transposes around it (which later cancel between neighbours).
+    - `layout_agnostic`: elementwise on every input; Transposes sink through it.
+    """
+
+    channels_first_only: bool = False
+    layout_agnostic: bool = False
+
+    # kconvert's own node kinds (inserted by passes) are not Keras classes; tables leave them out.
+    internal: bool = False
+    # An inference-time identity (Dropout family): the cleanup pass removes it.
+    inference_identity: bool = False
+
+    def is_layout_agnostic(self, node: Node) -> bool:
+        return self.layout_agnostic
+
+    def check(self, node: Node) -> None:
+        """Raise UnsupportedLayerError for configurations that cannot be converted."""
+
+    def weight_names(self, node: Node) -> list[str]:
+        """Names for the stored arrays, in the order Keras stores them."""
+        return []
+
+    def weight_shapes(self, node: Node, input_shapes: list[Shape]) -> dict[str, tuple[int | None, ...]]:
+        """Expected weight shapes; None entries are not checked."""
+        return {}
+
+    def num_outputs(self, node: Node) -> int:
+        return 1
+
+    def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
+        return [input_shapes[0]]
+
+    @abstractmethod
+    def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
+        """Emit ONNX ops for the node; return the names of its outputs."""
+
+    def param_count(self, node: Node) -> int:
+        return int(sum(np.prod(w.shape) for w in node.weights.values()))
+
+
+H = TypeVar("H", bound=type[LayerHandler])
+
+
+class Registry:
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self._handlers: dict[str, LayerHandler] = {}
+
+    def register(self, *names: str) -> Callable[[H], H]:
+        def decorate(cls: H) -> H:
+            instance = cls()
+            for name in names:
+                if name in self._handlers:
+                    raise ValueError(f"{self.what} {name!r} registered twice")
+                self._handlers[name] = instance
+            return cls
+
+        return decorate
+
+    def get(self, name: str) -> LayerHandler | None:
+        return self._handlers.get(name)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._handlers
+
+    def names(self) -> list[str]:
+        return sorted(self._handlers)
+
+    def public_names(self) -> list[str]:
+        """Keras class names, without kconvert's internal node kinds."""
+        return sorted(n for n, h in self._handlers.items() if not h.internal)
+
+
+LAYERS = Registry("keras layer")
+
+
+def expect_rank(node: Node, shape: Shape, rank: int, meaning: str) -> None:
+    """Keras-worded rank check; suggests dropping a leading dim that looks like a batch given twice."""
+    if len(shape) == rank:
+        return
+    shown = "(" + ", ".join("batch" if i == 0 else ("None" if not isinstance(d, int) else str(d))
+                           for i, d in enumerate(shape)) + ")"
+    hint = None
+    if len(shape) == rank + 1:
+        corrected = tuple(shape[2:])
+        hint = ("input_shape excludes the batch dimension — did you mean "
+                f"input_shape={_tuple_text(corrected)}?")
+    raise ShapeError(
+        f"{node.kind} '{node.layer_name}' expects a {rank}-D input {meaning} but receives {shown}",
+        layer=node.layer_name, hint=hint)
+
+
+def _tuple_text(dims: Shape) -> str:
+    parts = ["None" if not isinstance(d, int) else str(d) for d in dims]
+    return f"({parts[0]},)" if len(parts) == 1 else "(" + ", ".join(parts) + ")"
+
+
+def expect_min_rank(node: Node, shape: Shape, rank: int) -> None:
+    if len(shape) < rank:
+        raise ShapeError(f"{node.kind} '{node.layer_name}' expects an input of rank >= {rank}, got rank {len(shape)}",
+                         layer=node.layer_name)
