@@ -1,6 +1,22 @@
 """Layer handlers, one module per family; importing this package registers them all, by name."""
 
-from converter.layers import activations, core, transpose  # noqa: F401  (registration)
+from converter.layers import (  # noqa: F401  (imported for registration)
+    activation_layers,
+    activations,
+    attention,
+    conv,
+    core,
+    embedding,
+    merge,
+    normalization,
+    pooling,
+    preprocessing,
+    recurrent,
+    reshape,
+    spatial,
+    transpose,
+    wrappers,
+)
 from converter.layers.builder import OpBuilder
 from converter.layers.registry import LAYERS, LayerHandler, Registry
 

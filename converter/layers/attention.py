@@ -1,0 +1,3 @@
+"""Attention layers: Attention, AdditiveAttention, MultiHeadAttention, EinsumDense."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Embedding."""
+
+from __future__ import annotations

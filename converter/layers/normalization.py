@@ -1,0 +1,3 @@
+"""Normalisation: BatchNormalization, LayerNormalization, GroupNormalization, UnitNormalization."""
+
+from __future__ import annotations

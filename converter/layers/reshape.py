@@ -1,0 +1,3 @@
+"""Reshaping: Flatten, Reshape, Permute, RepeatVector."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Wrappers: TimeDistributed."""
+
+from __future__ import annotations
