@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,19 +53,10 @@ def convert(path: str | Path, weights: str | Path | None = None, opset: int | No
 
 
 def save(model: onnx.ModelProto, output: str | Path) -> Path:
-    """Write atomically: a temporary file in the same folder, renamed into place."""
-    import onnx
+    """Write the model atomically (never a half-written file)."""
+    from converter.export.onnx import save_model
 
-    output = Path(output)
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent or ".")
-    os.close(fd)
-    try:
-        onnx.save_model(model, tmp)
-        os.replace(tmp, output)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return output
+    return save_model(model, output)
 
 
 @dataclass

@@ -6,6 +6,10 @@ the Keras names, fixes the batch dim name, records provenance and runs onnx.chec
 
 from __future__ import annotations
 
+import os
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -102,3 +106,18 @@ def export(graph: Graph, opset: int = DEFAULT_OPSET, keras_version: str | None =
     model = to_model(lower(graph, opset, keras_version), metadata)
     onnx.checker.check_model(model)
     return model
+
+
+def save_model(model: onnx.ModelProto, output: str | Path) -> Path:
+    """Write atomically: a temporary file in the same folder, renamed into place, so a failure
+    never leaves a half-written model behind."""
+    output = Path(output)
+    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
+    os.close(fd)
+    try:
+        onnx.save_model(model, tmp)
+        os.replace(tmp, output)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return output

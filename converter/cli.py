@@ -1,0 +1,100 @@
+"""The `kconvert` command. Heavy modules (numpy, onnx, h5py) are imported inside commands, so
+`kconvert --help` starts fast."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from converter.errors import KconvertError
+
+EXIT_OK, EXIT_BAD_INPUT, EXIT_UNSUPPORTED, EXIT_CHECK_FAILED = 0, 2, 3, 4
+
+
+class DefaultToConvert(click.Group):
+    """`kconvert model.h5` means `kconvert convert model.h5`."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
+            args = ["convert", *args]
+        return super().parse_args(ctx, args)
+
+
+def _fail(err: KconvertError, as_json: bool) -> NoReturn:
+    if as_json:
+        payload = {"ok": False, "error": {"type": type(err).__name__, "message": err.message,
+                                          "layer": err.layer, "hint": err.hint, "exit_code": err.exit_code}}
+        click.echo(json.dumps(payload, indent=2))
+    else:
+        click.echo(f"error: {err.render()}", err=True)
+    sys.exit(err.exit_code)
+
+
+@click.group(cls=DefaultToConvert, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="kconvert", message="kconvert %(version)s")
+def main() -> None:
+    """Convert Keras model files (.h5, .keras, model.json + weights) to ONNX, without TensorFlow.
+
+    \b
+      kconvert model.h5                 writes model.onnx beside it
+      kconvert model.keras --check      ... and compares with Keras on generated inputs
+      kconvert inspect model.h5         prints a model.summary()-like table
+    """
+
+
+@main.command("convert")
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Output file (default: MODEL with .onnx).")
+@click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), help="Weights file for a model.json.")
+@click.option("--opset", type=int, default=None, help="ONNX opset (default 17; 13 up to the newest onnx knows).")
+@click.option("--check", is_flag=True, help="Cross-check against Keras on generated inputs (needs kconvert[tf]).")
+@click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="onnxruntime execution provider for --check.")
+@click.option("--rtol", type=float, default=1e-4, show_default=True, help="Relative tolerance for --check.")
+@click.option("--atol", type=float, default=1e-5, show_default=True, help="Absolute tolerance for --check.")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable JSON report.")
+def convert_command(model: Path, output: Path | None, weights: Path | None, opset: int | None, check: bool,
+                    provider: str, rtol: float, atol: float, as_json: bool) -> None:
+    """Convert MODEL to ONNX."""
+    from runtime.check import run_convert  # the CLI is the composition root: it may use runtime
+
+    try:
+        report = run_convert(model, output, weights, opset, check, provider, rtol, atol)
+    except KconvertError as err:
+        _fail(err, as_json)
+    _print_report(report, as_json)
+    if report.get("check") and not report["check"]["ok"]:
+        sys.exit(EXIT_CHECK_FAILED)
+
+
+@main.command("inspect")
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), help="Weights file for a model.json.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def inspect_command(model: Path, weights: Path | None, as_json: bool) -> None:
+    """Print a model.summary()-like table of MODEL, without TensorFlow."""
+    import converter
+
+    try:
+        summary = converter.inspect(model, weights)
+    except KconvertError as err:
+        _fail(err, as_json)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        from converter.report import print_summary
+
+        print_summary(summary)
+
+
+def _print_report(report: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    from converter.report import print_convert_report
+
+    print_convert_report(report)

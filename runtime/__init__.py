@@ -1,0 +1,1 @@
+"""Running converted models: onnxruntime sessions, Keras reference outputs, comparison, latency."""
