@@ -2,14 +2,24 @@
 
     import converter
     model = converter.convert("model.h5")            # onnx.ModelProto
-    graph = converter.load("model.json", weights="weights.h5")
-    summary = converter.inspect("model.keras")
+    converter.save(model, "model.onnx")
+    loaded = converter.load("model.json", weights="weights.h5")   # normalised LayerGraph
+    summary = converter.inspect("model.keras")       # model.summary() as data
+
+The API is imported on first use, so `kconvert --help` does not pay for numpy, h5py and onnx.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 __version__ = "0.1.0"
-
-from converter.api import convert, inspect, load, save  # noqa: E402
-
 __all__ = ["__version__", "convert", "inspect", "load", "save"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("convert", "inspect", "load", "save"):
+        from converter import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'converter' has no attribute {name!r}")

@@ -13,7 +13,7 @@ from converter.layers import LAYERS
 from converter.passes import run_pipeline, shape_inference, shape_semantics
 
 if TYPE_CHECKING:
-    import onnx
+    import onnx  # noqa: TID251  (type hints only)
 
 
 @dataclass
@@ -82,7 +82,8 @@ def inspect(path: str | Path, weights: str | Path | None = None) -> dict[str, An
         "format": loaded.artifact.format,
         "keras_version": loaded.artifact.keras_version,
         "inputs": [{"name": t.name, "shape": format_shape(t.shape or ()), "dtype": t.dtype} for t in graph.inputs],
-        "outputs": [{"name": n, "shape": format_shape(t.shape or ())} for n, t in zip(graph.output_names, graph.outputs)],
+        "outputs": [{"name": n, "shape": format_shape(t.shape or ())}
+                    for n, t in zip(graph.output_names, graph.outputs)],
         "layers": [row.__dict__ for row in rows],
         "total_params": sum(r.params for r in rows),
     }

@@ -48,22 +48,25 @@ def main() -> None:
 
 @main.command("convert")
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Output file (default: MODEL with .onnx).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Output file (default: MODEL with .onnx).")
 @click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), help="Weights file for a model.json.")
 @click.option("--opset", type=int, default=None, help="ONNX opset (default 17; 13 up to the newest onnx knows).")
 @click.option("--check", is_flag=True, help="Cross-check against Keras on generated inputs (needs kconvert[tf]).")
+@click.option("--reference", type=click.Path(dir_okay=False, path_type=Path),
+              help="Check against stored Keras outputs (.npz with input:NAME/output:NAME or x0../y0..); no TF needed.")
 @click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="onnxruntime execution provider for --check.")
 @click.option("--rtol", type=float, default=1e-4, show_default=True, help="Relative tolerance for --check.")
 @click.option("--atol", type=float, default=1e-5, show_default=True, help="Absolute tolerance for --check.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable JSON report.")
 def convert_command(model: Path, output: Path | None, weights: Path | None, opset: int | None, check: bool,
-                    provider: str, rtol: float, atol: float, as_json: bool) -> None:
+                    reference: Path | None, provider: str, rtol: float, atol: float, as_json: bool) -> None:
     """Convert MODEL to ONNX."""
     from runtime.check import run_convert  # the CLI is the composition root: it may use runtime
 
     try:
-        report = run_convert(model, output, weights, opset, check, provider, rtol, atol)
+        report = run_convert(model, output, weights, opset, check, provider, rtol, atol, reference)
     except KconvertError as err:
         _fail(err, as_json)
     _print_report(report, as_json)

@@ -6,13 +6,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-
 from converter.api import LoadedModel, load
 from converter.errors import CheckFailedError, UsageError
 from runtime.compare import OutputDiff, compare
 from runtime.inputs import generate_inputs
 from runtime.reference import load_keras_model, reference_outputs
 from runtime.session import make_session, run
+from runtime.stored import load_reference
 
 CHECK_BATCHES = (1, 3)
 
@@ -22,7 +22,8 @@ def default_output(model: Path) -> Path:
 
 
 def run_convert(model: Path, output: Path | None, weights: Path | None, opset: int | None, check: bool,
-                provider: str = "auto", rtol: float = 1e-4, atol: float = 1e-5) -> dict[str, Any]:
+                provider: str = "auto", rtol: float = 1e-4, atol: float = 1e-5,
+                reference: Path | None = None) -> dict[str, Any]:
     from converter.export.onnx import DEFAULT_OPSET, export, save_model
 
     output = default_output(model) if output is None else output
@@ -39,9 +40,11 @@ def run_convert(model: Path, output: Path | None, weights: Path | None, opset: i
         "inputs": [{"name": t.name, "shape": list(t.shape or ())} for t in loaded.graph.inputs],
         "outputs": list(loaded.graph.output_names),
     }
-    if check:
-        diffs = check_against_keras(loaded, output, weights, provider, rtol, atol)
+    if check or reference is not None:
+        diffs = (check_against_reference(loaded, output, reference, provider, rtol, atol) if reference is not None
+                 else check_against_keras(loaded, output, weights, provider, rtol, atol))
         report["check"] = {"ok": all(d.ok for d in diffs), "rtol": rtol, "atol": atol,
+                           "against": str(reference) if reference is not None else "keras",
                            "outputs": [d.to_dict() for d in diffs]}
         report["ok"] = report["check"]["ok"]
     loaded.artifact.close()
@@ -63,6 +66,22 @@ def check_against_keras(loaded: LoadedModel, onnx_path: Path, weights: Path | No
             if diff.name not in worst or _worse(diff, worst[diff.name]):
                 worst[diff.name] = diff
     return [worst[n] for n in names]
+
+
+def check_against_reference(loaded: LoadedModel, onnx_path: Path, reference: Path, provider: str,
+                            rtol: float, atol: float) -> list[OutputDiff]:
+    """Compare with Keras outputs stored in an .npz (see runtime/stored.py): no TensorFlow needed."""
+    names = list(loaded.graph.output_names)
+    feeds, expected = load_reference(reference, [t.name for t in loaded.graph.inputs], names)
+    session = make_session(onnx_path, provider)
+    dtypes = {i.name: i.type for i in session.get_inputs()}
+    feeds = {k: v.astype(_NUMPY_OF_ORT.get(dtypes[k], v.dtype)) for k, v in feeds.items()}
+    ours = run(session, feeds)
+    return compare([ours[n] for n in names], expected, names, rtol, atol)
+
+
+_NUMPY_OF_ORT = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(int32)": "int32",
+                 "tensor(double)": "float64", "tensor(float16)": "float16"}
 
 
 def _worse(a: OutputDiff, b: OutputDiff) -> bool:

@@ -33,7 +33,17 @@ class LayerHandler(ABC):
     def is_layout_agnostic(self, node: Node) -> bool:
         return self.layout_agnostic
 
-    def check(self, node: Node) -> None:
+    def remap_axes(self, node: Node, perm: tuple[int, ...]) -> bool:
+        """Layout-pass hook: the node's inputs of rank `len(perm)` will arrive permuted,
+        `physical = transpose(keras_tensor, perm)` (so Keras axis `a` sits at `perm.index(a)`), and its
+        outputs of that rank must leave permuted the same way. Adapt the node's attrs in place (an
+        `axis`, a `data_format`, a target shape) and return True; return False, changing nothing, to
+        keep Transposes around the node. Elementwise nodes whose tensors all have that rank need no change.
+        """
+        shapes = [t.shape for t in (*node.inputs, *node.outputs)]
+        return self.is_layout_agnostic(node) and all(s is not None and len(s) == len(perm) for s in shapes)
+
+    def check(self, node: Node) -> None:  # noqa: B027  (most layers accept every config)
         """Raise UnsupportedLayerError for configurations that cannot be converted."""
 
     def weight_names(self, node: Node) -> list[str]:
@@ -80,6 +90,15 @@ class Registry:
     def get(self, name: str) -> LayerHandler | None:
         return self._handlers.get(name)
 
+    def add(self, name: str, handler: LayerHandler) -> None:
+        """Register an instance (the extension API's path); a taken name raises like `register`."""
+        if name in self._handlers:
+            raise ValueError(f"{self.what} {name!r} registered twice")
+        self._handlers[name] = handler
+
+    def remove(self, name: str) -> LayerHandler | None:
+        return self._handlers.pop(name, None)
+
     def __contains__(self, name: str) -> bool:
         return name in self._handlers
 
@@ -92,6 +111,22 @@ class Registry:
 
 
 LAYERS = Registry("keras layer")
+# Handlers for single Lambda layers, keyed by layer name (filled only by converter.extensions).
+LAMBDAS = Registry("lambda layer")
+
+
+def handler_for(node: Node) -> LayerHandler | None:
+    """The handler of one node: a Lambda registered by its layer name first, then the class name.
+
+    A Lambda inside a nested model has the layer name `outer/inner`; it matches a registration of
+    the full name or of its own name (the last component).
+    """
+    if node.kind == "Lambda":
+        for key in (node.layer_name, node.layer_name.rsplit("/", 1)[-1]):
+            handler = LAMBDAS.get(key)
+            if handler is not None:
+                return handler
+    return LAYERS.get(node.kind)
 
 
 def expect_rank(node: Node, shape: Shape, rank: int, meaning: str) -> None:

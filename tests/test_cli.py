@@ -1,0 +1,153 @@
+"""The CLI's contract: outputs, exit codes (2 bad input, 3 unsupported, 4 failed check), no tracebacks,
+no partial files, Lambda code never run."""
+
+from __future__ import annotations
+
+import base64
+import json
+import marshal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from kmodels import layer, save_keras, save_legacy_h5, sequential
+
+from converter.cli import main
+
+
+def _dense_model(tmp_path: Path, rng: np.random.Generator, name: str = "m.h5") -> Path:
+    config = sequential([layer("Dense", "dense", units=2, activation="tanh")], (3,))
+    weights = {"dense": [rng.normal(size=(3, 2)).astype("float32"), np.zeros(2, "float32")]}
+    return save_legacy_h5(tmp_path / name, config, weights)
+
+
+def _kconvert(*args: str) -> subprocess.CompletedProcess[str]:
+    code = "import sys; from converter.cli import main; sys.exit(main())"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+
+
+def test_writes_onnx_beside_the_model(tmp_path: Path, rng: np.random.Generator) -> None:
+    model = _dense_model(tmp_path, rng)
+    result = CliRunner().invoke(main, [str(model)])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "m.onnx").stat().st_size > 0
+
+
+def test_output_option_and_json_report(tmp_path: Path, rng: np.random.Generator) -> None:
+    model = _dense_model(tmp_path, rng)
+    out = tmp_path / "sub.onnx"
+    result = CliRunner().invoke(main, [str(model), "-o", str(out), "--json", "--opset", "13"])
+    report = json.loads(result.output)
+    assert result.exit_code == 0 and report["ok"] and report["opset"] == 13
+    assert report["inputs"][0]["shape"] == ["batch", 3] and out.exists()
+
+
+@pytest.mark.parametrize("opset", ["12", "99"])
+def test_refuses_unknown_opsets(tmp_path: Path, rng: np.random.Generator, opset: str) -> None:
+    model = _dense_model(tmp_path, rng)
+    result = _kconvert(str(model), "--opset", opset)
+    assert result.returncode == 2
+    assert f"opset {opset} is not supported" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"not a model at all", b"\x89HDF\r\n\x1a\n" + b"\0" * 64, b"PK\x03\x04junk"])
+def test_bad_files_exit_2_without_traceback(tmp_path: Path, content: bytes) -> None:
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(content)
+    result = _kconvert(str(bad))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr
+    assert not (tmp_path / "bad.onnx").exists()
+
+
+def test_missing_file_exits_2(tmp_path: Path) -> None:
+    result = _kconvert(str(tmp_path / "nope.h5"))
+    assert result.returncode == 2 and "no such file" in result.stderr
+
+
+def test_weights_only_file_explains_what_to_do(tmp_path: Path, rng: np.random.Generator) -> None:
+    import h5py
+
+    path = tmp_path / "weights.h5"
+    with h5py.File(path, "w") as handle:
+        handle.attrs["layer_names"] = [b"dense"]
+    result = _kconvert(str(path))
+    assert result.returncode == 2 and "--weights" in result.stderr
+
+
+def _lambda_layer(name: str, marker: Path) -> dict[str, object]:
+    """A Lambda whose stored bytecode would create `marker` if anyone ran it."""
+    code = compile(f"open({str(marker)!r}, 'w').write('ran')", "<lambda>", "exec")
+    payload = base64.b64encode(marshal.dumps(code)).decode()
+    return layer("Lambda", name, function=[payload, None, None], function_type="lambda", output_shape=None)
+
+
+def test_every_unsupported_layer_is_listed_once_and_no_code_runs(tmp_path: Path, rng: np.random.Generator) -> None:
+    marker = tmp_path / "marker"
+    config = sequential([
+        _lambda_layer("normalize", marker),
+        {"class_name": "MyBlock", "config": {"name": "block"}, "registered_name": "Custom>MyBlock"},
+        _lambda_layer("scale", marker),
+    ], (3,))
+    model = save_keras(tmp_path / "m.keras", config, {})
+    result = _kconvert(str(model), "--json")
+    assert result.returncode == 3
+    error = json.loads(result.stdout)["error"]
+    assert error["type"] == "UnsupportedLayerError"
+    for expected in ("'normalize' (Lambda)", "'block' (MyBlock)", "'scale' (Lambda)", "3 layer(s)"):
+        assert expected in error["message"]
+    assert not marker.exists() and not (tmp_path / "m.onnx").exists()
+
+
+def test_failed_check_exits_4(tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The comparison path on its own: a reference that disagrees must fail the run with exit 4."""
+    import runtime.check as check
+
+    monkeypatch.setattr(check, "load_keras_model", lambda artifact, weights: object())
+    monkeypatch.setattr(check, "reference_outputs", lambda model, inputs: [np.full((inputs[0].shape[0], 2), 9.0)])
+    model = _dense_model(tmp_path, rng)
+    result = CliRunner().invoke(main, [str(model), "--check", "--json"])
+    report = json.loads(result.output)
+    assert result.exit_code == 4 and not report["check"]["ok"]
+    assert report["check"]["outputs"][0]["status"] == "mismatch" and report["check"]["outputs"][0]["max_abs"] > 8
+
+
+def test_check_passes_against_an_agreeing_reference(tmp_path: Path, rng: np.random.Generator,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import runtime.check as check
+
+    kernel = rng.normal(size=(3, 2)).astype("float32")
+    config = sequential([layer("Dense", "dense", units=2, activation="tanh", use_bias=False)], (3,))
+    model = save_legacy_h5(tmp_path / "m.h5", config, {"dense": [kernel]})
+    monkeypatch.setattr(check, "load_keras_model", lambda artifact, weights: object())
+    monkeypatch.setattr(check, "reference_outputs", lambda model, inputs: [np.tanh(inputs[0] @ kernel)])
+    result = CliRunner().invoke(main, [str(model), "--check"])
+    assert result.exit_code == 0 and "matches Keras" in result.output
+
+
+def test_inspect_table_and_json(tmp_path: Path, rng: np.random.Generator) -> None:
+    model = _dense_model(tmp_path, rng)
+    table = CliRunner().invoke(main, ["inspect", str(model)])
+    assert table.exit_code == 0 and "dense (Dense)" in table.output and "(None, 2)" in table.output
+    summary = json.loads(CliRunner().invoke(main, ["inspect", str(model), "--json"]).output)
+    assert summary["total_params"] == 8 and summary["layers"][0]["output_shape"] == "(None, 2)"
+
+
+def test_help_imports_no_tensorflow_and_no_onnx() -> None:
+    code = ("import sys; from converter.cli import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('tensorflow', 'keras', 'onnx', 'h5py', 'numpy') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_converter_never_imports_tensorflow(tmp_path: Path, rng: np.random.Generator) -> None:
+    model = _dense_model(tmp_path, rng)
+    code = (f"import sys, converter; converter.convert({str(model)!r})\n"
+            "print(sorted(m for m in ('tensorflow', 'keras', 'tf_keras') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip().splitlines()[-1] == "[]", result.stderr

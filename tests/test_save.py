@@ -1,0 +1,39 @@
+"""Writing is atomic: a failure while saving leaves neither the output nor a temporary file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from kmodels import layer, save_keras, sequential
+
+import converter
+from converter.export import onnx as onnx_export
+
+
+def test_failed_save_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = sequential([layer("Dense", "dense", units=2, use_bias=False)], (3,))
+    model = converter.convert(save_keras(tmp_path / "m.keras", config, {"dense": [np.ones((3, 2), "float32")]}))
+
+    def half_write(proto: onnx.ModelProto, path: str) -> None:
+        Path(path).write_bytes(proto.SerializeToString()[:10])
+        raise OSError("disk full")
+
+    monkeypatch.setattr(onnx_export.onnx, "save_model", half_write)
+    with pytest.raises(OSError, match="disk full"):
+        converter.save(model, tmp_path / "out.onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.keras"]
+
+
+def test_metadata_records_producer_and_source(tmp_path: Path) -> None:
+    config = sequential([layer("Dense", "dense", units=2, use_bias=False)], (3,))
+    model = converter.convert(save_keras(tmp_path / "m.keras", config, {"dense": [np.ones((3, 2), "float32")]},
+                                         keras_version="3.9.0"))
+    props = {p.key: p.value for p in model.metadata_props}
+    assert model.producer_name == "kconvert" and model.producer_version == converter.__version__
+    assert props["source_keras_version"] == "3.9.0" and props["source_format"] == "keras"
+    batch = model.graph.input[0].type.tensor_type.shape.dim[0]
+    assert batch.dim_param == "batch" and model.graph.input[0].name == "input_layer"
+    assert model.graph.output[0].name == "dense"
