@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from converter.ir import Graph, format_shape
 from converter.keras.artifacts import KerasArtifact, open_artifact
 from converter.keras.topology import build_graph
-from converter.layers import LAYERS
+from converter.layers.registry import handler_for
 from converter.passes import run_pipeline, shape_inference, shape_semantics
 
 if TYPE_CHECKING:
@@ -22,10 +22,15 @@ class LoadedModel:
     artifact: KerasArtifact
 
 
-def load(path: str | Path, weights: str | Path | None = None, optimize: bool = True) -> LoadedModel:
-    """Read a Keras file into a normalised LayerGraph."""
-    artifact = open_artifact(path, weights)
-    graph = build_graph(artifact)
+def load(path: str | Path, weights: str | Path | None = None, optimize: bool = True,
+         backend: str | None = None, require_weights: bool = True) -> LoadedModel:
+    """Read a Keras file into a normalised LayerGraph.
+
+    `backend` overrides the Keras backend recorded in the file ("theano" for Keras 1 Theano files,
+    which record none); `require_weights=False` reads the architecture alone when there are no weights.
+    """
+    artifact = open_artifact(path, weights, backend=backend)
+    graph = build_graph(artifact, require_weights=require_weights)
     graph.metadata.update(_provenance(artifact))
     graph = run_pipeline(graph) if optimize else shape_inference.run(shape_semantics.run(graph))
     return LoadedModel(graph, artifact)
@@ -40,11 +45,12 @@ def _provenance(artifact: KerasArtifact) -> dict[str, str]:
     return meta
 
 
-def convert(path: str | Path, weights: str | Path | None = None, opset: int | None = None) -> onnx.ModelProto:
+def convert(path: str | Path, weights: str | Path | None = None, opset: int | None = None,
+            backend: str | None = None) -> onnx.ModelProto:
     """Convert a Keras model file to an ONNX ModelProto (checked by onnx.checker)."""
     from converter.export.onnx import DEFAULT_OPSET, export
 
-    loaded = load(path, weights)
+    loaded = load(path, weights, backend=backend)
     try:
         return export(loaded.graph, DEFAULT_OPSET if opset is None else opset, loaded.artifact.keras_version,
                       loaded.graph.metadata)
@@ -67,13 +73,13 @@ class LayerRow:
     params: int
 
 
-def inspect(path: str | Path, weights: str | Path | None = None) -> dict[str, Any]:
-    """A model.summary()-like description, as data."""
-    loaded = load(path, weights, optimize=False)
+def inspect(path: str | Path, weights: str | Path | None = None, backend: str | None = None) -> dict[str, Any]:
+    """A model.summary()-like description, as data (an architecture-only JSON is described too)."""
+    loaded = load(path, weights, optimize=False, backend=backend, require_weights=False)
     graph = loaded.graph
     rows = []
     for node in graph.nodes:
-        handler = LAYERS.get(node.kind)
+        handler = handler_for(node)
         shapes = ", ".join(format_shape(t.shape or ()) for t in node.outputs)
         rows.append(LayerRow(node.name, node.kind, shapes, handler.param_count(node) if handler else 0))
     loaded.artifact.close()

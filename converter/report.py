@@ -29,7 +29,8 @@ def print_convert_report(report: dict[str, Any]) -> None:
     check = report.get("check")
     if not check:
         return
-    table = Table(title=f'check against Keras (rtol {check["rtol"]:g}, atol {check["atol"]:g})')
+    against = "Keras" if check.get("against", "keras") == "keras" else f'stored Keras outputs ({check["against"]})'
+    table = Table(title=f'check against {against} (rtol {check["rtol"]:g}, atol {check["atol"]:g})')
     for column in ("output", "shape", "max abs", "max rel", "status"):
         table.add_column(column)
     for diff in check["outputs"]:

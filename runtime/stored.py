@@ -29,6 +29,10 @@ def load_reference(path: Path, input_names: list[str], output_names: list[str]) 
 def _pick(data: np.lib.npyio.NpzFile, key: str, positional: str, path: Path) -> np.ndarray:
     for candidate in (key, positional):
         if candidate in data.files:
-            return np.asarray(data[candidate])
+            try:  # members load lazily: an object (pickled) array is refused here, never unpickled
+                return np.asarray(data[candidate])
+            except ValueError as err:
+                raise FormatError(f"cannot read reference {path.name}: {err}",
+                                  hint="store plain numeric arrays") from None
     raise FormatError(f"reference {path.name} has neither {key!r} nor {positional!r}",
                       hint=f"it holds: {', '.join(data.files)}")

@@ -78,7 +78,7 @@ def _write_keras3_weights(group: h5py.Group, config: dict[str, Any], weights: di
     for entry in layers:
         lname = entry["config"]["name"]
         sub = root.create_group(names[lname])
-        if entry["class_name"] in ("Sequential", "Functional"):
+        if entry["class_name"] in ("Sequential", "Functional", "Model"):
             _write_keras3_weights(sub, entry, weights)
             continue
         _write_vars(sub, weights.get(lname, []))
@@ -130,7 +130,7 @@ def _write_legacy_group(group: h5py.Group, config: dict[str, Any], weights: dict
     for entry in layers:
         lname = entry["config"]["name"]
         sub = group.create_group(lname)
-        if entry["class_name"] in ("Sequential", "Functional"):
+        if entry["class_name"] in ("Sequential", "Functional", "Model"):
             inner = [(e["config"]["name"], a) for e in _container_layers(entry)
                      for a in _flat(weights.get(e["config"]["name"], []))]
             _write_named(sub, [(f"{owner}/w{i}:0", a) for i, (owner, a) in enumerate(inner)])
@@ -142,6 +142,24 @@ def _write_named(group: h5py.Group, named: list[tuple[str, np.ndarray]]) -> None
     group.attrs["weight_names"] = [n.encode() for n, _ in named]
     for name, array in named:
         group.create_dataset(name, data=np.asarray(array))
+
+
+def save_legacy_weights(path: Path, config: dict[str, Any], weights: dict[str, LayerWeights],
+                        keras_version: str = "2.15.0") -> Path:
+    """Keras 2 `save_weights("x.h5")`: the layer groups at the root, no model_config."""
+    with h5py.File(path, "w") as handle:
+        handle.attrs["keras_version"] = keras_version
+        handle.attrs["backend"] = "tensorflow"
+        _write_legacy_group(handle, config, weights)
+    return path
+
+
+def save_keras3_weights(path: Path, config: dict[str, Any], weights: dict[str, LayerWeights]) -> Path:
+    """Keras 3 `save_weights("x.weights.h5")`: the same layout as model.weights.h5 inside a .keras zip."""
+    with h5py.File(path, "w") as handle:
+        _write_keras3_weights(handle, config, weights)
+        handle.create_group("vars")
+    return path
 
 
 def run_onnx(model: onnx.ModelProto, *inputs: np.ndarray) -> list[np.ndarray]:

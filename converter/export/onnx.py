@@ -16,11 +16,18 @@ from onnx import TensorProto, helper, numpy_helper
 
 from converter import __version__
 from converter.errors import UsageError
+from converter.export.float16 import to_float16
 from converter.ir import Graph, OpGraph, Shape
 from converter.ir.ops import Op, ValueInfo
-from converter.layers import LAYERS, OpBuilder
+from converter.layers import OpBuilder
+from converter.layers.registry import handler_for
 
 DEFAULT_OPSET = 17
+# Protobuf cannot hold a message past 2 GiB; above this many weight bytes the weights go to
+# `<model>.onnx.data` (ONNX external data), leaving room for the graph itself.
+EXTERNAL_DATA_THRESHOLD = 2**31 - 2**27
+# --float16 outputs are compared with Keras (float32) at this looser tolerance.
+FLOAT16_RTOL, FLOAT16_ATOL = 2e-2, 2e-2
 MIN_OPSET = 13
 DTYPES = {
     "float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16, "float64": TensorProto.DOUBLE,
@@ -50,7 +57,7 @@ def lower(graph: Graph, opset: int = DEFAULT_OPSET, keras_version: str | None = 
     for tensor in graph.inputs:
         ops.inputs.append(ValueInfo(tensor.name, tensor.shape, tensor.dtype))
     for node in graph.nodes:
-        handler = LAYERS.get(node.kind)
+        handler = handler_for(node)
         if handler is None:  # topology refuses unknown layers before this point
             raise UsageError(f"no handler for {node.kind}", layer=node.layer_name)
         builder.enter(node)
@@ -87,10 +94,12 @@ def _dims(shape: Shape | None) -> list[int | str | None] | None:
     return [d if isinstance(d, (int, str)) else None for d in shape]
 
 
-def to_model(ops: OpGraph, metadata: dict[str, str] | None = None) -> onnx.ModelProto:
+def to_model(ops: OpGraph, metadata: dict[str, str] | None = None, with_data: bool = True) -> onnx.ModelProto:
+    """The ModelProto; `with_data=False` leaves the initializers' bytes out (write_ops streams them)."""
     nodes = [helper.make_node(op.op_type, op.inputs, op.outputs, name=op.name, domain=op.domain or None, **op.attrs)
              for op in ops.ops]
-    initializers = [numpy_helper.from_array(np.asarray(a), name) for name, a in ops.initializers.items()]
+    initializers = [numpy_helper.from_array(np.asarray(a), name) if with_data else _header(name, np.asarray(a))
+                    for name, a in ops.initializers.items()]
     graph = helper.make_graph(nodes, ops.name, [_value_info(i) for i in ops.inputs],
                               [_value_info(o) for o in ops.outputs], initializer=initializers)
     opset_ids = [helper.make_opsetid("", ops.opset)]
@@ -102,10 +111,19 @@ def to_model(ops: OpGraph, metadata: dict[str, str] | None = None) -> onnx.Model
 
 
 def export(graph: Graph, opset: int = DEFAULT_OPSET, keras_version: str | None = None,
-           metadata: dict[str, str] | None = None) -> onnx.ModelProto:
-    model = to_model(lower(graph, opset, keras_version), metadata)
+           metadata: dict[str, str] | None = None, float16: bool = False, float16_io: bool = False) -> onnx.ModelProto:
+    """In-memory ModelProto. `float16`: fp16 weights and compute (inputs/outputs stay float32 unless
+    `float16_io`). A model over 2 GB cannot be one protobuf message: write it with `save_graph`."""
+    ops = lower_for_export(graph, opset, keras_version, float16, float16_io)
+    model = to_model(ops, metadata)
     onnx.checker.check_model(model)
     return model
+
+
+def lower_for_export(graph: Graph, opset: int = DEFAULT_OPSET, keras_version: str | None = None,
+                     float16: bool = False, float16_io: bool = False) -> OpGraph:
+    ops = lower(graph, opset, keras_version)
+    return to_float16(ops, keep_io_types=not float16_io) if float16 else ops
 
 
 def save_model(model: onnx.ModelProto, output: str | Path) -> Path:
@@ -115,9 +133,136 @@ def save_model(model: onnx.ModelProto, output: str | Path) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
     os.close(fd)
     try:
-        onnx.save_model(model, tmp)
+        if sum(len(t.raw_data) for t in model.graph.initializer) > EXTERNAL_DATA_THRESHOLD:
+            onnx.save_model(model, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=f"{output.name}.data", size_threshold=1024)
+        else:
+            onnx.save_model(model, tmp)
         os.replace(tmp, output)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return output
+
+
+# --------------------------------------------------------------------------------------------------
+# Streaming writer: the initializers' bytes go from the numpy buffers straight into the file, never
+# through a protobuf copy, so writing costs no memory beyond the weights themselves.
+# --------------------------------------------------------------------------------------------------
+
+_TAG_GRAPH, _TAG_INITIALIZER, _TAG_RAW_DATA = b"\x3a", b"\x2a", b"\x4a"  # ModelProto 7, GraphProto 5, TensorProto 9
+_ALIGN = 4096  # external tensors start on page boundaries, so runtimes can mmap them
+_INLINE_BELOW = 1024  # smaller tensors stay in the .onnx file even with external data
+
+
+def save_graph(graph: Graph, output: str | Path, opset: int = DEFAULT_OPSET, keras_version: str | None = None,
+               metadata: dict[str, str] | None = None, float16: bool = False, float16_io: bool = False,
+               external_data: bool | None = None) -> Path:
+    """Lower, check and write a graph to `output` (atomically); see write_ops for external data."""
+    ops = lower_for_export(graph, opset, keras_version, float16, float16_io)
+    return write_ops(ops, output, metadata, external_data)
+
+
+def write_ops(ops: OpGraph, output: str | Path, metadata: dict[str, str] | None = None,
+              external_data: bool | None = None) -> Path:
+    """Write `output`; the weights go to `<output>.data` when asked or when they pass
+    EXTERNAL_DATA_THRESHOLD. Everything is written in a temporary folder beside `output`, checked
+    with onnx.checker, then renamed into place: a failure never leaves a partial model."""
+    output = Path(output)
+    arrays = {name: _little_endian(a) for name, a in ops.initializers.items()}
+    external = sum(a.nbytes for a in arrays.values()) > EXTERNAL_DATA_THRESHOLD if external_data is None \
+        else external_data
+    skeleton = to_model(ops, metadata, with_data=False)
+    location = f"{output.name}.data"
+    with tempfile.TemporaryDirectory(prefix=f".{output.name}.", dir=output.parent) as tmp:
+        _check_skeleton(skeleton, Path(tmp))
+        staged = Path(tmp) / output.name
+        if external:
+            _write_external(skeleton, arrays, staged, location)
+            os.replace(Path(tmp) / location, output.parent / location)
+        else:
+            _write_inline(skeleton, arrays, staged)
+        os.replace(staged, output)
+    return output
+
+
+def _header(name: str, array: np.ndarray) -> onnx.TensorProto:
+    tensor = onnx.TensorProto(name=name, data_type=helper.np_dtype_to_tensor_dtype(array.dtype))
+    tensor.dims.extend(array.shape)
+    return tensor
+
+
+def _little_endian(array: np.ndarray) -> np.ndarray:
+    array = np.asarray(array)
+    if array.dtype.byteorder == ">":
+        array = array.astype(array.dtype.newbyteorder("<"))
+    return np.ascontiguousarray(array)
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _write_inline(skeleton: onnx.ModelProto, arrays: dict[str, np.ndarray], path: Path) -> None:
+    """A ModelProto is its fields concatenated: the model without its graph, then the graph field,
+    whose initializers are each a header plus the raw_data field written from the array buffer."""
+    shell, graph = onnx.ModelProto(), onnx.GraphProto()
+    shell.CopyFrom(skeleton)
+    shell.ClearField("graph")
+    graph.CopyFrom(skeleton.graph)
+    graph.ClearField("initializer")
+    graph_bytes = graph.SerializeToString()
+    prefixes = []
+    for tensor in skeleton.graph.initializer:
+        head, size = tensor.SerializeToString(), arrays[tensor.name].nbytes
+        raw = _TAG_RAW_DATA + _varint(size)
+        prefixes.append(_TAG_INITIALIZER + _varint(len(head) + len(raw) + size) + head + raw)
+    total = len(graph_bytes) + sum(len(p) for p in prefixes) + sum(a.nbytes for a in arrays.values())
+    with path.open("wb") as handle:
+        handle.write(shell.SerializeToString() + _TAG_GRAPH + _varint(total) + graph_bytes)
+        for prefix, tensor in zip(prefixes, skeleton.graph.initializer):
+            handle.write(prefix)
+            handle.write(arrays[tensor.name].reshape(-1).view(np.uint8).data)
+
+
+def _write_external(skeleton: onnx.ModelProto, arrays: dict[str, np.ndarray], path: Path, location: str) -> None:
+    offset = 0
+    with (path.parent / location).open("wb") as data:
+        for tensor in skeleton.graph.initializer:
+            array = arrays[tensor.name]
+            if array.nbytes < _INLINE_BELOW:  # shapes and axes: runtimes read these while loading
+                tensor.raw_data = array.tobytes()
+                continue
+            pad = -offset % _ALIGN
+            data.write(b"\0" * pad)
+            data.write(array.reshape(-1).view(np.uint8).data)
+            _mark_external(tensor, location, offset + pad, array.nbytes)
+            offset += pad + array.nbytes
+    path.write_bytes(skeleton.SerializeToString())
+
+
+def _mark_external(tensor: onnx.TensorProto, location: str, offset: int, length: int) -> None:
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    del tensor.external_data[:]
+    for key, value in (("location", location), ("offset", str(offset)), ("length", str(length))):
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, value
+
+
+def _check_skeleton(skeleton: onnx.ModelProto, folder: Path) -> None:
+    """onnx.checker on the graph with every initializer pointing into an empty stand-in data file:
+    the structure is checked without holding (or reading back) the weights."""
+    probe = onnx.ModelProto()
+    probe.CopyFrom(skeleton)
+    (folder / "probe.data").write_bytes(b"")
+    for tensor in probe.graph.initializer:
+        _mark_external(tensor, "probe.data", 0, 0)
+    (folder / "probe.onnx").write_bytes(probe.SerializeToString())
+    onnx.checker.check_model(str(folder / "probe.onnx"))
+    for name in ("probe.onnx", "probe.data"):
+        (folder / name).unlink()

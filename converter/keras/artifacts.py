@@ -9,13 +9,14 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import h5py
 
-from converter.errors import FormatError, WeightsError
+from converter.errors import FormatError, UsageError, WeightsError
 from converter.keras.weights import WeightSource, decode, open_weight_source
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -43,14 +44,15 @@ class KerasArtifact:
 
 def sniff(path: Path) -> str:
     try:
-        head = path.read_bytes()[:8] if path.stat().st_size < 8 else path.open("rb").read(8)
+        with path.open("rb") as handle:
+            head = handle.read(8)
     except OSError as err:
         raise FormatError(f"cannot read {path}: {err.strerror}", hint="check the path") from None
     if head.startswith(HDF5_SIGNATURE):
         return "h5"
     if head.startswith(ZIP_SIGNATURE):
         return "keras"
-    if head.lstrip()[:1] in (b"{", b"["):
+    if head.lstrip()[:1] in (b"{", b"[", b'"'):
         return "json"
     raise FormatError(
         f"{path.name} is neither HDF5, a .keras zip, nor JSON",
@@ -58,8 +60,15 @@ def sniff(path: Path) -> str:
     )
 
 
-def open_artifact(path: str | Path, weights: str | Path | None = None) -> KerasArtifact:
+BACKENDS = ("tensorflow", "theano", "cntk", "jax", "torch", "numpy")
+
+
+def open_artifact(path: str | Path, weights: str | Path | None = None, backend: str | None = None) -> KerasArtifact:
+    """`backend` overrides the backend recorded in the file (Keras 1 files record none): "theano" makes
+    convolution kernels be read as Theano's flipped ones."""
     path = Path(path)
+    if backend is not None and backend not in BACKENDS:
+        raise UsageError(f"unknown backend {backend!r}", hint=f"use one of: {', '.join(BACKENDS)}")
     if not path.exists():
         raise FormatError(f"no such file: {path}", hint="check the path")
     kind = sniff(path)
@@ -71,12 +80,16 @@ def open_artifact(path: str | Path, weights: str | Path | None = None) -> KerasA
         artifact = _open_json(path)
     if weights is not None:
         artifact.weights = _open_weights_file(Path(weights), artifact)
+    if backend is not None:
+        artifact.backend = backend
     return artifact
 
 
 def _parse_json(text: str | bytes, what: str) -> Any:
     try:
-        return json.loads(text)
+        value = json.loads(text)
+        # `json.dump(model.to_json(), f)` writes the config as one JSON string: decode it once more.
+        return json.loads(value) if isinstance(value, str) else value
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise FormatError(f"{what} is not valid JSON: {err}", hint="is the file complete?") from None
 
@@ -120,7 +133,8 @@ def check_zip_entries(archive: zipfile.ZipFile, name: str) -> None:
         if entry in seen:
             raise FormatError(f"{name} has two entries named {entry!r}", hint="the archive was tampered with")
         seen.add(entry)
-        if entry.startswith(("/", "\\")) or ".." in Path(entry).parts or ":" in entry:
+        parts = entry.replace("\\", "/").split("/")
+        if entry.startswith(("/", "\\")) or ".." in parts or ":" in entry or "\x00" in entry:
             raise FormatError(f"{name} has an entry with an unsafe path {entry!r}", hint="refusing a hostile archive")
         ratio = info.file_size / max(info.compress_size, 1)
         if info.file_size > MAX_ENTRY_BYTES or (info.file_size > 2**26 and ratio > MAX_COMPRESSION_RATIO):
@@ -128,6 +142,17 @@ def check_zip_entries(archive: zipfile.ZipFile, name: str) -> None:
                 f"{name} entry {entry!r} claims {info.file_size} uncompressed bytes",
                 hint="refusing a decompression bomb",
             )
+    total = sum(info.file_size for info in archive.infolist())
+    if total > MAX_ENTRY_BYTES:
+        raise FormatError(f"{name} claims {total} uncompressed bytes in all", hint="refusing a decompression bomb")
+
+
+def read_entry(archive: zipfile.ZipFile, entry: str, name: str) -> bytes:
+    """One entry's bytes; a damaged or lying entry (bad CRC, wrong sizes) is a FormatError."""
+    try:
+        return archive.read(entry)
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as err:
+        raise FormatError(f"{name} entry {entry!r} cannot be read: {err}", hint="is the file complete?") from None
 
 
 def _open_keras_zip(path: Path) -> KerasArtifact:
@@ -139,11 +164,16 @@ def _open_keras_zip(path: Path) -> KerasArtifact:
     names = set(archive.namelist())
     if "config.json" not in names:
         raise FormatError(f"{path.name} has no config.json", hint="is this a Keras 3 .keras archive?")
-    config = _parse_json(archive.read("config.json"), f"{path.name}:config.json")
-    meta = _parse_json(archive.read("metadata.json"), "metadata.json") if "metadata.json" in names else {}
+    config = _parse_json(read_entry(archive, "config.json", path.name), f"{path.name}:config.json")
+    meta = (_parse_json(read_entry(archive, "metadata.json", path.name), "metadata.json")
+            if "metadata.json" in names else {})
     weights, keep = None, [archive]
     if "model.weights.h5" in names:
-        handle = _open_h5_handle(io.BytesIO(archive.read("model.weights.h5")), "model.weights.h5")
+        data = read_entry(archive, "model.weights.h5", path.name)
+        if not data.startswith(HDF5_SIGNATURE):  # e.g. a pickle: never handed to anything that runs it
+            raise FormatError(f"{path.name}: model.weights.h5 is not an HDF5 file",
+                              hint="refusing a tampered archive (kconvert never unpickles)")
+        handle = _open_h5_handle(io.BytesIO(data), "model.weights.h5")
         weights = open_weight_source(handle)
         keep.append(handle)
     return KerasArtifact(

@@ -17,9 +17,13 @@ from converter.errors import FormatError, UnsupportedLayerError, WeightsError
 from converter.ir import Graph, Node, Tensor
 from converter.ir.graph import INPUT_SPEC_KEYS, SHAPE_KEYS
 from converter.keras.artifacts import KerasArtifact
-from converter.keras.dialects import canonical_class, canonical_config
+from converter.keras.dialects import canonical_class, canonical_config, is_keras1, upgrade_model_config
+from converter.keras.legacy_config import legacy_refusal
+from converter.keras.legacy_weights import WeightOrigin, upgrade_weights
+from converter.keras.weight_matching import match_by_order
 from converter.keras.weights import LayerKey, saved_names
 from converter.layers import LAYERS
+from converter.layers.registry import handler_for
 
 MODEL_CLASSES = frozenset({"Sequential", "Functional"})
 TensorRef = tuple[str, int, int]
@@ -38,17 +42,26 @@ class _Context:
     graph: Graph
     unsupported: list[UnsupportedEntry] = field(default_factory=list)
     node_names: set[str] = field(default_factory=set)
+    # False for an architecture-only view (inspect of a JSON without weights): weights are not attached.
+    require_weights: bool = True
+    top_layers: list[Any] = field(default_factory=list)
+    order_matched: bool = False
+    weight_errors: list[WeightsError] = field(default_factory=list)
 
 
-def build_graph(artifact: KerasArtifact) -> Graph:
+def build_graph(artifact: KerasArtifact, require_weights: bool = True) -> Graph:
     """Build the LayerGraph; report every unsupported layer at once."""
-    class_name, config = model_class_and_config(artifact.model_config)
+    raw = upgrade_model_config(artifact.model_config, artifact.keras_version)
+    class_name, config = model_class_and_config(raw)
     graph = Graph(name=str(config.get("name") or artifact.path.stem) if isinstance(config, dict) else artifact.path.stem)
-    ctx = _Context(artifact, graph)
+    ctx = _Context(artifact, graph, require_weights=require_weights)
+    ctx.top_layers = list(config if isinstance(config, list) else config.get("layers") or [])
     graph.outputs = _build_model(ctx, class_name, config, None, "", ())
     graph.output_names = [t.name for t in graph.outputs]
     if ctx.unsupported:
         raise unsupported_error(ctx.unsupported)
+    if ctx.weight_errors:
+        raise ctx.weight_errors[0]
     graph.validate()
     return graph
 
@@ -112,6 +125,8 @@ def _build_sequential(ctx: _Context, config: Any, inputs: list[Tensor] | None, p
     layers = config if isinstance(config, list) else list(config.get("layers", []))
     if not layers:
         raise FormatError("the Sequential model has no layers", hint="is the config complete?")
+    if inputs is None and isinstance(_layer_parts(layers[0])[2].get("layers"), list):
+        inputs, layers = _build_merged_branches(ctx, layers, prefix, wpath), layers[1:]
     if inputs is None:
         cls, name, first = _layer_parts(layers[0])
         if cls == "InputLayer":
@@ -130,6 +145,21 @@ def _build_sequential(ctx: _Context, config: Any, inputs: list[Tensor] | None, p
             continue
         tensors = _call_layer(ctx, layer, tensors, 0, prefix, wpath, {}, saved)
     return tensors
+
+
+def _build_merged_branches(ctx: _Context, layers: list[dict[str, Any]], prefix: str,
+                           wpath: tuple[LayerKey, ...]) -> list[Tensor]:
+    """A Keras 1 Sequential starting with `Merge([branch_a, branch_b])`: each branch model gets its own
+    input(s), then the merge (already a canonical merge class) joins their outputs. Keras 1 saved the
+    branch layers flattened into the top level of the weights file, so their weight path is unchanged."""
+    merge = dict(layers[0])
+    branches = merge["config"]["layers"]
+    merge["config"] = {k: v for k, v in merge["config"].items() if k != "layers"}
+    outputs: list[Tensor] = []
+    for branch in branches:
+        bcls, _, bconfig = _layer_parts(branch)
+        outputs.extend(_build_model(ctx, bcls, bconfig, None, prefix, wpath))
+    return _call_layer(ctx, merge, outputs, 0, prefix, wpath, {}, _saved_names(layers))
 
 
 def _saved_names(layers: list[dict[str, Any]]) -> dict[str, str]:
@@ -163,14 +193,16 @@ def _build_functional(ctx: _Context, config: dict[str, Any], inputs: list[Tensor
             produced[(name, node_index)] = [_new_input(ctx, prefix + name, _spec_from(first, _input_consumer(layers, name)))]
     pending = [(name, k, call) for name, layer in layers.items()
                for k, call in enumerate(layer.get("inbound_nodes") or [])]
+    offsets = _node_offsets(config, layers)
     while pending:
         remaining = []
         for name, k, call in pending:
             refs, kwargs, tensor_kwargs = parse_call(call)
             if all((r[0], r[1]) in produced for r in refs):
                 args = [produced[(r[0], r[1])][r[2]] for r in refs]
-                produced[(name, k)] = _call_layer(ctx, layers[name], args, k, prefix, wpath,
-                                                  {"call_kwargs": kwargs, "tensor_kwargs": tensor_kwargs}, saved)
+                produced[(name, k + offsets.get(name, 0))] = _call_layer(
+                    ctx, layers[name], args, k, prefix, wpath,
+                    {"call_kwargs": kwargs, "tensor_kwargs": tensor_kwargs}, saved)
             else:
                 remaining.append((name, k, call))
         if len(remaining) == len(pending):
@@ -179,6 +211,19 @@ def _build_functional(ctx: _Context, config: dict[str, Any], inputs: list[Tensor
                               layer=remaining[0][0], hint="is the config complete?")
         pending = remaining
     return [produced[(n, k)][t] for n, k, t in _refs(config.get("output_layers"))]
+
+
+def _node_offsets(config: dict[str, Any], layers: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """Nested models whose saved calls are numbered from 1: Keras 2 counts the nested model's own
+    Input -> output node as node 0 and omits it from `inbound_nodes` (Keras 3 does so only for some).
+    The references tell which: every saved call is referenced, so the highest index is the last call."""
+    highest: dict[str, int] = {}
+    calls = [call for layer in layers.values() for call in layer.get("inbound_nodes") or []]
+    refs = [r for call in calls for r in parse_call(call)[0]] + _refs(config.get("output_layers"))
+    for name, node_index, _ in refs:
+        highest[name] = max(node_index, highest.get(name, 0))
+    return {name: 1 for name, layer in layers.items() if _layer_parts(layer)[0] in MODEL_CLASSES
+            and highest.get(name, -1) == len(layer.get("inbound_nodes") or [])}
 
 
 def _input_consumer(layers: dict[str, dict[str, Any]], input_name: str) -> str:
@@ -194,6 +239,11 @@ def parse_call(call: Any) -> tuple[list[TensorRef], dict[str, Any], dict[str, li
     if isinstance(call, dict) and ("args" in call or "kwargs" in call):
         refs = _keras_tensors(call.get("args", []))
         kwargs, tensor_kwargs = {}, {}
+        # Keras 3 op nodes take constants positionally (`ops.not_equal(x, 0)` of a mask): keep them.
+        args = call.get("args")
+        constants = [a for a in args if not _keras_tensors(a)] if isinstance(args, list) else []
+        if constants:
+            kwargs["positional_constants"] = constants
         for key, value in (call.get("kwargs") or {}).items():
             found = _keras_tensors(value)
             if found:
@@ -202,12 +252,33 @@ def parse_call(call: Any) -> tuple[list[TensorRef], dict[str, Any], dict[str, li
             else:
                 kwargs[key] = value
         return refs, kwargs, tensor_kwargs
-    refs, kwargs = [], {}
+    refs, kwargs, legacy_tensor_kwargs = [], {}, {}
     for entry in call or []:
         refs.append((str(entry[0]), int(entry[1]), int(entry[2])))
         if len(entry) > 3 and isinstance(entry[3], dict):
             kwargs.update(entry[3])
-    return refs, kwargs, {}
+    # Keras 2 writes tensors passed as kwargs (MHA `value`, `attention_mask`) as [layer, node, index].
+    for key, value in list(kwargs.items()):
+        found = _legacy_tensors(value)
+        if found:
+            legacy_tensor_kwargs[key] = list(range(len(refs), len(refs) + len(found)))
+            refs.extend(found)
+            del kwargs[key]
+    return refs, kwargs, legacy_tensor_kwargs
+
+
+def _legacy_tensors(value: Any) -> list[TensorRef]:
+    """A Keras 2 kwarg value that is one [name, node, index] triple or a list of them (None entries skipped)."""
+    if _is_triple(value):
+        return [(str(value[0]), int(value[1]), int(value[2]))]
+    if isinstance(value, list) and any(_is_triple(v) for v in value) and all(v is None or _is_triple(v) for v in value):
+        return [(str(v[0]), int(v[1]), int(v[2])) for v in value if v is not None]
+    return []
+
+
+def _is_triple(value: Any) -> bool:
+    return (isinstance(value, list) and len(value) == 3 and isinstance(value[0], str)
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in value[1:]))
 
 
 def _keras_tensors(value: Any) -> list[TensorRef]:
@@ -254,16 +325,21 @@ def _call_layer(ctx: _Context, layer: dict[str, Any], args: list[Tensor], call_i
     node.layer_name = prefix + name
     node.attrs.update({k: v for k, v in extra.items() if v})
     node.inputs = list(args)
-    handler = LAYERS.get(cls)
+    handler = handler_for(node)
     if handler is None:
         ctx.unsupported.append(UnsupportedEntry(node.layer_name, cls, _why_unsupported(cls, layer)))
         count = 1
     else:
         try:
+            refusal = legacy_refusal(cls, config)
+            if refusal:
+                raise UnsupportedLayerError(refusal, layer=node.layer_name)
             handler.check(node)
             _attach_weights(ctx, node, handler.weight_names(node), wpath + (key,))
         except UnsupportedLayerError as err:
             ctx.unsupported.append(UnsupportedEntry(node.layer_name, cls, err.message))
+        except WeightsError as err:
+            ctx.weight_errors.append(err)  # raised after unsupported layers, which say more
         count = handler.num_outputs(node)
     node.outputs = [Tensor(name=node_name if i == 0 else f"{node_name}:{i}", producer=node) for i in range(count)]
     ctx.graph.nodes.append(node)
@@ -271,8 +347,13 @@ def _call_layer(ctx: _Context, layer: dict[str, Any], args: list[Tensor], call_i
 
 
 def _why_unsupported(cls: str, layer: dict[str, Any]) -> str:
+    config = layer.get("config")
+    refusal = legacy_refusal(cls, config) if isinstance(config, dict) else None
+    if refusal:
+        return refusal
     if cls == "Lambda":
-        return "a Lambda layer holds Python code, which kconvert never runs"
+        return ("a Lambda layer holds Python code, which kconvert never runs "
+                "(converter.extensions.register_lambda gives it a handler by its layer name)")
     if cls == "TFOpLambda" or cls.startswith("TF"):
         return "a raw TensorFlow op, not a Keras layer"
     if layer.get("registered_name") and "Custom>" in str(layer.get("registered_name")):
@@ -284,10 +365,19 @@ def _attach_weights(ctx: _Context, node: Node, names: list[str], path: tuple[Lay
     if not names:
         return
     source = ctx.artifact.weights
+    if source is None and not ctx.require_weights:
+        return
+    if source is not None and len(path) == 1 and not ctx.order_matched:
+        ctx.artifact.weights = source = match_by_order(source, _weighted_top_layers(ctx))
+        ctx.order_matched = True
     if source is None:
         raise WeightsError(f"no weights for layer '{node.layer_name}': the file holds only the architecture",
                            layer=node.layer_name, hint="pass the weights file with --weights")
     arrays = source.layer_weights(path)
+    if arrays is not None:
+        origin = WeightOrigin(ctx.artifact.keras_version, ctx.artifact.backend,
+                              is_keras1(ctx.artifact.model_config, ctx.artifact.keras_version))
+        arrays = upgrade_weights(node, arrays, origin)
     if arrays is None:
         raise WeightsError(f"the weights file has no entry for layer '{node.layer_name}'",
                            layer=node.layer_name, hint="is this the weights file saved from this model?")
@@ -297,3 +387,23 @@ def _attach_weights(ctx: _Context, node: Node, names: list[str], path: tuple[Lay
             f"but the file holds {len(arrays)}", layer=node.layer_name,
             hint="is this the weights file saved from this model?")
     node.weights = {n: np.asarray(a) for n, a in zip(names, arrays)}
+
+
+def _weighted_top_layers(ctx: _Context) -> list[LayerKey]:
+    """The model's top-level layers that hold weights, in config order (what Keras matches by order)."""
+    names: list[LayerKey] = []
+    saved = _saved_names(ctx.top_layers)
+    for layer in ctx.top_layers:
+        cls, name, config = _layer_parts(layer)
+        node = make_node(cls, name, config)
+        handler = handler_for(node)
+        if cls in MODEL_CLASSES:
+            names.append((name, saved.get(name, name)))
+        if handler is None:
+            continue
+        try:
+            if handler.weight_names(node):
+                names.append((name, saved.get(name, name)))
+        except (KeyError, TypeError, ValueError, UnsupportedLayerError):
+            continue  # a layer that cannot be converted is reported on its own; it cannot be matched
+    return names

@@ -97,10 +97,23 @@ class LegacyH5Weights:
         layer_group = self.group[top]
         names = read_chunked_attr(layer_group, "weight_names")
         if len(path) > 1:
-            # Inside a nested model, Keras 2 names each weight after the layer that created it:
-            # `dense_3/kernel:0` lives under the nested model's group. Match the leading component.
-            names = [n for n in names if n.split("/")[0] == path[-1][0]]
+            enclosing = [key[0] for key in path[:-1]]
+            names = [n for n in names if _owning_layer(n, enclosing) == path[-1][0]]
         return [np.asarray(layer_group[n]) for n in names]
+
+
+def _owning_layer(weight_name: str, enclosing: list[str]) -> str:
+    """The layer that created a weight stored in a nested model's group, by exact path component.
+
+    Keras 2 names it after that layer (`dense_3/kernel:0`); Keras 3 prefixes the names of the
+    enclosing models it was built inside (`inner/dense_3/kernel`), but not always all of them.
+    """
+    parts = weight_name.split("/")
+    i = 0
+    for model in enclosing:
+        if i < len(parts) - 1 and parts[i] == model:
+            i += 1
+    return parts[i]
 
 
 class Keras3H5Weights:
@@ -123,6 +136,46 @@ class Keras3H5Weights:
         return collect_vars(group)
 
 
+class TfKerasZipWeights(Keras3H5Weights):
+    """tf.keras 2.13-2.15 `.keras` zips: `_layer_checkpoint_dependencies/<layer name>/vars/<i>`.
+
+    Same vars layout as Keras 3, but a container's layers are keyed by `layer.name`, not by the
+    snake-cased class name.
+    """
+
+    CONTAINER = "_layer_checkpoint_dependencies"
+    # Set when the config's layer names are not the file's keys (layers renamed after creation).
+    by_rank = False
+
+    def layer_names(self) -> list[str]:
+        layers = self.root.get(self.CONTAINER)
+        return list(layers.keys()) if isinstance(layers, h5py.Group) else []
+
+    def layer_weights(self, path: tuple[LayerKey, ...]) -> list[np.ndarray] | None:
+        group: Any = self.root
+        for name, saved in path:
+            group = group.get(self.CONTAINER) if isinstance(group, h5py.Group) else None
+            if not isinstance(group, h5py.Group):
+                return None
+            key = name if name in group and not self.by_rank else _ranked_key(list(group), saved)
+            if key is None:
+                return None
+            group = group[key]
+        return collect_vars(group)
+
+
+def _ranked_key(keys: list[str], saved: str) -> str | None:
+    """Models whose layers were renamed after creation are keyed by their creation names
+    (`conv2d`, `conv2d_2`, ...): the n-th layer of a class is the n-th such key by number."""
+    match = re.fullmatch(r"(.+?)(?:_(\d+))?", saved)
+    if match is None:
+        return None
+    base, rank = match.group(1), int(match.group(2) or 0)
+    numbered = sorted((int(m.group(1) or 0), k) for k in keys
+                      if (m := re.fullmatch(re.escape(base) + r"(?:_(\d+))?", k)))
+    return numbered[rank][1] if rank < len(numbered) else None
+
+
 def collect_vars(group: h5py.Group) -> list[np.ndarray]:
     """Own `vars/0..n` first, then child objects in build order."""
     arrays: list[np.ndarray] = []
@@ -142,6 +195,8 @@ def open_weight_source(root: h5py.Group) -> WeightSource | None:
         return LegacyH5Weights(root["model_weights"])
     if read_chunked_attr(root, "layer_names"):
         return LegacyH5Weights(root)
+    if TfKerasZipWeights.CONTAINER in root:
+        return TfKerasZipWeights(root)
     if "layers" in root or "vars" in root:
         return Keras3H5Weights(root)
     return None

@@ -20,6 +20,8 @@ class OpBuilder:
         self.keras_version = keras_version
         self.scope = ""
         self.node: Node | None = None
+        # (layer name, weight key) -> initializer, so a layer called more than once stores its weights once.
+        self._layer_weights: dict[tuple[str, str], str] = {}
 
     @property
     def opset(self) -> int:
@@ -57,10 +59,16 @@ class OpBuilder:
         return self.const(np.asarray(values, dtype=np.int64), name, np.int64)
 
     def weight(self, key: str, array: np.ndarray | None = None) -> str:
-        """The current node's weight as an initializer named `<layer>/<key>`."""
+        """The current node's weight as an initializer named `<layer>/<key>`; the later calls of a shared
+        layer reuse the first call's initializer when the array is the same."""
         assert self.node is not None
-        value = self.node.weights[key] if array is None else array
-        return self.const(np.ascontiguousarray(value, dtype=np.float32), key)
+        value = np.ascontiguousarray(self.node.weights[key] if array is None else array, dtype=np.float32)
+        known = self._layer_weights.get((self.node.layer_name, key))
+        if known is not None and np.array_equal(self.graph.initializers[known], value):
+            return known
+        name = self.const(value, key)
+        self._layer_weights[(self.node.layer_name, key)] = name
+        return name
 
     def reduce(self, op_type: str, x: str, axes: Sequence[int], keepdims: bool) -> str:
         if op_type == "ReduceSum" or self.opset >= 18:

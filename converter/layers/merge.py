@@ -1,3 +1,209 @@
-"""Merge layers: Add, Subtract, Multiply, Average, Maximum, Minimum, Concatenate, Dot."""
+"""Merging: Add, Subtract, Multiply, Average, Maximum, Minimum, Concatenate, Dot.
+
+Elementwise merges follow keras/src/layers/merging/base_merge.py: inputs of lower rank get size-1
+axes inserted at axis 1 until all ranks agree, then numpy broadcasting applies.
+"""
 
 from __future__ import annotations
+
+from abc import abstractmethod
+
+from converter.errors import ShapeError, UnsupportedLayerError
+from converter.ir import Dim, Node, Shape
+from converter.layers.builder import OpBuilder
+from converter.layers.registry import LAYERS, LayerHandler, expect_min_rank
+
+
+def _broadcast_dim(node: Node, a: Dim, b: Dim) -> Dim:
+    if a == b or b == 1:
+        return a
+    if a == 1:
+        return b
+    if isinstance(a, int) and isinstance(b, int):
+        raise ShapeError(f"{node.kind} '{node.layer_name}' cannot merge inputs whose sizes {a} and {b} differ "
+                         "on one axis", layer=node.layer_name, hint="merged inputs must have broadcastable shapes")
+    return a if isinstance(a, int) else b
+
+
+def _expanded(shape: Shape, rank: int) -> Shape:
+    return (shape[0], *([1] * (rank - len(shape))), *shape[1:])
+
+
+class ElementwiseMerge(LayerHandler):
+    """Shared shape rule and rank alignment; subclasses give the ONNX reduction of the aligned inputs."""
+
+    layout_agnostic = True
+    min_inputs = 1
+    max_inputs: int | None = None
+
+    def check(self, node: Node) -> None:
+        count = len(node.inputs)
+        if count < self.min_inputs or (self.max_inputs is not None and count > self.max_inputs):
+            exact = self.max_inputs == self.min_inputs
+            wanted = f"exactly {self.max_inputs}" if exact else f"at least {self.min_inputs}"
+            raise UnsupportedLayerError(f"{node.kind} '{node.layer_name}' is called on {count} input(s); it takes "
+                                        f"{wanted}", layer=node.layer_name)
+
+    def is_layout_agnostic(self, node: Node) -> bool:
+        # Rank alignment inserts axes at position 1, which does not commute with a permutation.
+        return len({len(t.shape or ()) for t in node.inputs}) == 1
+
+    def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
+        rank = max(len(s) for s in input_shapes)
+        shapes = [_expanded(s, rank) for s in input_shapes]
+        out = list(shapes[0])
+        for shape in shapes[1:]:
+            out = [_broadcast_dim(node, a, b) for a, b in zip(out, shape)]
+        return [tuple(out)]
+
+    def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
+        rank = max(len(t.shape or ()) for t in node.inputs)
+        aligned = []
+        for name, tensor in zip(inputs, node.inputs):
+            missing = rank - len(tensor.shape or ())
+            aligned.append(b.unsqueeze(name, list(range(1, 1 + missing))) if missing else name)
+        return [self.combine(b, aligned)]
+
+    @abstractmethod
+    def combine(self, b: OpBuilder, xs: list[str]) -> str:
+        """One ONNX result from the rank-aligned inputs."""
+
+
+@LAYERS.register("Add")
+class Add(ElementwiseMerge):
+    def combine(self, b: OpBuilder, xs: list[str]) -> str:
+        return xs[0] if len(xs) == 1 else b.op("Sum", *xs)
+
+
+@LAYERS.register("Subtract")
+class Subtract(ElementwiseMerge):
+    min_inputs = max_inputs = 2
+
+    def combine(self, b: OpBuilder, xs: list[str]) -> str:
+        return b.op("Sub", xs[0], xs[1])
+
+
+@LAYERS.register("Multiply")
+class Multiply(ElementwiseMerge):
+    def combine(self, b: OpBuilder, xs: list[str]) -> str:
+        y = xs[0]
+        for x in xs[1:]:
+            y = b.op("Mul", y, x)
+        return y
+
+
+@LAYERS.register("Average")
+class Average(ElementwiseMerge):
+    def combine(self, b: OpBuilder, xs: list[str]) -> str:
+        total = xs[0] if len(xs) == 1 else b.op("Sum", *xs)
+        return b.op("Div", total, b.scalar(float(len(xs)), "count"))
+
+
+@LAYERS.register("Maximum")
+class Maximum(ElementwiseMerge):
+    def combine(self, b: OpBuilder, xs: list[str]) -> str:
+        return b.op("Max", *xs)
+
+
+@LAYERS.register("Minimum")
+class Minimum(ElementwiseMerge):
+    def combine(self, b: OpBuilder, xs: list[str]) -> str:
+        return b.op("Min", *xs)
+
+
+def _concat_axis(node: Node, rank: int) -> int:
+    axis = int(node.attr("axis", -1))
+    positive = axis + rank if axis < 0 else axis
+    if not 0 < positive < rank:
+        raise ShapeError(f"Concatenate '{node.layer_name}' has axis={axis}, outside the sample axes of its "
+                         f"rank-{rank} inputs", layer=node.layer_name, hint="the batch axis 0 cannot be concatenated")
+    return positive
+
+
+@LAYERS.register("Concatenate")
+class Concatenate(LayerHandler):
+    """Joins the inputs along `axis` (negative counts from the end; the batch axis is refused)."""
+
+    def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
+        rank = len(input_shapes[0])
+        if any(len(s) != rank for s in input_shapes):
+            raise ShapeError(f"Concatenate '{node.layer_name}' needs inputs of one rank, got "
+                             f"{[len(s) for s in input_shapes]}", layer=node.layer_name)
+        axis = _concat_axis(node, rank)
+        sizes = [s[axis] for s in input_shapes]
+        total: Dim = sum(sizes) if all(isinstance(d, int) for d in sizes) else f"{node.name}_d{axis}"  # type: ignore[arg-type]
+        out: list[Dim] = []
+        for i in range(rank):
+            dims = [s[i] for s in input_shapes]
+            static = {d for d in dims if isinstance(d, int)}
+            if i != axis and i != 0 and len(static) > 1:
+                raise ShapeError(f"Concatenate '{node.layer_name}' joins on axis {axis}, but the inputs differ on "
+                                 f"axis {i}: {[tuple(s[1:]) for s in input_shapes]}",
+                                 layer=node.layer_name, hint="all axes but the concatenation axis must match")
+            out.append(total if i == axis else next((d for d in dims if isinstance(d, int)), dims[0]))
+        return [tuple(out)]
+
+    def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
+        rank = len(node.inputs[0].shape or ())
+        return [b.op("Concat", *inputs, axis=_concat_axis(node, rank))]
+
+
+def _dot_axes(node: Node, ranks: tuple[int, int]) -> tuple[int, int]:
+    """keras Dot._merge_function: an int applies to both inputs; negatives count from each input's end."""
+    raw = node.attrs.get("axes", -1)
+    pair = [int(raw), int(raw)] if isinstance(raw, int) else [int(a) for a in raw]
+    if len(pair) != 2:
+        raise UnsupportedLayerError(f"Dot '{node.layer_name}' has axes={raw!r}; expected an int or a pair",
+                                    layer=node.layer_name)
+    axes = (pair[0] % ranks[0], pair[1] % ranks[1])
+    if 0 in axes:
+        raise ShapeError(f"Dot '{node.layer_name}' has axes={raw!r}, which includes the batch axis",
+                         layer=node.layer_name, hint="axis 0 (the batch) cannot be contracted")
+    return axes
+
+
+# Keras 3 caps 1/||x|| at 1/epsilon (1e-7); tf.linalg.l2_normalize floors ||x||^2 at 1e-12.
+_INV_NORM_CAP = {3: 1e7, 2: 1e6}
+
+
+@LAYERS.register("Dot")
+class Dot(LayerHandler):
+    """Batchwise dot product (keras/src/layers/merging/dot.py `batch_dot`): the output keeps x's axes
+    but the contracted one, then y's axes but the batch and the contracted one; rank 1 becomes (batch, 1)."""
+
+    def check(self, node: Node) -> None:
+        if len(node.inputs) != 2:
+            raise UnsupportedLayerError(f"Dot '{node.layer_name}' is called on {len(node.inputs)} input(s); it "
+                                        "takes exactly 2", layer=node.layer_name)
+
+    def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
+        x, y = input_shapes
+        expect_min_rank(node, x, 2)
+        expect_min_rank(node, y, 2)
+        ax, ay = _dot_axes(node, (len(x), len(y)))
+        if isinstance(x[ax], int) and isinstance(y[ay], int) and x[ax] != y[ay]:
+            raise ShapeError(f"Dot '{node.layer_name}': axis {ax} of the first input has size {x[ax]} but axis "
+                             f"{ay} of the second has size {y[ay]}", layer=node.layer_name)
+        out = [d for i, d in enumerate(x) if i != ax] + [d for i, d in enumerate(y) if i not in (0, ay)]
+        return [tuple(out) if len(out) > 1 else (out[0], 1)]
+
+    def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
+        ranks = (len(node.inputs[0].shape or ()), len(node.inputs[1].shape or ()))
+        ax, ay = _dot_axes(node, ranks)
+        x, y = inputs
+        if node.attr("normalize", False):
+            x, y = _l2_normalize(b, x, ax), _l2_normalize(b, y, ay)
+        letters = "bcdefghijklmnopqrstuvwxy"
+        xs = ["a", *letters[:ranks[0] - 1]]
+        ys = ["a", *letters[ranks[0] - 1:ranks[0] + ranks[1] - 2]]
+        xs[ax], ys[ay] = "z", "z"
+        out = [c for c in xs if c != "z"] + [c for c in ys[1:] if c != "z"]
+        result = b.op("Einsum", x, y, equation=f"{''.join(xs)},{''.join(ys)}->{''.join(out)}")
+        return [b.unsqueeze(result, [1]) if len(out) == 1 else result]
+
+
+def _l2_normalize(b: OpBuilder, x: str, axis: int) -> str:
+    square_sum = b.reduce("ReduceSum", b.op("Mul", x, x), [axis], keepdims=True)
+    inv_norm = b.op("Reciprocal", b.op("Sqrt", square_sum))
+    cap = _INV_NORM_CAP[3 if b.keras_major >= 3 else 2]
+    return b.op("Mul", x, b.op("Min", inv_norm, b.scalar(cap, "inv_norm_cap")))

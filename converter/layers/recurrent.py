@@ -1,3 +1,125 @@
-"""Recurrent layers as ONNX RNN/GRU/LSTM ops: SimpleRNN, GRU, LSTM, Bidirectional, ConvLSTM."""
+"""SimpleRNN, GRU and LSTM as one ONNX RNN / GRU / LSTM op each (never a Loop).
+
+Cell parameters and activations: `rnn_cells.py`; layout and masks: `rnn_emit.py`; Bidirectional:
+`bidirectional.py`. Outputs follow Keras: the sequence (`return_sequences`) or the last output, then
+with `return_state` the final states (LSTM: h, c; GRU / SimpleRNN: h). With `go_backwards` Keras
+walks the sequence from its end and returns the outputs in that (reversed) order.
+
+Inputs: the sequence first; initial states follow, from Keras 2 (`inbound_nodes` list them after the
+sequence) or Keras 3 (`initial_state=` tensor kwargs); a mask is the input named by
+`tensor_kwargs["mask"]`, given explicitly or attached by the masking pass.
+
+`stateful=True` converts as a stateless layer whose initial states are zeros: Keras does not save
+the states, so a freshly loaded stateful model predicts from zero states, and an ONNX model has no
+state that survives between runs. Carry states across calls by feeding them back through
+`initial_state` inputs and `return_state` outputs.
+"""
 
 from __future__ import annotations
+
+from converter.ir import Node, Shape
+from converter.layers.builder import OpBuilder
+from converter.layers.registry import LAYERS, LayerHandler, expect_rank
+from converter.layers.rnn_cells import cell_params, cell_weight_names, cell_weight_shapes, check_cell
+from converter.layers.rnn_emit import (
+    compact,
+    expand,
+    initial_states,
+    recurrent_op,
+    reverse_time,
+    to_time_major,
+)
+
+SEQUENCE_MEANING = "(batch, timesteps, features)"
+
+
+def tensor_kwarg_indices(node: Node, key: str) -> list[int]:
+    kwargs = node.attrs.get("tensor_kwargs") or {}
+    return list(kwargs.get(key) or [])
+
+
+def mask_input(node: Node, inputs: list[str]) -> str | None:
+    found = tensor_kwarg_indices(node, "mask")
+    return inputs[found[0]] if found else None
+
+
+def state_inputs(node: Node, inputs: list[str]) -> list[str]:
+    """Everything after the sequence that is not the mask: the initial states, in Keras order."""
+    skip = {0, *tensor_kwarg_indices(node, "mask")}
+    return [name for i, name in enumerate(inputs) if i not in skip]
+
+
+def static_time(node: Node) -> int | None:
+    shape = node.inputs[0].shape or ()
+    return shape[1] if len(shape) > 1 and isinstance(shape[1], int) else None
+
+
+def features_of(shape: Shape) -> int | None:
+    return shape[-1] if shape and isinstance(shape[-1], int) else None
+
+
+def batch_major(b: OpBuilder, y: str) -> str:
+    """ONNX Y of one direction (time, 1, batch, units) -> (batch, time, units)."""
+    return b.transpose(b.squeeze(y, [1]), [1, 0, 2])
+
+
+def last_step_mask(b: OpBuilder, mask: str) -> str:
+    return b.op("Cast", b.slice(mask, [-1], [INT64_MAX], [1]), to=1)
+
+
+INT64_MAX = 2**63 - 1
+
+
+@LAYERS.register("SimpleRNN", "GRU", "LSTM")
+class Recurrent(LayerHandler):
+    """One ONNX op of the same name; see the module docstring for inputs, outputs and masks."""
+
+    def check(self, node: Node) -> None:
+        check_cell(node)
+
+    def weight_names(self, node: Node) -> list[str]:
+        return cell_weight_names(node)
+
+    def weight_shapes(self, node: Node, input_shapes: list[Shape]) -> dict[str, tuple[int | None, ...]]:
+        return cell_weight_shapes(node, features_of(input_shapes[0]))
+
+    def num_outputs(self, node: Node) -> int:
+        states = 2 if node.kind == "LSTM" else 1
+        return 1 + states if node.attr("return_state", False) else 1
+
+    def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
+        shape = input_shapes[0]
+        expect_rank(node, shape, 3, SEQUENCE_MEANING)
+        units = int(node.attrs["units"])
+        out = (shape[0], shape[1], units) if node.attr("return_sequences", False) else (shape[0], units)
+        return [out] + [(shape[0], units)] * (self.num_outputs(node) - 1)
+
+    def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
+        cell = cell_params(node, node.weights, b.keras_major)
+        init = initial_states(b, state_inputs(node, inputs), cell.num_states, 1)
+        mask = mask_input(node, inputs)
+        go_backwards = bool(node.attr("go_backwards", False))
+        sequences = bool(node.attr("return_sequences", False))
+        if mask is None:
+            outs = recurrent_op(b, to_time_major(b, inputs[0]), [cell], "reverse" if go_backwards else "forward",
+                                init, None)
+            y = b.squeeze(outs[1], [0])
+            if sequences:
+                y_tb = b.squeeze(outs[0], [1])
+                y = b.transpose(reverse_time(b, y_tb, axis=0) if go_backwards else y_tb, [1, 0, 2])
+        else:
+            x = inputs[0]
+            if go_backwards:
+                x, mask = reverse_time(b, x), reverse_time(b, mask)
+            packed = compact(b, x, mask, static_time(node))
+            outs = recurrent_op(b, packed.x_tbf, [cell], "forward", init, packed.seq_lens)
+            zero_masked = bool(node.attr("zero_output_for_mask", False))
+            if sequences:
+                y = expand(b, batch_major(b, outs[0]), 3, packed.steps, mask if zero_masked else None)
+            else:
+                y = b.squeeze(outs[1], [0])
+                if zero_masked:
+                    y = b.op("Mul", y, last_step_mask(b, mask))
+        if not node.attr("return_state", False):
+            return [y]
+        return [y, *(b.squeeze(state, [0]) for state in outs[1:])]

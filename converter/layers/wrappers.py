@@ -1,3 +1,123 @@
-"""Wrappers: TimeDistributed."""
+"""Wrappers: TimeDistributed.
+
+TimeDistributed applies its wrapped layer (`node.children[0]`) to every time step. Instead of
+Keras' loop over steps, batch and time are merged into one axis, the child is emitted once through
+its own handler, and the result is split back: (batch, time, ...) -> (batch*time, ...) -> child ->
+(batch, time, ...). The wrapper stores the child's weights (Keras 3: `time_distributed/layer/vars`),
+so they are handed to the child node before any of its handler's methods run.
+"""
 
 from __future__ import annotations
+
+import dataclasses
+
+from converter.errors import UnsupportedLayerError
+from converter.ir import Node, Shape, Tensor
+from converter.ir.shape import permute
+from converter.layers.builder import OpBuilder
+from converter.layers.registry import LAYERS, LayerHandler, expect_min_rank, handler_for
+
+
+def _child(node: Node) -> tuple[Node, LayerHandler]:
+    if not node.children:
+        raise UnsupportedLayerError(f"TimeDistributed '{node.layer_name}' has no wrapped layer in its config",
+                                    layer=node.layer_name, hint="the config is incomplete")
+    child = node.children[0]
+    handler = handler_for(child)
+    if handler is None:
+        raise UnsupportedLayerError(f"TimeDistributed '{node.layer_name}' wraps {child.kind} '{child.name}', "
+                                    "which kconvert cannot convert", layer=node.layer_name,
+                                    hint="register a handler for the wrapped layer (see README, 'Custom layers')")
+    child.weights = node.weights  # the same dict: weights attached to the wrapper reach the child
+    return child, handler
+
+
+def _step_shape(shape: Shape) -> Shape:
+    """(batch, time, ...) -> one merged leading axis; its size is unknown to the child."""
+    return ("batch", *shape[2:])
+
+
+@LAYERS.register("TimeDistributed")
+class TimeDistributed(LayerHandler):
+    def check(self, node: Node) -> None:
+        child, handler = _child(node)
+        handler.check(child)
+        if handler.num_outputs(child) != 1:
+            raise UnsupportedLayerError(f"TimeDistributed '{node.layer_name}' wraps {child.kind}, which has "
+                                        "several outputs", layer=node.layer_name)
+
+    def weight_names(self, node: Node) -> list[str]:
+        child, handler = _child(node)
+        return handler.weight_names(child)
+
+    def weight_shapes(self, node: Node, input_shapes: list[Shape]) -> dict[str, tuple[int | None, ...]]:
+        child, handler = _child(node)
+        return handler.weight_shapes(child, [_step_shape(input_shapes[0])])
+
+    def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
+        shape = input_shapes[0]
+        expect_min_rank(node, shape, 3)
+        child, handler = _child(node)
+        step = _step_shape(shape)
+        (out,) = handler.output_shapes(child, [step])[:1]
+        # The child's own tensors carry per-step shapes, for handlers that read them while emitting.
+        child.inputs = [Tensor(f"{node.name}/step_input", step, node.inputs[0].dtype)]
+        child.outputs = [Tensor(f"{node.name}/step_output", tuple(out), producer=child)]
+        return [(shape[0], shape[1], *out[1:])]
+
+    def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
+        child, handler = _child(node)
+        x = inputs[0]
+        steps = _merge_batch_and_time(b, x, node.inputs[0].shape or ())
+        child, transposed = _runnable_child(child, handler)
+        if transposed:
+            steps = b.transpose(steps, _to_channels_first(len(node.inputs[0].shape or ()) - 1))
+        scope, owner = b.scope, b.node
+        b.node, b.scope = child, f"{node.name}/{child.name}"
+        (y,) = handler.emit(child, b, [steps])[:1]
+        b.node, b.scope = owner, scope
+        out_rank = len(child.outputs[0].shape or ())
+        if transposed and out_rank >= 3:  # rank 2 (e.g. global pooling) has no channel axis to move
+            y = b.transpose(y, _to_channels_last(out_rank))
+        return [_split_batch_and_time(b, y, x, node.outputs[0].shape or ())]
+
+
+def _to_channels_first(rank: int) -> tuple[int, ...]:
+    return (0, rank - 1, *range(1, rank - 1))
+
+
+def _to_channels_last(rank: int) -> tuple[int, ...]:
+    return (0, *range(2, rank), 1)
+
+
+def _runnable_child(child: Node, handler: LayerHandler) -> tuple[Node, bool]:
+    """A channels_first_only child emits only for channels_first data, and the layout pass does not see
+    inside the wrapper; so a channels_last child runs as a channels_first copy between two Transposes
+    (True when the caller must add them)."""
+    if not handler.channels_first_only or child.attr("data_format") == "channels_first":
+        return child, False
+    in_shape, out_shape = child.inputs[0].shape or (), child.outputs[0].shape or ()
+    perm = _to_channels_first(len(in_shape))
+    twin = dataclasses.replace(
+        child, attrs={**child.attrs, "data_format": "channels_first"},
+        inputs=[Tensor(child.inputs[0].name, permute(in_shape, perm), child.inputs[0].dtype)],
+        outputs=[Tensor(child.outputs[0].name, out_shape if len(out_shape) < 3
+                        else permute(out_shape, _to_channels_first(len(out_shape))))])
+    return twin, True
+
+
+def _merge_batch_and_time(b: OpBuilder, x: str, shape: Shape) -> str:
+    rest = shape[2:]
+    if all(isinstance(d, int) for d in rest):
+        return b.reshape(x, [-1, *rest])  # type: ignore[list-item]
+    tail = b.slice(b.op("Shape", x), [2], [len(shape)], [0])
+    return b.op("Reshape", x, b.op("Concat", b.ints([-1], "minus_one"), tail, axis=0))
+
+
+def _split_batch_and_time(b: OpBuilder, y: str, x: str, out_shape: Shape) -> str:
+    rest = out_shape[1:]
+    if all(isinstance(d, int) for d in rest):
+        return b.reshape(y, [-1, *rest])  # type: ignore[list-item]
+    head = b.slice(b.op("Shape", x), [0], [2], [0])
+    tail = b.slice(b.op("Shape", y), [1], [len(out_shape) - 1], [0])
+    return b.op("Reshape", y, b.op("Concat", head, tail, axis=0))

@@ -3,27 +3,44 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 from converter.errors import KconvertError
 from converter.ir import Graph
-from converter.passes import cleanup, layout, shape_inference, shape_semantics
+from converter.passes import cleanup, fold_batch_norm, layout, masking, shape_inference, shape_semantics
+from converter.passes.layout import LayoutOptions
 
 Pass = Callable[[Graph], Graph]
 
-PIPELINE: tuple[tuple[str, Pass], ...] = (
-    # First: every later rule needs the canonical input shapes.
-    ("shape semantics", shape_semantics.run),
-    # Needs input shapes; checks weights against them before anything rewrites the graph.
-    ("shape inference", shape_inference.run),
-    # Cleanup before layout, so removed identities do not block Transpose sinking.
-    ("cleanup", cleanup.run),
-    # Last: rewrites spatial nodes to channels_first using the inferred shapes.
-    ("layout", layout.run),
-)
+__all__ = ["PIPELINE", "LayoutOptions", "Pass", "pipeline", "run_pipeline"]
 
 
-def run_pipeline(graph: Graph) -> Graph:
-    for name, step in PIPELINE:
+def pipeline(options: LayoutOptions | None = None) -> tuple[tuple[str, Pass], ...]:
+    """The ordered passes; `options` say which graph inputs/outputs stay channels-first."""
+    return (
+        # First: every later rule needs the canonical input shapes.
+        ("shape semantics", shape_semantics.run),
+        # Needs input shapes; checks weights against them before anything rewrites the graph.
+        ("shape inference", shape_inference.run),
+        # Before cleanup: Keras 3 drops a mask at SpatialDropout but Keras 2 passes it, so the walk
+        # back to the mask source must still see the Dropout family that cleanup removes.
+        ("masking", masking.run),
+        # Cleanup before folding and layout: a Dropout between Conv and BatchNormalization would
+        # block the fold, and removed identities need no layout.
+        ("cleanup", cleanup.run),
+        # Before layout: it reads the Keras data_format/axis to match the BN axis with the channel axis,
+        # and fewer nodes remain for the layout pass to place.
+        ("fold batch norm", fold_batch_norm.run),
+        # Last: rewrites spatial nodes to channels_first using the inferred shapes.
+        ("layout", partial(layout.run, options=options)),
+    )
+
+
+PIPELINE: tuple[tuple[str, Pass], ...] = pipeline()
+
+
+def run_pipeline(graph: Graph, options: LayoutOptions | None = None) -> Graph:
+    for name, step in PIPELINE if options is None else pipeline(options):
         try:
             graph = step(graph)
         except KconvertError:

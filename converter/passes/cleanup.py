@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from converter.ir import Graph
-from converter.layers import LAYERS
+from converter.layers.registry import handler_for
 
 
 def run(graph: Graph) -> Graph:
     for node in list(graph.nodes):
-        handler = LAYERS.get(node.kind)
+        handler = handler_for(node)
         if handler is not None and handler.inference_identity and len(node.inputs) == 1:
             graph.replace_uses(node.outputs[0], node.inputs[0])
             graph.nodes.remove(node)

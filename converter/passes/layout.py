@@ -1,118 +1,210 @@
 """Layout: ONNX convolution and pooling are channels-first, so every spatial node runs channels_first.
 
-Rule: a channels_last node whose handler is `channels_first_only` is switched to channels_first with a
-Transpose before each spatial input and after each spatial output. Then, to a fixed point,
-Transposes sink through layout-agnostic nodes (all inputs transposed alike) and inverse pairs cancel.
-A channels_last conv stack thus pays one Transpose at its input and one at its output.
+Rule: every tensor gets a physical permutation of its Keras axes (`physical = transpose(keras, perm)`:
+the identity, or channels-first). Walking the nodes in order:
+- a channels_last node whose handler is `channels_first_only` switches to channels_first: its spatial
+  inputs must arrive channels-first and its spatial outputs leave channels-first;
+- a node whose handler accepts its inputs' permutation (`remap_axes`: elementwise layers, and
+  axis-carrying layers that rewrite their axis) passes the permutation on, so no Transpose is needed
+  around it: Transposes "sink" through activations, merges and normalisation;
+- every other node needs Keras' own layout on its inputs.
+A Transpose is inserted only where a tensor's permutation differs from what a consumer needs, once per
+(tensor, permutation), so a channels_last conv stack pays one Transpose at each spatial input and
+output. Graph inputs feeding spatial layers arrive channels-first with `nchw_inputs`, spatial graph
+outputs leave channels-first with `nchw_outputs` (no Transpose at all then). Last, Transpose -> Flatten
+-> Dense drops the Transpose and permutes the Dense kernel's rows instead.
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
 from converter.ir import Graph, Node, Tensor
+from converter.ir.graph import CHANNELS_FIRST
 from converter.ir.shape import permute
-from converter.layers import LAYERS
+from converter.layers.registry import LayerHandler, handler_for
+
+Perm = tuple[int, ...]
 
 
-def to_channels_first(rank: int) -> tuple[int, ...]:
+@dataclass(frozen=True)
+class LayoutOptions:
+    nchw_inputs: bool = False  # spatial graph inputs are given channels-first (the ONNX input is NCHW)
+    nchw_outputs: bool = False  # spatial graph outputs are returned channels-first
+
+
+def to_channels_first(rank: int) -> Perm:
     return (0, rank - 1, *range(1, rank - 1))
 
 
-def to_channels_last(rank: int) -> tuple[int, ...]:
+def to_channels_last(rank: int) -> Perm:
     return (0, *range(2, rank), 1)
 
 
-def inverse(perm: tuple[int, ...]) -> tuple[int, ...]:
+def identity(rank: int) -> Perm:
+    return tuple(range(rank))
+
+
+def inverse(perm: Perm) -> Perm:
     out = [0] * len(perm)
     for i, p in enumerate(perm):
         out[p] = i
     return tuple(out)
 
 
-def run(graph: Graph) -> Graph:
+def run(graph: Graph, options: LayoutOptions | None = None) -> Graph:
+    options = LayoutOptions() if options is None else options
+    assigner = _Assigner(graph)
+    if options.nchw_inputs:
+        for tensor in graph.inputs:
+            if 3 <= _rank(tensor) <= 5 and id(tensor) in assigner.wants_cf:
+                assigner.assign(tensor, to_channels_first(_rank(tensor)))
     for node in list(graph.nodes):
-        handler = LAYERS.get(node.kind)
-        if handler is not None and handler.channels_first_only and node.attr("data_format") != "channels_first":
-            _switch_to_channels_first(graph, node)
-    while _sink_transposes(graph) | _cancel_inverse_pairs(graph):
-        pass
+        assigner.visit(node)
+    graph.outputs = [assigner.convert(t, _output_perm(assigner.perm_of(t), options)) for t in graph.outputs]
+    graph.nodes = assigner.nodes
+    fold_flatten_dense(graph)
     return graph
 
 
-def _transpose_node(graph: Graph, source: Tensor, perm: tuple[int, ...], name: str, out: Tensor | None = None) -> Node:
-    taken = {n.name for n in graph.nodes}
-    base, i = name, 1
-    while name in taken:
-        name, i = f"{base}_{i}", i + 1
-    result = out or Tensor(name=name, dtype=source.dtype)
-    node = Node(kind="Transpose", name=name, attrs={"perm": list(perm)}, inputs=[source], outputs=[result])
-    result.shape = permute(source.shape, perm) if source.shape is not None else None
-    result.producer = node
-    return node
+def _rank(tensor: Tensor) -> int:
+    return len(tensor.shape or ())
 
 
-def _switch_to_channels_first(graph: Graph, node: Node) -> None:
-    at = graph.nodes.index(node)
-    rank = len(node.inputs[0].shape or ())
-    before = []
-    for i, tensor in enumerate(node.inputs):
-        if len(tensor.shape or ()) == rank:
-            t = _transpose_node(graph, tensor, to_channels_first(rank), f"{node.name}/to_channels_first")
-            before.append(t)
-            node.inputs[i] = t.outputs[0]
-    after = []
-    for i, tensor in enumerate(node.outputs):
-        out_rank = len(tensor.shape or ())
-        if out_rank < 3:
-            continue
-        inner = Tensor(name=f"{tensor.name}/channels_first", dtype=tensor.dtype, producer=node,
-                       shape=permute(tensor.shape, to_channels_first(out_rank)))
-        node.outputs[i] = inner
-        after.append(_transpose_node(graph, inner, to_channels_last(out_rank), f"{node.name}/to_channels_last", tensor))
-    node.attrs["data_format"] = "channels_first"
-    graph.nodes[at:at + 1] = [*before, node, *after]
+def _output_perm(have: Perm, options: LayoutOptions) -> Perm:
+    keep = options.nchw_outputs and len(have) >= 3 and have == to_channels_first(len(have))
+    return have if keep else identity(len(have))
 
 
-def _is_output(graph: Graph, tensor: Tensor) -> bool:
-    return any(t is tensor for t in graph.outputs)
+def _is_switched(node: Node, handler: LayerHandler | None) -> bool:
+    return handler is not None and handler.channels_first_only and node.attr("data_format") != CHANNELS_FIRST
 
 
-def _sink_transposes(graph: Graph) -> bool:
-    """Agnostic(Transpose_p(a), Transpose_p(b)) -> Transpose_p(Agnostic(a, b))."""
-    for node in graph.nodes:
-        handler = LAYERS.get(node.kind)
-        if handler is None or not handler.is_layout_agnostic(node) or not node.inputs or len(node.outputs) != 1:
-            continue
-        producers = [t.producer for t in node.inputs]
-        if not all(p is not None and p.kind == "Transpose" and p in graph.nodes for p in producers):
-            continue
-        perms = {tuple(p.attrs["perm"]) for p in producers if p is not None}
-        if len(perms) != 1 or any(len(graph.consumers(t)) != 1 or _is_output(graph, t) for t in node.inputs):
-            continue
-        perm = perms.pop()
-        for p in producers:
-            graph.nodes.remove(p)  # type: ignore[arg-type]
-        node.inputs = [p.inputs[0] for p in producers if p is not None]
-        out = node.outputs[0]
-        inner = Tensor(name=f"{out.name}/pre_transpose", dtype=out.dtype, producer=node,
-                       shape=permute(out.shape, inverse(perm)) if out.shape is not None else None)
-        node.outputs[0] = inner
-        at = graph.nodes.index(node)
-        graph.nodes.insert(at + 1, _transpose_node(graph, inner, perm, f"{node.name}/transpose", out))
+def _may_remap(node: Node, handler: LayerHandler | None) -> bool:
+    if handler is None:
+        return False
+    return handler.is_layout_agnostic(node) or type(handler).remap_axes is not LayerHandler.remap_axes
+
+
+class _Assigner:
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self.perm: dict[int, Perm] = {}
+        self.cache: dict[tuple[int, Perm], Tensor] = {}
+        self.nodes: list[Node] = []
+        self.taken = {n.name for n in graph.nodes}
+        self.wants_cf = self._preferences()
+
+    def _preferences(self) -> set[int]:
+        """Tensors some consumer would take channels-first: a switched spatial node reads them, or a
+        remappable node whose output is wanted channels-first (walked backwards)."""
+        wants: set[int] = set()
+        for node in reversed(self.graph.nodes):
+            handler = handler_for(node)
+            switched = _is_switched(node, handler)
+            passes_on = _may_remap(node, handler) and any(id(o) in wants for o in node.outputs)
+            for tensor in node.inputs:
+                if _rank(tensor) >= 3 and (switched or passes_on):
+                    wants.add(id(tensor))
+        return wants
+
+    def perm_of(self, tensor: Tensor) -> Perm:
+        return self.perm.get(id(tensor), identity(_rank(tensor)))
+
+    def assign(self, tensor: Tensor, perm: Perm) -> None:
+        self.perm[id(tensor)] = perm
+        if tensor.shape is not None:
+            tensor.shape = permute(tensor.shape, perm)
+        tensor.layout = CHANNELS_FIRST if len(perm) >= 3 and perm == to_channels_first(len(perm)) else None
+
+    def convert(self, tensor: Tensor, want: Perm) -> Tensor:
+        """The tensor with physical permutation `want`: itself, or a (shared) Transpose of it."""
+        have = self.perm_of(tensor)
+        if have == want:
+            return tensor
+        key = (id(tensor), want)
+        if key not in self.cache:
+            inv = inverse(have)
+            node = self._transpose(tensor, tuple(inv[w] for w in want), want)
+            self.nodes.append(node)
+            self.perm[id(node.outputs[0])] = want
+            self.cache[key] = node.outputs[0]
+        return self.cache[key]
+
+    def _transpose(self, source: Tensor, perm: Perm, want: Perm) -> Node:
+        suffix = "to_channels_first" if want == to_channels_first(len(want)) else "to_keras_layout"
+        name = base = f"{source.name}/{suffix}"
+        i = 1
+        while name in self.taken:
+            name, i = f"{base}_{i}", i + 1
+        self.taken.add(name)
+        out = Tensor(name=name, dtype=source.dtype,
+                     shape=None if source.shape is None else permute(source.shape, perm))
+        node = Node(kind="Transpose", name=name, attrs={"perm": list(perm)}, inputs=[source], outputs=[out])
+        out.producer = node
+        return node
+
+    def visit(self, node: Node) -> None:
+        handler = handler_for(node)
+        if _is_switched(node, handler):
+            self._switch(node)
+        elif not self._remap(node, handler):
+            node.inputs = [self.convert(t, identity(_rank(t))) for t in node.inputs]
+        self.nodes.append(node)
+
+    def _switch(self, node: Node) -> None:
+        node.inputs = [self.convert(t, to_channels_first(_rank(t)) if _rank(t) >= 3 else identity(_rank(t)))
+                       for t in node.inputs]
+        node.attrs["data_format"] = CHANNELS_FIRST
+        for tensor in node.outputs:
+            if _rank(tensor) >= 3:
+                self.assign(tensor, to_channels_first(_rank(tensor)))
+
+    def _remap(self, node: Node, handler: LayerHandler | None) -> bool:
+        """Pass the inputs' permutation through the node when its handler can adapt to it."""
+        if handler is None or not node.outputs or _rank(node.outputs[0]) < 3:
+            return False
+        rank = _rank(node.outputs[0])
+        ranked = [self.perm_of(t) for t in node.inputs if _rank(t) == rank]
+        if ranked:
+            counts = Counter(ranked)
+            perm = max(counts, key=lambda p: (counts[p], p != identity(rank)))
+        elif any(id(o) in self.wants_cf for o in node.outputs):
+            perm = to_channels_first(rank)  # e.g. a Reshape to (1, 1, C) feeding a convolution
+        else:
+            return False
+        if perm == identity(rank) or not handler.remap_axes(node, perm):
+            return False
+        node.inputs = [self.convert(t, perm if _rank(t) == rank else identity(_rank(t))) for t in node.inputs]
+        for tensor in node.outputs:
+            if _rank(tensor) == rank:
+                self.assign(tensor, perm)
         return True
-    return False
 
 
-def _cancel_inverse_pairs(graph: Graph) -> bool:
-    for second in graph.nodes:
-        first = second.inputs[0].producer if second.kind == "Transpose" else None
-        if first is None or first.kind != "Transpose" or first not in graph.nodes:
+def fold_flatten_dense(graph: Graph) -> None:
+    """Dense(Flatten(Transpose_p(x))) == Dense'(Flatten(x)) with the kernel's rows permuted by p."""
+    for flatten in list(graph.nodes):
+        transpose = flatten.inputs[0].producer if flatten.kind == "Flatten" and flatten.inputs else None
+        if transpose is None or transpose.kind != "Transpose" or flatten.attr("data_format") == CHANNELS_FIRST:
             continue
-        p1, p2 = tuple(first.attrs["perm"]), tuple(second.attrs["perm"])
-        if tuple(p1[i] for i in p2) != tuple(range(len(p1))):
+        users = graph.consumers(flatten.outputs[0])
+        if len(users) != 1 or users[0].kind != "Dense" or any(t is flatten.outputs[0] for t in graph.outputs):
             continue
-        graph.replace_uses(second.outputs[0], first.inputs[0])
-        graph.nodes.remove(second)
-        if not graph.consumers(first.outputs[0]) and not _is_output(graph, first.outputs[0]):
-            graph.nodes.remove(first)
-        return True
-    return False
+        dense, source = users[0], transpose.inputs[0]
+        kernel = dense.weights.get("kernel")
+        keras_shape = transpose.outputs[0].shape or ()
+        if kernel is None or kernel.ndim != 2 or not all(isinstance(d, int) for d in keras_shape[1:]):
+            continue
+        rank, perm = len(keras_shape), tuple(transpose.attrs["perm"])
+        inv = inverse(perm)
+        rows = kernel.reshape(*keras_shape[1:], kernel.shape[1])  # type: ignore[misc]
+        rows = rows.transpose(*(inv[i] - 1 for i in range(1, rank)), rank - 1)
+        # A new dict: a shared Dense layer's other calls keep their own kernel.
+        dense.weights = {**dense.weights, "kernel": np.ascontiguousarray(rows.reshape(kernel.shape))}
+        flatten.inputs[0] = source
+        if not graph.consumers(transpose.outputs[0]) and not any(t is transpose.outputs[0] for t in graph.outputs):
+            graph.nodes.remove(transpose)

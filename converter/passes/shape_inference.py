@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from converter.errors import WeightsError
 from converter.ir import Graph, Node, Shape
-from converter.layers import LAYERS
+from converter.layers.registry import handler_for
 
 
 def run(graph: Graph) -> Graph:
     for node in graph.nodes:
-        handler = LAYERS.get(node.kind)
+        handler = handler_for(node)
         if handler is None:
             continue
         input_shapes: list[Shape] = [t.shape or () for t in node.inputs]

@@ -1,0 +1,135 @@
+"""kconvert vs tf2onnx vs Keras 3's own `model.export(format="onnx")`, side by side; prints one table.
+
+    bash bench/setup_venv.sh                         # anchors into bench/.venv (once)
+    python bench/run.py ResNet50 MobileNetV2 --runs 3
+
+Each conversion is a fresh process (start-up included), run in rotating order; wall time and peak RSS
+(the child's ru_maxrss) are medians over --runs. Latency: onnxruntime CPU, one thread, batch 1 and 32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+HERE = Path(__file__).resolve().parent
+CACHE, VENV_PY = HERE / ".cache", HERE / ".venv" / "bin" / "python"
+TOOLS = ("kconvert", "tf2onnx", "keras")
+MODELS = ("ResNet50", "MobileNetV2", "DenseNet121", "EfficientNetB0", "InceptionV3", "BiLSTM")
+
+
+def source(tool: str, model: str) -> Path:
+    # tf2onnx's documented path is `--keras model.h5`; kconvert and Keras read the .keras archive.
+    return CACHE / f"{model}.{'h5' if tool == 'tf2onnx' else 'keras'}"
+
+
+def convert(tool: str, model: str, out: Path) -> tuple[float, float]:
+    """(wall seconds, peak RSS MiB) of one conversion in a fresh process."""
+    python = sys.executable if tool == "kconvert" else str(VENV_PY)
+    env = {**os.environ, "PYTHONPATH": str(HERE.parent), "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+    start = time.perf_counter()
+    proc = subprocess.Popen([python, str(HERE / "convert_one.py"), tool, str(source(tool, model)), str(out)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    stderr = proc.stderr.read().decode() if proc.stderr else ""
+    if status != 0 or not out.exists():
+        raise RuntimeError(f"{tool} failed on {model}:\n{stderr[-3000:]}")
+    return wall, usage.ru_maxrss / 1024
+
+
+def count_nodes(graph: onnx.GraphProto) -> tuple[int, int]:
+    """(nodes, Transposes), subgraphs (Loop/Scan bodies) included."""
+    nodes = transposes = 0
+    for node in graph.node:
+        nodes += 1
+        transposes += node.op_type == "Transpose"
+        for attr in node.attribute:
+            for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                n, t = count_nodes(sub)
+                nodes, transposes = nodes + n, transposes + t
+    return nodes, transposes
+
+
+def feeds(session: ort.InferenceSession, batch: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    out = {}
+    for info in session.get_inputs():
+        shape = [batch if i == 0 else (d if isinstance(d, int) else 1) for i, d in enumerate(info.shape)]
+        out[info.name] = (rng.integers(0, 1000, size=shape).astype(np.int32 if "int32" in info.type else np.int64)
+                          if "int" in info.type else rng.random(shape, dtype=np.float32))
+    return out
+
+
+def latency_ms(path: Path, batch: int, seconds: float) -> float:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    data = feeds(session, batch)
+    session.run(None, data)
+    times: list[float] = []
+    deadline = time.perf_counter() + seconds
+    while len(times) < 3 or (time.perf_counter() < deadline and len(times) < 200):
+        start = time.perf_counter()
+        session.run(None, data)
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def bench(model: str, runs: int, seconds: float, work: Path) -> list[dict[str, object]]:
+    walls: dict[str, list[float]] = {t: [] for t in TOOLS}
+    rss: dict[str, list[float]] = {t: [] for t in TOOLS}
+    for r in range(runs):
+        for tool in TOOLS[r % 3:] + TOOLS[:r % 3]:  # rotate, so no tool always runs on a warm cache
+            wall, peak = convert(tool, model, work / f"{model}.{tool}.onnx")
+            walls[tool].append(wall)
+            rss[tool].append(peak)
+    rows = []
+    for tool in TOOLS:
+        path = work / f"{model}.{tool}.onnx"
+        nodes, transposes = count_nodes(onnx.load(str(path), load_external_data=False).graph)
+        rows.append({"model": model, "tool": tool, "wall": statistics.median(walls[tool]),
+                     "rss": statistics.median(rss[tool]), "nodes": nodes, "transposes": transposes,
+                     "b1": latency_ms(path, 1, seconds), "b32": latency_ms(path, 32, seconds)})
+    return rows
+
+
+def table(rows: list[dict[str, object]]) -> str:
+    lines = ["| model | tool | convert s | kconvert speed-up | peak RSS MiB | nodes | Transpose | ORT b1 ms "
+             "| ORT b32 ms | kconvert latency ratio b1 / b32 |", "|" + " --- |" * 10]
+    ours = {r["model"]: r for r in rows if r["tool"] == "kconvert"}
+    for r in rows:
+        k = ours[r["model"]]
+        speed = "" if r is k else f"{float(r['wall']) / float(k['wall']):.1f}x"
+        ratio = "" if r is k else f"{float(k['b1']) / float(r['b1']):.2f} / {float(k['b32']) / float(r['b32']):.2f}"
+        lines.append(f"| {r['model']} | {r['tool']} | {float(r['wall']):.2f} | {speed} | {float(r['rss']):.0f} | "
+                     f"{r['nodes']} | {r['transposes']} | {float(r['b1']):.2f} | {float(r['b32']):.1f} | {ratio} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("models", nargs="*", default=list(MODELS))
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=5.0, help="time budget per latency measurement")
+    args = parser.parse_args()
+    if not VENV_PY.exists():
+        raise SystemExit("bench/.venv is missing: run `bash bench/setup_venv.sh` first")
+    subprocess.run([str(VENV_PY), str(HERE / "make_models.py"), *args.models], check=True)
+    work = CACHE / "onnx"
+    work.mkdir(parents=True, exist_ok=True)
+    rows = [row for model in args.models for row in bench(model, args.runs, args.seconds, work)]
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""Weights as older Keras wrote them -> the canonical Keras 2/3 arrays a handler expects.
+
+The rules follow Keras 2's `preprocess_weights_for_loading` (which is how Keras itself loaded Keras 1
+files) plus what it did for Theano files:
+- Keras 1 recurrent layers store one W/U/b per gate: LSTM as i, c, f, o (12 arrays), GRU as z, r, h
+  (9 arrays); Keras 2 concatenates them as kernel/recurrent_kernel/bias in i, f, c, o and z, r, h order.
+- Keras 1 `dim_ordering='th'` convolution kernels are (filters, in, rows, cols); Conv1D kernels are 4-D.
+- Keras 1.0.0-1.0.5 BatchNormalization kept a real standard deviation in `running_std` and divided
+  by (std + epsilon); later 1.x kept the variance there under the same name (Keras issue #3484).
+- The Theano backend computes a true convolution, so its kernels are flipped along every spatial
+  axis relative to TensorFlow's cross-correlation (Keras 2.0-2.2 flipped them on load).
+- Bidirectional stores forward_* then backward_*; TimeDistributed stores its inner layer's arrays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from converter.ir import Node
+
+CONV_KINDS = frozenset({"Conv1D", "Conv2D", "Conv3D", "Conv2DTranspose", "ConvLSTM2D"})
+
+
+@dataclass(frozen=True)
+class WeightOrigin:
+    """What the file says about who wrote the weights (the backend may be a user override)."""
+
+    keras_version: str | None = None
+    backend: str | None = None
+    # Keras 1 by version or, where no version is recorded, by the config's Keras-1-only spellings.
+    keras1: bool = False
+
+    @property
+    def theano(self) -> bool:
+        return (self.backend or "").lower() == "theano"
+
+
+def upgrade_weights(node: Node, arrays: list[np.ndarray], origin: WeightOrigin) -> list[np.ndarray]:
+    """The arrays of one layer, in the order and shapes the canonical handler expects."""
+    arrays = [np.asarray(a) for a in arrays]
+    if node.kind == "Bidirectional" and node.children:
+        half = len(arrays) // 2
+        forward = node.children[0]
+        backward = node.children[1] if len(node.children) > 1 else forward
+        return upgrade_weights(forward, arrays[:half], origin) + upgrade_weights(backward, arrays[half:], origin)
+    if node.kind == "TimeDistributed" and node.children:
+        return upgrade_weights(node.children[0], arrays, origin)
+    if node.kind in ("LSTM", "ConvLSTM2D") and len(arrays) == 12:
+        arrays = merge_gates(arrays, (0, 2, 1, 3))  # stored i, c, f, o -> i, f, c, o
+    elif node.kind == "GRU" and len(arrays) == 9:
+        arrays = merge_gates(arrays, (0, 1, 2))  # stored z, r, h, the canonical order already
+    if node.kind == "BatchNormalization" and origin.keras1 and len(arrays) == 4 and _std_era(origin.keras_version):
+        arrays = std_to_variance(arrays, float(node.attr("epsilon", 1e-3)))
+    if node.kind in CONV_KINDS and arrays:
+        arrays = _upgrade_conv(node, arrays, origin)
+    return arrays
+
+
+def merge_gates(arrays: list[np.ndarray], order: tuple[int, ...]) -> list[np.ndarray]:
+    """Per-gate (W, U, b) triples -> [kernel, recurrent_kernel, bias], gates concatenated in `order`."""
+    gates = [arrays[3 * g: 3 * g + 3] for g in order]
+    return [np.concatenate([gate[part] for gate in gates], axis=-1) for part in range(3)]
+
+
+def _std_era(version: str | None) -> bool:
+    parts = str(version).split(".")
+    try:
+        return parts[0] == "1" and parts[1] == "0" and int(parts[2].split("-")[0]) < 6
+    except (IndexError, ValueError):
+        return False
+
+
+def std_to_variance(arrays: list[np.ndarray], epsilon: float) -> list[np.ndarray]:
+    """Keras 1.0.x: y = gamma (x - mean) / (std + eps) + beta. With var = (std + eps)^2 - eps the
+    canonical y = gamma (x - mean) / sqrt(var + eps) + beta is the same function."""
+    gamma, beta, mean, std = arrays
+    return [gamma, beta, mean, (np.square(std.astype(np.float64) + epsilon) - epsilon).astype(std.dtype)]
+
+
+def _upgrade_conv(node: Node, arrays: list[np.ndarray], origin: WeightOrigin) -> list[np.ndarray]:
+    arrays = list(arrays)
+    channels_first = node.attr("data_format") == "channels_first"
+    if node.kind == "Conv1D" and arrays[0].ndim == 4:
+        arrays[0] = conv1d_kernel(arrays[0], _kernel_size(node, 1)[0], int(node.attrs.get("filters", -1)))
+    elif node.kind in ("Conv2D", "ConvLSTM2D") and origin.keras1 and channels_first:
+        arrays[0] = np.transpose(arrays[0], (2, 3, 1, 0))
+        if node.kind == "ConvLSTM2D":
+            arrays[1] = np.transpose(arrays[1], (2, 3, 1, 0))
+    elif node.kind == "Conv2DTranspose" and origin.keras1:
+        arrays[0] = np.transpose(arrays[0], (2, 3, 0, 1) if channels_first else (0, 1, 3, 2))
+    elif node.kind == "Conv3D" and origin.keras1 and channels_first:
+        arrays[0] = np.transpose(arrays[0], (2, 3, 4, 1, 0))
+    if origin.theano:
+        arrays[0] = flip_spatial(arrays[0])
+        if node.kind == "ConvLSTM2D":
+            arrays[1] = flip_spatial(arrays[1])
+    return arrays
+
+
+def _kernel_size(node: Node, rank: int) -> tuple[int, ...]:
+    value = node.attrs.get("kernel_size", 1)
+    return (int(value),) * rank if isinstance(value, int) else tuple(int(v) for v in value)
+
+
+def conv1d_kernel(kernel: np.ndarray, length: int, filters: int) -> np.ndarray:
+    """Keras 1.2 stored (length, 1, in, filters); Keras 1.1 stored (filters, in, length, 1)."""
+    if kernel.shape[:2] != (length, 1) or kernel.shape[3] != filters:
+        kernel = np.transpose(kernel, (2, 3, 1, 0))
+    return kernel[:, 0, :, :]
+
+
+def flip_spatial(kernel: np.ndarray) -> np.ndarray:
+    """Reverse every spatial axis (all but the last two, which are in/out channels)."""
+    index = tuple([slice(None, None, -1)] * (kernel.ndim - 2) + [slice(None)] * 2)
+    return np.ascontiguousarray(kernel[index])

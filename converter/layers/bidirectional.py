@@ -1,0 +1,148 @@
+"""Bidirectional(SimpleRNN | GRU | LSTM) as one ONNX op with direction="bidirectional".
+
+Keras runs the forward layer on x and the backward layer (go_backwards=True) on x, flips the backward
+outputs back into time order when returning sequences, and merges them (concat / sum / ave / mul, or
+None: two outputs). ONNX's reverse direction already writes its outputs in time order, so Y of a
+bidirectional op is exactly [forward, flipped backward]. Each direction keeps its own activations
+(tf2onnx drops them), so a backward_layer with other activations converts too. Outputs: the merged
+output(s), then with return_state the forward states and the backward states (LSTM: h, c each).
+
+Masks: the input is compacted once (see `rnn_emit.py`); with sequence_lens the reverse direction walks
+the valid steps last to first, as Keras' backward layer does. Keras forces zero_output_for_mask on
+both layers when returning sequences, so masked steps output zeros.
+
+Children: `node.children[0]` is the forward layer config; `node.children[1]` the backward_layer when
+the file has one (Keras 3 always writes it), else the forward config with go_backwards flipped.
+Weights are stored forward first, then backward.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from converter.errors import UnsupportedLayerError
+from converter.ir import Node, Shape
+from converter.layers.builder import OpBuilder
+from converter.layers.recurrent import (
+    SEQUENCE_MEANING,
+    features_of,
+    mask_input,
+    state_inputs,
+    static_time,
+)
+from converter.layers.registry import LAYERS, LayerHandler, expect_rank
+from converter.layers.rnn_cells import CellParams, cell_params, cell_weight_names, cell_weight_shapes, check_cell
+from converter.layers.rnn_emit import compact, expand, initial_states, recurrent_op, to_time_major
+
+SIDES = ("forward", "backward")
+MERGE_REDUCE = {"sum": "ReduceSum", "ave": "ReduceMean", "mul": "ReduceProd"}
+
+
+def directions(node: Node) -> tuple[Node, Node]:
+    if not node.children:
+        raise UnsupportedLayerError(f"Bidirectional '{node.layer_name}' has no wrapped layer config",
+                                    layer=node.layer_name, hint="is the config complete?")
+    forward = node.children[0]
+    if len(node.children) > 1:
+        return forward, node.children[1]
+    backward = copy.copy(forward)
+    backward.attrs = {**forward.attrs, "go_backwards": not forward.attr("go_backwards", False)}
+    return forward, backward
+
+
+def merge_mode(node: Node) -> str | None:
+    return node.attrs.get("merge_mode", "concat")
+
+
+def _num_states(node: Node) -> int:
+    return 2 if directions(node)[0].kind == "LSTM" else 1
+
+
+@LAYERS.register("Bidirectional")
+class Bidirectional(LayerHandler):
+    def check(self, node: Node) -> None:
+        forward, backward = directions(node)
+        check_cell(forward)
+        check_cell(backward)
+        if forward.kind != backward.kind or forward.attrs["units"] != backward.attrs["units"]:
+            raise UnsupportedLayerError(
+                f"Bidirectional '{node.layer_name}' pairs a {forward.kind}({forward.attrs['units']}) with a "
+                f"{backward.kind}({backward.attrs['units']}): one ONNX op needs one cell type and size",
+                layer=node.layer_name, hint="use the same layer class and units for both directions")
+        if forward.attr("go_backwards", False) or not backward.attr("go_backwards", False):
+            raise UnsupportedLayerError(
+                f"Bidirectional '{node.layer_name}' wraps a forward layer with go_backwards=True",
+                layer=node.layer_name, hint="wrap a layer with go_backwards=False")
+        if merge_mode(node) not in ("concat", "sum", "ave", "mul", None):
+            raise UnsupportedLayerError(f"Bidirectional '{node.layer_name}' has merge_mode={merge_mode(node)!r}",
+                                        layer=node.layer_name, hint="use concat, sum, ave, mul or None")
+
+    def weight_names(self, node: Node) -> list[str]:
+        return [f"{side}/{name}" for side, cell in zip(SIDES, directions(node)) for name in cell_weight_names(cell)]
+
+    def weight_shapes(self, node: Node, input_shapes: list[Shape]) -> dict[str, tuple[int | None, ...]]:
+        features = features_of(input_shapes[0])
+        return {f"{side}/{name}": shape for side, cell in zip(SIDES, directions(node))
+                for name, shape in cell_weight_shapes(cell, features).items()}
+
+    def num_outputs(self, node: Node) -> int:
+        merged = 2 if merge_mode(node) is None else 1
+        forward = directions(node)[0]
+        return merged + (2 * _num_states(node) if forward.attr("return_state", False) else 0)
+
+    def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
+        shape = input_shapes[0]
+        expect_rank(node, shape, 3, SEQUENCE_MEANING)
+        forward = directions(node)[0]
+        units = int(forward.attrs["units"])
+        width = 2 * units if merge_mode(node) == "concat" else units
+        lead = (shape[0], shape[1]) if forward.attr("return_sequences", False) else (shape[0],)
+        merged = 2 if merge_mode(node) is None else 1
+        return [(*lead, width)] * merged + [(shape[0], units)] * (self.num_outputs(node) - merged)
+
+    def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
+        forward, backward = directions(node)
+        cells = _cells(node, b)
+        count = cells[0].num_states
+        init = initial_states(b, state_inputs(node, inputs), count, 2)
+        mask = mask_input(node, inputs)
+        packed = None if mask is None else compact(b, inputs[0], mask, static_time(node))
+        x_tbf = to_time_major(b, inputs[0]) if packed is None else packed.x_tbf
+        outs = recurrent_op(b, x_tbf, cells, "bidirectional", init, None if packed is None else packed.seq_lens)
+        if forward.attr("return_sequences", False):
+            y = b.transpose(outs[0], [2, 0, 1, 3])  # (batch, time, 2, units)
+            if packed is not None:
+                y = expand(b, y, 4, packed.steps, mask)
+            merged = _merge(b, node, y, axis=2)
+        else:
+            merged = _merge(b, node, outs[1], axis=0)
+        if not forward.attr("return_state", False):
+            return merged
+        states = [_pick(b, state, d) for d in (0, 1) for state in outs[1:1 + count]]
+        return [*merged, *states]
+
+
+def _cells(node: Node, b: OpBuilder) -> list[CellParams]:
+    cells = []
+    for side, cell in zip(SIDES, directions(node)):
+        own = {key.split("/", 1)[1]: value for key, value in node.weights.items() if key.startswith(side + "/")}
+        cells.append(cell_params(cell, own, b.keras_major))
+    return cells
+
+
+def _pick(b: OpBuilder, x: str, index: int, axis: int = 0) -> str:
+    return b.op("Gather", x, b.ints(index, "direction"), axis=axis)
+
+
+def _merge(b: OpBuilder, node: Node, y: str, axis: int) -> list[str]:
+    """y holds both directions along `axis` (2 for sequences (b, t, 2, u), 0 for Y_h (2, b, u))."""
+    mode = merge_mode(node)
+    if mode is None:
+        return [_pick(b, y, 0, axis), _pick(b, y, 1, axis)]
+    if mode in MERGE_REDUCE:
+        return [b.reduce(MERGE_REDUCE[mode], y, [axis], keepdims=False)]
+    if axis == 0:
+        y = b.transpose(y, [1, 0, 2])
+        return [b.reshape(y, [0, -1])]
+    return [b.reshape(y, [0, 0, -1])]
+

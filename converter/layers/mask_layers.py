@@ -1,0 +1,109 @@
+"""The Masking layer and kconvert's internal TimestepMask node (inserted by the masking pass).
+
+Keras' Masking outputs `where(any(x != mask_value, axis=-1), x, 0)`: a timestep whose features all
+equal mask_value becomes zeros, the others pass unchanged. The mask itself travels on to
+mask-consuming layers; here it is an explicit tensor made by a TimestepMask node.
+"""
+
+from __future__ import annotations
+
+from converter.errors import UnsupportedLayerError
+from converter.ir import Node, Shape
+from converter.layers.builder import OpBuilder
+from converter.layers.registry import LAYERS, LayerHandler, expect_min_rank
+
+
+def valid_steps(b: OpBuilder, x: str, mask_value: float) -> str:
+    """(batch, time, ...features) -> (batch, time, 1) bool: some feature differs from mask_value."""
+    differs = b.op("Cast", b.op("Not", b.op("Equal", x, b.scalar(mask_value, "mask_value"))), to=1)
+    return b.op("Cast", b.reduce("ReduceMax", differs, [-1], keepdims=True), to=9)
+
+
+def nonzero_ids(b: OpBuilder, ids: str) -> str:
+    """Embedding(mask_zero=True): (batch, time) ids -> bool, True where the id is not 0."""
+    return b.op("Not", b.op("Equal", b.op("Cast", ids, to=1), b.scalar(0.0, "zero")))
+
+
+@LAYERS.register("Masking")
+class Masking(LayerHandler):
+    def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
+        expect_min_rank(node, input_shapes[0], 2)
+        return [input_shapes[0]]
+
+    def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
+        keep = valid_steps(b, inputs[0], float(node.attr("mask_value", 0.0)))
+        return [b.op("Where", keep, inputs[0], b.scalar(0.0, "zero"))]
+
+
+@LAYERS.register("TimestepMask")
+class TimestepMask(LayerHandler):
+    """Internal: the (batch, time) bool mask a Masking layer or Embedding(mask_zero=True) produces.
+
+    attrs: `source` = "masking" (input: the Masking layer's input, `mask_value`) or "embedding"
+    (input: the token ids).
+    """
+
+    internal = True
+
+    def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
+        return [tuple(input_shapes[0][:2])]
+
+    def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
+        if node.attrs["source"] == "embedding":
+            return [nonzero_ids(b, inputs[0])]
+        keep = valid_steps(b, inputs[0], float(node.attr("mask_value", 0.0)))
+        return [b.squeeze(keep, [-1])]
+
+
+def _as_float(b: OpBuilder, x: str, dtype: str) -> str:
+    return x if dtype == "float32" else b.op("Cast", x, to=1)
+
+
+@LAYERS.register("NotEqual")
+class NotEqual(LayerHandler):
+    """Keras 3 op node `ops.not_equal(x, y)`; Keras 3 functional files hold Embedding(mask_zero) masks as
+    `not_equal(ids, 0)` and Masking masks as `any(not_equal(x, mask_value), axis=-1)`.
+
+    Compared in float32, exact for integer ids below 2**24.
+    """
+
+    def check(self, node: Node) -> None:
+        constants = (node.attrs.get("call_kwargs") or {}).get("positional_constants") or []
+        if len(node.inputs) + len(constants) != 2 or not all(isinstance(c, (int, float)) for c in constants):
+            raise UnsupportedLayerError(f"NotEqual '{node.layer_name}' needs two tensors or a tensor and a number",
+                                        layer=node.layer_name, hint="compare against a scalar constant")
+
+    def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
+        return [max(input_shapes, key=len)]
+
+    def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
+        operands = [_as_float(b, x, t.dtype) for x, t in zip(inputs, node.inputs)]
+        if len(operands) == 1:
+            constant = float((node.attrs.get("call_kwargs") or {})["positional_constants"][0])
+            operands.append(b.scalar(constant, "other"))
+        return [b.op("Not", b.op("Equal", *operands))]
+
+
+@LAYERS.register("Any")
+class Any_(LayerHandler):
+    """Keras 3 op node `ops.any(x, axis, keepdims)` over one axis (the Masking mask)."""
+
+    def check(self, node: Node) -> None:
+        if not isinstance(node.attrs.get("axis"), int):
+            raise UnsupportedLayerError(f"Any '{node.layer_name}' reduces over {node.attrs.get('axis')!r}",
+                                        layer=node.layer_name, hint="only a single integer axis converts")
+
+    def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
+        shape = list(input_shapes[0])
+        axis = int(node.attrs["axis"]) % len(shape)
+        if node.attr("keepdims", False):
+            shape[axis] = 1
+        else:
+            del shape[axis]
+        return [tuple(shape)]
+
+    def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
+        as_float = b.op("Cast", inputs[0], to=1)
+        keepdims = bool(node.attr("keepdims", False))
+        reduced = b.reduce("ReduceMax", as_float, [int(node.attrs["axis"])], keepdims=keepdims)
+        return [b.op("Cast", reduced, to=9)]

@@ -1,0 +1,97 @@
+"""Fold BatchNormalization into the Conv / Dense / DepthwiseConv / SeparableConv before it.
+
+Rule: BN(layer(x)) == layer'(x) when the layer's output feeds only the BN (and is no graph output),
+the layer has no activation and the BN normalises the layer's channel axis. Then with
+s = gamma / sqrt(moving_variance + epsilon), layer' has its output channels' kernel entries scaled by
+s and bias' = bias * s + beta - moving_mean * s (computed in float64). The BN node disappears.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from converter.ir import Graph, Node
+from converter.ir.graph import CHANNELS_FIRST
+from converter.layers.activations import activation_name
+from converter.layers.normalization import bn_scale_shift
+
+# kind -> (the weight holding each output channel's entries, where the output channels are:
+# "last" axis, "second_last" axis, or "depthwise": the last two axes (in, multiplier) flattened).
+FOLDABLE: dict[str, tuple[str, str]] = {
+    "Dense": ("kernel", "last"),
+    "Conv1D": ("kernel", "last"),
+    "Conv2D": ("kernel", "last"),
+    "Conv3D": ("kernel", "last"),
+    "Conv1DTranspose": ("kernel", "second_last"),
+    "Conv2DTranspose": ("kernel", "second_last"),
+    "Conv3DTranspose": ("kernel", "second_last"),
+    "SeparableConv1D": ("pointwise_kernel", "last"),
+    "SeparableConv2D": ("pointwise_kernel", "last"),
+    "DepthwiseConv1D": ("depthwise_kernel", "depthwise"),
+    "DepthwiseConv2D": ("depthwise_kernel", "depthwise"),
+}
+
+
+def run(graph: Graph) -> Graph:
+    for bn in list(graph.nodes):
+        layer = _foldable_producer(graph, bn)
+        if layer is not None and _fold(layer, bn):
+            graph.replace_uses(bn.outputs[0], layer.outputs[0])
+            graph.nodes.remove(bn)
+    return graph
+
+
+def _foldable_producer(graph: Graph, bn: Node) -> Node | None:
+    if bn.kind != "BatchNormalization" or len(bn.inputs) != 1:
+        return None
+    tensor = bn.inputs[0]
+    layer = tensor.producer
+    if layer is None or layer.kind not in FOLDABLE or layer not in graph.nodes or len(layer.outputs) != 1:
+        return None
+    if graph.consumers(tensor) != [bn] or any(t is tensor for t in graph.outputs):
+        return None
+    if activation_name(layer.attrs.get("activation")) != "linear" or "moving_mean" not in bn.weights:
+        return None
+    return layer if _bn_axis(bn, tensor.shape) == _channel_axis(layer, len(tensor.shape or ())) else None
+
+
+def _bn_axis(bn: Node, shape: tuple[object, ...] | None) -> int | None:
+    raw = bn.attrs.get("axis", -1)
+    axes = [raw] if isinstance(raw, (int, float)) else list(raw)
+    if shape is None or len(axes) != 1:
+        return None
+    axis = int(axes[0])
+    return axis + len(shape) if axis < 0 else axis
+
+
+def _channel_axis(layer: Node, rank: int) -> int:
+    if layer.kind != "Dense" and layer.attr("data_format") == CHANNELS_FIRST:
+        return 1
+    return rank - 1
+
+
+def _fold(layer: Node, bn: Node) -> bool:
+    """Scale the layer's weights in place (new arrays, so a shared layer's other calls keep theirs)."""
+    key, where = FOLDABLE[layer.kind]
+    kernel = layer.weights.get(key)
+    scale, shift = (a.astype(np.float64) for a in bn_scale_shift(bn))
+    if kernel is None or kernel.ndim < 2 or scale.ndim != 1:
+        return False
+    if where == "depthwise":
+        per_channel = kernel.shape[-2] * kernel.shape[-1]
+        broadcast = scale.reshape(kernel.shape[-2], kernel.shape[-1])
+    elif where == "second_last":
+        per_channel, broadcast = kernel.shape[-2], scale[:, None]
+    else:
+        per_channel, broadcast = kernel.shape[-1], scale
+    if per_channel != scale.size:
+        return False
+    bias = layer.weights.get("bias")
+    old_bias = np.zeros(scale.size) if bias is None else bias.astype(np.float64)
+    layer.weights = {
+        **layer.weights,
+        key: (kernel.astype(np.float64) * broadcast).astype(np.float32),
+        "bias": (old_bias * scale + shift).astype(np.float32),
+    }
+    layer.attrs["use_bias"] = True
+    return True

@@ -1,0 +1,89 @@
+"""Masking: make Keras' implicit timestep masks explicit inputs of the recurrent layers that read them.
+
+Keras attaches a mask to the output of `Embedding(mask_zero=True)` and of `Masking`; layers that
+support masking pass it on unchanged (Dropout, Dense, activations, normalisations, ...), a recurrent
+layer returning sequences passes it on, and any other layer drops it (Keras 3 warns; Keras 2
+refuses to build such a model, except that its SpatialDropout layers, being Dropouts, pass it on).
+Rule: for each SimpleRNN / GRU / LSTM / Bidirectional without an explicit `mask=` argument, walk
+back through mask-passing layers; if a mask source is found, a TimestepMask node computing the
+(batch, time) bool mask is inserted (one per source, shared) and appended to the layer's inputs
+under `tensor_kwargs["mask"]`. An explicit mask is left as the user wired it (Keras 3 functional
+files record every mask a call used this way, as `not_equal` / `any` op nodes).
+"""
+
+from __future__ import annotations
+
+from converter.ir import Graph, Node, Tensor
+
+MASK_CONSUMERS = frozenset({"SimpleRNN", "GRU", "LSTM", "Bidirectional"})
+# Layers whose Keras `compute_mask` returns the incoming mask unchanged (supports_masking, default).
+MASK_PASSING = frozenset({
+    "Dropout", "GaussianNoise", "GaussianDropout", "AlphaDropout", "ActivityRegularization", "Identity",
+    "Activation", "ReLU", "LeakyReLU", "ELU", "PReLU", "Softmax", "Dense", "BatchNormalization",
+    "LayerNormalization", "UnitNormalization", "GroupNormalization", "Normalization", "Rescaling",
+    "TimeDistributed",
+})
+KERAS2_MASK_PASSING = frozenset({"SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D"})
+
+
+def run(graph: Graph) -> Graph:
+    keras2 = graph.metadata.get("source_keras_version", "2").split(".")[0] in ("1", "2")
+    passing = MASK_PASSING | KERAS2_MASK_PASSING if keras2 else MASK_PASSING
+    made: dict[int, Tensor] = {}
+    for node in list(graph.nodes):
+        kwargs = node.attrs.get("tensor_kwargs") or {}
+        if node.kind not in MASK_CONSUMERS or "mask" in kwargs or not node.inputs:
+            continue
+        if not keras2 and len(node.inputs) > 1:
+            # Keras 3 fills in an implicit mask only for a call with one tensor argument: with
+            # initial_state tensors the mask is silently not applied (and none is recorded).
+            continue
+        mask = _mask_of(graph, node.inputs[0], passing, made)
+        if mask is None:
+            continue
+        node.inputs.append(mask)
+        node.attrs["tensor_kwargs"] = {**kwargs, "mask": [len(node.inputs) - 1]}
+    return graph
+
+
+def _mask_of(graph: Graph, tensor: Tensor, passing: frozenset[str], made: dict[int, Tensor]) -> Tensor | None:
+    producer = tensor.producer
+    while producer is not None and producer.kind in passing and producer.inputs:
+        tensor = producer.inputs[0]
+        producer = tensor.producer
+    if producer is None:
+        return None
+    if producer.kind == "Embedding" and producer.attr("mask_zero", False):
+        return _source_mask(graph, producer, {"source": "embedding"}, made)
+    if producer.kind == "Masking":
+        return _source_mask(graph, producer, {"source": "masking", "mask_value": producer.attr("mask_value", 0.0)},
+                            made)
+    if producer.kind in MASK_CONSUMERS and _returns_sequences(producer) and _is_sequence(producer, tensor):
+        found = (producer.attrs.get("tensor_kwargs") or {}).get("mask")
+        return producer.inputs[found[0]] if found else None
+    return None
+
+
+def _returns_sequences(node: Node) -> bool:
+    layer = node.children[0] if node.kind == "Bidirectional" and node.children else node
+    return bool(layer.attr("return_sequences", False))
+
+
+def _is_sequence(node: Node, tensor: Tensor) -> bool:
+    """The sequence outputs: the first, and for Bidirectional(merge_mode=None) the second too."""
+    sequences = 2 if node.kind == "Bidirectional" and node.attrs.get("merge_mode", "concat") is None else 1
+    return any(t is tensor for t in node.outputs[:sequences])
+
+
+def _source_mask(graph: Graph, source: Node, attrs: dict[str, object], made: dict[int, Tensor]) -> Tensor:
+    if id(source) in made:
+        return made[id(source)]
+    name = f"{source.name}/timestep_mask"
+    shape = source.inputs[0].shape
+    out = Tensor(name=name, shape=tuple(shape[:2]) if shape is not None else None, dtype="bool")
+    node = Node(kind="TimestepMask", name=name, attrs=dict(attrs), inputs=[source.inputs[0]], outputs=[out],
+                layer_name=source.layer_name)
+    out.producer = node
+    graph.nodes.insert(graph.nodes.index(source) + 1, node)
+    made[id(source)] = out
+    return out

@@ -1,0 +1,122 @@
+"""Live cross-checks of the core families (reshape, merge, BatchNormalization, Embedding,
+TimeDistributed, a registered Lambda) against Keras 3 and tf_keras `model.predict`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import assert_close
+from kmodels import run_onnx
+
+import converter
+from converter.extensions import register_lambda, unregister_lambda
+
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+pytestmark = pytest.mark.tf
+
+# (Keras module, file formats it writes): Keras 3 writes .keras and legacy .h5; tf_keras is Keras 2.
+WRITERS = [("keras", "keras"), ("keras", "h5"), ("tf_keras", "h5")]
+
+
+def _keras(module: str) -> Any:
+    return pytest.importorskip(module)
+
+
+def _randomize(keras: Any, model: Any, rng: np.random.Generator) -> None:
+    for lay in model.layers:
+        arrays = [rng.normal(size=w.shape).astype(w.dtype) * 0.5 for w in lay.get_weights()]
+        if isinstance(getattr(lay, "layer", lay), keras.layers.BatchNormalization):
+            arrays[-1] = rng.uniform(0.3, 2.0, size=arrays[-1].shape).astype("float32")  # a variance
+        lay.set_weights(arrays)
+
+
+def _core_model(keras: Any) -> Any:
+    L = keras.layers
+    a, b, c = L.Input((4, 6)), L.Input((4, 6)), L.Input((6,))
+    x = L.TimeDistributed(L.Dense(5, activation="tanh"))(a)
+    x = L.BatchNormalization(center=False, epsilon=0.01)(x)
+    x = L.BatchNormalization(axis=1, scale=False)(x)
+    x = L.Permute((2, 1))(L.Reshape((-1, 5))(L.RepeatVector(2)(L.Flatten()(x))))
+    merged = [L.Add()([a, b]), L.Subtract()([a, b]), L.Multiply()([a, b, a]), L.Average()([a, b]),
+              L.Maximum()([a, b]), L.Minimum()([a, b])]
+    y = L.Concatenate(axis=-2)(merged)
+    dots = [L.Dot(axes=(1, 1))([a, b]), L.Dot(axes=-1, normalize=True)([a, b]), L.Dot(axes=(2, 1))([a, c])]
+    return keras.Model([a, b, c], [x, y, *dots])
+
+
+def _conv_model(keras: Any) -> Any:
+    L = keras.layers
+    seq, image = L.Input((3, 8, 7, 2)), L.Input((2, 6, 5))
+    x = L.TimeDistributed(L.Conv2D(4, 3, activation="relu"))(seq)
+    x = L.TimeDistributed(L.Flatten())(L.TimeDistributed(L.BatchNormalization())(x))
+    y = L.Conv2D(3, 2, data_format="channels_first")(image)
+    y = L.Flatten(data_format="channels_first")(L.BatchNormalization(axis=1)(y))
+    return keras.Model([seq, image], [x, y])
+
+
+def _embedding_model(keras: Any) -> Any:
+    L = keras.layers
+    ids = L.Input((5,), dtype="int32")
+    return keras.Model(ids, L.Dense(2)(L.Embedding(12, 3, mask_zero=True)(ids)))
+
+
+def _compare(tmp_path: Path, model: Any, fmt: str, inputs: Callable[[int], list[np.ndarray]]) -> None:
+    path = tmp_path / f"m.{fmt}"
+    model.save(path)
+    onnx_model = converter.convert(path)
+    for batch in (1, 3):
+        xs = inputs(batch)
+        expected = model.predict(xs if len(xs) > 1 else xs[0], verbose=0)
+        expected = expected if isinstance(expected, list) else [expected]
+        for got, want in zip(run_onnx(onnx_model, *xs), expected):
+            assert_close(got, np.asarray(want))
+
+
+@pytest.mark.parametrize("module, fmt", WRITERS)
+def test_reshape_merge_batchnorm_time_distributed(tmp_path: Path, module: str, fmt: str) -> None:
+    keras, rng = _keras(module), np.random.default_rng(0)
+    model = _core_model(keras)
+    _randomize(keras, model, rng)
+    _compare(tmp_path, model, fmt, lambda n: [rng.normal(size=(n, *s)).astype("float32")
+                                                     for s in ((4, 6), (4, 6), (6,))])
+
+
+@pytest.mark.parametrize("module, fmt", WRITERS)
+def test_time_distributed_conv_and_channels_first_flatten(tmp_path: Path, module: str, fmt: str) -> None:
+    keras, rng = _keras(module), np.random.default_rng(1)
+    model = _conv_model(keras)
+    _randomize(keras, model, rng)
+    _compare(tmp_path, model, fmt, lambda n: [rng.normal(size=(n, 3, 8, 7, 2)).astype("float32"),
+                                                     rng.normal(size=(n, 2, 6, 5)).astype("float32")])
+
+
+@pytest.mark.parametrize("module, fmt", WRITERS)
+def test_embedding(tmp_path: Path, module: str, fmt: str) -> None:
+    keras, rng = _keras(module), np.random.default_rng(2)
+    model = _embedding_model(keras)
+    _randomize(keras, model, rng)
+    _compare(tmp_path, model, fmt, lambda n: [rng.integers(0, 12, size=(n, 5)).astype("int32")])
+
+
+@pytest.fixture
+def normalize_lambda() -> Iterator[None]:
+    register_lambda("normalize", lambda b, xs, node: b.op("Sub", b.op("Div", xs[0], b.scalar(127.5)),
+                                                          b.scalar(1.0)), layout_agnostic=True)
+    yield
+    unregister_lambda("normalize")
+
+
+@pytest.mark.parametrize("module, fmt", WRITERS)
+def test_registered_lambda(tmp_path: Path, module: str, fmt: str, normalize_lambda: None) -> None:
+    keras, rng = _keras(module), np.random.default_rng(3)
+    L = keras.layers
+    image = L.Input((6, 6, 3))
+    scaled = L.Lambda(lambda t: t / 127.5 - 1, name="normalize")(image)
+    model = keras.Model(image, L.Flatten()(L.Conv2D(2, 3)(scaled)))
+    _randomize(keras, model, rng)
+    _compare(tmp_path, model, fmt, lambda n: [rng.uniform(0, 255, size=(n, 6, 6, 3)).astype("float32")])
