@@ -51,6 +51,8 @@ def main() -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Output file (default: MODEL with .onnx).")
 @click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), help="Weights file for a model.json.")
+@click.option("--backend", type=click.Choice(["tensorflow", "theano"]), default=None,
+              help="Keras backend that saved the file, where the file does not record it (Theano kernels are flipped).")
 @click.option("--opset", type=int, default=None, help="ONNX opset (default 17; 13 up to the newest onnx knows).")
 @click.option("--check", is_flag=True, help="Cross-check against Keras on generated inputs (needs kconvert[tf]).")
 @click.option("--reference", type=click.Path(dir_okay=False, path_type=Path),
@@ -60,13 +62,14 @@ def main() -> None:
 @click.option("--rtol", type=float, default=1e-4, show_default=True, help="Relative tolerance for --check.")
 @click.option("--atol", type=float, default=1e-5, show_default=True, help="Absolute tolerance for --check.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable JSON report.")
-def convert_command(model: Path, output: Path | None, weights: Path | None, opset: int | None, check: bool,
-                    reference: Path | None, provider: str, rtol: float, atol: float, as_json: bool) -> None:
+def convert_command(model: Path, output: Path | None, weights: Path | None, backend: str | None, opset: int | None,
+                    check: bool, reference: Path | None, provider: str, rtol: float, atol: float,
+                    as_json: bool) -> None:
     """Convert MODEL to ONNX."""
     from runtime.check import run_convert  # the CLI is the composition root: it may use runtime
 
     try:
-        report = run_convert(model, output, weights, opset, check, provider, rtol, atol, reference)
+        report = run_convert(model, output, weights, opset, check, provider, rtol, atol, reference, backend)
     except KconvertError as err:
         _fail(err, as_json)
     _print_report(report, as_json)
@@ -77,13 +80,15 @@ def convert_command(model: Path, output: Path | None, weights: Path | None, opse
 @main.command("inspect")
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), help="Weights file for a model.json.")
+@click.option("--backend", type=click.Choice(["tensorflow", "theano"]), default=None,
+              help="Keras backend that saved the file, where the file does not record it (Theano kernels are flipped).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def inspect_command(model: Path, weights: Path | None, as_json: bool) -> None:
+def inspect_command(model: Path, weights: Path | None, backend: str | None, as_json: bool) -> None:
     """Print a model.summary()-like table of MODEL, without TensorFlow."""
     import converter
 
     try:
-        summary = converter.inspect(model, weights)
+        summary = converter.inspect(model, weights, backend=backend)
     except KconvertError as err:
         _fail(err, as_json)
     if as_json:

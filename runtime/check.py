@@ -23,14 +23,14 @@ def default_output(model: Path) -> Path:
 
 def run_convert(model: Path, output: Path | None, weights: Path | None, opset: int | None, check: bool,
                 provider: str = "auto", rtol: float = 1e-4, atol: float = 1e-5,
-                reference: Path | None = None) -> dict[str, Any]:
+                reference: Path | None = None, backend: str | None = None) -> dict[str, Any]:
     from converter.export.onnx import DEFAULT_OPSET, export, save_model
 
     output = default_output(model) if output is None else output
     if output.suffix.lower() not in (".onnx", ""):
         raise UsageError(f"cannot write {output.name}: unknown output format", hint="use -o NAME.onnx")
     start = time.perf_counter()
-    loaded = load(model, weights)
+    loaded = load(model, weights, backend=backend)
     onnx_model = export(loaded.graph, DEFAULT_OPSET if opset is None else opset, loaded.artifact.keras_version,
                         loaded.graph.metadata)
     save_model(onnx_model, output)

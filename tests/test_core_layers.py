@@ -88,3 +88,16 @@ def test_dropout_is_removed(tmp_path: Path, rng: np.random.Generator) -> None:
     config = sequential([layer("Dropout", "drop", rate=0.5), layer("Dense", "dense", units=2, use_bias=False)], (3,))
     model = converter.convert(save_keras(tmp_path / "m.keras", config, {"dense": [kernel]}))
     assert [n.op_type for n in model.graph.node] == ["MatMul"]
+
+
+@pytest.mark.parametrize("augmentation", ["RandomFlip", "RandomRotation", "RandomZoom", "RandomContrast"])
+def test_random_augmentation_is_identity_at_inference(tmp_path: Path, rng: np.random.Generator,
+                                                      augmentation: str) -> None:
+    kernel = rng.normal(size=(3, 2)).astype("float32")
+    config = sequential([layer(augmentation, "aug", factor=0.2), layer("Dense", "dense", units=2, use_bias=False)],
+                        (4, 4, 3))
+    model = converter.convert(save_keras(tmp_path / "m.keras", config, {"dense": [kernel]}))
+    x = rng.normal(size=(2, 4, 4, 3)).astype("float32")
+    (y,) = run_onnx(model, x)
+    assert_close(y, x @ kernel)
+    assert [n.op_type for n in model.graph.node] == ["MatMul"]

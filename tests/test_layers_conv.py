@@ -59,7 +59,8 @@ def convert_and_run(tmp_path: Path, fmt: str, layers: list[dict[str, Any]], inpu
 
 
 def run_layer(tmp_path: Path, rng: np.random.Generator, fmt: str, batch: int, data_format: str, kind: str,
-              spatial: tuple[int, ...], channels: int, weights: list[np.ndarray], **config: Any) -> tuple[np.ndarray, ...]:
+              spatial: tuple[int, ...], channels: int, weights: list[np.ndarray],
+              **config: Any) -> tuple[np.ndarray, ...]:
     """Convert one layer; returns (channels_last input, channels_last ONNX output)."""
     x = rng.normal(size=(batch, *spatial, channels)).astype(np.float32)
     first = data_format == "channels_first"

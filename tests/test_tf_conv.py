@@ -72,8 +72,6 @@ CASES: dict[str, tuple[Build, tuple[int | None, ...]]] = {
                                        L.Conv2DTranspose(3, 3, strides=2, padding="same"),
                                        L.UpSampling2D(interpolation="bilinear"), L.Conv2D(2, 1)], (None, None, 3)),
 }
-# Layers tf_keras (Keras 2) lacks.
-KERAS3_ONLY = {"depthwise1d"}
 DYNAMIC_RUN_SHAPE = (19, 23, 3)
 
 
@@ -93,8 +91,6 @@ def _build(module: str, case: str) -> Any:
 @pytest.mark.parametrize("module, suffix", [("keras", "keras"), ("tf_keras", "h5")])
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_matches_keras(tmp_path: Path, module: str, suffix: str, case: str) -> None:
-    if module == "tf_keras" and case in KERAS3_ONLY:
-        pytest.skip(f"{case}: tf_keras has no such layer")
     model = _build(module, case)
     path = tmp_path / f"model.{suffix}"
     model.save(path)

@@ -83,13 +83,13 @@ def convert_entry(corpus: Path, entry: dict[str, Any]) -> tuple[Any, Outcome]:
 
 
 def sample_inputs(model: Any, seed: int = 0) -> list[np.ndarray]:
-    """Inputs for an ONNX model: batch 2, free dims 8; integer-valued when the model embeds tokens."""
+    """Inputs for an ONNX model: batch 2, free dims 32; integer-valued when the model embeds tokens."""
     rng = np.random.default_rng(seed)
     vocab = _smallest_vocab(model)
     arrays = []
     for value in model.graph.input:
         tensor = value.type.tensor_type
-        shape = [d.dim_value if d.dim_value > 0 else (2 if i == 0 else 8) for i, d in enumerate(tensor.shape.dim)]
+        shape = [d.dim_value if d.dim_value > 0 else (2 if i == 0 else 32) for i, d in enumerate(tensor.shape.dim)]
         dtype = np.float32 if tensor.elem_type == 1 else np.int64 if tensor.elem_type == 7 else np.int32
         if vocab is not None or dtype is not np.float32:
             arrays.append(rng.integers(0, vocab or 2, size=shape).astype(dtype))

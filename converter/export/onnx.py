@@ -47,8 +47,11 @@ def check_opset(opset: int) -> int:
     return opset
 
 
-def lower(graph: Graph, opset: int = DEFAULT_OPSET, keras_version: str | None = None) -> OpGraph:
-    """Emit every node through its handler; graph inputs and outputs keep their Keras names."""
+def lower(graph: Graph, opset: int = DEFAULT_OPSET, keras_version: str | None = None,
+          release_weights: bool = False) -> OpGraph:
+    """Emit every node through its handler; graph inputs and outputs keep their Keras names.
+    `release_weights` empties each node's weights once emitted (lower peak memory; the graph
+    cannot be lowered again)."""
     ops = OpGraph(name=graph.name, opset=check_opset(opset))
     for name in [*(t.name for t in graph.inputs), *graph.output_names]:
         ops.reserve(name)
@@ -62,6 +65,8 @@ def lower(graph: Graph, opset: int = DEFAULT_OPSET, keras_version: str | None = 
             raise UsageError(f"no handler for {node.kind}", layer=node.layer_name)
         builder.enter(node)
         produced = handler.emit(node, builder, [value_of[id(t)] for t in node.inputs])
+        if release_weights:  # the initializers hold what ONNX needs; Keras-layout copies can go now
+            node.weights = {}
         value_of.update({id(t): v for t, v in zip(node.outputs, produced)})
     builder.scope = ""
     for tensor, name in zip(graph.outputs, graph.output_names):
@@ -121,8 +126,8 @@ def export(graph: Graph, opset: int = DEFAULT_OPSET, keras_version: str | None =
 
 
 def lower_for_export(graph: Graph, opset: int = DEFAULT_OPSET, keras_version: str | None = None,
-                     float16: bool = False, float16_io: bool = False) -> OpGraph:
-    ops = lower(graph, opset, keras_version)
+                     float16: bool = False, float16_io: bool = False, release_weights: bool = False) -> OpGraph:
+    ops = lower(graph, opset, keras_version, release_weights)
     return to_float16(ops, keep_io_types=not float16_io) if float16 else ops
 
 
@@ -157,9 +162,10 @@ _INLINE_BELOW = 1024  # smaller tensors stay in the .onnx file even with externa
 
 def save_graph(graph: Graph, output: str | Path, opset: int = DEFAULT_OPSET, keras_version: str | None = None,
                metadata: dict[str, str] | None = None, float16: bool = False, float16_io: bool = False,
-               external_data: bool | None = None) -> Path:
-    """Lower, check and write a graph to `output` (atomically); see write_ops for external data."""
-    ops = lower_for_export(graph, opset, keras_version, float16, float16_io)
+               external_data: bool | None = None, release_weights: bool = False) -> Path:
+    """Lower, check and write a graph to `output` (atomically); see write_ops for external data.
+    `release_weights=True` (the CLI's choice) frees each layer's Keras-layout weights once lowered."""
+    ops = lower_for_export(graph, opset, keras_version, float16, float16_io, release_weights)
     return write_ops(ops, output, metadata, external_data)
 
 

@@ -46,11 +46,12 @@ def band_mask(b: OpBuilder, query: str, value: str, causal: bool, window: int | 
     zero, one = b.const(0, "zero", "int64"), b.const(1, "one", "int64")
     rows = b.unsqueeze(b.op("Range", zero, scalar_dim(b, query, axis), one), [1])
     cols = b.unsqueeze(b.op("Range", zero, scalar_dim(b, value, axis), one), [0])
-    mask = b.op("Not", b.op("Less", rows, cols)) if causal else None
+    causal_mask = b.op("Not", b.op("Less", rows, cols)) if causal else None
+    near = None
     if window is not None:
         near = b.op("Less", b.op("Abs", b.op("Sub", rows, cols)), b.const(window, "window", "int64"))
-        mask = near if mask is None else b.op("And", mask, near)
-    return b.unsqueeze(mask, [0])
+    mask = both(b, causal_mask, near)
+    return None if mask is None else b.unsqueeze(mask, [0])
 
 
 def both(b: OpBuilder, first: str | None, second: str | None) -> str | None:

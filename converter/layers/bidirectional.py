@@ -32,7 +32,14 @@ from converter.layers.recurrent import (
 )
 from converter.layers.registry import LAYERS, LayerHandler, expect_rank
 from converter.layers.rnn_cells import CellParams, cell_params, cell_weight_names, cell_weight_shapes, check_cell
-from converter.layers.rnn_emit import compact, expand, initial_states, recurrent_op, to_time_major
+from converter.layers.rnn_emit import (
+    compact,
+    expand,
+    final_states,
+    initial_states,
+    recurrent_op,
+    to_time_major,
+)
 
 SIDES = ("forward", "backward")
 MERGE_REDUCE = {"sum": "ReduceSum", "ave": "ReduceMean", "mul": "ReduceProd"}
@@ -118,7 +125,8 @@ class Bidirectional(LayerHandler):
             merged = _merge(b, node, outs[1], axis=0)
         if not forward.attr("return_state", False):
             return merged
-        states = [_pick(b, state, d) for d in (0, 1) for state in outs[1:1 + count]]
+        kept = final_states(b, outs[1:1 + count], init, None if packed is None else packed.seq_lens)
+        states = [_pick(b, state, d) for d in (0, 1) for state in kept]
         return [*merged, *states]
 
 

@@ -57,10 +57,6 @@ def channels_first_io(node: Node, b: OpBuilder, x: str, body: Callable[[str, lis
     return b.transpose(inner, [0, *range(2, rank), 1])
 
 
-KERAS1_KERNEL_KEYS = {1: ("filter_length",), 2: ("nb_row", "nb_col"),
-                      3: ("kernel_dim1", "kernel_dim2", "kernel_dim3")}
-
-
 class ConvBase(LayerHandler):
     """Shared shape rule and emission for every Conv-based layer of spatial rank `rank`."""
 
@@ -75,10 +71,6 @@ class ConvBase(LayerHandler):
             read(node)  # malformed tuples are refused here, before any shape work
 
     def kernel(self, node: Node) -> tuple[int, ...]:
-        if node.attrs.get("kernel_size") is None:  # Keras 1 spelled it per axis
-            legacy = [node.attrs.get(k) for k in KERAS1_KERNEL_KEYS[self.rank]]
-            if all(isinstance(v, int) for v in legacy):
-                return tuple(int(v) for v in legacy)  # type: ignore[arg-type]
         return ints(node, "kernel_size", self.rank, None)
 
     def strides(self, node: Node) -> tuple[int, ...]:
@@ -128,7 +120,7 @@ class Conv(ConvBase):
     def weight_shapes(self, node: Node, input_shapes: list[Shape]) -> dict[str, tuple[int | None, ...]]:
         channels, _ = split_shape(node, input_shapes[0], self.rank, self.meaning())
         filters, groups = int(node.attrs["filters"]), int(node.attr("groups", 1))
-        per_group = static(channels) // groups if isinstance(channels, int) else None
+        per_group = channels // groups if isinstance(channels, int) else None
         return {"kernel": (*self.kernel(node), per_group, filters), "bias": (filters,)}
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:

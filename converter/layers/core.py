@@ -42,9 +42,21 @@ class Dense(LayerHandler):
         return [apply_activation(b, y, node.attrs.get("activation"))]
 
 
+# Random augmentation layers transform images only when called with training=True (Keras 3's
+# BaseImagePreprocessingLayer.transform_images and tf_keras' image_preprocessing both return the
+# input unchanged otherwise). RandomCrop is not here: at inference it center-crops and resizes.
+RANDOM_AUGMENTATION = (
+    "RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation", "RandomContrast", "RandomBrightness",
+    "RandomHeight", "RandomWidth", "RandomShear", "RandomPerspective", "RandomElasticTransform", "RandomHue",
+    "RandomSaturation", "RandomSharpness", "RandomGrayscale", "RandomInvert", "RandomPosterization",
+    "RandomColorDegeneration", "RandomColorJitter", "RandomErasing", "RandomGaussianBlur", "AugMix", "CutMix",
+    "MixUp", "RandAugment",
+)
+
+
 @LAYERS.register(
     "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
-    "GaussianDropout", "AlphaDropout", "ActivityRegularization", "Identity",
+    "GaussianDropout", "AlphaDropout", "ActivityRegularization", "Identity", *RANDOM_AUGMENTATION,
 )
 class InferenceIdentity(LayerHandler):
     """Layers that only act while training; at inference they pass their input through."""

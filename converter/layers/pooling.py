@@ -7,6 +7,8 @@ elements (TF excludes the padding): ONNX AveragePool count_include_pad=0.
 
 from __future__ import annotations
 
+from typing import Any
+
 from converter.errors import UnsupportedLayerError
 from converter.ir import Node, Shape
 from converter.ir.shape import Dim
@@ -57,7 +59,7 @@ class Pooling(LayerHandler):
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
         size, strides = self.window(node)
         padding = str(node.attr("padding", "valid"))
-        extra = {"count_include_pad": 0} if self.op_type == "AveragePool" else {}
+        extra: dict[str, Any] = {"count_include_pad": 0} if self.op_type == "AveragePool" else {}
 
         def body(x: str, lengths: list[Dim]) -> str:
             pads = window_pads(lengths, size, strides, [1] * self.rank, padding)

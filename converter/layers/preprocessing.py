@@ -125,12 +125,19 @@ class Resizing(LayerHandler):
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
         x, shape = as_float(node, b, inputs[0]), node.inputs[0].shape or ()
         height, width = int(node.attrs["height"]), int(node.attrs["width"])
-        in_hw = (shape[2], shape[3])
+        in_hw: Shape = (shape[2], shape[3])
         if node.attr("crop_to_aspect_ratio", False):
             x, in_hw = _crop_to_aspect(node, b, x, in_hw, height, width)
         interpolation = str(node.attr("interpolation", "bilinear"))
         if interpolation == "bicubic":
             return [_bicubic(node, b, x, in_hw, height, width)]
+        if interpolation == "nearest" and all(isinstance(d, int) for d in in_hw):
+            # TF picks its source pixels in float32; Gather with the same indices avoids ONNX's own
+            # rounding, which differs where (out + 0.5) * in / out lands on an integer.
+            for axis, n_in, n_out in ((2, in_hw[0], height), (3, in_hw[1], width)):
+                if isinstance(n_in, int):
+                    x = b.op("Gather", x, b.ints(tf_nearest_indices(n_in, n_out), "indices"), axis=axis)
+            return [x]
         sizes = b.op("Concat", b.slice(b.op("Shape", x), [0], [2], [0]), b.ints([height, width], "size"), axis=0)
         return [b.op("Resize", x, "", "", sizes, **RESIZE_MODES[interpolation])]
 
@@ -145,6 +152,12 @@ def _bicubic(node: Node, b: OpBuilder, x: str, in_hw: Shape, height: int, width:
         return x
     across = b.op("MatMul", x, b.const(tf_bicubic_matrix(in_w, width).T.copy(), "columns"))
     return b.op("MatMul", b.const(tf_bicubic_matrix(in_h, height), "rows"), across)
+
+
+def tf_nearest_indices(in_size: int, out_size: int) -> list[int]:
+    """Source index per output pixel of TF's half-pixel nearest neighbour: floor((o + 0.5) * in/out) in float32."""
+    scale = np.float32(in_size) / np.float32(out_size)
+    return [min(int(np.floor((np.float32(o) + np.float32(0.5)) * scale)), in_size - 1) for o in range(out_size)]
 
 
 def _keys_table(a: float = -0.5, size: int = 1024) -> np.ndarray:

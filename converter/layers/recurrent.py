@@ -20,10 +20,11 @@ from __future__ import annotations
 from converter.ir import Node, Shape
 from converter.layers.builder import OpBuilder
 from converter.layers.registry import LAYERS, LayerHandler, expect_rank
-from converter.layers.rnn_cells import cell_params, cell_weight_names, cell_weight_shapes, check_cell
+from converter.layers.rnn_cells import CellParams, cell_params, cell_weight_names, cell_weight_shapes, check_cell
 from converter.layers.rnn_emit import (
     compact,
     expand,
+    final_states,
     initial_states,
     recurrent_op,
     reverse_time,
@@ -91,35 +92,46 @@ class Recurrent(LayerHandler):
         shape = input_shapes[0]
         expect_rank(node, shape, 3, SEQUENCE_MEANING)
         units = int(node.attrs["units"])
-        out = (shape[0], shape[1], units) if node.attr("return_sequences", False) else (shape[0], units)
-        return [out] + [(shape[0], units)] * (self.num_outputs(node) - 1)
+        out: Shape = (shape[0], shape[1], units) if node.attr("return_sequences", False) else (shape[0], units)
+        state: Shape = (shape[0], units)
+        return [out] + [state] * (self.num_outputs(node) - 1)
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
         cell = cell_params(node, node.weights, b.keras_major)
         init = initial_states(b, state_inputs(node, inputs), cell.num_states, 1)
         mask = mask_input(node, inputs)
-        go_backwards = bool(node.attr("go_backwards", False))
-        sequences = bool(node.attr("return_sequences", False))
         if mask is None:
-            outs = recurrent_op(b, to_time_major(b, inputs[0]), [cell], "reverse" if go_backwards else "forward",
-                                init, None)
-            y = b.squeeze(outs[1], [0])
-            if sequences:
-                y_tb = b.squeeze(outs[0], [1])
-                y = b.transpose(reverse_time(b, y_tb, axis=0) if go_backwards else y_tb, [1, 0, 2])
+            y, outs = _unmasked(node, b, inputs[0], cell, init)
+            states = outs[1:]
         else:
-            x = inputs[0]
-            if go_backwards:
-                x, mask = reverse_time(b, x), reverse_time(b, mask)
-            packed = compact(b, x, mask, static_time(node))
-            outs = recurrent_op(b, packed.x_tbf, [cell], "forward", init, packed.seq_lens)
-            zero_masked = bool(node.attr("zero_output_for_mask", False))
-            if sequences:
-                y = expand(b, batch_major(b, outs[0]), 3, packed.steps, mask if zero_masked else None)
-            else:
-                y = b.squeeze(outs[1], [0])
-                if zero_masked:
-                    y = b.op("Mul", y, last_step_mask(b, mask))
+            y, outs, seq_lens = _masked(node, b, inputs[0], mask, cell, init)
+            states = final_states(b, outs[1:], init, seq_lens)
         if not node.attr("return_state", False):
             return [y]
-        return [y, *(b.squeeze(state, [0]) for state in outs[1:])]
+        return [y, *(b.squeeze(state, [0]) for state in states)]
+
+
+def _unmasked(node: Node, b: OpBuilder, x: str, cell: CellParams, init: list[str]) -> tuple[str, list[str]]:
+    go_backwards = bool(node.attr("go_backwards", False))
+    outs = recurrent_op(b, to_time_major(b, x), [cell], "reverse" if go_backwards else "forward", init, None)
+    if not node.attr("return_sequences", False):
+        return b.squeeze(outs[1], [0]), outs
+    y_tb = b.squeeze(outs[0], [1])
+    # Keras returns the outputs in processing order: reversed time for go_backwards.
+    return b.transpose(reverse_time(b, y_tb, axis=0) if go_backwards else y_tb, [1, 0, 2]), outs
+
+
+def _masked(node: Node, b: OpBuilder, x: str, mask: str, cell: CellParams,
+            init: list[str]) -> tuple[str, list[str], str]:
+    if node.attr("go_backwards", False):
+        x, mask = reverse_time(b, x), reverse_time(b, mask)
+    packed = compact(b, x, mask, static_time(node))
+    outs = recurrent_op(b, packed.x_tbf, [cell], "forward", init, packed.seq_lens)
+    zero_masked = bool(node.attr("zero_output_for_mask", False))
+    if node.attr("return_sequences", False):
+        y = expand(b, batch_major(b, outs[0]), 3, packed.steps, mask if zero_masked else None)
+    else:
+        y = b.squeeze(outs[1], [0])
+        if zero_masked:
+            y = b.op("Mul", y, last_step_mask(b, mask))
+    return y, outs, packed.seq_lens

@@ -113,3 +113,11 @@ def recurrent_op(b: OpBuilder, x_tbf: str, cells: list[CellParams], direction: s
 def sequence_batch_major(b: OpBuilder, y: str) -> str:
     """ONNX Y (time, directions, batch, units) -> (batch, time, directions, units)."""
     return b.transpose(y, [2, 0, 1, 3])
+
+
+def final_states(b: OpBuilder, states: list[str], init: list[str], seq_lens: str | None) -> list[str]:
+    """ONNX returns zero states for a sample with no valid step; Keras keeps its initial states."""
+    if seq_lens is None or not init:
+        return states
+    some = b.unsqueeze(b.op("Greater", seq_lens, b.const(0, "zero_steps", np.int32)), [0, 2])
+    return [b.op("Where", some, state, start) for state, start in zip(states, init)]

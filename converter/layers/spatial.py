@@ -8,6 +8,8 @@ data_format in Keras (always (batch, steps, features)); absent means channels_la
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from converter.errors import ShapeError, UnsupportedLayerError
@@ -22,7 +24,7 @@ INT64_MAX = 2**63 - 1
 # Keras interpolation -> ONNX Resize attributes. tf.image.resize is half-pixel, not align_corners.
 # Its bicubic is not ONNX's cubic (it looks its weights up in a 1024-entry table), so it is emitted
 # as two MatMuls with TF's exact weights instead (see `tf_bicubic_matrix`).
-INTERPOLATIONS = {
+INTERPOLATIONS: dict[str, dict[str, Any]] = {
     "nearest": {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"},
     "bilinear": {"mode": "linear", "coordinate_transformation_mode": "half_pixel"},
     "bicubic": {},

@@ -3,7 +3,7 @@
 Rule: BN(layer(x)) == layer'(x) when the layer's output feeds only the BN (and is no graph output),
 the layer has no activation and the BN normalises the layer's channel axis. Then with
 s = gamma / sqrt(moving_variance + epsilon), layer' has its output channels' kernel entries scaled by
-s and bias' = bias * s + beta - moving_mean * s (computed in float64). The BN node disappears.
+s and bias' = bias * s + beta - moving_mean * s (s and the bias in float64). The BN node disappears.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def _fold(layer: Node, bn: Node) -> bool:
     old_bias = np.zeros(scale.size) if bias is None else bias.astype(np.float64)
     layer.weights = {
         **layer.weights,
-        key: (kernel.astype(np.float64) * broadcast).astype(np.float32),
+        key: kernel * broadcast.astype(np.float32),  # one rounding per entry; no float64 copy of a big kernel
         "bias": (old_bias * scale + shift).astype(np.float32),
     }
     layer.attrs["use_bias"] = True
