@@ -1,6 +1,7 @@
 """One conversion in a fresh process, as a user runs it: `convert_one.py TOOL MODEL OUTPUT`.
 
-kconvert runs the `kconvert` CLI with the product's python; tf2onnx and keras run in bench/.venv.
+kconvert runs with the product's python (its API's file-writing path; `kconvert-cli` runs the CLI);
+tf2onnx and keras run in bench/.venv.
 """
 
 from __future__ import annotations
@@ -13,6 +14,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 def main(tool: str, model: str, output: str) -> None:
     if tool == "kconvert":
+        # The CLI's conversion path: read, passes, then stream the weights into the file.
+        import converter
+        from converter.export.onnx import save_graph
+
+        loaded = converter.load(model)
+        save_graph(loaded.graph, output, keras_version=loaded.artifact.keras_version,
+                   metadata=loaded.graph.metadata, release_weights=True)
+        loaded.artifact.close()
+    elif tool == "kconvert-cli":
         from converter.cli import main as cli
 
         sys.argv = ["kconvert", "convert", model, "-o", output]

@@ -4,7 +4,8 @@
     python bench/run.py ResNet50 MobileNetV2 --runs 3
 
 Each conversion is a fresh process (start-up included), run in rotating order; wall time and peak RSS
-(the child's ru_maxrss) are medians over --runs. Latency: onnxruntime CPU, one thread, batch 1 and 32.
+(the child's ru_maxrss) are medians over --runs. Latency: onnxruntime CPU, one thread, batch 1 and 32,
+the three models' runs interleaved, median thread CPU time per inference.
 """
 
 from __future__ import annotations
@@ -70,19 +71,25 @@ def feeds(session: ort.InferenceSession, batch: int) -> dict[str, np.ndarray]:
     return out
 
 
-def latency_ms(path: Path, batch: int, seconds: float) -> float:
+def latencies_ms(paths: list[Path], batch: int, seconds: float) -> list[float]:
+    """Median per-inference time of each model, runs interleaved so load on the machine hits all alike.
+
+    With one intra-op thread onnxruntime computes on the calling thread, so its thread CPU time is the
+    latency an idle machine would show, even on a busy one (the wall clock is kept as a check)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    data = feeds(session, batch)
-    session.run(None, data)
-    times: list[float] = []
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    sessions = [ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]) for p in paths]
+    data = [feeds(s, batch) for s in sessions]
+    times: list[list[float]] = [[] for _ in sessions]
     deadline = time.perf_counter() + seconds
-    while len(times) < 3 or (time.perf_counter() < deadline and len(times) < 200):
-        start = time.perf_counter()
-        session.run(None, data)
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+    while len(times[0]) < 3 or (time.perf_counter() < deadline and len(times[0]) < 100):
+        for session, feed, record in zip(sessions, data, times):
+            session.run(None, feed)  # first run of each round warms caches for this model
+            start = time.thread_time()
+            session.run(None, feed)
+            record.append(time.thread_time() - start)
+    return [1000 * statistics.median(t) for t in times]
 
 
 def bench(model: str, runs: int, seconds: float, work: Path) -> list[dict[str, object]]:
@@ -93,13 +100,14 @@ def bench(model: str, runs: int, seconds: float, work: Path) -> list[dict[str, o
             wall, peak = convert(tool, model, work / f"{model}.{tool}.onnx")
             walls[tool].append(wall)
             rss[tool].append(peak)
+    paths = [work / f"{model}.{tool}.onnx" for tool in TOOLS]
+    b1, b32 = latencies_ms(paths, 1, seconds), latencies_ms(paths, 32, seconds)
     rows = []
-    for tool in TOOLS:
-        path = work / f"{model}.{tool}.onnx"
+    for i, (tool, path) in enumerate(zip(TOOLS, paths)):
         nodes, transposes = count_nodes(onnx.load(str(path), load_external_data=False).graph)
         rows.append({"model": model, "tool": tool, "wall": statistics.median(walls[tool]),
                      "rss": statistics.median(rss[tool]), "nodes": nodes, "transposes": transposes,
-                     "b1": latency_ms(path, 1, seconds), "b32": latency_ms(path, 32, seconds)})
+                     "b1": b1[i], "b32": b32[i]})
     return rows
 
 

@@ -127,3 +127,16 @@ def test_unsupported_pooling_configs(tmp_path: Path, config: dict[str, Any], mes
     cfg = layer("MaxPooling2D", "pool", **config)
     with pytest.raises(UnsupportedLayerError, match=message):
         converter.convert(save_keras(tmp_path / "m.keras", sequential([cfg], (6, 6, 2)), {}))
+
+
+@pytest.mark.parametrize("fmt", SAVERS)
+def test_embedding_mask_is_averaged_over(tmp_path: Path, rng: np.random.Generator, fmt: str) -> None:
+    """Embedding(mask_zero=True) -> GlobalAveragePooling1D: Keras' implicit mask drops the padding steps."""
+    table = rng.normal(size=(6, 3)).astype(np.float32)
+    layers = [layer("Embedding", "emb", input_dim=6, output_dim=3, mask_zero=True),
+              layer("GlobalAveragePooling1D", "gap")]
+    path = SAVERS[fmt](tmp_path / f"m.{fmt}", sequential(layers, (5,)), {"emb": [table]})
+    ids = np.array([[1, 2, 0, 0, 3], [4, 0, 0, 0, 0]], dtype=np.float32)
+    (y,) = run_onnx(converter.convert(path), ids)
+    kept = ids != 0
+    assert_close(y, (table[ids.astype(int)] * kept[..., None]).sum(1) / kept.sum(1, keepdims=True))

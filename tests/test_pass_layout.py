@@ -179,3 +179,51 @@ def test_full_pipeline_options_reach_the_layout_pass(tmp_path: Path, rng: np.ran
     graph = run_pipeline(loaded.graph, LayoutOptions(nchw_inputs=True, nchw_outputs=True))
     assert _kinds(graph)["Transpose"] == 0
     assert graph.outputs[0].shape == ("batch", 4, 4, 4)
+
+
+def _bn(name: str) -> dict[str, Any]:
+    return layer("BatchNormalization", name, axis=-1, momentum=0.99, epsilon=1e-3, center=True, scale=True)
+
+
+def _bn_weights(rng: np.random.Generator, c: int) -> list[np.ndarray]:
+    return [(rng.normal(size=c) + 1).astype("float32"), rng.normal(size=c).astype("float32"),
+            rng.normal(size=c).astype("float32"), rng.uniform(0.5, 2, size=c).astype("float32")]
+
+
+@pytest.mark.parametrize("fmt", SAVERS)
+def test_axis_layers_take_remapped_axes_instead_of_transposes(tmp_path: Path, rng: np.random.Generator,
+                                                              fmt: str) -> None:
+    """A DenseNet block: concat(-1) and a BN that follows no conv both run on the NCHW tensor."""
+    config = functional([
+        (input_layer("image", (6, 6, 3)), []),
+        (_conv("c1", 4), ["image"]),
+        (layer("Concatenate", "cat", axis=-1), ["image", "c1"]),
+        (_bn("bn"), ["cat"]),
+        (layer("Activation", "act", activation="relu"), ["bn"]),
+        (_conv("c2", 2), ["act"]),
+    ], ["image"], ["c2"])
+    weights = {"c1": _conv_weights(rng, 3, 4), "bn": _bn_weights(rng, 7), "c2": _conv_weights(rng, 7, 2)}
+    before, after = _graphs(SAVERS[fmt](tmp_path / f"m.{fmt}", config, weights))
+    assert _ops(after)["Transpose"] == 2
+    assert next(n for n in after.nodes if n.kind == "Concatenate").attrs["axis"] == 1
+    x = rng.normal(size=(2, 6, 6, 3)).astype("float32")
+    assert_close(run_onnx(export(after), x)[0], run_onnx(export(before), x)[0])
+
+
+def test_squeeze_excite_reshape_produces_channels_first_directly(tmp_path: Path, rng: np.random.Generator) -> None:
+    """GAP -> Reshape(1, 1, C) -> 1x1 conv -> multiply with the feature map: no Transpose inside."""
+    pointwise = {"kernel_size": [1, 1], "activation": "sigmoid"}
+    config = functional([
+        (input_layer("image", (5, 5, 4)), []),
+        (_conv("c1", 4), ["image"]),
+        (layer("GlobalAveragePooling2D", "gap", data_format="channels_last", keepdims=False), ["c1"]),
+        (layer("Reshape", "rs", target_shape=[1, 1, 4]), ["gap"]),
+        (_conv("se", 4, **pointwise), ["rs"]),
+        (layer("Multiply", "mul"), ["c1", "se"]),
+    ], ["image"], ["mul"])
+    weights = {"c1": _conv_weights(rng, 4, 4),
+               "se": [rng.normal(size=(1, 1, 4, 4)).astype("float32"), rng.normal(size=4).astype("float32")]}
+    before, after = _graphs(save_keras(tmp_path / "m.keras", config, weights))
+    assert _ops(after)["Transpose"] == 2
+    x = rng.normal(size=(3, 5, 5, 4)).astype("float32")
+    assert_close(run_onnx(export(after), x)[0], run_onnx(export(before), x)[0])

@@ -110,3 +110,17 @@ def test_keras3_legacy_h5_writer(tmp_path: Path) -> None:
     x = np.random.default_rng(0).normal(size=(2, *DYNAMIC_RUN_SHAPE)).astype("float32")
     (y,) = run_onnx(converter.convert(tmp_path / "model.h5"), x)
     assert_close(y, model.predict(x, verbose=0))
+
+
+@pytest.mark.parametrize("module, suffix", [("keras", "keras"), ("tf_keras", "h5")])
+def test_embedding_mask_reaches_global_average_pooling(tmp_path: Path, module: str, suffix: str) -> None:
+    """Embedding(mask_zero) -> Dense -> GlobalAveragePooling1D averages over the non-padding steps only."""
+    keras = pytest.importorskip(module)
+    ids = keras.Input((7,), dtype="int32")
+    embedded = keras.layers.Embedding(10, 4, mask_zero=True)(ids)
+    pooled = keras.layers.GlobalAveragePooling1D()(keras.layers.Dense(3)(embedded))
+    model = keras.Model(ids, pooled)
+    model.save(tmp_path / f"model.{suffix}")
+    x = np.array([[1, 2, 0, 0, 3, 0, 0], [4, 4, 4, 4, 4, 4, 4], [0, 0, 5, 0, 0, 0, 0]], dtype="int32")
+    (y,) = run_onnx(converter.convert(tmp_path / f"model.{suffix}"), x)
+    assert_close(y, model.predict(x, verbose=0))

@@ -88,6 +88,7 @@ class Bidirectional(LayerHandler):
         return [f"{side}/{name}" for side, cell in zip(SIDES, directions(node)) for name in cell_weight_names(cell)]
 
     def weight_shapes(self, node: Node, input_shapes: list[Shape]) -> dict[str, tuple[int | None, ...]]:
+        expect_rank(node, input_shapes[0], 3, SEQUENCE_MEANING)
         features = features_of(input_shapes[0])
         return {f"{side}/{name}": shape for side, cell in zip(SIDES, directions(node))
                 for name, shape in cell_weight_shapes(cell, features).items()}

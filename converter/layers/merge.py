@@ -72,6 +72,8 @@ class ElementwiseMerge(LayerHandler):
 @LAYERS.register("Add")
 class Add(ElementwiseMerge):
     def combine(self, b: OpBuilder, xs: list[str]) -> str:
+        if len(xs) == 2:  # Add, not Sum: onnxruntime fuses Conv + Add (+ Relu), and Add only
+            return b.op("Add", xs[0], xs[1])
         return xs[0] if len(xs) == 1 else b.op("Sum", *xs)
 
 
@@ -123,6 +125,13 @@ def _concat_axis(node: Node, rank: int) -> int:
 @LAYERS.register("Concatenate")
 class Concatenate(LayerHandler):
     """Joins the inputs along `axis` (negative counts from the end; the batch axis is refused)."""
+
+    def remap_axes(self, node: Node, perm: tuple[int, ...]) -> bool:
+        """Layout pass: inputs arrive permuted, so concatenate along where the Keras axis now sits."""
+        if any(len(t.shape or ()) != len(perm) for t in node.inputs):
+            return False
+        node.attrs["axis"] = perm.index(_concat_axis(node, len(perm)))
+        return True
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
         rank = len(input_shapes[0])

@@ -118,7 +118,7 @@ class MultiHeadAttention(LayerHandler):
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
         tensors = call_tensors(node)
         q_rank = len(node.inputs[tensors["query"]].shape or ())
-        projected = {name: self._project(node, b, inputs[tensors[name]], name, q_rank) for name in CALL_NAMES}
+        projected = {name: self._project(node, b, inputs[tensors[name]], name) for name in CALL_NAMES}
         axes = attention_axes(node, q_rank)
         rank = q_rank + 1
         query = b.op("Mul", projected["query"], b.scalar(1.0 / math.sqrt(self._dims(node)[1]), "inv_sqrt_key_dim"))
@@ -142,7 +142,7 @@ class MultiHeadAttention(LayerHandler):
                          "output_")
         return [output, weights][: self.num_outputs(node)]
 
-    def _project(self, node: Node, b: OpBuilder, x: str, name: str, q_rank: int) -> str:
+    def _project(self, node: Node, b: OpBuilder, x: str, name: str) -> str:
         rank = len(node.inputs[call_tensors(node)[name]].shape or ())
         eq = Equation.parse(proj_equation(rank - 1, 1, 2))
         return project(b, x, rank, eq, node.weights[f"{name}_kernel"], node.weights.get(f"{name}_bias"), f"{name}_")

@@ -47,6 +47,15 @@ class BatchNormalization(LayerHandler):
     axis works without a layout rule (the node is neither channels_first_only nor layout-agnostic).
     """
 
+    def remap_axes(self, node: Node, perm: tuple[int, ...]) -> bool:
+        """Layout pass: a one-axis BN on a permuted input normalises where that axis now sits."""
+        rank = len(node.inputs[0].shape or ())
+        axes = _bn_axes(node, rank) if rank == len(perm) else []
+        if len(axes) != 1:
+            return False
+        node.attrs["axis"] = perm.index(axes[0])
+        return True
+
     def check(self, node: Node) -> None:
         for key in ("renorm", "virtual_batch_size"):
             if node.attr(key, False):

@@ -82,6 +82,8 @@ class Recurrent(LayerHandler):
         return cell_weight_names(node)
 
     def weight_shapes(self, node: Node, input_shapes: list[Shape]) -> dict[str, tuple[int | None, ...]]:
+        # The rank error explains a wrong input_shape better than the weight mismatch it causes.
+        expect_rank(node, input_shapes[0], 3, SEQUENCE_MEANING)
         return cell_weight_shapes(node, features_of(input_shapes[0]))
 
     def num_outputs(self, node: Node) -> int:

@@ -78,6 +78,18 @@ class Reshape(LayerHandler):
         # 0 copies the batch dim from the input (allowzero=0), so the batch stays dynamic.
         return [b.reshape(inputs[0], [0, *_target_shape(node)])]
 
+    def remap_axes(self, node: Node, perm: tuple[int, ...]) -> bool:
+        """Layout pass: a reshape to e.g. (1, 1, C) can produce its output channels-first directly,
+        (C, 1, 1), when the permutation moves only size-1 axes past the others (same memory order)."""
+        target = _target_shape(node)
+        if len(node.inputs[0].shape or ()) == len(perm) or len(target) + 1 != len(perm):
+            return False
+        moved = [target[p - 1] for p in perm[1:]]
+        if [d for d in moved if d != 1] != [d for d in target if d != 1]:
+            return False
+        node.attrs["target_shape"] = moved
+        return True
+
 
 def _permutation(node: Node, rank: int) -> tuple[int, ...]:
     dims = [int(d) for d in node.attrs.get("dims") or ()]

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from converter.ir import Graph, Node, Tensor
 
-MASK_CONSUMERS = frozenset({"SimpleRNN", "GRU", "LSTM", "Bidirectional"})
+# GlobalAveragePooling1D averages over the unmasked steps only (its handler reads tensor_kwargs["mask"]).
+MASK_CONSUMERS = frozenset({"SimpleRNN", "GRU", "LSTM", "Bidirectional", "GlobalAveragePooling1D"})
 # Layers whose Keras `compute_mask` returns the incoming mask unchanged (supports_masking, default).
 MASK_PASSING = frozenset({
     "Dropout", "GaussianNoise", "GaussianDropout", "AlphaDropout", "ActivityRegularization", "Identity",
