@@ -25,6 +25,7 @@ import onnxruntime as ort
 HERE = Path(__file__).resolve().parent
 CACHE, VENV_PY = HERE / ".cache", HERE / ".venv" / "bin" / "python"
 TOOLS = ("kconvert", "tf2onnx", "keras")
+GNU_TIME = "/usr/bin/time"
 MODELS = ("ResNet50", "MobileNetV2", "DenseNet121", "EfficientNetB0", "InceptionV3", "BiLSTM")
 
 
@@ -34,18 +35,25 @@ def source(tool: str, model: str) -> Path:
 
 
 def convert(tool: str, model: str, out: Path) -> tuple[float, float]:
-    """(wall seconds, peak RSS MiB) of one conversion in a fresh process."""
+    """(wall seconds, peak RSS MiB) of one conversion in a fresh process.
+
+    Linux keeps a process's peak RSS across exec, so a child forked from this (large) process would
+    report at least our own peak: GNU time, itself small, forks the conversion and reports its peak."""
     python = sys.executable if tool == "kconvert" else str(VENV_PY)
     env = {**os.environ, "PYTHONPATH": str(HERE.parent), "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+    report = out.with_suffix(".time")
+    command = [python, str(HERE / "convert_one.py"), tool, str(source(tool, model)), str(out)]
+    if not Path(GNU_TIME).exists():
+        raise SystemExit(f"{GNU_TIME} is needed to measure peak RSS (apt-get install time)")
     start = time.perf_counter()
-    proc = subprocess.Popen([python, str(HERE / "convert_one.py"), tool, str(source(tool, model)), str(out)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.run([GNU_TIME, "-f", "%M", "-o", str(report), *command], env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wall = time.perf_counter() - start
-    stderr = proc.stderr.read().decode() if proc.stderr else ""
-    if status != 0 or not out.exists():
-        raise RuntimeError(f"{tool} failed on {model}:\n{stderr[-3000:]}")
-    return wall, usage.ru_maxrss / 1024
+    if proc.returncode != 0 or not out.exists():
+        raise RuntimeError(f"{tool} failed on {model}:\n{proc.stderr[-3000:]}")
+    peak_kib = int(report.read_text().split()[-1])
+    report.unlink()
+    return wall, peak_kib / 1024
 
 
 def count_nodes(graph: onnx.GraphProto) -> tuple[int, int]:

@@ -15,6 +15,8 @@ from converter.passes import run_pipeline, shape_inference, shape_semantics
 if TYPE_CHECKING:
     import onnx  # noqa: TID251  (type hints only)
 
+    from converter.export.keras import KerasArchive
+
 
 @dataclass
 class LoadedModel:
@@ -54,6 +56,22 @@ def convert(path: str | Path, weights: str | Path | None = None, opset: int | No
     try:
         return export(loaded.graph, DEFAULT_OPSET if opset is None else opset, loaded.artifact.keras_version,
                       loaded.graph.metadata)
+    finally:
+        loaded.artifact.close()
+
+
+def save_keras(path: str | Path, output: str | Path, weights: str | Path | None = None,
+               backend: str | None = None) -> KerasArchive:
+    """Write the model as a Keras 3 `.keras` archive (the upgrade path for Keras 1/2 files), without Keras.
+
+    Returns the path and notes on what was left out (Keras 1/2-only arguments, inexpressible
+    regularizers); raises UnsupportedLayerError for layers Keras 3 cannot express.
+    """
+    from converter.export.keras import write_keras
+
+    loaded = load(path, weights, optimize=False, backend=backend)
+    try:
+        return write_keras(loaded.graph, output, loaded.artifact.keras_version)
     finally:
         loaded.artifact.close()
 

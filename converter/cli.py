@@ -43,13 +43,14 @@ def main() -> None:
       kconvert model.h5                 writes model.onnx beside it
       kconvert model.keras --check      ... and compares with Keras on generated inputs
       kconvert inspect model.h5         prints a model.summary()-like table
+      kconvert old.h5 -o model.keras    upgrades a Keras 1/2 file to a Keras 3 archive
     """
 
 
 @main.command("convert")
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Output file (default: MODEL with .onnx).")
+              help="Output file (default: MODEL with .onnx); NAME.keras writes a Keras 3 archive instead.")
 @click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), help="Weights file for a model.json.")
 @click.option("--backend", type=click.Choice(["tensorflow", "theano"]), default=None,
               help="Keras backend that saved the file, where the file does not record it (Theano kernels are flipped).")

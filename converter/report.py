@@ -24,6 +24,11 @@ def print_summary(summary: dict[str, Any]) -> None:
 
 def print_convert_report(report: dict[str, Any]) -> None:
     console = Console()
+    if report.get("format") == "keras":
+        console.print(f'wrote {report["output"]}  (Keras 3 archive, {report["seconds"]:.2f} s)')
+        for note in report.get("notes", []):
+            console.print(f"  note: {note}", markup=False)
+        return
     console.print(f'wrote {report["output"]}  (opset {report["opset"]}, {report["nodes"]} nodes, '
                   f'{report["seconds"]:.2f} s)')
     check = report.get("check")

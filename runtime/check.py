@@ -27,8 +27,11 @@ def run_convert(model: Path, output: Path | None, weights: Path | None, opset: i
     from converter.export.onnx import DEFAULT_OPSET, export, save_model
 
     output = default_output(model) if output is None else output
+    if output.suffix.lower() == ".keras":
+        return run_keras_export(model, output, weights, check or reference is not None)
     if output.suffix.lower() not in (".onnx", ""):
-        raise UsageError(f"cannot write {output.name}: unknown output format", hint="use -o NAME.onnx")
+        raise UsageError(f"cannot write {output.name}: unknown output format",
+                         hint="use -o NAME.onnx, or -o NAME.keras for a Keras 3 archive")
     start = time.perf_counter()
     loaded = load(model, weights, backend=backend)
     onnx_model = export(loaded.graph, DEFAULT_OPSET if opset is None else opset, loaded.artifact.keras_version,
@@ -49,6 +52,19 @@ def run_convert(model: Path, output: Path | None, weights: Path | None, opset: i
         report["ok"] = report["check"]["ok"]
     loaded.artifact.close()
     return report
+
+
+def run_keras_export(model: Path, output: Path, weights: Path | None, check: bool) -> dict[str, Any]:
+    """`kconvert MODEL -o NAME.keras`: a Keras 3 archive written without TensorFlow."""
+    from converter.api import save_keras
+
+    if check:
+        raise UsageError("--check and --reference compare ONNX outputs; they do not apply to a .keras output",
+                         hint="load the archive with keras.saving.load_model to compare")
+    start = time.perf_counter()
+    archive = save_keras(model, output, weights)
+    return {"ok": True, "model": str(model), "output": str(archive.path), "format": "keras",
+            "seconds": round(time.perf_counter() - start, 3), "notes": archive.notes}
 
 
 def check_against_keras(loaded: LoadedModel, onnx_path: Path, weights: Path | None, provider: str,

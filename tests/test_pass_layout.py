@@ -225,5 +225,6 @@ def test_squeeze_excite_reshape_produces_channels_first_directly(tmp_path: Path,
                "se": [rng.normal(size=(1, 1, 4, 4)).astype("float32"), rng.normal(size=4).astype("float32")]}
     before, after = _graphs(save_keras(tmp_path / "m.keras", config, weights))
     assert _ops(after)["Transpose"] == 2
+    assert _kinds(after)["Reshape"] == 0  # the pooling keeps its dims instead
     x = rng.normal(size=(3, 5, 5, 4)).astype("float32")
     assert_close(run_onnx(export(after), x)[0], run_onnx(export(before), x)[0])

@@ -37,3 +37,18 @@ def test_metadata_records_producer_and_source(tmp_path: Path) -> None:
     batch = model.graph.input[0].type.tensor_type.shape.dim[0]
     assert batch.dim_param == "batch" and model.graph.input[0].name == "input_layer"
     assert model.graph.output[0].name == "dense"
+
+
+def test_one_value_bound_to_two_outputs(tmp_path: Path) -> None:
+    """A functional model returning the same tensor twice gives two valid, equal ONNX outputs."""
+    from kmodels import functional, input_layer, run_onnx
+
+    kernel = np.arange(6, dtype="float32").reshape(3, 2)
+    config = functional([(input_layer("x", (3,)), []), (layer("Dense", "dense", units=2, use_bias=False), ["x"])],
+                        inputs=["x"], outputs=["dense", "dense"])
+    model = converter.convert(save_keras(tmp_path / "m.keras", config, {"dense": [kernel]}))
+    x = np.ones((2, 3), "float32")
+    assert [o.name for o in model.graph.output] == ["dense", "dense_1"]
+    first, second = run_onnx(model, x)
+    np.testing.assert_array_equal(first, x @ kernel)
+    np.testing.assert_array_equal(second, x @ kernel)

@@ -25,12 +25,7 @@ def to_float16(ops: OpGraph, keep_io_types: bool = True) -> OpGraph:
     for name, array in list(ops.initializers.items()):
         if array.dtype == np.float32 and name not in keep:
             ops.initializers[name] = np.clip(array, -FLOAT16_MAX, FLOAT16_MAX).astype(np.float16)
-    for op in ops.ops:
-        if op.op_type == "Cast" and op.attrs.get("to") == ONNX_FLOAT:
-            op.attrs["to"] = ONNX_FLOAT16
-        for key, value in op.attrs.items():
-            if isinstance(value, np.ndarray) and value.dtype == np.float32:
-                op.attrs[key] = value.astype(np.float16)
+    _ops_to_float16(ops)
     if keep_io_types:
         _cast_inputs(ops)
         _cast_outputs(ops)
@@ -38,6 +33,19 @@ def to_float16(ops: OpGraph, keep_io_types: bool = True) -> OpGraph:
         for info in [*ops.inputs, *ops.outputs]:
             info.dtype = "float16" if info.dtype == "float32" else info.dtype
     return ops
+
+
+def _ops_to_float16(ops: OpGraph) -> None:
+    for op in ops.ops:
+        if op.op_type == "Cast" and op.attrs.get("to") == ONNX_FLOAT:
+            op.attrs["to"] = ONNX_FLOAT16
+        for key, value in op.attrs.items():
+            if isinstance(value, np.ndarray) and value.dtype == np.float32:
+                op.attrs[key] = value.astype(np.float16)
+            elif isinstance(value, OpGraph):  # a Scan / Loop body: its values are float16 too
+                _ops_to_float16(value)
+                for info in [*value.inputs, *value.outputs]:
+                    info.dtype = "float16" if info.dtype == "float32" else info.dtype
 
 
 def _rename_uses(ops: OpGraph, old: str, new: str) -> None:

@@ -10,12 +10,17 @@ from __future__ import annotations
 
 BASE_ARGS = frozenset({"name", "trainable", "dtype", "activity_regularizer"})
 
+_CONV_LSTM = ("filters kernel_size strides padding data_format dilation_rate activation recurrent_activation use_bias "
+        "kernel_initializer recurrent_initializer bias_initializer unit_forget_bias kernel_regularizer "
+        "recurrent_regularizer bias_regularizer kernel_constraint recurrent_constraint bias_constraint dropout "
+        "recurrent_dropout seed return_sequences return_state go_backwards stateful unroll zero_output_for_mask")
+
 _ARGS: dict[str, str] = {
     "InputLayer": "shape batch_size dtype sparse batch_shape input_tensor optional ragged",
     "Activation": "activation",
     "ActivityRegularization": "l1 l2",
     "Add": "",
-    "AdditiveAttention": "use_scale dropout",
+    "AdditiveAttention": "use_scale dropout seed",
     "AlphaDropout": "rate noise_shape seed",
     "Attention": "use_scale score_mode dropout seed",
     "AugMix": "value_range num_chains chain_depth factor alpha all_ops interpolation seed data_format",
@@ -48,6 +53,9 @@ _ARGS: dict[str, str] = {
     "Conv3DTranspose": ("filters kernel_size strides padding data_format output_padding dilation_rate "
         "activation use_bias kernel_initializer bias_initializer kernel_regularizer "
         "bias_regularizer kernel_constraint bias_constraint"),
+    "ConvLSTM1D": _CONV_LSTM,
+    "ConvLSTM2D": _CONV_LSTM,
+    "ConvLSTM3D": _CONV_LSTM,
     "Cropping1D": "cropping",
     "Cropping2D": "cropping data_format",
     "Cropping3D": "cropping data_format",
@@ -74,7 +82,7 @@ _ARGS: dict[str, str] = {
         "recurrent_initializer bias_initializer kernel_regularizer recurrent_regularizer "
         "bias_regularizer kernel_constraint recurrent_constraint bias_constraint dropout "
         "recurrent_dropout seed return_sequences return_state go_backwards stateful "
-        "unroll reset_after use_cudnn"),
+        "unroll reset_after use_cudnn zero_output_for_mask"),
     "GaussianDropout": "rate seed",
     "GaussianNoise": "stddev seed",
     "GlobalAveragePooling1D": "data_format keepdims",
@@ -90,9 +98,9 @@ _ARGS: dict[str, str] = {
         "recurrent_initializer bias_initializer unit_forget_bias kernel_regularizer "
         "recurrent_regularizer bias_regularizer kernel_constraint recurrent_constraint "
         "bias_constraint dropout recurrent_dropout seed return_sequences return_state "
-        "go_backwards stateful unroll use_cudnn"),
+        "go_backwards stateful unroll use_cudnn zero_output_for_mask"),
     "LayerNormalization": ("axis epsilon center scale beta_initializer gamma_initializer beta_regularizer "
-        "gamma_regularizer beta_constraint gamma_constraint"),
+        "gamma_regularizer beta_constraint gamma_constraint rms_scaling"),
     "LeakyReLU": "negative_slope",
     "Masking": "mask_value",
     "MaxPooling1D": "pool_size strides padding data_format",
@@ -147,11 +155,11 @@ _ARGS: dict[str, str] = {
     "SimpleRNN": ("units activation use_bias kernel_initializer recurrent_initializer "
         "bias_initializer kernel_regularizer recurrent_regularizer bias_regularizer "
         "kernel_constraint recurrent_constraint bias_constraint dropout recurrent_dropout "
-        "return_sequences return_state go_backwards stateful unroll seed"),
+        "return_sequences return_state go_backwards stateful unroll seed zero_output_for_mask"),
     "Softmax": "axis",
-    "SpatialDropout1D": "rate seed",
-    "SpatialDropout2D": "rate data_format seed",
-    "SpatialDropout3D": "rate data_format seed",
+    "SpatialDropout1D": "rate seed name dtype",
+    "SpatialDropout2D": "rate data_format seed name dtype",
+    "SpatialDropout3D": "rate data_format seed name dtype",
     "Subtract": "",
     "TimeDistributed": "layer",
     "UnitNormalization": "axis",
@@ -162,6 +170,9 @@ _ARGS: dict[str, str] = {
     "ZeroPadding2D": "padding data_format",
     "ZeroPadding3D": "padding data_format",
 }
+
+# Classes whose `__init__` takes no `**kwargs`: exactly their own arguments, no `trainable`.
+CLOSED = frozenset({"SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D"})
 
 # Keras 3 records some tensor operations of a functional model as nodes of their own (the mask of
 # an Embedding(mask_zero=True) is `ops.not_equal(ids, 0)`); they are operations, not layers.
@@ -174,4 +185,6 @@ OP_CLASSES: dict[str, tuple[str, frozenset[str]]] = {
 def keras3_args(class_name: str) -> frozenset[str] | None:
     """Every keyword the Keras 3 class accepts, or None when Keras 3 has no such layer."""
     own = _ARGS.get(class_name)
-    return None if own is None else BASE_ARGS | frozenset(own.split())
+    if own is None:
+        return None
+    return frozenset(own.split()) if class_name in CLOSED else BASE_ARGS | frozenset(own.split())

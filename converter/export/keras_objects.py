@@ -38,6 +38,7 @@ _ALIASES = {
     "l1l2": "L1L2", "WeightRegularizer": "L1L2", "L1L2Regularizer": "L1L2", "ActivityRegularizer": "L1L2",
     "max_norm": "MaxNorm", "maxnorm": "MaxNorm", "non_neg": "NonNeg", "nonneg": "NonNeg",
     "unit_norm": "UnitNorm", "unitnorm": "UnitNorm", "min_max_norm": "MinMaxNorm",
+    "OrthogonalInitializer": "Orthogonal", "IdentityInitializer": "Identity",
 }
 # Keras 1 constraint argument names.
 _ARG_ALIASES = {"m": "max_value", "low": "min_value", "high": "max_value"}

@@ -1,7 +1,8 @@
 """LayerGraph -> onnx.ModelProto. The only module in `converter/` that imports onnx.
 
 Handlers emit into an OpGraph; this module serialises it, names the graph inputs and outputs after
-the Keras names, fixes the batch dim name, records provenance and runs onnx.checker.
+the Keras names, fixes the batch dim name, records provenance and runs onnx.checker. An op attribute
+holding an OpGraph (a Scan body) becomes a graph-valued attribute.
 """
 
 from __future__ import annotations
@@ -69,14 +70,17 @@ def lower(graph: Graph, opset: int = DEFAULT_OPSET, keras_version: str | None = 
             node.weights = {}
         value_of.update({id(t): v for t, v in zip(node.outputs, produced)})
     builder.scope = ""
+    renamed: dict[str, str] = {}
     for tensor, name in zip(graph.outputs, graph.output_names):
-        _bind_output(ops, value_of[id(tensor)], name, {t.name for t in graph.inputs})
+        _bind_output(ops, renamed.get(value_of[id(tensor)], value_of[id(tensor)]), name,
+                     {t.name for t in graph.inputs}, renamed)
         ops.outputs.append(ValueInfo(name, tensor.shape, tensor.dtype))
     return ops
 
 
-def _bind_output(ops: OpGraph, value: str, name: str, input_names: set[str]) -> None:
-    """Rename the producing op's output to the Keras name; an Identity only where renaming cannot work."""
+def _bind_output(ops: OpGraph, value: str, name: str, input_names: set[str], renamed: dict[str, str]) -> None:
+    """Rename the producing op's output to the Keras name; an Identity only where renaming cannot work
+    (a graph input, a constant, or a value already bound to another output)."""
     producer = next((op for op in ops.ops if value in op.outputs), None)
     already_output = any(v.name == value for v in ops.outputs)
     if value == name:
@@ -87,6 +91,7 @@ def _bind_output(ops: OpGraph, value: str, name: str, input_names: set[str]) -> 
     producer.outputs = [name if o == value else o for o in producer.outputs]
     for op in ops.ops:
         op.inputs = [name if i == value else i for i in op.inputs]
+    renamed[value] = name
 
 
 def _value_info(info: ValueInfo) -> onnx.ValueInfoProto:
@@ -101,8 +106,7 @@ def _dims(shape: Shape | None) -> list[int | str | None] | None:
 
 def to_model(ops: OpGraph, metadata: dict[str, str] | None = None, with_data: bool = True) -> onnx.ModelProto:
     """The ModelProto; `with_data=False` leaves the initializers' bytes out (write_ops streams them)."""
-    nodes = [helper.make_node(op.op_type, op.inputs, op.outputs, name=op.name, domain=op.domain or None, **op.attrs)
-             for op in ops.ops]
+    nodes = [_node(op) for op in ops.ops]
     initializers = [numpy_helper.from_array(np.asarray(a), name) if with_data else _header(name, np.asarray(a))
                     for name, a in ops.initializers.items()]
     graph = helper.make_graph(nodes, ops.name, [_value_info(i) for i in ops.inputs],
@@ -113,6 +117,18 @@ def to_model(ops: OpGraph, metadata: dict[str, str] | None = None, with_data: bo
     model.ir_version = helper.find_min_ir_version_for(opset_ids, ignore_unknown=True)
     helper.set_model_props(model, {**ops.metadata, **(metadata or {})})
     return model
+
+
+def _node(op: Op) -> onnx.NodeProto:
+    attrs = {key: _subgraph(v) if isinstance(v, OpGraph) else v for key, v in op.attrs.items()}
+    return helper.make_node(op.op_type, op.inputs, op.outputs, name=op.name, domain=op.domain or None, **attrs)
+
+
+def _subgraph(ops: OpGraph) -> onnx.GraphProto:
+    """A graph-valued attribute (a Scan / Loop body); it may read the outer graph's values by name."""
+    initializers = [numpy_helper.from_array(np.asarray(a), name) for name, a in ops.initializers.items()]
+    return helper.make_graph([_node(op) for op in ops.ops], ops.name, [_value_info(i) for i in ops.inputs],
+                             [_value_info(o) for o in ops.outputs], initializer=initializers)
 
 
 def export(graph: Graph, opset: int = DEFAULT_OPSET, keras_version: str | None = None,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from converter.keras.cudnn import upgrade_cudnn_config
 from converter.keras.legacy_config import upgrade_layer_entry
 
 # Legacy or internal class names -> the canonical Keras 3 class name.
@@ -163,7 +164,9 @@ def upgrade_model_config(raw: Any, keras_version: str | None) -> Any:
     Keras 1 resolved `dim_ordering='default'` when a layer was built and stored the result on the
     layers that have the argument; pooling/padding layers of early 1.0.x files omit it. Those follow
     the ordering the model's other layers state ('th' when they state 'th'), else Keras 1's own default.
+    CuDNNLSTM / CuDNNGRU entries (Keras 2) get the arguments of the LSTM / GRU they compute (`cudnn.py`).
     """
+    raw = upgrade_cudnn_config(raw)
     if not is_keras1(raw, keras_version):
         return raw
     ordering = _model_dim_ordering(raw)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from converter.ir import Node
+from converter.keras.cudnn import cudnn_to_canonical, is_cudnn_weights
 
 CONV_KINDS = frozenset({"Conv1D", "Conv2D", "Conv3D", "Conv2DTranspose", "ConvLSTM2D"})
 
@@ -47,7 +48,9 @@ def upgrade_weights(node: Node, arrays: list[np.ndarray], origin: WeightOrigin) 
         return upgrade_weights(forward, arrays[:half], origin) + upgrade_weights(backward, arrays[half:], origin)
     if node.kind == "TimeDistributed" and node.children:
         return upgrade_weights(node.children[0], arrays, origin)
-    if node.kind in ("LSTM", "ConvLSTM2D") and len(arrays) == 12:
+    if is_cudnn_weights(node.kind, arrays):
+        arrays = cudnn_to_canonical(node.kind, arrays)  # CuDNNLSTM / CuDNNGRU, recognised as tf_keras does
+    elif node.kind in ("LSTM", "ConvLSTM2D") and len(arrays) == 12:
         arrays = merge_gates(arrays, (0, 2, 1, 3))  # stored i, c, f, o -> i, f, c, o
     elif node.kind == "GRU" and len(arrays) == 9:
         arrays = merge_gates(arrays, (0, 1, 2))  # stored z, r, h, the canonical order already

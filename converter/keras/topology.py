@@ -53,17 +53,31 @@ def build_graph(artifact: KerasArtifact, require_weights: bool = True) -> Graph:
     """Build the LayerGraph; report every unsupported layer at once."""
     raw = upgrade_model_config(artifact.model_config, artifact.keras_version)
     class_name, config = model_class_and_config(raw)
-    graph = Graph(name=str(config.get("name") or artifact.path.stem) if isinstance(config, dict) else artifact.path.stem)
+    name = config.get("name") if isinstance(config, dict) else None
+    graph = Graph(name=str(name or artifact.path.stem))
     ctx = _Context(artifact, graph, require_weights=require_weights)
     ctx.top_layers = list(config if isinstance(config, list) else config.get("layers") or [])
     graph.outputs = _build_model(ctx, class_name, config, None, "", ())
-    graph.output_names = [t.name for t in graph.outputs]
+    graph.output_names = _distinct([t.name for t in graph.outputs])
     if ctx.unsupported:
         raise unsupported_error(ctx.unsupported)
     if ctx.weight_errors:
         raise ctx.weight_errors[0]
     graph.validate()
     return graph
+
+
+def _distinct(names: list[str]) -> list[str]:
+    """A model may return one tensor twice; ONNX output names must still differ."""
+    seen: set[str] = set()
+    out = []
+    for name in names:
+        candidate, i = name, 1
+        while candidate in seen:
+            candidate, i = f"{name}_{i}", i + 1
+        seen.add(candidate)
+        out.append(candidate)
+    return out
 
 
 def model_class_and_config(raw: Any) -> tuple[str, Any]:
@@ -134,9 +148,9 @@ def _build_sequential(ctx: _Context, config: Any, inputs: list[Tensor] | None, p
             layers = layers[1:]
         else:
             spec = _spec_from(first, cls)
-            if not any(k in spec for k in SHAPE_KEYS) and isinstance(config, dict):
-                if config.get("build_input_shape") is not None:
-                    spec["batch_shape"] = config["build_input_shape"]
+            has_shape = any(k in spec for k in SHAPE_KEYS)
+            if not has_shape and isinstance(config, dict) and config.get("build_input_shape") is not None:
+                spec["batch_shape"] = config["build_input_shape"]
             inputs = [_new_input(ctx, prefix + name + "_input", spec)]
     tensors = inputs
     saved = _saved_names(layers)
@@ -190,7 +204,8 @@ def _build_functional(ctx: _Context, config: dict[str, Any], inputs: list[Tensor
             produced[(name, node_index)] = [inputs[i]]
         else:
             first = _layer_parts(layers[name])[2]
-            produced[(name, node_index)] = [_new_input(ctx, prefix + name, _spec_from(first, _input_consumer(layers, name)))]
+            spec = _spec_from(first, _input_consumer(layers, name))
+            produced[(name, node_index)] = [_new_input(ctx, prefix + name, spec)]
     pending = [(name, k, call) for name, layer in layers.items()
                for k, call in enumerate(layer.get("inbound_nodes") or [])]
     offsets = _node_offsets(config, layers)
@@ -227,7 +242,7 @@ def _node_offsets(config: dict[str, Any], layers: dict[str, dict[str, Any]]) -> 
 
 
 def _input_consumer(layers: dict[str, dict[str, Any]], input_name: str) -> str:
-    for name, layer in layers.items():
+    for layer in layers.values():
         for call in layer.get("inbound_nodes") or []:
             if any(r[0] == input_name for r in parse_call(call)[0]):
                 return _layer_parts(layer)[0]

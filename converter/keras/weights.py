@@ -182,7 +182,7 @@ def collect_vars(group: h5py.Group) -> list[np.ndarray]:
     own = group.get("vars")
     if isinstance(own, h5py.Group):
         arrays.extend(np.asarray(own[k]) for k in sorted(own.keys(), key=int))
-    children = [k for k in group.keys() if k != "vars" and isinstance(group[k], h5py.Group)]
+    children = [k for k in group if k != "vars" and isinstance(group[k], h5py.Group)]
     ranked = sorted(children, key=lambda k: (_CHILD_ORDER.index(k) if k in _CHILD_ORDER else len(_CHILD_ORDER), k))
     for child in ranked:
         arrays.extend(collect_vars(group[child]))

@@ -11,6 +11,7 @@ Masks: the input is compacted once (see `rnn_emit.py`); with sequence_lens the r
 the valid steps last to first, as Keras' backward layer does. Keras forces zero_output_for_mask on
 both layers when returning sequences, so masked steps output zeros.
 
+An `RNN(LSTMCell | GRUCell | SimpleRNNCell)` child stands for the layer of its cell (`rnn_wrapper.py`).
 Children: `node.children[0]` is the forward layer config; `node.children[1]` the backward_layer when
 the file has one (Keras 3 always writes it), else the forward config with go_backwards flipped.
 Weights are stored forward first, then backward.
@@ -40,6 +41,7 @@ from converter.layers.rnn_emit import (
     recurrent_op,
     to_time_major,
 )
+from converter.layers.rnn_wrapper import single_cell_view
 
 SIDES = ("forward", "backward")
 MERGE_REDUCE = {"sum": "ReduceSum", "ave": "ReduceMean", "mul": "ReduceProd"}
@@ -49,9 +51,9 @@ def directions(node: Node) -> tuple[Node, Node]:
     if not node.children:
         raise UnsupportedLayerError(f"Bidirectional '{node.layer_name}' has no wrapped layer config",
                                     layer=node.layer_name, hint="is the config complete?")
-    forward = node.children[0]
+    forward = single_cell_view(node.children[0])
     if len(node.children) > 1:
-        return forward, node.children[1]
+        return forward, single_cell_view(node.children[1])
     backward = copy.copy(forward)
     backward.attrs = {**forward.attrs, "go_backwards": not forward.attr("go_backwards", False)}
     return forward, backward

@@ -35,8 +35,17 @@ class ElementwiseMerge(LayerHandler):
     layout_agnostic = True
     min_inputs = 1
     max_inputs: int | None = None
+    # Keras 3 records `x + 3.0` / `x * c` as op nodes (module keras.src.ops.numpy) with the same class
+    # names; their scalar operands arrive as `positional_constants`, without their position, so only
+    # commutative merges accept them.
+    takes_constants = False
 
     def check(self, node: Node) -> None:
+        constants = _constants(node)
+        if constants and not (self.takes_constants and all(_is_number(c) for c in constants)):
+            raise UnsupportedLayerError(f"{node.kind} '{node.layer_name}' has constant operands {constants!r}",
+                                        layer=node.layer_name, hint="only scalar constants of Add, Multiply, "
+                                        "Maximum and Minimum op nodes convert")
         count = len(node.inputs)
         if count < self.min_inputs or (self.max_inputs is not None and count > self.max_inputs):
             exact = self.max_inputs == self.min_inputs
@@ -62,6 +71,7 @@ class ElementwiseMerge(LayerHandler):
         for name, tensor in zip(inputs, node.inputs):
             missing = rank - len(tensor.shape or ())
             aligned.append(b.unsqueeze(name, list(range(1, 1 + missing))) if missing else name)
+        aligned += [b.scalar(float(c), "constant") for c in _constants(node)]
         return [self.combine(b, aligned)]
 
     @abstractmethod
@@ -69,8 +79,18 @@ class ElementwiseMerge(LayerHandler):
         """One ONNX result from the rank-aligned inputs."""
 
 
+def _constants(node: Node) -> list[object]:
+    return list((node.attrs.get("call_kwargs") or {}).get("positional_constants") or [])
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 @LAYERS.register("Add")
 class Add(ElementwiseMerge):
+    takes_constants = True
+
     def combine(self, b: OpBuilder, xs: list[str]) -> str:
         if len(xs) == 2:  # Add, not Sum: onnxruntime fuses Conv + Add (+ Relu), and Add only
             return b.op("Add", xs[0], xs[1])
@@ -87,6 +107,8 @@ class Subtract(ElementwiseMerge):
 
 @LAYERS.register("Multiply")
 class Multiply(ElementwiseMerge):
+    takes_constants = True
+
     def combine(self, b: OpBuilder, xs: list[str]) -> str:
         y = xs[0]
         for x in xs[1:]:
@@ -103,12 +125,16 @@ class Average(ElementwiseMerge):
 
 @LAYERS.register("Maximum")
 class Maximum(ElementwiseMerge):
+    takes_constants = True
+
     def combine(self, b: OpBuilder, xs: list[str]) -> str:
         return b.op("Max", *xs)
 
 
 @LAYERS.register("Minimum")
 class Minimum(ElementwiseMerge):
+    takes_constants = True
+
     def combine(self, b: OpBuilder, xs: list[str]) -> str:
         return b.op("Min", *xs)
 

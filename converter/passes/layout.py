@@ -12,7 +12,8 @@ A Transpose is inserted only where a tensor's permutation differs from what a co
 (tensor, permutation), so a channels_last conv stack pays one Transpose at each spatial input and
 output. Graph inputs feeding spatial layers arrive channels-first with `nchw_inputs`, spatial graph
 outputs leave channels-first with `nchw_outputs` (no Transpose at all then). Last, Transpose -> Flatten
--> Dense drops the Transpose and permutes the Dense kernel's rows instead.
+-> Dense drops the Transpose and permutes the Dense kernel's rows instead, and a global pooling followed
+by a Reshape to its keepdims shape (squeeze-and-excite blocks) keeps its dims instead.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ def run(graph: Graph, options: LayoutOptions | None = None) -> Graph:
     graph.outputs = [assigner.convert(t, _output_perm(assigner.perm_of(t), options)) for t in graph.outputs]
     graph.nodes = assigner.nodes
     fold_flatten_dense(graph)
+    fold_pool_reshape(graph)
     return graph
 
 
@@ -201,10 +203,34 @@ def fold_flatten_dense(graph: Graph) -> None:
             continue
         rank, perm = len(keras_shape), tuple(transpose.attrs["perm"])
         inv = inverse(perm)
-        rows = kernel.reshape(*keras_shape[1:], kernel.shape[1])  # type: ignore[misc]
+        dims = [int(d) for d in keras_shape[1:] if isinstance(d, int)]
+        rows = kernel.reshape(*dims, kernel.shape[1])
         rows = rows.transpose(*(inv[i] - 1 for i in range(1, rank)), rank - 1)
         # A new dict: a shared Dense layer's other calls keep their own kernel.
         dense.weights = {**dense.weights, "kernel": np.ascontiguousarray(rows.reshape(kernel.shape))}
         flatten.inputs[0] = source
         if not graph.consumers(transpose.outputs[0]) and not any(t is transpose.outputs[0] for t in graph.outputs):
             graph.nodes.remove(transpose)
+
+
+GLOBAL_POOLS = frozenset({f"Global{kind}Pooling{n}D" for kind in ("Average", "Max") for n in (1, 2, 3)})
+
+
+def fold_pool_reshape(graph: Graph) -> None:
+    """Reshape(GlobalPool(x)) to exactly the pooled shape with keepdims == GlobalPool(x, keepdims=True)."""
+    for pool in list(graph.nodes):
+        if pool.kind not in GLOBAL_POOLS or pool.attr("keepdims", False) or len(pool.outputs) != 1:
+            continue
+        users = graph.consumers(pool.outputs[0])
+        reshape = users[0] if len(users) == 1 and users[0].kind == "Reshape" else None
+        source = pool.inputs[0].shape or ()
+        if reshape is None or any(t is pool.outputs[0] for t in graph.outputs) or len(source) < 3:
+            continue
+        channel = 1 if pool.attr("data_format") == CHANNELS_FIRST else len(source) - 1
+        kept = [1 if i not in (0, channel) else d for i, d in enumerate(source)]
+        if list(reshape.outputs[0].shape or ())[1:] != kept[1:] or not isinstance(source[channel], int):
+            continue
+        pool.attrs["keepdims"] = True
+        pool.outputs[0] = reshape.outputs[0]
+        reshape.outputs[0].producer = pool
+        graph.nodes.remove(reshape)

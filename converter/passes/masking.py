@@ -4,7 +4,7 @@ Keras attaches a mask to the output of `Embedding(mask_zero=True)` and of `Maski
 support masking pass it on unchanged (Dropout, Dense, activations, normalisations, ...), a recurrent
 layer returning sequences passes it on, and any other layer drops it (Keras 3 warns; Keras 2
 refuses to build such a model, except that its SpatialDropout layers, being Dropouts, pass it on).
-Rule: for each SimpleRNN / GRU / LSTM / Bidirectional without an explicit `mask=` argument, walk
+Rule: for each SimpleRNN / GRU / LSTM / RNN / Bidirectional without an explicit `mask=` argument, walk
 back through mask-passing layers; if a mask source is found, a TimestepMask node computing the
 (batch, time) bool mask is inserted (one per source, shared) and appended to the layer's inputs
 under `tensor_kwargs["mask"]`. An explicit mask is left as the user wired it (Keras 3 functional
@@ -16,7 +16,7 @@ from __future__ import annotations
 from converter.ir import Graph, Node, Tensor
 
 # GlobalAveragePooling1D averages over the unmasked steps only (its handler reads tensor_kwargs["mask"]).
-MASK_CONSUMERS = frozenset({"SimpleRNN", "GRU", "LSTM", "Bidirectional", "GlobalAveragePooling1D"})
+MASK_CONSUMERS = frozenset({"SimpleRNN", "GRU", "LSTM", "RNN", "Bidirectional", "GlobalAveragePooling1D"})
 # Layers whose Keras `compute_mask` returns the incoming mask unchanged (supports_masking, default).
 MASK_PASSING = frozenset({
     "Dropout", "GaussianNoise", "GaussianDropout", "AlphaDropout", "ActivityRegularization", "Identity",

@@ -1,0 +1,71 @@
+"""Keras 1/2 implicit masks that Keras 3 would not apply, written as explicit `mask=` arguments.
+
+Keras 2 propagated an `Embedding(mask_zero=True)` or `Masking` mask to every recurrent layer
+downstream (through mask-passing layers, SpatialDropout included). Keras 3 applies an implicit
+mask only to a call with one tensor argument (an LSTM given `initial_state` silently ignores it)
+and its SpatialDropout layers drop masks. So for a Keras 1/2 source every recurrent layer that
+read a mask gets it explicitly, computed the way Keras 3 files record masks: `not_equal(ids, 0)`
+for an Embedding, `any(not_equal(x, mask_value), axis=-1)` for Masking (Keras 3 op nodes).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from converter.ir import Graph, Node, Tensor
+from converter.passes.masking import KERAS2_MASK_PASSING, MASK_CONSUMERS, MASK_PASSING
+
+PASSING = MASK_PASSING | KERAS2_MASK_PASSING
+
+
+def explicit_masks(graph: Graph) -> None:
+    """Give each masked recurrent call of a Keras 1/2 graph its mask as a tensor keyword argument."""
+    made: dict[int, Tensor] = {}
+    for node in list(graph.nodes):
+        kwargs = node.attrs.get("tensor_kwargs") or {}
+        if node.kind not in MASK_CONSUMERS or "mask" in kwargs or not node.inputs:
+            continue
+        mask = _mask_of(graph, node.inputs[0], made)
+        if mask is not None:
+            node.inputs.append(mask)
+            node.attrs["tensor_kwargs"] = {**kwargs, "mask": [len(node.inputs) - 1]}
+
+
+def _mask_of(graph: Graph, tensor: Tensor, made: dict[int, Tensor]) -> Tensor | None:
+    producer = tensor.producer
+    while producer is not None and producer.kind in PASSING and producer.inputs:
+        tensor = producer.inputs[0]
+        producer = tensor.producer
+    if producer is None:
+        return None
+    if id(producer) in made:
+        return made[id(producer)]
+    if producer.kind == "Embedding" and producer.attr("mask_zero", False):
+        made[id(producer)] = _op(graph, producer, "NotEqual", producer.inputs[0], {"positional_constants": [0]})
+    elif producer.kind == "Masking":
+        differs = _op(graph, producer, "NotEqual", producer.inputs[0],
+                      {"positional_constants": [float(producer.attr("mask_value", 0.0))]})
+        made[id(producer)] = _op(graph, producer, "Any", differs, {}, {"axis": -1, "keepdims": False})
+    elif producer.kind in MASK_CONSUMERS and _returns_sequences(producer) and tensor is producer.outputs[0]:
+        found = (producer.attrs.get("tensor_kwargs") or {}).get("mask")  # added already: nodes are in order
+        return producer.inputs[found[0]] if found else None
+    return made.get(id(producer))
+
+
+def _returns_sequences(node: Node) -> bool:
+    layer = node.children[0] if node.kind == "Bidirectional" and node.children else node
+    return bool(layer.attr("return_sequences", False))
+
+
+def _op(graph: Graph, source: Node, kind: str, x: Tensor, call_kwargs: dict[str, Any],
+        attrs: dict[str, Any] | None = None) -> Tensor:
+    """A Keras 3 op node right after `source` (or after the op it reads)."""
+    name = f"{source.layer_name}_{'not_equal' if kind == 'NotEqual' else 'any'}"
+    shape = x.shape if kind == "NotEqual" or x.shape is None else tuple(x.shape[:-1])
+    out = Tensor(name=name, shape=shape, dtype="bool")
+    node = Node(kind=kind, name=name, attrs={**(attrs or {}), "call_kwargs": call_kwargs}, inputs=[x],
+                outputs=[out], layer_name=name)
+    out.producer = node
+    after = x.producer if x.producer is not None and x.producer.kind in ("NotEqual",) else source
+    graph.nodes.insert(graph.nodes.index(after) + 1, node)
+    return out

@@ -1,0 +1,189 @@
+"""ConvLSTM1D / 2D / 3D as an ONNX Scan over time (ONNX has no convolutional recurrent op).
+
+Keras' cell (`keras/src/layers/rnn/conv_lstm.py`), gates i, f, c, o split along the kernels' last axis:
+    z = conv(x_t, kernel, strides, padding, dilation) + bias + conv(h, recurrent_kernel, 1, "same")
+    i, f, o = recurrent_activation(z_i, z_f, z_o);  c = f * c + i * activation(z_c);  h = o * activation(c)
+The input convolution does not depend on the state, so it runs once for every step at the same time
+(batch and time merged into one Conv batch) before the loop; the Scan body holds only the recurrent
+convolution and the gate arithmetic. Everything inside runs channels-first, (batch, channels, *space);
+a channels_last layer transposes its input once and its outputs back. The layout pass leaves this
+node alone: its time axis sits between batch and space, which the pass's channel-axis rule does not model.
+
+Outputs follow Keras: the sequence (return_sequences) or the last h, then with return_state h and c.
+go_backwards walks time from the end and returns the outputs in that (reversed) order, which is how a
+Scan with a reversed scan input writes its scan outputs. `initial_state` tensors (h, c in the layer's
+data_format) are read; masks are refused (Keras' ConvLSTM masks are rare and need a per-step select).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from converter.errors import ShapeError, UnsupportedLayerError
+from converter.ir import Node, OpGraph, Shape
+from converter.ir.ops import ValueInfo
+from converter.ir.shape import Dim
+from converter.layers.activations import AXIS_ACTIVATIONS, activation_name, apply_activation, check_activation
+from converter.layers.builder import OpBuilder
+from converter.layers.conv import keras_to_onnx_kernel
+from converter.layers.recurrent import state_inputs
+from converter.layers.registry import LAYERS, LayerHandler, expect_rank
+from converter.layers.windows import CHANNELS_FIRST, check_padding, data_format, ints, out_length, window_pads
+
+RANKS = {"ConvLSTM1D": 1, "ConvLSTM2D": 2, "ConvLSTM3D": 3}
+INT64_MAX = 2**63 - 1
+
+
+def _geometry(node: Node) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    rank = RANKS[node.kind]
+    return (ints(node, "kernel_size", rank, None), ints(node, "strides", rank, 1),
+            ints(node, "dilation_rate", rank, 1))
+
+
+def _split_input(node: Node, shape: Shape) -> tuple[int, list[int]]:
+    """(channels, spatial dims) of the (batch, time, ...) input; Keras needs them all static."""
+    rank = RANKS[node.kind]
+    axes = ", ".join(f"dim{i + 1}" for i in range(rank))
+    meaning = f"(batch, time, channels, {axes})" if data_format(node) == CHANNELS_FIRST \
+        else f"(batch, time, {axes}, channels)"
+    expect_rank(node, shape, rank + 3, meaning)
+    channels, spatial = (shape[2], shape[3:]) if data_format(node) == CHANNELS_FIRST else (shape[-1], shape[2:-1])
+    dims = [d for d in (channels, *spatial) if isinstance(d, int)]
+    if len(dims) != len(spatial) + 1:
+        raise ShapeError(f"{node.kind} '{node.layer_name}' needs static channel and spatial dims, got {meaning} = "
+                         f"{tuple(shape)}", layer=node.layer_name, hint="give the input a fully static sample shape")
+    return dims[0], dims[1:]
+
+
+def _out_spatial(node: Node, spatial: list[int]) -> list[int]:
+    kernel, strides, dilations = _geometry(node)
+    padding = str(node.attr("padding", "valid"))
+    lengths = [out_length(n, k, s, d, padding) for n, k, s, d in zip(spatial, kernel, strides, dilations)]
+    return [n for n in lengths if isinstance(n, int)]  # all of them: static lengths give static outputs
+
+
+def _keras_state_shape(node: Node, batch: Dim, filters: int, spatial: list[int]) -> Shape:
+    return (batch, filters, *spatial) if data_format(node) == CHANNELS_FIRST else (batch, *spatial, filters)
+
+
+@LAYERS.register("ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D")
+class ConvLSTM(LayerHandler):
+    """An ONNX Scan whose body holds one Conv and the LSTM gates; see the module docstring."""
+
+    def check(self, node: Node) -> None:
+        data_format(node)
+        check_padding(node, ("valid", "same"))
+        _geometry(node)
+        for key in ("activation", "recurrent_activation"):
+            check_activation(node, key)
+            if activation_name(node.attrs.get(key)) in AXIS_ACTIVATIONS:
+                raise UnsupportedLayerError(f"{node.kind} '{node.layer_name}' uses {key}="
+                                            f"{activation_name(node.attrs.get(key))!r}", layer=node.layer_name,
+                                            hint="use an elementwise activation")
+        if "mask" in (node.attrs.get("tensor_kwargs") or {}):
+            raise UnsupportedLayerError(f"{node.kind} '{node.layer_name}' is called with a mask",
+                                        layer=node.layer_name, hint="masked ConvLSTM layers do not convert")
+
+    def weight_names(self, node: Node) -> list[str]:
+        names = ["kernel", "recurrent_kernel", "bias"]
+        return names if node.attr("use_bias", True) else names[:2]
+
+    def weight_shapes(self, node: Node, input_shapes: list[Shape]) -> dict[str, tuple[int | None, ...]]:
+        channels, _ = _split_input(node, input_shapes[0])
+        kernel, filters = _geometry(node)[0], int(node.attrs["filters"])
+        return {"kernel": (*kernel, channels, 4 * filters), "recurrent_kernel": (*kernel, filters, 4 * filters),
+                "bias": (4 * filters,)}
+
+    def num_outputs(self, node: Node) -> int:
+        return 3 if node.attr("return_state", False) else 1
+
+    def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
+        shape = input_shapes[0]
+        _, spatial = _split_input(node, shape)
+        state = _keras_state_shape(node, shape[0], int(node.attrs["filters"]), _out_spatial(node, spatial))
+        out = (state[0], shape[1], *state[1:]) if node.attr("return_sequences", False) else state
+        return [out] + [state] * (self.num_outputs(node) - 1)
+
+    def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
+        rank, filters = RANKS[node.kind], int(node.attrs["filters"])
+        channels, spatial = _split_input(node, node.inputs[0].shape or ())
+        out_spatial = _out_spatial(node, spatial)
+        last = data_format(node) != CHANNELS_FIRST
+        x = b.transpose(inputs[0], [0, 1, rank + 2, *range(2, rank + 2)]) if last else inputs[0]
+        gates = _input_convolution(node, b, x, channels, spatial, out_spatial)
+        given = state_inputs(node, inputs)
+        to_cf = [0, rank + 1, *range(1, rank + 1)]
+        init = [b.transpose(s, to_cf) if last else s for s in given] or _zero_states(b, x, filters, out_spatial)
+        outs = _scan(node, b, gates, init, filters, out_spatial)
+        to_cl = [0, *range(2, rank + 2), 1]
+        seq_to_cl = [0, 1, *range(3, rank + 3), 2]
+        if node.attr("return_sequences", False):
+            y = b.transpose(outs[2], seq_to_cl) if last else outs[2]
+        else:  # an Identity keeps the output and the h state two values (each becomes a graph output)
+            y = b.transpose(outs[0], to_cl) if last else b.op("Identity", outs[0])
+        if not node.attr("return_state", False):
+            return [y]
+        return [y, *(b.transpose(s, to_cl) if last else s for s in outs[:2])]
+
+
+def _input_convolution(node: Node, b: OpBuilder, x: str, channels: int, spatial: list[int],
+                       out_spatial: list[int]) -> str:
+    """(batch, time, C, *space) -> (batch, time, 4 * filters, *out_space): every step's input gates."""
+    kernel, strides, dilations = _geometry(node)
+    filters = int(node.attrs["filters"])
+    merged = b.reshape(x, [-1, channels, *spatial])
+    pads = window_pads(spatial, kernel, strides, dilations, str(node.attr("padding", "valid")))
+    args = [merged, b.weight("kernel", keras_to_onnx_kernel(node.weights["kernel"]))]
+    if node.attr("use_bias", True):
+        args.append(b.weight("bias"))
+    conv = b.op("Conv", *args, kernel_shape=list(kernel), strides=list(strides), dilations=list(dilations),
+                pads=pads)
+    lead = b.slice(b.op("Shape", x), [0], [2], [0])
+    shape = b.op("Concat", lead, b.ints([4 * filters, *out_spatial], "gate_dims"), axis=0)
+    return b.op("Reshape", conv, shape)
+
+
+def _zero_states(b: OpBuilder, x: str, filters: int, out_spatial: list[int]) -> list[str]:
+    batch = b.slice(b.op("Shape", x), [0], [1], [0])
+    shape = b.op("Concat", batch, b.ints([filters, *out_spatial], "state_dims"), axis=0)
+    zeros = b.const(np.zeros((1, filters, *out_spatial), np.float32), "zero_state")
+    state = b.op("Expand", zeros, shape)
+    return [state, state]
+
+
+def _scan(node: Node, b: OpBuilder, gates: str, init: list[str], filters: int, out_spatial: list[int]) -> list[str]:
+    """Scan over axis 1 of `gates`; returns [h_T, c_T, (h sequence (batch, time, F, *space))]."""
+    sequences = bool(node.attr("return_sequences", False))
+    body = _body(node, b, filters, out_spatial, sequences)
+    return list(b.op("Scan", *init, gates, outputs=3 if sequences else 2, num_scan_inputs=1, scan_input_axes=[1],
+                     body=body, scan_input_directions=[1] if node.attr("go_backwards", False) else None,
+                     scan_output_axes=[1] if sequences else None))
+
+
+def _body(node: Node, b: OpBuilder, filters: int, out_spatial: list[int], sequences: bool) -> OpGraph:
+    """One step: (h, c, input gates) -> (h, c[, h]). Shares the outer graph's names (ONNX forbids a
+    subgraph to shadow an outer name) and reads the recurrent kernel from the outer graph's initializers."""
+    rank = RANKS[node.kind]
+    kernel = _geometry(node)[0]
+    recurrent = b.weight("recurrent_kernel", keras_to_onnx_kernel(node.weights["recurrent_kernel"]))
+    graph = OpGraph(name=b.graph.unique(f"{b.scope}/step"), opset=b.opset, _used_names=b.graph._used_names)
+    s = OpBuilder(graph, b.keras_version)
+    s.enter(node)
+    state_shape: Shape = (None, filters, *out_spatial)
+    h, c, x = (graph.unique(f"{b.scope}/step/{n}") for n in ("h_in", "c_in", "gates_in"))
+    graph.inputs = [ValueInfo(h, state_shape, "float32"), ValueInfo(c, state_shape, "float32"),
+                    ValueInfo(x, (None, 4 * filters, *out_spatial), "float32")]
+    pads = window_pads(out_spatial, kernel, [1] * rank, [1] * rank, "same")
+    z = s.op("Add", x, s.op("Conv", h, recurrent, kernel_shape=list(kernel), pads=pads))
+    zi, zf, zc, zo = s.split(z, [filters] * 4, axis=1)
+    rec, act = node.attrs.get("recurrent_activation", "sigmoid"), node.attrs.get("activation", "tanh")
+    i, f, o = (apply_activation(s, g, rec) for g in (zi, zf, zo))
+    c_new = s.op("Add", s.op("Mul", f, c), s.op("Mul", i, apply_activation(s, zc, act)))
+    h_new = s.op("Mul", o, apply_activation(s, c_new, act))
+    outs = [s.op("Identity", h_new, name="h_out"), s.op("Identity", c_new, name="c_out")]
+    if sequences:
+        outs.append(s.op("Identity", h_new, name="y_out"))
+    graph.outputs = [ValueInfo(name, state_shape, "float32") for name in outs]
+    b.graph.initializers.update(graph.initializers)  # constants live in the outer graph (float16 casts them)
+    graph.initializers.clear()
+    return graph
