@@ -17,23 +17,16 @@ from converter.errors import FormatError, UnsupportedLayerError, WeightsError
 from converter.ir import Graph, Node, Tensor
 from converter.ir.graph import INPUT_SPEC_KEYS, SHAPE_KEYS
 from converter.keras.artifacts import KerasArtifact
+from converter.keras.calls import model_refs, parse_call
 from converter.keras.dialects import canonical_class, canonical_config, is_keras1, upgrade_model_config
 from converter.keras.legacy_config import legacy_refusal
 from converter.keras.legacy_weights import WeightOrigin, upgrade_weights
+from converter.keras.unsupported import UnsupportedEntry, unsupported_error, why_unsupported
 from converter.keras.weight_matching import match_by_order
 from converter.keras.weights import LayerKey, saved_names
-from converter.layers import LAYERS
 from converter.layers.registry import handler_for
 
 MODEL_CLASSES = frozenset({"Sequential", "Functional"})
-TensorRef = tuple[str, int, int]
-
-
-@dataclass
-class UnsupportedEntry:
-    name: str
-    class_name: str
-    reason: str
 
 
 @dataclass
@@ -91,16 +84,6 @@ def model_class_and_config(raw: Any) -> tuple[str, Any]:
     if "layers" in raw:
         return ("Functional" if "input_layers" in raw else "Sequential"), raw
     raise FormatError("the config has neither class_name nor layers", hint="is this a Keras model config?")
-
-
-def unsupported_error(entries: list[UnsupportedEntry]) -> UnsupportedLayerError:
-    lines = "; ".join(f"'{e.name}' ({e.class_name}): {e.reason}" for e in entries)
-    return UnsupportedLayerError(
-        f"{len(entries)} layer(s) cannot be converted: {lines}",
-        layer=entries[0].name,
-        hint="register a handler for them (see README, 'Custom layers'); supported classes: "
-        + ", ".join(LAYERS.public_names()),
-    )
 
 
 def _build_model(ctx: _Context, class_name: str, config: Any, inputs: list[Tensor] | None, prefix: str,
@@ -184,21 +167,12 @@ def _first_consumer(layers: list[dict[str, Any]]) -> str:
     return _layer_parts(layers[0])[0] if layers else "InputLayer"
 
 
-def _refs(raw: Any) -> list[TensorRef]:
-    """`input_layers`/`output_layers`: a list of [name, node, tensor] or one bare triple."""
-    if isinstance(raw, dict):
-        return [r for v in raw.values() for r in _refs(v)]
-    if isinstance(raw, list) and raw and isinstance(raw[0], str):
-        return [(raw[0], int(raw[1]), int(raw[2]))]
-    return [r for item in raw or [] for r in _refs(item)]
-
-
 def _build_functional(ctx: _Context, config: dict[str, Any], inputs: list[Tensor] | None, prefix: str,
                       wpath: tuple[LayerKey, ...]) -> list[Tensor]:
     layers = {_layer_parts(layer)[1]: layer for layer in config["layers"]}
     saved = _saved_names(config["layers"])
     produced: dict[tuple[str, int], list[Tensor]] = {}
-    input_refs = _refs(config.get("input_layers"))
+    input_refs = model_refs(config.get("input_layers"))
     for i, (name, node_index, _) in enumerate(input_refs):
         if inputs is not None:
             produced[(name, node_index)] = [inputs[i]]
@@ -225,7 +199,7 @@ def _build_functional(ctx: _Context, config: dict[str, Any], inputs: list[Tensor
             raise FormatError(f"the functional graph cannot be wired (unknown or cyclic inputs: {missing})",
                               layer=remaining[0][0], hint="is the config complete?")
         pending = remaining
-    return [produced[(n, k)][t] for n, k, t in _refs(config.get("output_layers"))]
+    return [produced[(n, k)][t] for n, k, t in model_refs(config.get("output_layers"))]
 
 
 def _node_offsets(config: dict[str, Any], layers: dict[str, dict[str, Any]]) -> dict[str, int]:
@@ -234,7 +208,7 @@ def _node_offsets(config: dict[str, Any], layers: dict[str, dict[str, Any]]) -> 
     The references tell which: every saved call is referenced, so the highest index is the last call."""
     highest: dict[str, int] = {}
     calls = [call for layer in layers.values() for call in layer.get("inbound_nodes") or []]
-    refs = [r for call in calls for r in parse_call(call)[0]] + _refs(config.get("output_layers"))
+    refs = [r for call in calls for r in parse_call(call)[0]] + model_refs(config.get("output_layers"))
     for name, node_index, _ in refs:
         highest[name] = max(node_index, highest.get(name, 0))
     return {name: 1 for name, layer in layers.items() if _layer_parts(layer)[0] in MODEL_CLASSES
@@ -247,64 +221,6 @@ def _input_consumer(layers: dict[str, dict[str, Any]], input_name: str) -> str:
             if any(r[0] == input_name for r in parse_call(call)[0]):
                 return _layer_parts(layer)[0]
     return "InputLayer"
-
-
-def parse_call(call: Any) -> tuple[list[TensorRef], dict[str, Any], dict[str, list[int]]]:
-    """One entry of `inbound_nodes` -> (tensor refs in order, plain kwargs, tensor kwargs -> ref positions)."""
-    if isinstance(call, dict) and ("args" in call or "kwargs" in call):
-        refs = _keras_tensors(call.get("args", []))
-        kwargs, tensor_kwargs = {}, {}
-        # Keras 3 op nodes take constants positionally (`ops.not_equal(x, 0)` of a mask): keep them.
-        args = call.get("args")
-        constants = [a for a in args if not _keras_tensors(a)] if isinstance(args, list) else []
-        if constants:
-            kwargs["positional_constants"] = constants
-        for key, value in (call.get("kwargs") or {}).items():
-            found = _keras_tensors(value)
-            if found:
-                tensor_kwargs[key] = list(range(len(refs), len(refs) + len(found)))
-                refs.extend(found)
-            else:
-                kwargs[key] = value
-        return refs, kwargs, tensor_kwargs
-    refs, kwargs, legacy_tensor_kwargs = [], {}, {}
-    for entry in call or []:
-        refs.append((str(entry[0]), int(entry[1]), int(entry[2])))
-        if len(entry) > 3 and isinstance(entry[3], dict):
-            kwargs.update(entry[3])
-    # Keras 2 writes tensors passed as kwargs (MHA `value`, `attention_mask`) as [layer, node, index].
-    for key, value in list(kwargs.items()):
-        found = _legacy_tensors(value)
-        if found:
-            legacy_tensor_kwargs[key] = list(range(len(refs), len(refs) + len(found)))
-            refs.extend(found)
-            del kwargs[key]
-    return refs, kwargs, legacy_tensor_kwargs
-
-
-def _legacy_tensors(value: Any) -> list[TensorRef]:
-    """A Keras 2 kwarg value that is one [name, node, index] triple or a list of them (None entries skipped)."""
-    if _is_triple(value):
-        return [(str(value[0]), int(value[1]), int(value[2]))]
-    if isinstance(value, list) and any(_is_triple(v) for v in value) and all(v is None or _is_triple(v) for v in value):
-        return [(str(v[0]), int(v[1]), int(v[2])) for v in value if v is not None]
-    return []
-
-
-def _is_triple(value: Any) -> bool:
-    return (isinstance(value, list) and len(value) == 3 and isinstance(value[0], str)
-            and all(isinstance(v, int) and not isinstance(v, bool) for v in value[1:]))
-
-
-def _keras_tensors(value: Any) -> list[TensorRef]:
-    if isinstance(value, dict):
-        if value.get("class_name") == "__keras_tensor__":
-            history = value["config"]["keras_history"]
-            return [(str(history[0]), int(history[1]), int(history[2]))]
-        return [r for v in value.values() for r in _keras_tensors(v)]
-    if isinstance(value, (list, tuple)):
-        return [r for v in value for r in _keras_tensors(v)]
-    return []
 
 
 def _unique(ctx: _Context, name: str) -> str:
@@ -342,7 +258,7 @@ def _call_layer(ctx: _Context, layer: dict[str, Any], args: list[Tensor], call_i
     node.inputs = list(args)
     handler = handler_for(node)
     if handler is None:
-        ctx.unsupported.append(UnsupportedEntry(node.layer_name, cls, _why_unsupported(cls, layer)))
+        ctx.unsupported.append(UnsupportedEntry(node.layer_name, cls, why_unsupported(cls, layer)))
         count = 1
     else:
         try:
@@ -359,21 +275,6 @@ def _call_layer(ctx: _Context, layer: dict[str, Any], args: list[Tensor], call_i
     node.outputs = [Tensor(name=node_name if i == 0 else f"{node_name}:{i}", producer=node) for i in range(count)]
     ctx.graph.nodes.append(node)
     return node.outputs
-
-
-def _why_unsupported(cls: str, layer: dict[str, Any]) -> str:
-    config = layer.get("config")
-    refusal = legacy_refusal(cls, config) if isinstance(config, dict) else None
-    if refusal:
-        return refusal
-    if cls == "Lambda":
-        return ("a Lambda layer holds Python code, which kconvert never runs "
-                "(converter.extensions.register_lambda gives it a handler by its layer name)")
-    if cls == "TFOpLambda" or cls.startswith("TF"):
-        return "a raw TensorFlow op, not a Keras layer"
-    if layer.get("registered_name") and "Custom>" in str(layer.get("registered_name")):
-        return "a custom layer class"
-    return "not a layer class kconvert knows"
 
 
 def _attach_weights(ctx: _Context, node: Node, names: list[str], path: tuple[LayerKey, ...]) -> None:

@@ -3,6 +3,7 @@
 from converter.layers import (  # noqa: F401  (imported for registration)
     activation_layers,
     activations,
+    applications,
     attention,
     bidirectional,
     conv,

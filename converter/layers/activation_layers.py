@@ -25,6 +25,8 @@ def keras_relu(b: OpBuilder, x: str, slope: float, max_value: float | None, thre
     if threshold != 0.0:
         keep = b.op("Cast", b.op("Greater", x, b.scalar(threshold, "threshold")), to=1)
         y = b.op("Mul", x, keep)
+    elif max_value is not None:  # one Clip(0, max) rather than Relu + Clip: onnxruntime fuses Conv + Clip
+        y = x
     else:
         y = b.op("Relu", x)
     if max_value is not None:
