@@ -73,7 +73,8 @@ def feeds(session: ort.InferenceSession, batch: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
     out = {}
     for info in session.get_inputs():
-        shape = [batch if i == 0 else (d if isinstance(d, int) else 1) for i, d in enumerate(info.shape)]
+        # A static leading dim is not a batch (Keras' export lists some variables as graph inputs).
+        shape = [d if isinstance(d, int) else (batch if i == 0 else 1) for i, d in enumerate(info.shape)]
         out[info.name] = (rng.integers(0, 1000, size=shape).astype(np.int32 if "int32" in info.type else np.int64)
                           if "int" in info.type else rng.random(shape, dtype=np.float32))
     return out

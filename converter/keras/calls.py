@@ -42,7 +42,9 @@ def parse_call(call: Any) -> tuple[list[TensorRef], dict[str, Any], dict[str, li
                 kwargs[key] = value
         return refs, kwargs, tensor_kwargs
     refs, kwargs, legacy_tensor_kwargs = [], {}, {}
-    for entry in call or []:
+    # tf.keras writes a TFOpLambda call on one tensor as a bare entry, `[name, node, tensor, kwargs]`.
+    entries = [call] if isinstance(call, list) and call and isinstance(call[0], str) else call or []
+    for entry in entries:
         refs.append((str(entry[0]), int(entry[1]), int(entry[2])))
         if len(entry) > 3 and isinstance(entry[3], dict):
             kwargs.update(entry[3])

@@ -71,7 +71,7 @@ class ElementwiseMerge(LayerHandler):
         for name, tensor in zip(inputs, node.inputs):
             missing = rank - len(tensor.shape or ())
             aligned.append(b.unsqueeze(name, list(range(1, 1 + missing))) if missing else name)
-        aligned += [b.scalar(float(c), "constant") for c in _constants(node)]
+        aligned += [b.scalar(float(c), "constant") for c in _constants(node) if isinstance(c, (int, float))]
         return [self.combine(b, aligned)]
 
     @abstractmethod
