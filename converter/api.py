@@ -10,7 +10,7 @@ from converter.ir import Graph, format_shape
 from converter.keras.artifacts import KerasArtifact, open_artifact
 from converter.keras.topology import build_graph
 from converter.layers.registry import handler_for
-from converter.passes import run_pipeline, shape_inference, shape_semantics
+from converter.passes import LayoutOptions, run_pipeline, shape_inference, shape_semantics
 
 if TYPE_CHECKING:
     import onnx  # noqa: TID251  (type hints only)
@@ -25,16 +25,18 @@ class LoadedModel:
 
 
 def load(path: str | Path, weights: str | Path | None = None, optimize: bool = True,
-         backend: str | None = None, require_weights: bool = True) -> LoadedModel:
+         backend: str | None = None, require_weights: bool = True,
+         layout: LayoutOptions | None = None) -> LoadedModel:
     """Read a Keras file into a normalised LayerGraph.
 
     `backend` overrides the Keras backend recorded in the file ("theano" for Keras 1 Theano files,
-    which record none); `require_weights=False` reads the architecture alone when there are no weights.
+    which record none); `require_weights=False` reads the architecture alone when there are no weights;
+    `layout` keeps spatial graph inputs/outputs channels-first (NCHW) instead of Keras' order.
     """
     artifact = open_artifact(path, weights, backend=backend)
     graph = build_graph(artifact, require_weights=require_weights)
     graph.metadata.update(_provenance(artifact))
-    graph = run_pipeline(graph) if optimize else shape_inference.run(shape_semantics.run(graph))
+    graph = run_pipeline(graph, layout) if optimize else shape_inference.run(shape_semantics.run(graph))
     return LoadedModel(graph, artifact)
 
 
@@ -48,14 +50,20 @@ def _provenance(artifact: KerasArtifact) -> dict[str, str]:
 
 
 def convert(path: str | Path, weights: str | Path | None = None, opset: int | None = None,
-            backend: str | None = None) -> onnx.ModelProto:
-    """Convert a Keras model file to an ONNX ModelProto (checked by onnx.checker)."""
+            backend: str | None = None, float16: bool = False, nchw_inputs: bool = False,
+            nchw_outputs: bool = False) -> onnx.ModelProto:
+    """Convert a Keras model file to an ONNX ModelProto (checked by onnx.checker).
+
+    `float16`: fp16 weights and compute, float32 inputs/outputs; `nchw_inputs` / `nchw_outputs`:
+    spatial inputs / outputs channels-first, with no Transpose at the boundary. A model over 2 GB
+    cannot be one protobuf message: the CLI writes it with external data.
+    """
     from converter.export.onnx import DEFAULT_OPSET, export
 
-    loaded = load(path, weights, backend=backend)
+    loaded = load(path, weights, backend=backend, layout=LayoutOptions(nchw_inputs, nchw_outputs))
     try:
         return export(loaded.graph, DEFAULT_OPSET if opset is None else opset, loaded.artifact.keras_version,
-                      loaded.graph.metadata)
+                      loaded.graph.metadata, float16=float16)
     finally:
         loaded.artifact.close()
 

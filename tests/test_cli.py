@@ -151,3 +151,33 @@ def test_converter_never_imports_tensorflow(tmp_path: Path, rng: np.random.Gener
             "print(sorted(m for m in ('tensorflow', 'keras', 'tf_keras') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.stdout.strip().splitlines()[-1] == "[]", result.stderr
+
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+
+
+@pytest.mark.parametrize("flags", [[], ["--nchw-inputs"], ["--nchw-outputs"], ["--nchw-inputs", "--nchw-outputs"],
+                                   ["--float16"], ["--opset", "13"]])
+@pytest.mark.parametrize("case", ["small_cnn", "conv_channels_first", "lstm_stack"])
+def test_reference_check_passes_with_every_layout_and_precision(tmp_path: Path, case: str, flags: list[str]) -> None:
+    folder = FIXTURES / case
+    args = [str(folder / "model.keras"), "-o", str(tmp_path / "m.onnx"), "--reference",
+            str(folder / "reference.npz"), "--json", *flags]
+    result = CliRunner().invoke(main, args)
+    report = json.loads(result.output)
+    assert result.exit_code == 0, result.output
+    assert report["check"]["ok"] and report["check"]["outputs"][0]["max_abs"] < (2e-2 if "--float16" in flags else 1e-5)
+
+
+def test_nchw_inputs_remove_the_input_transpose(tmp_path: Path) -> None:
+    import onnx
+
+    source = FIXTURES / "small_cnn" / "model.keras"
+    plain, nchw = tmp_path / "plain.onnx", tmp_path / "nchw.onnx"
+    assert CliRunner().invoke(main, [str(source), "-o", str(plain)]).exit_code == 0
+    assert CliRunner().invoke(main, [str(source), "-o", str(nchw), "--nchw-inputs"]).exit_code == 0
+    count = {p: sum(n.op_type == "Transpose" for n in onnx.load(str(p)).graph.node) for p in (plain, nchw)}
+    assert count[plain] == 1 and count[nchw] == 0
+    dims = [d.dim_value or d.dim_param for d in onnx.load(str(nchw)).graph.input[0].type.tensor_type.shape.dim]
+    plain_dims = [d.dim_value or d.dim_param for d in onnx.load(str(plain)).graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [plain_dims[0], plain_dims[3], plain_dims[1], plain_dims[2]]

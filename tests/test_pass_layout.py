@@ -228,3 +228,18 @@ def test_squeeze_excite_reshape_produces_channels_first_directly(tmp_path: Path,
     assert _kinds(after)["Reshape"] == 0  # the pooling keeps its dims instead
     x = rng.normal(size=(3, 5, 5, 4)).astype("float32")
     assert_close(run_onnx(export(after), x)[0], run_onnx(export(before), x)[0])
+
+
+def test_nested_concatenations_on_one_axis_are_spliced(tmp_path: Path, rng: np.random.Generator) -> None:
+    """Inception's mixed blocks: concat(a, concat(b, c)) becomes one Concat of three inputs."""
+    config = functional([
+        (input_layer("image", (4, 4, 2)), []),
+        (_conv("a", 3), ["image"]), (_conv("b", 2), ["image"]), (_conv("c", 1), ["image"]),
+        (layer("Concatenate", "inner", axis=-1), ["b", "c"]),
+        (layer("Concatenate", "outer", axis=3), ["a", "inner"]),
+    ], ["image"], ["outer"])
+    weights = {"a": _conv_weights(rng, 2, 3), "b": _conv_weights(rng, 2, 2), "c": _conv_weights(rng, 2, 1)}
+    before, after = _graphs(save_keras(tmp_path / "m.keras", config, weights))
+    assert _kinds(after)["Concatenate"] == 1 and _ops(after)["Transpose"] == 2
+    x = rng.normal(size=(2, 4, 4, 2)).astype("float32")
+    assert_close(run_onnx(export(after), x)[0], run_onnx(export(before), x)[0])

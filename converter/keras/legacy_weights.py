@@ -48,6 +48,8 @@ def upgrade_weights(node: Node, arrays: list[np.ndarray], origin: WeightOrigin) 
         return upgrade_weights(forward, arrays[:half], origin) + upgrade_weights(backward, arrays[half:], origin)
     if node.kind == "TimeDistributed" and node.children:
         return upgrade_weights(node.children[0], arrays, origin)
+    if node.kind == "SpectralNormalization":
+        return spectral_norm_order(arrays)
     if is_cudnn_weights(node.kind, arrays):
         arrays = cudnn_to_canonical(node.kind, arrays)  # CuDNNLSTM / CuDNNGRU, recognised as tf_keras does
     elif node.kind in ("LSTM", "ConvLSTM2D") and len(arrays) == 12:
@@ -118,3 +120,14 @@ def flip_spatial(kernel: np.ndarray) -> np.ndarray:
     """Reverse every spatial axis (all but the last two, which are in/out channels)."""
     index = tuple([slice(None, None, -1)] * (kernel.ndim - 2) + [slice(None)] * 2)
     return np.ascontiguousarray(kernel[index])
+
+
+def spectral_norm_order(arrays: list[np.ndarray]) -> list[np.ndarray]:
+    """SpectralNormalization -> [wrapped layer's arrays..., vector_u]. Legacy h5 stores that order; a
+    Keras 3 zip stores the wrapper's own vars first, `[kernel, vector_u]` (its `kernel` attribute
+    aliases the wrapped layer's kernel, so it is saved twice), then the wrapped layer's vars."""
+    first = arrays[0] if arrays else None
+    if (first is not None and len(arrays) >= 3 and arrays[2].shape == first.shape
+            and np.array_equal(arrays[2], first) and arrays[1].ndim == 2 and arrays[1].shape[0] == 1):
+        return [*arrays[2:], arrays[1]]
+    return arrays

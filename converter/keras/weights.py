@@ -28,6 +28,12 @@ _CHILD_ORDER = (
     "key_dense",
     "value_dense",
     "output_dense",
+    # GroupQueryAttention keeps its projections under the private attribute names, built in this order.
+    "_query_dense",
+    "_key_dense",
+    "_gate_dense",
+    "_value_dense",
+    "_output_dense",
 )
 
 

@@ -13,7 +13,8 @@ A Transpose is inserted only where a tensor's permutation differs from what a co
 output. Graph inputs feeding spatial layers arrive channels-first with `nchw_inputs`, spatial graph
 outputs leave channels-first with `nchw_outputs` (no Transpose at all then). Last, Transpose -> Flatten
 -> Dense drops the Transpose and permutes the Dense kernel's rows instead, and a global pooling followed
-by a Reshape to its keepdims shape (squeeze-and-excite blocks) keeps its dims instead.
+by a Reshape to its keepdims shape (squeeze-and-excite blocks) keeps its dims instead; a Concatenate
+feeding only another Concatenate on the same (now physical) axis is spliced into it (Inception blocks).
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ def run(graph: Graph, options: LayoutOptions | None = None) -> Graph:
     graph.nodes = assigner.nodes
     fold_flatten_dense(graph)
     fold_pool_reshape(graph)
+    merge_concatenations(graph)
     return graph
 
 
@@ -234,3 +236,26 @@ def fold_pool_reshape(graph: Graph) -> None:
         pool.outputs[0] = reshape.outputs[0]
         reshape.outputs[0].producer = pool
         graph.nodes.remove(reshape)
+
+
+def _concat_axis(node: Node) -> int | None:
+    rank = len(node.outputs[0].shape or ())
+    axis = node.attrs.get("axis", -1)
+    return None if not isinstance(axis, int) or rank == 0 else axis % rank
+
+
+def merge_concatenations(graph: Graph) -> None:
+    """Concatenate(a, Concatenate(b, c), d) on one axis == Concatenate(a, b, c, d)."""
+    for outer in list(graph.nodes):
+        if outer.kind != "Concatenate":
+            continue
+        spliced: list[Tensor] = []
+        for tensor in outer.inputs:
+            inner = tensor.producer
+            mergeable = (inner is not None and inner.kind == "Concatenate" and inner in graph.nodes
+                         and _concat_axis(inner) == _concat_axis(outer) is not None
+                         and graph.consumers(tensor) == [outer] and not any(t is tensor for t in graph.outputs))
+            spliced.extend(inner.inputs if mergeable and inner is not None else [tensor])
+            if mergeable and inner is not None:
+                graph.nodes.remove(inner)
+        outer.inputs = spliced

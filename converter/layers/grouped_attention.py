@@ -1,0 +1,142 @@
+"""GroupQueryAttention (Keras 3's `GroupedQueryAttention` class, exported as `keras.layers.GroupQueryAttention`).
+
+Query (B, T, dim) -> (B, T, Hq, D); key/value (B, S, dim) -> (B, S, Hkv, D), each head of key and
+value repeated Hq/Hkv times (`ops.repeat` on the head axis: kv head j serves query heads
+j*r .. j*r + r - 1); scores = q k^T / sqrt(D) over (T, S) per query head, masked softmax, weighted
+values, optional sigmoid gate (a projection of the query) multiplied in, output projection
+(Hq, D, dim). Weights are stored query, key, [gate,] value, output (kernel then bias each).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from converter.errors import ShapeError
+from converter.ir import Node, Shape
+from converter.layers.activation_layers import softmax
+from converter.layers.attention import as_bool, band_mask, both, call_flag, refuse
+from converter.layers.builder import OpBuilder
+from converter.layers.multi_head_attention import MASK_VALUE, call_tensors
+from converter.layers.registry import LAYERS, LayerHandler, expect_rank
+
+
+def _projections(node: Node) -> tuple[str, ...]:
+    return ("query", "key", "gate", "value", "output") if node.attr("use_gate", False) \
+        else ("query", "key", "value", "output")
+
+
+@LAYERS.register("GroupQueryAttention", "GroupedQueryAttention")
+class GroupQueryAttention(LayerHandler):
+    def check(self, node: Node) -> None:
+        tensors = call_tensors(node)
+        if "query" not in tensors or "value" not in tensors:
+            refuse(node, "is not called with both query and value tensors", "call it as gqa(query, value)")
+        extra = set(node.attr("tensor_kwargs", {})) - {"query", "value", "key", "attention_mask"}
+        if extra:
+            refuse(node, f"is called with {sorted(extra)}", "pass an explicit attention_mask tensor instead")
+        heads, kv_heads = int(node.attrs["num_query_heads"]), int(node.attrs["num_key_value_heads"])
+        if kv_heads <= 0 or heads % kv_heads:
+            refuse(node, f"has num_query_heads={heads}, num_key_value_heads={kv_heads}",
+                   "num_query_heads must be a multiple of num_key_value_heads")
+
+    def weight_names(self, node: Node) -> list[str]:
+        suffixes = ("kernel", "bias") if node.attr("use_bias", True) else ("kernel",)
+        return [f"{p}_{s}" for p in _projections(node) for s in suffixes]
+
+    def num_outputs(self, node: Node) -> int:
+        return 2 if call_flag(node, "return_attention_scores") else 1
+
+    def weight_shapes(self, node: Node, input_shapes: list[Shape]) -> dict[str, tuple[int | None, ...]]:
+        tensors = call_tensors(node)
+        dim = input_shapes[tensors["query"]][-1]
+        feature = dim if isinstance(dim, int) else None
+        heads, kv_heads, head_dim = (int(node.attrs[k]) for k in ("num_query_heads", "num_key_value_heads",
+                                                                   "head_dim"))
+        shapes: dict[str, tuple[int | None, ...]] = {"output_kernel": (heads, head_dim, feature),
+                                                     "output_bias": (feature,)}
+        for name, count in (("query", heads), ("gate", heads), ("key", kv_heads), ("value", kv_heads)):
+            source = input_shapes[tensors.get(name, tensors["query"] if name == "gate" else tensors["value"])]
+            shapes[f"{name}_kernel"] = (source[-1] if isinstance(source[-1], int) else None, count, head_dim)
+            shapes[f"{name}_bias"] = (count, head_dim)
+        return shapes
+
+    def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
+        tensors = call_tensors(node)
+        query, value = input_shapes[tensors["query"]], input_shapes[tensors["value"]]
+        key = input_shapes[tensors["key"]]
+        for shape in (query, value, key):
+            expect_rank(node, shape, 3, "(batch, sequence, features)")
+        if query[-1] != value[-1] and all(isinstance(d, int) for d in (query[-1], value[-1])):
+            raise ShapeError(f"GroupQueryAttention '{node.layer_name}': query and value feature sizes differ "
+                             f"({query[-1]} != {value[-1]})", layer=node.layer_name)
+        shapes: list[Shape] = [query]
+        if self.num_outputs(node) == 2:
+            shapes.append((query[0], int(node.attrs["num_query_heads"]), query[1], key[1]))
+        return shapes
+
+    def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
+        tensors = call_tensors(node)
+        heads, kv_heads = int(node.attrs["num_query_heads"]), int(node.attrs["num_key_value_heads"])
+        head_dim = int(node.attrs["head_dim"])
+        query = self._project(node, b, inputs[tensors["query"]], "query")
+        key = _repeat_heads(b, self._project(node, b, inputs[tensors["key"]], "key"), kv_heads, heads, head_dim)
+        value = _repeat_heads(b, self._project(node, b, inputs[tensors["value"]], "value"), kv_heads, heads,
+                             head_dim)
+        query = b.op("Mul", query, b.scalar(1.0 / math.sqrt(float(head_dim)), "inv_sqrt_head_dim"))
+        # (B, T, H, D) x (B, S, H, D) -> (B, H, T, S)
+        scores = b.op("MatMul", b.transpose(query, [0, 2, 1, 3]), b.transpose(key, [0, 2, 3, 1]))
+        mask = self._mask(node, b, inputs, tensors)
+        if mask is not None:
+            scores = b.op("Where", mask, scores, b.scalar(MASK_VALUE, "mask_value"))
+        weights = softmax(b, scores, [3])
+        explicit = self.num_outputs(node) == 2 or float(node.attr("dropout", 0.0)) > 0.0
+        if mask is not None and explicit:
+            # The explicit-scores path (returned scores, or dropout configured) uses Keras' Softmax layer,
+            # which zeroes masked entries; the fused dot_product_attention path leaves fully masked rows
+            # uniform.
+            weights = b.op("Where", mask, weights, b.scalar(0.0, "zero"))
+        context = b.transpose(b.op("MatMul", weights, b.transpose(value, [0, 2, 1, 3])), [0, 2, 1, 3])
+        if "gate_kernel" in node.weights:
+            gate = b.op("Sigmoid", self._project(node, b, inputs[tensors["query"]], "gate"))
+            context = b.op("Mul", context, gate)
+        flat = b.reshape(context, [0, 0, heads * head_dim])
+        kernel = node.weights["output_kernel"]
+        output = b.op("MatMul", flat, b.weight("output_kernel", np.reshape(kernel, (heads * head_dim, -1))))
+        if "output_bias" in node.weights:
+            output = b.op("Add", output, b.weight("output_bias"))
+        return [output, weights][: self.num_outputs(node)]
+
+    def _project(self, node: Node, b: OpBuilder, x: str, name: str) -> str:
+        """einsum('bqm,muh->bquh') + bias as MatMul on the flattened (heads, head_dim) kernel."""
+        kernel = node.weights[f"{name}_kernel"]
+        dim, heads, head_dim = kernel.shape
+        y = b.op("MatMul", x, b.weight(f"{name}_kernel", np.reshape(kernel, (dim, heads * head_dim))))
+        y = b.reshape(y, [0, 0, int(heads), int(head_dim)])
+        if f"{name}_bias" in node.weights:
+            y = b.op("Add", y, b.weight(f"{name}_bias"))
+        return y
+
+    def _mask(self, node: Node, b: OpBuilder, inputs: list[str], tensors: dict[str, int]) -> str | None:
+        """attention_mask AND causal AND sliding window, as (B|1, 1, T, S) bool."""
+        window = node.attrs.get("sliding_window")
+        keep = band_mask(b, inputs[tensors["query"]], inputs[tensors["value"]], call_flag(node, "use_causal_mask"),
+                         None if window is None else int(window))
+        if "attention_mask" in tensors:
+            given = as_bool(b, inputs[tensors["attention_mask"]])
+            keep = given if keep is None else both(b, given, keep)
+        if keep is None:
+            return None
+        given_rank = len(node.inputs[tensors["attention_mask"]].shape or ()) if "attention_mask" in tensors else 3
+        for _ in range(4 - max(3, given_rank)):
+            keep = b.unsqueeze(keep, [-3])
+        return keep
+
+
+def _repeat_heads(b: OpBuilder, x: str, kv_heads: int, heads: int, head_dim: int) -> str:
+    """ops.repeat(x, heads // kv_heads, axis=2) on (B, S, Hkv, D): each kv head repeated in a row."""
+    if kv_heads == heads:
+        return x
+    tiled = b.op("Expand", b.unsqueeze(x, [3]), b.ints([1, 1, 1, heads // kv_heads, 1], "repeats"))
+    return b.reshape(tiled, [0, 0, heads, head_dim])

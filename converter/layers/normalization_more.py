@@ -1,0 +1,127 @@
+"""RMSNormalization (Keras 3.15) and the SpectralNormalization wrapper.
+
+RMSNormalization follows `keras.ops.rms_normalization`: x * rsqrt(mean(x**2, axis) + epsilon) * scale,
+where `scale` keeps the shape Keras built it with (the normalised dims, in sorted-axis order) and is
+multiplied with numpy broadcasting, exactly as Keras multiplies it.
+
+SpectralNormalization only rewrites its layer's kernel while training (`call(..., training=True)`);
+at inference it runs the wrapped layer on the stored kernel, so it converts as that layer. Its own
+`vector_u` (the power-iteration state) does not enter the result.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from converter.errors import ShapeError, UnsupportedLayerError
+from converter.ir import Node, Shape, Tensor
+from converter.layers.builder import OpBuilder
+from converter.layers.preprocessing import FLOAT_DTYPES
+from converter.layers.registry import LAYERS, LayerHandler, handler_for
+from converter.layers.wrappers import _runnable_child
+
+
+def _rms_axes(value: Any, rank: int) -> list[int]:
+    values = [-1] if value is None else ([value] if isinstance(value, int) else list(value))
+    return sorted(int(a) % rank for a in values)
+
+
+@LAYERS.register("RMSNormalization")
+class RMSNormalization(LayerHandler):
+    def weight_names(self, node: Node) -> list[str]:
+        return ["scale"]
+
+    def weight_shapes(self, node: Node, input_shapes: list[Shape]) -> dict[str, tuple[int | None, ...]]:
+        shape = input_shapes[0]
+        dims = [shape[a] for a in _rms_axes(node.attrs.get("axis"), len(shape))]
+        return {"scale": tuple(d if isinstance(d, int) else None for d in dims)}
+
+    def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
+        shape = input_shapes[0]
+        axis = node.attrs.get("axis")
+        for a in [-1] if axis is None else ([axis] if isinstance(axis, int) else list(axis)):
+            if not -len(shape) <= int(a) < len(shape) or int(a) % len(shape) == 0:
+                raise ShapeError(f"RMSNormalization '{node.layer_name}' normalises axis {a} of an input "
+                                 f"of rank {len(shape)}", layer=node.layer_name,
+                                 hint="the axis must be a non-batch axis of the input")
+        return [shape]
+
+    def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
+        x = inputs[0]
+        axes = _rms_axes(node.attrs.get("axis"), len(node.inputs[0].shape or ()))
+        mean_square = b.reduce("ReduceMean", b.op("Mul", x, x), axes, keepdims=True)
+        eps = b.scalar(float(node.attr("epsilon", 1e-6)), "epsilon")
+        inv_rms = b.op("Reciprocal", b.op("Sqrt", b.op("Add", mean_square, eps)))
+        return [b.op("Mul", b.op("Mul", x, inv_rms), b.weight("scale"))]
+
+
+def _wrapped(node: Node) -> tuple[Node, LayerHandler]:
+    if not node.children:
+        raise UnsupportedLayerError(f"SpectralNormalization '{node.layer_name}' has no wrapped layer in its "
+                                    "config", layer=node.layer_name, hint="the config is incomplete")
+    child = node.children[0]
+    handler = handler_for(child)
+    if handler is None:
+        raise UnsupportedLayerError(f"SpectralNormalization '{node.layer_name}' wraps {child.kind}, which "
+                                    "kconvert cannot convert", layer=node.layer_name,
+                                    hint="register a handler for the wrapped layer (see README, 'Custom layers')")
+    child.weights = node.weights  # the wrapper holds the child's arrays (and vector_u, which the child ignores)
+    child.layer_name = node.layer_name
+    return child, handler
+
+
+@LAYERS.register("SpectralNormalization")
+class SpectralNormalization(LayerHandler):
+    """The wrapped layer with its stored (already normalised while training) kernel.
+
+    Both file layouts arrive as the child's arrays followed by `vector_u` (legacy_weights.py puts a
+    Keras 3 zip's `[kernel alias, vector_u, layer vars...]` in that order).
+    """
+
+    def check(self, node: Node) -> None:
+        child, handler = _wrapped(node)
+        handler.check(child)
+        if handler.num_outputs(child) != 1:
+            raise UnsupportedLayerError(f"SpectralNormalization '{node.layer_name}' wraps {child.kind}, which "
+                                        "has several outputs", layer=node.layer_name)
+
+    def weight_names(self, node: Node) -> list[str]:
+        child, handler = _wrapped(node)
+        return [*handler.weight_names(child), "vector_u"]
+
+    def weight_shapes(self, node: Node, input_shapes: list[Shape]) -> dict[str, tuple[int | None, ...]]:
+        child, handler = _wrapped(node)
+        return handler.weight_shapes(child, input_shapes)
+
+    def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
+        child, handler = _wrapped(node)
+        child.inputs = list(node.inputs)
+        shapes = handler.output_shapes(child, input_shapes)
+        child.outputs = [Tensor(f"{node.name}/inner", tuple(shapes[0]), producer=child)]
+        return shapes[:1]
+
+    def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
+        child, handler = _wrapped(node)
+        # The layout pass does not see inside the wrapper: a channels_first_only child (Conv2D) runs as a
+        # channels_first twin between Transposes.
+        child, transposed = _runnable_child(child, handler)
+        x = inputs[0]
+        rank = len(node.inputs[0].shape or ())
+        if transposed:
+            x = b.transpose(x, [0, rank - 1, *range(1, rank - 1)])
+        owner = b.node
+        b.node = child
+        (y,) = handler.emit(child, b, [x, *inputs[1:]])[:1]
+        b.node = owner
+        out_rank = len(node.outputs[0].shape or ())
+        if transposed:
+            y = b.transpose(y, [0, *range(2, out_rank), 1])
+        if b.keras_major >= 3 and node.inputs[0].dtype not in FLOAT_DTYPES:
+            # Keras 3 casts the wrapped layer's output back to the input dtype (an Embedding's ids).
+            to = {"int32": 6, "int64": 7, "uint8": 2, "int8": 3}.get(node.inputs[0].dtype)
+            if to is None:
+                raise UnsupportedLayerError(f"SpectralNormalization '{node.layer_name}' gets a "
+                                            f"{node.inputs[0].dtype} input", layer=node.layer_name)
+            node.outputs[0].dtype = node.inputs[0].dtype
+            y = b.op("Cast", y, to=to)
+        return [y]
