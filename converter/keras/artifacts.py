@@ -37,7 +37,8 @@ class KerasArtifact:
     _keep_open: list[Any] = field(default_factory=list, repr=False)
 
     def close(self) -> None:
-        for handle in self._keep_open:
+        # Reverse order: an HDF5 handle must close before the file object it reads from.
+        for handle in reversed(self._keep_open):
             handle.close()
         self._keep_open.clear()
 
@@ -155,6 +156,53 @@ def read_entry(archive: zipfile.ZipFile, entry: str, name: str) -> bytes:
         raise FormatError(f"{name} entry {entry!r} cannot be read: {err}", hint="is the file complete?") from None
 
 
+class StoredEntry(io.RawIOBase):
+    """A window onto an uncompressed zip entry inside the archive file: HDF5 reads the weights in
+    place, without a copy of the whole entry in memory (Keras writes .keras archives uncompressed)."""
+
+    def __init__(self, path: Path, start: int, length: int) -> None:
+        self._file = path.open("rb")
+        self._start, self._length, self._pos = start, length, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self._pos, 2: self._length}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        count = max(0, min(len(buffer), self._length - self._pos))
+        self._file.seek(self._start + self._pos)
+        read = self._file.readinto(memoryview(buffer)[:count]) or 0
+        self._pos += read
+        return read
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+def _weights_entry(archive: zipfile.ZipFile, path: Path) -> io.RawIOBase | io.BytesIO:
+    info = archive.getinfo("model.weights.h5")
+    if info.compress_type != zipfile.ZIP_STORED:
+        return io.BytesIO(read_entry(archive, "model.weights.h5", path.name))
+    with path.open("rb") as raw:  # the local header's own name/extra lengths give the data offset
+        raw.seek(info.header_offset)
+        header = raw.read(30)
+    if len(header) < 30 or header[:4] != b"PK\x03\x04":
+        raise FormatError(f"{path.name}: damaged local header for model.weights.h5", hint="is the file complete?")
+    name_length, extra_length = int.from_bytes(header[26:28], "little"), int.from_bytes(header[28:30], "little")
+    return StoredEntry(path, info.header_offset + 30 + name_length + extra_length, info.file_size)
+
+
 def _open_keras_zip(path: Path) -> KerasArtifact:
     try:
         archive = zipfile.ZipFile(path)
@@ -169,11 +217,13 @@ def _open_keras_zip(path: Path) -> KerasArtifact:
             if "metadata.json" in names else {})
     weights, keep = None, [archive]
     if "model.weights.h5" in names:
-        data = read_entry(archive, "model.weights.h5", path.name)
-        if not data.startswith(HDF5_SIGNATURE):  # e.g. a pickle: never handed to anything that runs it
+        source = _weights_entry(archive, path)
+        keep.append(source)
+        if source.read(len(HDF5_SIGNATURE)) != HDF5_SIGNATURE:  # e.g. a pickle: never handed to anything
             raise FormatError(f"{path.name}: model.weights.h5 is not an HDF5 file",
                               hint="refusing a tampered archive (kconvert never unpickles)")
-        handle = _open_h5_handle(io.BytesIO(data), "model.weights.h5")
+        source.seek(0)
+        handle = _open_h5_handle(source, "model.weights.h5")
         weights = open_weight_source(handle)
         keep.append(handle)
     return KerasArtifact(

@@ -51,6 +51,9 @@ RANDOM_AUGMENTATION = (
     "RandomSaturation", "RandomSharpness", "RandomGrayscale", "RandomInvert", "RandomPosterization",
     "RandomColorDegeneration", "RandomColorJitter", "RandomErasing", "RandomGaussianBlur", "AugMix", "CutMix",
     "MixUp", "RandAugment",
+    # Equalization and Solarization transform only when training=True; MaxNumBoundingBoxes pads/truncates
+    # bounding-box targets and returns the images unchanged.
+    "Equalization", "Solarization", "MaxNumBoundingBoxes",
 )
 
 

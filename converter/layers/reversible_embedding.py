@@ -14,6 +14,19 @@ from converter.layers.embedding import Embedding
 from converter.layers.registry import LAYERS
 
 
+def _output_dim(node: Node) -> int:
+    """The class-independent rename table turns Keras 1's `output_dim` into `units`; only Embedding is exempt."""
+    value = node.attrs.get("output_dim", node.attrs.get("units"))
+    if not isinstance(value, int):
+        raise UnsupportedLayerError(f"ReversibleEmbedding '{node.layer_name}' has no integer output_dim",
+                                    layer=node.layer_name, hint="the config is incomplete")
+    return value
+
+
+def _with_output_dim(node: Node) -> Node:
+    return Node(node.kind, node.name, attrs={**node.attrs, "output_dim": _output_dim(node)}, layer_name=node.layer_name)
+
+
 def _reverse(node: Node) -> bool:
     return bool(node.attr("call_kwargs", {}).get("reverse", False))
 
@@ -21,7 +34,7 @@ def _reverse(node: Node) -> bool:
 @LAYERS.register("ReversibleEmbedding")
 class ReversibleEmbedding(Embedding):
     def check(self, node: Node) -> None:
-        super().check(node)
+        super().check(_with_output_dim(node))
         if node.attrs.get("reverse_dtype") not in (None, "float32"):
             raise UnsupportedLayerError(f"ReversibleEmbedding '{node.layer_name}' computes its reverse logits in "
                                         f"{node.attrs['reverse_dtype']}", layer=node.layer_name,
@@ -31,13 +44,13 @@ class ReversibleEmbedding(Embedding):
         return ["embeddings"] if node.attr("tie_weights", True) else ["embeddings", "reverse_embeddings"]
 
     def weight_shapes(self, node: Node, input_shapes: list[Shape]) -> dict[str, tuple[int | None, ...]]:
-        rows, dim = int(node.attrs["input_dim"]), int(node.attrs["output_dim"])
+        rows, dim = int(node.attrs["input_dim"]), _output_dim(node)
         return {"embeddings": (rows, dim), "reverse_embeddings": (dim, rows)}
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
         if _reverse(node):
             return [(*input_shapes[0][:-1], int(node.attrs["input_dim"]))]
-        return super().output_shapes(node, input_shapes)
+        return [(*input_shapes[0], _output_dim(node))]
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
         if not _reverse(node):
