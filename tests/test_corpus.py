@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("corpus_report", ROOT / "tools" / "corpus_report.py")
+_spec = importlib.util.spec_from_file_location("corpus_report", ROOT / "bench" / "corpus_report.py")
 assert _spec is not None and _spec.loader is not None
 report = importlib.util.module_from_spec(_spec)
 sys.modules["corpus_report"] = report  # dataclasses look their module up while the class is built

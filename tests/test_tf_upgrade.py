@@ -125,7 +125,7 @@ def test_keras2_models_survive_the_upgrade(tmp_path: Path, name: str) -> None:
 
 # --- the real-world corpus -------------------------------------------------------------------------
 
-_spec = importlib.util.spec_from_file_location("corpus_report", ROOT / "tools" / "corpus_report.py")
+_spec = importlib.util.spec_from_file_location("corpus_report", ROOT / "bench" / "corpus_report.py")
 assert _spec is not None and _spec.loader is not None
 report = importlib.util.module_from_spec(_spec)
 sys.modules.setdefault("corpus_report", report)

@@ -57,9 +57,13 @@ def read_chunked_attr(group: h5py.Group, name: str) -> list[str]:
 LayerKey = tuple[str, str]
 
 
+# Keras 3 snake-cases the Python class name; these classes are exported (and configured) under another.
+_PYTHON_CLASS = {"GroupQueryAttention": "GroupedQueryAttention"}
+
+
 def saved_object_name(class_name: str) -> str:
     """Keras 3 addresses a container's layers by snake-cased class name, not by `layer.name`."""
-    name = re.sub(r"\W+", "", class_name)
+    name = re.sub(r"\W+", "", _PYTHON_CLASS.get(class_name, class_name))
     name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
     return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
 
