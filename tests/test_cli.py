@@ -181,3 +181,16 @@ def test_nchw_inputs_remove_the_input_transpose(tmp_path: Path) -> None:
     dims = [d.dim_value or d.dim_param for d in onnx.load(str(nchw)).graph.input[0].type.tensor_type.shape.dim]
     plain_dims = [d.dim_value or d.dim_param for d in onnx.load(str(plain)).graph.input[0].type.tensor_type.shape.dim]
     assert dims == [plain_dims[0], plain_dims[3], plain_dims[1], plain_dims[2]]
+
+
+def test_unsupported_multi_output_layer_is_reported_not_crashed(tmp_path: Path) -> None:
+    """An unknown layer's output count is unknown; reading its second output must still give the
+    one 'cannot be converted' error (exit 3), not a crash."""
+    from kmodels import functional, input_layer
+
+    custom = {"class_name": "SplitInTwo", "config": {"name": "split"}, "name": "split"}
+    config = functional([(input_layer("x", (4,)), []), (custom, ["x"])], inputs=["x"], outputs=["split"])
+    config["config"]["output_layers"] = [["split", 0, 0], ["split", 0, 1]]
+    model = save_keras(tmp_path / "m.keras", config, {})
+    result = _kconvert(str(model))
+    assert result.returncode == 3 and "'split' (SplitInTwo)" in result.stderr and "Traceback" not in result.stderr

@@ -17,7 +17,7 @@ from converter.errors import FormatError, UnsupportedLayerError, WeightsError
 from converter.ir import Graph, Node, Tensor
 from converter.ir.graph import INPUT_SPEC_KEYS, SHAPE_KEYS
 from converter.keras.artifacts import KerasArtifact
-from converter.keras.calls import model_refs, parse_call
+from converter.keras.calls import TensorRef, model_refs, parse_call
 from converter.keras.dialects import canonical_class, canonical_config, is_keras1, upgrade_model_config
 from converter.keras.legacy_config import legacy_refusal
 from converter.keras.legacy_weights import WeightOrigin, upgrade_weights
@@ -188,7 +188,7 @@ def _build_functional(ctx: _Context, config: dict[str, Any], inputs: list[Tensor
         for name, k, call in pending:
             refs, kwargs, tensor_kwargs = parse_call(call)
             if all((r[0], r[1]) in produced for r in refs):
-                args = [produced[(r[0], r[1])][r[2]] for r in refs]
+                args = [_tensor_at(ctx, produced, r) for r in refs]
                 produced[(name, k + offsets.get(name, 0))] = _call_layer(
                     ctx, layers[name], args, k, prefix, wpath,
                     {"call_kwargs": kwargs, "tensor_kwargs": tensor_kwargs}, saved)
@@ -199,7 +199,19 @@ def _build_functional(ctx: _Context, config: dict[str, Any], inputs: list[Tensor
             raise FormatError(f"the functional graph cannot be wired (unknown or cyclic inputs: {missing})",
                               layer=remaining[0][0], hint="is the config complete?")
         pending = remaining
-    return [produced[(n, k)][t] for n, k, t in model_refs(config.get("output_layers"))]
+    return [_tensor_at(ctx, produced, ref) for ref in model_refs(config.get("output_layers"))]
+
+
+def _tensor_at(ctx: _Context, produced: dict[tuple[str, int], list[Tensor]], ref: TensorRef) -> Tensor:
+    """Output `ref[2]` of call `ref[1]` of layer `ref[0]`. An unsupported layer gets one output (its
+    count is unknown), so a reference past it means: report the unsupported layers."""
+    outputs = produced[(ref[0], ref[1])]
+    if ref[2] < len(outputs):
+        return outputs[ref[2]]
+    if ctx.unsupported:
+        raise unsupported_error(ctx.unsupported)
+    raise FormatError(f"the config reads output {ref[2]} of layer '{ref[0]}', which has {len(outputs)}",
+                      layer=ref[0], hint="is the config complete?")
 
 
 def _node_offsets(config: dict[str, Any], layers: dict[str, dict[str, Any]]) -> dict[str, int]:

@@ -16,6 +16,7 @@ from converter.layers import (  # noqa: F401  (imported for registration)
     einsum_dense,
     embedding,
     grouped_attention,
+    locally_connected,
     mask_layers,
     merge,
     multi_head_attention,

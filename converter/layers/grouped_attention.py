@@ -1,5 +1,8 @@
 """GroupQueryAttention (Keras 3's `GroupedQueryAttention` class, exported as `keras.layers.GroupQueryAttention`).
 
+A `.keras` config names it by the export, `GroupQueryAttention`; a legacy `.h5` written by Keras 3 by the
+Python class, `GroupedQueryAttention`; both are registered.
+
 Query (B, T, dim) -> (B, T, Hq, D); key/value (B, S, dim) -> (B, S, Hkv, D), each head of key and
 value repeated Hq/Hkv times (`ops.repeat` on the head axis: kv head j serves query heads
 j*r .. j*r + r - 1); scores = q k^T / sqrt(D) over (T, S) per query head, masked softmax, weighted

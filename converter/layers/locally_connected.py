@@ -1,0 +1,160 @@
+"""LocallyConnected1D / LocallyConnected2D (Keras 2 / tf_keras only): convolutions with unshared weights.
+
+Each output position has its own kernel. The three `implementation` modes store that one linear map
+in three layouts (tf_keras/src/layers/locally_connected/):
+1. (positions, prod(kernel_size) * in_channels, filters): one patch kernel per output position, the
+   patch flattened in the data format's order (`backend.local_conv`);
+2. the dense (input..., output...) matrix in data-format axis order, masked by the connectivity
+   (`conv_utils.conv_kernel_mask`);
+3. the non-zero entries of the (output, input) matrix, in sorted `conv_utils.conv_kernel_idxs` order.
+All three become one dense (input size, output size) matrix here: y = reshape(flatten(x) @ W + bias).
+The bias is added in flat output order in both data formats (tf_keras reshapes it, never transposes).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from converter.errors import ShapeError, UnsupportedLayerError
+from converter.ir import Node, Shape
+from converter.layers.activations import apply_activation, check_activation
+from converter.layers.builder import OpBuilder
+from converter.layers.registry import LAYERS, LayerHandler, expect_rank
+from converter.layers.windows import check_padding, ints
+
+
+class Geometry:
+    """Static sizes of one LocallyConnected call, in Keras' terms."""
+
+    def __init__(self, node: Node, shape: Shape, rank: int) -> None:
+        self.first = node.attr("data_format", "channels_last") == "channels_first"
+        dims = list(shape[2:]) if self.first else list(shape[1:-1])
+        channels = shape[1] if self.first else shape[-1]
+        if not all(isinstance(d, int) for d in [*dims, channels]):
+            raise ShapeError(f"{node.kind} '{node.layer_name}' needs a static input shape, got {shape}",
+                             layer=node.layer_name, hint="its weights are sized for one input shape")
+        self.in_dims = tuple(int(d) for d in dims)  # type: ignore[arg-type]
+        self.cin = int(channels)  # type: ignore[arg-type]
+        self.kernel = ints(node, "kernel_size", rank, None)
+        self.strides = ints(node, "strides", rank, 1)
+        self.padding = str(node.attr("padding", "valid")).lower()
+        self.filters = int(node.attrs["filters"])
+        self.out_dims = tuple(_out_length(n, k, s, self.padding)
+                              for n, k, s in zip(self.in_dims, self.kernel, self.strides))
+
+    def in_index(self, position: tuple[int, ...], channel: int) -> int:
+        if self.first:
+            return int(np.ravel_multi_index((channel, *position), (self.cin, *self.in_dims)))
+        return int(np.ravel_multi_index((*position, channel), (*self.in_dims, self.cin)))
+
+    def out_index(self, position: tuple[int, ...], filt: int) -> int:
+        if self.first:
+            return int(np.ravel_multi_index((filt, *position), (self.filters, *self.out_dims)))
+        return int(np.ravel_multi_index((*position, filt), (*self.out_dims, self.filters)))
+
+    def out_shape(self) -> tuple[int, ...]:
+        return (self.filters, *self.out_dims) if self.first else (*self.out_dims, self.filters)
+
+    def sizes(self) -> tuple[int, int]:
+        return self.cin * int(np.prod(self.in_dims)), self.filters * int(np.prod(self.out_dims))
+
+
+def _out_length(length: int, kernel: int, stride: int, padding: str) -> int:
+    """conv_utils.conv_output_length (no dilation)."""
+    size = length if padding == "same" else length - kernel + 1
+    return (size + stride - 1) // stride
+
+
+def _connected(g: Geometry, out_position: tuple[int, ...]) -> list[range]:
+    """conv_utils.conv_connected_inputs: the input window that feeds one output position."""
+    ranges = []
+    for d, (length, k, s) in enumerate(zip(g.in_dims, g.kernel, g.strides)):
+        left = k // 2
+        center = out_position[d] * s + (left if g.padding == "valid" else 0)
+        ranges.append(range(max(0, center - left), min(length, center + k - left)))
+    return ranges
+
+
+def _pairs(g: Geometry) -> list[tuple[int, int]]:
+    """conv_utils.conv_kernel_idxs: (output index, input index) of every weight, in its loop order."""
+    pairs: list[tuple[int, int]] = []
+    for out_pos in itertools.product(*(range(d) for d in g.out_dims)):
+        for in_pos in itertools.product(*_connected(g, out_pos)):
+            for c in range(g.cin):
+                pairs.extend((g.out_index(out_pos, f), g.in_index(in_pos, c)) for f in range(g.filters))
+    return pairs
+
+
+def dense_matrix(kernel: np.ndarray, g: Geometry, mode: int) -> np.ndarray:
+    """The stored kernel of any implementation mode as the (input size, output size) matrix."""
+    in_size, out_size = g.sizes()
+    if mode == 2:
+        mask = np.zeros((*g.in_dims, *g.out_dims), np.float32)
+        for out_pos in itertools.product(*(range(d) for d in g.out_dims)):
+            for in_pos in itertools.product(*_connected(g, out_pos)):
+                mask[in_pos + out_pos] = 1.0
+        mask = mask.reshape((1, *g.in_dims, 1, *g.out_dims)) if g.first else \
+            mask.reshape((*g.in_dims, 1, *g.out_dims, 1))
+        return (kernel * mask).reshape(in_size, out_size).astype(np.float32)
+    matrix = np.zeros((in_size, out_size), np.float32)
+    if mode == 3:
+        rows, cols = zip(*sorted(_pairs(g)))
+        matrix[np.asarray(cols), np.asarray(rows)] = kernel
+        return matrix
+    for p, out_pos in enumerate(itertools.product(*(range(d) for d in g.out_dims))):
+        starts = [o * s for o, s in zip(out_pos, g.strides)]
+        window = list(itertools.product(*(range(st, st + k) for st, k in zip(starts, g.kernel))))
+        if g.first:
+            ins = [g.in_index(pos, c) for c in range(g.cin) for pos in window]
+        else:
+            ins = [g.in_index(pos, c) for pos in window for c in range(g.cin)]
+        outs = [g.out_index(out_pos, f) for f in range(g.filters)]
+        matrix[np.ix_(ins, outs)] = kernel[p]
+    return matrix
+
+
+class LocallyConnected(LayerHandler):
+    rank = 1
+
+    def check(self, node: Node) -> None:
+        check_activation(node)
+        mode = int(node.attr("implementation", 1))
+        if mode not in (1, 2, 3):
+            raise UnsupportedLayerError(f"{node.kind} '{node.layer_name}' has implementation={mode}",
+                                        layer=node.layer_name, hint="Keras knows implementations 1, 2 and 3")
+        check_padding(node, ("valid",) if mode == 1 else ("valid", "same"))
+        ints(node, "kernel_size", self.rank, None)
+        ints(node, "strides", self.rank, 1)
+
+    def weight_names(self, node: Node) -> list[str]:
+        return ["kernel", "bias"] if node.attr("use_bias", True) else ["kernel"]
+
+    def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
+        shape = input_shapes[0]
+        expect_rank(node, shape, self.rank + 2, "(batch, ..., channels)")
+        g = Geometry(node, shape, self.rank)
+        if min(g.out_dims) <= 0:
+            raise ShapeError(f"{node.kind} '{node.layer_name}': the kernel is larger than the input {shape}",
+                             layer=node.layer_name)
+        return [(shape[0], *g.out_shape())]
+
+    def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
+        g = Geometry(node, node.inputs[0].shape or (), self.rank)
+        in_size, out_size = g.sizes()
+        matrix = dense_matrix(np.asarray(node.weights["kernel"], np.float32), g, int(node.attr("implementation", 1)))
+        y = b.op("MatMul", b.reshape(inputs[0], [-1, in_size]), b.weight("kernel", matrix))
+        if "bias" in node.weights:
+            y = b.op("Add", y, b.weight("bias", np.reshape(node.weights["bias"], (out_size,))))
+        return [apply_activation(b, b.reshape(y, [-1, *g.out_shape()]), node.attrs.get("activation"))]
+
+
+@LAYERS.register("LocallyConnected1D")
+class LocallyConnected1D(LocallyConnected):
+    rank = 1
+
+
+@LAYERS.register("LocallyConnected2D")
+class LocallyConnected2D(LocallyConnected):
+    rank = 2
