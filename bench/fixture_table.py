@@ -13,8 +13,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-import converter  # noqa: E402
 from test_fixtures import CASES, FIXTURES, FORMATS, run_model  # noqa: E402
+
+import converter  # noqa: E402
 
 RTOL, ATOL = 1e-4, 1e-5
 

@@ -215,7 +215,8 @@ def _open_keras_zip(path: Path) -> KerasArtifact:
     config = _parse_json(read_entry(archive, "config.json", path.name), f"{path.name}:config.json")
     meta = (_parse_json(read_entry(archive, "metadata.json", path.name), "metadata.json")
             if "metadata.json" in names else {})
-    weights, keep = None, [archive]
+    weights = None
+    keep: list[Any] = [archive]
     if "model.weights.h5" in names:
         source = _weights_entry(archive, path)
         keep.append(source)

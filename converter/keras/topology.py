@@ -97,9 +97,9 @@ def _build_model(ctx: _Context, class_name: str, config: Any, inputs: list[Tenso
 
 def _layer_parts(layer: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
     cls = canonical_class(str(layer.get("class_name")))
-    config = layer.get("config") if isinstance(layer.get("config"), (dict, list)) else {}
-    if isinstance(config, list):  # a nested Keras 1 Sequential
-        config = {"layers": config}
+    raw = layer.get("config")
+    # A nested Keras 1 Sequential's config is its bare list of layers.
+    config: dict[str, Any] = raw if isinstance(raw, dict) else {"layers": raw} if isinstance(raw, list) else {}
     name = str(layer.get("name") or config.get("name") or cls.lower())
     return cls, name, config
 
