@@ -8,7 +8,7 @@ mask-consuming layers; here it is an explicit tensor made by a TimestepMask node
 from __future__ import annotations
 
 from converter.errors import UnsupportedLayerError
-from converter.ir import Node, Shape
+from converter.ir import Dim, Node, Shape
 from converter.layers.builder import OpBuilder
 from converter.layers.registry import LAYERS, LayerHandler, expect_min_rank
 
@@ -107,3 +107,35 @@ class Any_(LayerHandler):
         keepdims = bool(node.attr("keepdims", False))
         reduced = b.reduce("ReduceMax", as_float, [int(node.attrs["axis"])], keepdims=keepdims)
         return [b.op("Cast", reduced, to=9)]
+
+
+@LAYERS.register("AttentionMask")
+class AttentionMask(LayerHandler):
+    """Internal: the attention mask Keras derives from implicit (batch, time) masks of an attention call.
+
+    Keras' MultiHeadAttention ANDs `query_mask[:, :, None]`, `value_mask[:, None, :]` and `key_mask[:, None, :]`
+    with any given `attention_mask`. attrs: `roles`, one of "query" / "value" / "key" / "given" per input.
+    """
+
+    internal = True
+
+    def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
+        batch: Dim = "batch"
+        query: Dim = 1
+        value: Dim = 1
+        for role, shape in zip(node.attrs["roles"], input_shapes):
+            if role == "given":
+                return [tuple(shape)]
+            batch = shape[0]
+            query, value = (shape[1], value) if role == "query" else (query, shape[1])
+        return [(batch, query, value)]
+
+    def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
+        masks = []
+        for role, mask in zip(node.attrs["roles"], inputs):
+            flag = b.op("Cast", mask, to=9)
+            masks.append(flag if role == "given" else b.unsqueeze(flag, [-1] if role == "query" else [-2]))
+        keep = masks[0]
+        for mask in masks[1:]:
+            keep = b.op("And", keep, mask)
+        return [keep]

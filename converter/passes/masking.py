@@ -9,11 +9,20 @@ back through mask-passing layers; if a mask source is found, a TimestepMask node
 (batch, time) bool mask is inserted (one per source, shared) and appended to the layer's inputs
 under `tensor_kwargs["mask"]`. An explicit mask is left as the user wired it (Keras 3 functional
 files record every mask a call used this way, as `not_equal` / `any` op nodes).
+
+Attention layers read the implicit masks of their inputs too, in Keras 2 and Keras 3 files alike
+(neither records them): Attention / AdditiveAttention get `mask=[query_mask, value_mask]`;
+MultiHeadAttention / GroupQueryAttention get an AttentionMask node (query x value x key masks, ANDed
+with any given `attention_mask`) as their `attention_mask`.
 """
 
 from __future__ import annotations
 
+from converter.errors import UnsupportedLayerError
 from converter.ir import Graph, Node, Tensor
+from converter.layers.attention import positional
+from converter.layers.mask_layers import AttentionMask
+from converter.layers.multi_head_attention import call_tensors
 
 # GlobalAveragePooling1D averages over the unmasked steps only (its handler reads tensor_kwargs["mask"]).
 MASK_CONSUMERS = frozenset({"SimpleRNN", "GRU", "LSTM", "RNN", "Bidirectional", "GlobalAveragePooling1D"})
@@ -25,6 +34,8 @@ MASK_PASSING = frozenset({
     "TimeDistributed",
 })
 KERAS2_MASK_PASSING = frozenset({"SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D"})
+DOT_ATTENTION = frozenset({"Attention", "AdditiveAttention"})
+HEAD_ATTENTION = frozenset({"MultiHeadAttention", "GroupQueryAttention", "GroupedQueryAttention"})
 
 
 def run(graph: Graph) -> Graph:
@@ -44,7 +55,55 @@ def run(graph: Graph) -> Graph:
             continue
         node.inputs.append(mask)
         node.attrs["tensor_kwargs"] = {**kwargs, "mask": [len(node.inputs) - 1]}
+    for node in list(graph.nodes):
+        if node.kind in DOT_ATTENTION and "mask" not in (node.attrs.get("tensor_kwargs") or {}):
+            _mask_dot_attention(graph, node, passing, made)
+        elif node.kind in HEAD_ATTENTION:
+            _mask_head_attention(graph, node, passing, made)
     return graph
+
+
+def _mask_dot_attention(graph: Graph, node: Node, passing: frozenset[str], made: dict[int, Tensor]) -> None:
+    at = positional(node)
+    query, value = (_mask_of(graph, node.inputs[i], passing, made) for i in at[:2])
+    if query is None and value is None:
+        return
+    if query is None or value is None:
+        raise UnsupportedLayerError(
+            f"{node.kind} '{node.layer_name}' receives an implicit mask on only one of query and value",
+            layer=node.layer_name, hint="pass mask=[query_mask, value_mask] explicitly in the model")
+    node.inputs.extend([query, value])
+    kwargs = node.attrs.get("tensor_kwargs") or {}
+    node.attrs["tensor_kwargs"] = {**kwargs, "mask": [len(node.inputs) - 2, len(node.inputs) - 1]}
+
+
+def _mask_head_attention(graph: Graph, node: Node, passing: frozenset[str], made: dict[int, Tensor]) -> None:
+    found = call_tensors(node)
+    roles, masks = [], []
+    for role in ("query", "value", "key"):
+        index = found.get(role, -1)
+        mask = _mask_of(graph, node.inputs[index], passing, made) if index >= 0 else None
+        if mask is not None:
+            roles.append(role)
+            masks.append(mask)
+    if not masks:
+        return
+    if "attention_mask" in found:
+        roles.append("given")
+        masks.append(node.inputs[found["attention_mask"]])
+    out = Tensor(name=f"{node.name}/implicit_attention_mask", dtype="bool")
+    mask_node = Node(kind="AttentionMask", name=out.name, attrs={"roles": roles}, inputs=masks, outputs=[out],
+                     layer_name=node.layer_name)
+    out.producer = mask_node
+    shapes = [t.shape or () for t in masks]
+    out.shape = AttentionMask().output_shapes(mask_node, shapes)[0]
+    graph.nodes.insert(graph.nodes.index(node), mask_node)
+    if "attention_mask" in found:  # the given mask now feeds the combined one, in its place
+        node.inputs[found["attention_mask"]] = out
+        return
+    node.inputs.append(out)
+    kwargs = node.attrs.get("tensor_kwargs") or {}
+    node.attrs["tensor_kwargs"] = {**kwargs, "attention_mask": [len(node.inputs) - 1]}
 
 
 def _mask_of(graph: Graph, tensor: Tensor, passing: frozenset[str], made: dict[int, Tensor]) -> Tensor | None:
