@@ -36,6 +36,9 @@ MASK_PASSING = frozenset({
 KERAS2_MASK_PASSING = frozenset({"SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D"})
 DOT_ATTENTION = frozenset({"Attention", "AdditiveAttention"})
 HEAD_ATTENTION = frozenset({"MultiHeadAttention", "GroupQueryAttention", "GroupedQueryAttention"})
+# Keras 3 replaces masked positions of these merges' inputs (1 for Multiply, -inf/+inf-like for
+# Maximum/Minimum); kconvert refuses that case rather than return other numbers.
+KERAS3_MASKED_MERGES = frozenset({"Multiply", "Maximum", "Minimum"})
 
 
 def run(graph: Graph) -> Graph:
@@ -56,11 +59,20 @@ def run(graph: Graph) -> Graph:
         node.inputs.append(mask)
         node.attrs["tensor_kwargs"] = {**kwargs, "mask": [len(node.inputs) - 1]}
     for node in list(graph.nodes):
+        if not keras2 and node.kind in KERAS3_MASKED_MERGES:
+            _refuse_masked_merge(graph, node, passing, made)
         if node.kind in DOT_ATTENTION and "mask" not in (node.attrs.get("tensor_kwargs") or {}):
             _mask_dot_attention(graph, node, passing, made)
         elif node.kind in HEAD_ATTENTION:
             _mask_head_attention(graph, node, passing, made)
     return graph
+
+
+def _refuse_masked_merge(graph: Graph, node: Node, passing: frozenset[str], made: dict[int, Tensor]) -> None:
+    if any(_mask_of(graph, t, passing, made) is not None for t in node.inputs):
+        raise UnsupportedLayerError(
+            f"{node.kind} '{node.layer_name}' receives an implicit mask, which Keras 3 applies to its inputs",
+            layer=node.layer_name, hint="kconvert does not reproduce masked merges; drop mask_zero/Masking before it")
 
 
 def _mask_dot_attention(graph: Graph, node: Node, passing: frozenset[str], made: dict[int, Tensor]) -> None:
