@@ -34,7 +34,10 @@ DTYPES = {
     "float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16, "float64": TensorProto.DOUBLE,
     "int32": TensorProto.INT32, "int64": TensorProto.INT64, "int8": TensorProto.INT8,
     "uint8": TensorProto.UINT8, "bool": TensorProto.BOOL, "bfloat16": TensorProto.BFLOAT16,
+    "string": TensorProto.STRING,
 }
+# Opset versions of the non-default domains, imported only when an op uses them.
+DOMAIN_OPSETS = {"ai.onnx.ml": 2}
 
 
 def max_opset() -> int:
@@ -112,6 +115,8 @@ def to_model(ops: OpGraph, metadata: dict[str, str] | None = None, with_data: bo
     graph = helper.make_graph(nodes, ops.name, [_value_info(i) for i in ops.inputs],
                               [_value_info(o) for o in ops.outputs], initializer=initializers)
     opset_ids = [helper.make_opsetid("", ops.opset)]
+    used = {node.domain for node in nodes}
+    opset_ids += [helper.make_opsetid(domain, version) for domain, version in DOMAIN_OPSETS.items() if domain in used]
     model = helper.make_model(graph, opset_imports=opset_ids, producer_name="kconvert",
                               producer_version=__version__)
     model.ir_version = helper.find_min_ir_version_for(opset_ids, ignore_unknown=True)

@@ -253,7 +253,18 @@ def make_node(cls: str, name: str, config: dict[str, Any]) -> Node:
         if isinstance(inner, dict) and "class_name" in inner:
             inner_cls, inner_name, inner_config = _layer_parts(inner)
             node.children.append(make_node(inner_cls, inner_name, inner_config))
+    for inner in _inner_layers(cls, attrs):  # a layer holding a list of layers (keras.layers.Pipeline)
+        inner_cls, inner_name, inner_config = _layer_parts(inner)
+        node.children.append(make_node(inner_cls, inner_name, inner_config))
     return node
+
+
+def _inner_layers(cls: str, attrs: dict[str, Any]) -> list[dict[str, Any]]:
+    """The layer configs of a non-model layer whose config holds a `layers` list (Pipeline)."""
+    inner = attrs.get("layers")
+    if cls in MODEL_CLASSES or not isinstance(inner, list) or not inner:
+        return []
+    return inner if all(isinstance(e, dict) and "class_name" in e for e in inner) else []
 
 
 def _call_layer(ctx: _Context, layer: dict[str, Any], args: list[Tensor], call_index: int, prefix: str,
@@ -278,7 +289,10 @@ def _call_layer(ctx: _Context, layer: dict[str, Any], args: list[Tensor], call_i
             if refusal:
                 raise UnsupportedLayerError(refusal, layer=node.layer_name)
             handler.check(node)
-            _attach_weights(ctx, node, handler.weight_names(node), wpath + (key,))
+            if _inner_layers(cls, node.attrs):
+                _attach_inner_weights(ctx, node, wpath + (key,))
+            else:
+                _attach_weights(ctx, node, handler.weight_names(node), wpath + (key,))
         except UnsupportedLayerError as err:
             ctx.unsupported.append(UnsupportedEntry(node.layer_name, cls, err.message))
         except WeightsError as err:
@@ -315,6 +329,23 @@ def _attach_weights(ctx: _Context, node: Node, names: list[str], path: tuple[Lay
             f"but the file holds {len(arrays)}", layer=node.layer_name,
             hint="is this the weights file saved from this model?")
     node.weights = {n: np.asarray(a) for n, a in zip(names, arrays)}
+
+
+def _attach_inner_weights(ctx: _Context, node: Node, path: tuple[LayerKey, ...]) -> None:
+    """A Pipeline's layers keep their own weights (Keras 3: `<pipeline>/layers/<saved name>/vars`; legacy
+    h5: names with the layer's name as a path component), so each is read by its own path, then handed
+    to the container as `<index>/<name>` (what its handler's weight_names lists)."""
+    saved = _saved_names(_inner_layers(node.kind, node.attrs))
+    weights: dict[str, np.ndarray] = {}
+    for i, child in enumerate(node.children):
+        handler = handler_for(child)
+        if handler is None:
+            continue  # the container's check() has refused it
+        child.layer_name = f"{node.layer_name}/{child.name}"
+        _attach_weights(ctx, child, handler.weight_names(child), path + ((child.name, saved.get(child.name,
+                                                                                             child.name)),))
+        weights.update({f"{i}/{name}": array for name, array in child.weights.items()})
+    node.weights = weights
 
 
 def _weighted_top_layers(ctx: _Context) -> list[LayerKey]:

@@ -123,6 +123,8 @@ def _owning_layer(weight_name: str, enclosing: list[str]) -> str:
     for model in enclosing:
         if i < len(parts) - 1 and parts[i] == model:
             i += 1
+        elif model in parts[i:-1]:  # Keras 3 also prefixes the outer model (`sequential/pipeline/dense/kernel`)
+            i = parts.index(model, i) + 1
     return parts[i]
 
 

@@ -23,6 +23,7 @@ from converter.layers import (  # noqa: F401  (imported for registration)
     normalization,
     normalization_extra,
     normalization_more,
+    pipeline,
     pooling,
     preprocessing,
     recurrent,
@@ -30,6 +31,7 @@ from converter.layers import (  # noqa: F401  (imported for registration)
     reversible_embedding,
     rnn_wrapper,
     spatial,
+    string_lookup,
     transpose,
     wrappers,
 )

@@ -1,0 +1,90 @@
+"""keras.layers.Pipeline: its layers (`node.children`, built from the config's `layers` list) applied in
+order, each emitted through its own handler.
+
+The topology reads each inner layer's weights by its own path and stores them on the Pipeline node as
+`<index>/<name>`; they are handed to the children before any of their handlers' methods run. The layout
+pass does not see inside the Pipeline, so a channels_first_only child runs between two Transposes, as in
+TimeDistributed.
+"""
+
+from __future__ import annotations
+
+from converter.errors import UnsupportedLayerError
+from converter.ir import Node, Shape, Tensor
+from converter.layers.builder import OpBuilder
+from converter.layers.registry import LAYERS, LayerHandler, handler_for
+from converter.layers.wrappers import _runnable_child, _to_channels_first, _to_channels_last
+
+
+def _children(node: Node) -> list[tuple[Node, LayerHandler]]:
+    if not node.children:
+        raise UnsupportedLayerError(f"Pipeline '{node.layer_name}' has no layers in its config",
+                                    layer=node.layer_name, hint="the config is incomplete")
+    pairs = []
+    for i, child in enumerate(node.children):
+        handler = handler_for(child)
+        if handler is None:
+            raise UnsupportedLayerError(
+                f"Pipeline '{node.layer_name}' holds {child.kind} '{child.name}', which kconvert cannot convert",
+                layer=node.layer_name, hint="register a handler for that layer (see README, 'Custom layers')")
+        prefix = f"{i}/"
+        child.weights = {k[len(prefix):]: v for k, v in node.weights.items() if k.startswith(prefix)}
+        pairs.append((child, handler))
+    return pairs
+
+
+@LAYERS.register("Pipeline")
+class Pipeline(LayerHandler):
+    def check(self, node: Node) -> None:
+        if len(node.inputs) > 1:
+            raise UnsupportedLayerError(f"Pipeline '{node.layer_name}' is called on several tensors",
+                                        layer=node.layer_name, hint="only a single-tensor Pipeline converts")
+        for child, handler in _children(node):
+            handler.check(child)
+            if handler.num_outputs(child) != 1:
+                raise UnsupportedLayerError(f"Pipeline '{node.layer_name}' holds {child.kind} '{child.name}', "
+                                            "which has several outputs", layer=node.layer_name)
+
+    def weight_names(self, node: Node) -> list[str]:
+        return [f"{i}/{name}" for i, (child, handler) in enumerate(_children(node))
+                for name in handler.weight_names(child)]
+
+    def weight_shapes(self, node: Node, input_shapes: list[Shape]) -> dict[str, tuple[int | None, ...]]:
+        shapes: dict[str, tuple[int | None, ...]] = {}
+        shape = input_shapes[0]
+        for i, (child, handler) in enumerate(_children(node)):
+            shapes.update({f"{i}/{k}": v for k, v in handler.weight_shapes(child, [shape]).items()})
+            shape = handler.output_shapes(child, [shape])[0]
+        return shapes
+
+    def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
+        shape = input_shapes[0]
+        dtype = node.inputs[0].dtype if node.inputs else "float32"
+        for child, handler in _children(node):
+            out = tuple(handler.output_shapes(child, [shape])[0])
+            # The children's own tensors carry their shapes, for handlers that read them while emitting.
+            child.inputs = [Tensor(f"{node.name}/{child.name}/input", shape, dtype)]
+            child.outputs = [Tensor(f"{node.name}/{child.name}", out, producer=child)]
+            shape = out
+        return [shape]
+
+    def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
+        x = inputs[0]
+        for child, handler in _children(node):
+            x = _emit_child(node, child, handler, b, x)
+        return [x]
+
+
+def _emit_child(node: Node, child: Node, handler: LayerHandler, b: OpBuilder, x: str) -> str:
+    runnable, transposed = _runnable_child(child, handler)
+    in_rank = len(child.inputs[0].shape or ())
+    if transposed:
+        x = b.transpose(x, _to_channels_first(in_rank))
+    scope, owner = b.scope, b.node
+    b.node, b.scope = runnable, f"{node.name}/{child.name}"
+    (y,) = handler.emit(runnable, b, [x])[:1]
+    b.node, b.scope = owner, scope
+    out_rank = len(child.outputs[0].shape or ())
+    if transposed and out_rank >= 3:  # rank 2 (e.g. global pooling) has no channel axis to move
+        y = b.transpose(y, _to_channels_last(out_rank))
+    return y
