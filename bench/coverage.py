@@ -26,7 +26,7 @@ from types import ModuleType
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from converter.keras.dialects import canonical_class  # noqa: E402
+from converter.keras.dialects import REWRITTEN_CLASSES, canonical_class  # noqa: E402
 from converter.layers import LAYERS  # noqa: E402
 
 _CELL = "RNN cell: only used inside an RNN layer, converted as part of that layer"
@@ -78,7 +78,8 @@ def exported_classes(module: ModuleType) -> dict[type, list[str]]:
 
 
 def is_supported(cls: type, names: list[str], registered: set[str]) -> bool:
-    return any(canonical_class(n) in registered for n in [*names, cls.__name__])
+    # RandomCrop & co. are rewritten by the dialect module into classes that have handlers.
+    return any(canonical_class(n) in registered or n in REWRITTEN_CLASSES for n in [*names, cls.__name__])
 
 
 def report(label: str, module: ModuleType, registered: set[str], keras3: bool) -> set[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from converter.keras.dialects import CLASS_ALIASES
+from converter.keras.dialects import CLASS_ALIASES, REWRITTEN_CLASSES
 from converter.layers import LAYERS
 
 # Which Keras a class exists in decides which files it is tested from (a `tf` test in
@@ -54,7 +54,8 @@ def layers_table() -> str:
         "(2) only Keras 2 has it, (op) not a `keras.layers` class but found in saved files (Keras 3 op "
         "nodes, Keras Applications' own layers). Keras 1 files are tested against hand-computed references.",
         "", "| family | classes |", "|---|---|", *rows, "",
-        f"Legacy class names read as their modern equivalents: {aliases}."])
+        f"Legacy class names read as their modern equivalents: {aliases}. Rewritten by the Keras version "
+        "that saved the file: " + "; ".join(f"{k} → {v}" for k, v in REWRITTEN_CLASSES.items()) + "."])
 
 
 def render(readme: str) -> str:

@@ -10,6 +10,7 @@ Handlers never see legacy class names or argument names: everything is translate
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 from converter.keras.cudnn import upgrade_cudnn_config
@@ -167,11 +168,43 @@ def upgrade_model_config(raw: Any, keras_version: str | None) -> Any:
     CuDNNLSTM / CuDNNGRU entries (Keras 2) get the arguments of the LSTM / GRU they compute (`cudnn.py`).
     """
     raw = upgrade_cudnn_config(raw)
+    raw = upgrade_random_crop(raw, keras_version)
     if not is_keras1(raw, keras_version):
         return raw
     ordering = _model_dim_ordering(raw)
     upgraded = copy.deepcopy(raw)
     _walk_layers(upgraded, ordering)
+    return upgraded
+
+
+# Classes translated into other classes by version-dependent rules below (no handler of their own).
+REWRITTEN_CLASSES = {"RandomCrop": "Resizing(crop_to_aspect_ratio=True) from Keras 2 files, Identity from Keras 3"}
+
+
+def upgrade_random_crop(raw: Any, keras_version: str | None) -> Any:
+    """RandomCrop's inference meaning depends on the Keras that saved it: Keras 2 center-crops to the
+    target aspect ratio and resizes bilinearly (`smart_resize`, which is what Resizing with
+    crop_to_aspect_ratio does); Keras 3 returns its input unchanged. Rewritten once, here."""
+    if '"RandomCrop"' not in json.dumps(raw):
+        return raw
+    keras3 = (keras_version or "2").split(".")[0] == "3"
+    upgraded = copy.deepcopy(raw)
+
+    def visit(value: Any) -> None:
+        if isinstance(value, dict):
+            if value.get("class_name") == "RandomCrop" and isinstance(value.get("config"), dict):
+                if keras3:
+                    value["class_name"] = "Identity"
+                else:
+                    value["class_name"] = "Resizing"
+                    value["config"].update(interpolation="bilinear", crop_to_aspect_ratio=True)
+            for v in value.values():
+                visit(v)
+        elif isinstance(value, list):
+            for v in value:
+                visit(v)
+
+    visit(upgraded)
     return upgraded
 
 
