@@ -66,7 +66,7 @@ def test_float_model_imports_no_ml_domain(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("config", "match"), [
     ({"vocabulary": None}, "vocabulary is not in the config"),
-    ({"vocabulary": "vocab.txt"}, "vocabulary is not in the config"),
+    ({"vocabulary": "vocab.txt"}, "in the file 'vocab.txt' it names"),
     ({"vocabulary": ["a"], "invert": True}, "invert=True"),
     ({"vocabulary": ["a"], "output_mode": "one_hot"}, "output_mode 'one_hot'"),
     ({"vocabulary": ["a"], "num_oov_indices": 2}, "num_oov_indices=2"),

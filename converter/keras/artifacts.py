@@ -24,6 +24,8 @@ ZIP_SIGNATURE = b"PK\x03\x04"
 # A .keras archive's config and weights are small next to this; larger means a zip bomb.
 MAX_ENTRY_BYTES = 64 * 1024**3
 MAX_COMPRESSION_RATIO = 1000
+# A layer's assets (a lookup vocabulary) are read into memory whole: refuse more than this.
+MAX_ASSET_BYTES = 2**30
 
 
 @dataclass
@@ -35,6 +37,23 @@ class KerasArtifact:
     keras_version: str | None = None
     backend: str | None = None
     _keep_open: list[Any] = field(default_factory=list, repr=False)
+    _archive: zipfile.ZipFile | None = field(default=None, repr=False)
+
+    def assets(self, inner_path: str) -> dict[str, bytes]:
+        """The files Keras' `save_assets` wrote for the object at `inner_path` (e.g. `layers/string_lookup`),
+        keyed by their name below `assets/<inner_path>/`; empty for formats without assets (.h5, JSON)."""
+        if self._archive is None:
+            return {}
+        prefix = f"assets/{inner_path.strip('/')}/"
+        found: dict[str, bytes] = {}
+        for info in self._archive.infolist():
+            if not info.filename.startswith(prefix) or info.is_dir():
+                continue
+            if info.file_size > MAX_ASSET_BYTES:
+                raise FormatError(f"{self.path.name} asset {info.filename!r} claims {info.file_size} bytes",
+                                  hint="refusing an oversized asset")
+            found[info.filename[len(prefix):]] = read_entry(self._archive, info.filename, self.path.name)
+        return found
 
     def close(self) -> None:
         # Reverse order: an HDF5 handle must close before the file object it reads from.
@@ -234,6 +253,7 @@ def _open_keras_zip(path: Path) -> KerasArtifact:
         weights=weights,
         keras_version=meta.get("keras_version"),
         _keep_open=keep,
+        _archive=archive,
     )
 
 

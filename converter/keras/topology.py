@@ -17,6 +17,7 @@ from converter.errors import FormatError, UnsupportedLayerError, WeightsError
 from converter.ir import Graph, Node, Tensor
 from converter.ir.graph import INPUT_SPEC_KEYS, SHAPE_KEYS
 from converter.keras.artifacts import KerasArtifact
+from converter.keras.assets import attach_vocabulary
 from converter.keras.calls import TensorRef, model_refs, parse_call
 from converter.keras.dialects import canonical_class, canonical_config, is_keras1, upgrade_model_config
 from converter.keras.legacy_config import legacy_refusal
@@ -288,6 +289,7 @@ def _call_layer(ctx: _Context, layer: dict[str, Any], args: list[Tensor], call_i
             refusal = legacy_refusal(cls, config)
             if refusal:
                 raise UnsupportedLayerError(refusal, layer=node.layer_name)
+            attach_vocabulary(ctx.artifact, node, wpath + (key,))  # an adapted lookup's vocabulary
             handler.check(node)
             if _inner_layers(cls, node.attrs):
                 _attach_inner_weights(ctx, node, wpath + (key,))

@@ -1,4 +1,5 @@
-"""Categorical preprocessing: CategoryEncoding, Discretization and IntegerLookup (vocabulary in the config).
+"""Categorical preprocessing: CategoryEncoding, Discretization and IntegerLookup (vocabulary in the config,
+or in the .keras archive's assets for an adapted layer: `converter/keras/assets.py` puts it in the attrs).
 
 All three end in Keras' `encode_categorical_inputs`: 'int' passes indices through; 'one_hot' turns
 each index into a row of `depth`; 'multi_hot' / 'count' mark or count the indices of each sample.
@@ -70,6 +71,18 @@ def encode(b: OpBuilder, ids: str, shape: Shape, output_mode: str, depth: int, d
     return hits if dtype == 1 else b.op("Cast", hits, to=dtype)
 
 
+def check_vocabulary(node: Node) -> None:
+    """A lookup's vocabulary must be a list by now: the config's, or the one read from the .keras assets."""
+    vocabulary = node.attrs.get("vocabulary")
+    if isinstance(vocabulary, str):
+        _refuse(node, f"names the vocabulary file {vocabulary!r} in its config; kconvert does not read files "
+                "a model config points to", "build the layer with vocabulary=layer.get_vocabulary() and save again")
+    if not isinstance(vocabulary, list):
+        _refuse(node, "keeps its vocabulary outside the config (an adapt()ed layer), and this file holds no "
+                "assets/.../vocabulary.txt for it: a .keras archive keeps it in assets/, a .h5 file drops it",
+                "save the model as .keras, or build the layer with vocabulary=layer.get_vocabulary()")
+
+
 def as_int64(node: Node, b: OpBuilder, x: str) -> str:
     return x if node.inputs[0].dtype == "int64" else b.op("Cast", x, to=7)
 
@@ -135,15 +148,12 @@ def _discretization_int_dtype(node: Node) -> str:
 class IntegerLookup(LayerHandler):
     """Token -> index: [mask] [OOV x num_oov_indices] [vocabulary...]; unknown tokens go to the OOV index
     (with several, `token mod num_oov_indices`: Keras' default 'floormod'), the mask token to 0 ('int')
-    or nowhere (the encoded modes). Only a vocabulary written into the config is read."""
+    or nowhere (the encoded modes). The vocabulary comes from the config or the .keras assets."""
 
     def check(self, node: Node) -> None:
         output_mode = mode(node, "int")
         check_encoding(node, output_mode)
-        if not isinstance(node.attrs.get("vocabulary"), list):
-            _refuse(node, "keeps its vocabulary outside the config (an adapt()ed layer stores it in the .keras "
-                    "archive's assets/ or in a SavedModel asset), which kconvert does not read",
-                    "build the layer with vocabulary=[...] (e.g. layer.get_vocabulary()) before saving")
+        check_vocabulary(node)
         if node.attr("invert", False):
             _refuse(node, "has invert=True", "kconvert converts token -> index lookups")
         oov = int(node.attr("num_oov_indices", 1))

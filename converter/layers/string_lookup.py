@@ -1,4 +1,5 @@
-"""StringLookup with its vocabulary in the config: string tokens -> int64 ids, through the ONNX-ML
+"""StringLookup with its vocabulary in the config (or, for an adapted layer, in the .keras archive's assets,
+which `converter/keras/assets.py` puts in the attrs): string tokens -> int64 ids, through the ONNX-ML
 `LabelEncoder` (domain ai.onnx.ml), which maps each string key to its id and anything else to the default.
 
 Keras' id layout (keras/src/layers/preprocessing/index_lookup.py): with output_mode "int", a mask token
@@ -35,9 +36,13 @@ def _layout(node: Node) -> tuple[list[str], int, int]:
 class StringLookup(LayerHandler):
     def check(self, node: Node) -> None:
         vocabulary: Any = node.attrs.get("vocabulary")
+        if isinstance(vocabulary, str):
+            _refuse(node, f"its vocabulary is not in the config but in the file {vocabulary!r} it names, which "
+                    "kconvert does not read", "build the layer with vocabulary=layer.get_vocabulary() and save again")
         if not isinstance(vocabulary, list) or not vocabulary:
-            _refuse(node, "its vocabulary is not in the config (adapted, or read from a file)",
-                    "build the layer with `vocabulary=[...]` so the config carries it")
+            _refuse(node, "its vocabulary is not in the config (an adapt()ed layer), and this file holds no "
+                    "assets/.../vocabulary.txt for it: a .keras archive keeps it in assets/, a .h5 file drops it",
+                    "save the model as .keras, or build the layer with vocabulary=layer.get_vocabulary()")
         if node.attr("invert", False):
             _refuse(node, "invert=True (ids -> strings) is not supported", "only string -> id lookups convert")
         if node.attr("output_mode", "int") != "int":
