@@ -20,7 +20,8 @@ KERAS3_ONLY = frozenset({
     "GroupQueryAttention", "MaxNumBoundingBoxes", "MixUp", "Pipeline", "RMSNormalization", "RandAugment",
     "RandomColorDegeneration", "RandomColorJitter", "RandomElasticTransform", "RandomErasing", "RandomGaussianBlur",
     "RandomGrayscale", "RandomHue", "RandomInvert", "RandomPerspective", "RandomPosterization", "RandomSaturation",
-    "RandomSharpness", "RandomShear", "ReversibleEmbedding", "Solarization",
+    "RandomSharpness", "RandomShear", "ReversibleEmbedding", "Solarization", "STFTSpectrogram",
+    "MelSpectrogram",
 })
 KERAS2_ONLY = frozenset({"LocallyConnected1D", "LocallyConnected2D", "RandomHeight", "RandomWidth", "ThresholdedReLU"})
 # Not `keras.layers` exports, but found in saved files: Keras 3 op nodes, Keras Applications' own layers,

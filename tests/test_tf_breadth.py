@@ -4,16 +4,12 @@ preprocessing, attention, EinsumDense) against Keras 3 and tf_keras `model.predi
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from conftest import assert_close
-from kmodels import run_onnx
-
-import converter
+from kmodels import assert_saved_model_matches
 
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 pytestmark = pytest.mark.tf
@@ -30,20 +26,6 @@ def _randomize(keras: Any, model: Any, rng: np.random.Generator) -> None:
     for lay in model.layers:
         if not isinstance(lay, keras.layers.Normalization):  # its adapted statistics stay as adapted
             lay.set_weights([rng.normal(size=w.shape).astype(w.dtype) * 0.5 for w in lay.get_weights()])
-
-
-def _compare(tmp_path: Path, model: Any, fmt: str, inputs: Callable[[int], list[np.ndarray]]) -> None:
-    path = tmp_path / f"m.{fmt}"
-    model.save(path)
-    onnx_model = converter.convert(path)
-    for batch in (1, 3):
-        xs = inputs(batch)
-        expected = model.predict(xs if len(xs) > 1 else xs[0], verbose=0)
-        expected = list(expected) if isinstance(expected, (list, tuple)) else [expected]
-        got = run_onnx(onnx_model, *xs)
-        assert len(got) == len(expected)
-        for g, want in zip(got, expected):
-            assert_close(g, np.asarray(want))
 
 
 def _activation_model(keras: Any, module: str) -> Any:
@@ -100,7 +82,7 @@ def test_activation_layers(tmp_path: Path, module: str, fmt: str) -> None:
     keras, rng = _keras(module), np.random.default_rng(0)
     model = _activation_model(keras, module)
     _randomize(keras, model, rng)
-    _compare(tmp_path, model, fmt, lambda n: [(rng.normal(size=(n, 4, 5)) * 3).astype("float32")])
+    assert_saved_model_matches(tmp_path, model, fmt, lambda n: [(rng.normal(size=(n, 4, 5)) * 3).astype("float32")])
 
 
 @pytest.mark.parametrize("module, fmt", WRITERS)
@@ -108,7 +90,8 @@ def test_layer_group_unit_normalization(tmp_path: Path, module: str, fmt: str) -
     keras, rng = _keras(module), np.random.default_rng(1)
     model = _normalization_model(keras)
     _randomize(keras, model, rng)
-    _compare(tmp_path, model, fmt, lambda n: [(rng.normal(size=(n, 5, 6, 8)) * 2 + 1).astype("float32")])
+    assert_saved_model_matches(tmp_path, model, fmt,
+                               lambda n: [(rng.normal(size=(n, 5, 6, 8)) * 2 + 1).astype("float32")])
 
 
 @pytest.mark.parametrize("module, fmt", WRITERS)
@@ -116,7 +99,8 @@ def test_preprocessing(tmp_path: Path, module: str, fmt: str) -> None:
     keras, rng = _keras(module), np.random.default_rng(2)
     model = _preprocessing_model(keras, rng)
     _randomize(keras, model, rng)
-    _compare(tmp_path, model, fmt, lambda n: [rng.uniform(0, 255, size=(n, 10, 14, 3)).astype("float32")])
+    assert_saved_model_matches(tmp_path, model, fmt,
+                               lambda n: [rng.uniform(0, 255, size=(n, 10, 14, 3)).astype("float32")])
 
 
 def _attention_inputs(rng: np.random.Generator, n: int) -> list[np.ndarray]:
@@ -133,4 +117,4 @@ def test_attention_and_einsum_dense(tmp_path: Path, module: str, fmt: str) -> No
     keras, rng = _keras(module), np.random.default_rng(3)
     model = _attention_model(keras)
     _randomize(keras, model, rng)
-    _compare(tmp_path, model, fmt, lambda n: _attention_inputs(rng, n))
+    assert_saved_model_matches(tmp_path, model, fmt, lambda n: _attention_inputs(rng, n))

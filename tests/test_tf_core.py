@@ -4,16 +4,14 @@ TimeDistributed, a registered Lambda) against Keras 3 and tf_keras `model.predic
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from conftest import assert_close
-from kmodels import run_onnx
+from kmodels import assert_saved_model_matches
 
-import converter
 from converter.extensions import register_lambda, unregister_lambda
 
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
@@ -65,24 +63,12 @@ def _embedding_model(keras: Any) -> Any:
     return keras.Model(ids, L.Dense(2)(L.Embedding(12, 3, mask_zero=True)(ids)))
 
 
-def _compare(tmp_path: Path, model: Any, fmt: str, inputs: Callable[[int], list[np.ndarray]]) -> None:
-    path = tmp_path / f"m.{fmt}"
-    model.save(path)
-    onnx_model = converter.convert(path)
-    for batch in (1, 3):
-        xs = inputs(batch)
-        expected = model.predict(xs if len(xs) > 1 else xs[0], verbose=0)
-        expected = expected if isinstance(expected, list) else [expected]
-        for got, want in zip(run_onnx(onnx_model, *xs), expected):
-            assert_close(got, np.asarray(want))
-
-
 @pytest.mark.parametrize("module, fmt", WRITERS)
 def test_reshape_merge_batchnorm_time_distributed(tmp_path: Path, module: str, fmt: str) -> None:
     keras, rng = _keras(module), np.random.default_rng(0)
     model = _core_model(keras)
     _randomize(keras, model, rng)
-    _compare(tmp_path, model, fmt, lambda n: [rng.normal(size=(n, *s)).astype("float32")
+    assert_saved_model_matches(tmp_path, model, fmt, lambda n: [rng.normal(size=(n, *s)).astype("float32")
                                                      for s in ((4, 6), (4, 6), (6,))])
 
 
@@ -91,7 +77,7 @@ def test_time_distributed_conv_and_channels_first_flatten(tmp_path: Path, module
     keras, rng = _keras(module), np.random.default_rng(1)
     model = _conv_model(keras)
     _randomize(keras, model, rng)
-    _compare(tmp_path, model, fmt, lambda n: [rng.normal(size=(n, 3, 8, 7, 2)).astype("float32"),
+    assert_saved_model_matches(tmp_path, model, fmt, lambda n: [rng.normal(size=(n, 3, 8, 7, 2)).astype("float32"),
                                                      rng.normal(size=(n, 2, 6, 5)).astype("float32")])
 
 
@@ -100,7 +86,7 @@ def test_embedding(tmp_path: Path, module: str, fmt: str) -> None:
     keras, rng = _keras(module), np.random.default_rng(2)
     model = _embedding_model(keras)
     _randomize(keras, model, rng)
-    _compare(tmp_path, model, fmt, lambda n: [rng.integers(0, 12, size=(n, 5)).astype("int32")])
+    assert_saved_model_matches(tmp_path, model, fmt, lambda n: [rng.integers(0, 12, size=(n, 5)).astype("int32")])
 
 
 @pytest.fixture
@@ -119,4 +105,5 @@ def test_registered_lambda(tmp_path: Path, module: str, fmt: str, normalize_lamb
     scaled = L.Lambda(lambda t: t / 127.5 - 1, name="normalize")(image)
     model = keras.Model(image, L.Flatten()(L.Conv2D(2, 3)(scaled)))
     _randomize(keras, model, rng)
-    _compare(tmp_path, model, fmt, lambda n: [rng.uniform(0, 255, size=(n, 6, 6, 3)).astype("float32")])
+    assert_saved_model_matches(tmp_path, model, fmt,
+                               lambda n: [rng.uniform(0, 255, size=(n, 6, 6, 3)).astype("float32")])

@@ -5,16 +5,12 @@ LocallyConnected) against Keras 3 and tf_keras `model.predict`."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from conftest import assert_close
-from kmodels import run_onnx
-
-import converter
+from kmodels import assert_saved_model_matches
 
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 pytestmark = pytest.mark.tf
@@ -25,20 +21,6 @@ FORMATS = ["keras", "h5"]
 def _randomize(model: Any, rng: np.random.Generator) -> None:
     for lay in model.layers:
         lay.set_weights([rng.normal(size=w.shape).astype(w.dtype) * 0.5 for w in lay.get_weights()])
-
-
-def _compare(tmp_path: Path, model: Any, fmt: str, inputs: Callable[[int], list[np.ndarray]]) -> None:
-    path = tmp_path / f"m.{fmt}"
-    model.save(path)
-    onnx_model = converter.convert(path)
-    for batch in (1, 3):
-        xs = inputs(batch)
-        expected = model.predict(xs if len(xs) > 1 else xs[0], verbose=0)
-        expected = list(expected) if isinstance(expected, (list, tuple)) else [expected]
-        got = run_onnx(onnx_model, *xs)
-        assert len(got) == len(expected)
-        for g, want in zip(got, expected):
-            assert_close(g, np.asarray(want))
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -59,7 +41,7 @@ def test_norm_pool_embedding(tmp_path: Path, fmt: str) -> None:
             L.SpectralNormalization(L.Conv2D(2, 3), power_iterations=2)(image)]
     model = keras.Model([seq, image, volume, ids], outs)
     _randomize(model, rng)
-    _compare(tmp_path, model, fmt, lambda n: [rng.normal(size=(n, 7, 5)).astype("float32"),
+    assert_saved_model_matches(tmp_path, model, fmt, lambda n: [rng.normal(size=(n, 7, 5)).astype("float32"),
                                               rng.normal(size=(n, 9, 7, 3)).astype("float32"),
                                               rng.normal(size=(n, 5, 6, 7, 2)).astype("float32"),
                                               rng.integers(0, 11, size=(n, 6)).astype("int32")])
@@ -81,7 +63,7 @@ def test_group_query_attention(tmp_path: Path, fmt: str) -> None:
             plain(q, v, attention_mask=mask), scored, scores]
     model = keras.Model([q, v, mask], outs)
     _randomize(model, rng)
-    _compare(tmp_path, model, fmt, lambda n: [rng.normal(size=(n, 5, 8)).astype("float32"),
+    assert_saved_model_matches(tmp_path, model, fmt, lambda n: [rng.normal(size=(n, 5, 8)).astype("float32"),
                                               rng.normal(size=(n, 6, 8)).astype("float32"),
                                               rng.uniform(size=(n, 5, 6)) > 0.3])
 
@@ -105,7 +87,7 @@ def test_categorical_and_image(tmp_path: Path, fmt: str) -> None:
     if fmt == "keras":  # Keras 3 cannot write Solarization's config to .h5 (it deep-copies a module)
         outs.append(L.Solarization(addition_factor=0.5)(L.Rescaling(2.0)(image)))
     model = keras.Model([tokens, values, image], outs)
-    _compare(tmp_path, model, fmt, lambda n: [rng.integers(0, 9, size=(n, 4)).astype("int64"),
+    assert_saved_model_matches(tmp_path, model, fmt, lambda n: [rng.integers(0, 9, size=(n, 4)).astype("int64"),
                                               rng.normal(size=(n, 4)).astype("float32"),
                                               rng.uniform(-1, 1, size=(n, 6, 5, 3)).astype("float32")])
 
@@ -131,6 +113,6 @@ def test_tf_keras_layers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     model = keras.Model([seq, image, tokens], outs)
     for lay in model.layers:
         lay.set_weights([rng.normal(size=w.shape).astype(w.dtype) * 0.5 for w in lay.get_weights()])
-    _compare(tmp_path, model, "h5", lambda n: [rng.normal(size=(n, 8, 3)).astype("float32"),
+    assert_saved_model_matches(tmp_path, model, "h5", lambda n: [rng.normal(size=(n, 8, 3)).astype("float32"),
                                                rng.normal(size=(n, 7, 6, 2)).astype("float32"),
                                                rng.integers(0, 6, size=(n, 4)).astype("int64")])
