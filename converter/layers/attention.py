@@ -64,6 +64,17 @@ def as_bool(b: OpBuilder, x: str) -> str:
     return b.op("Cast", x, to=9)
 
 
+def given_and_band(node: Node, b: OpBuilder, inputs: list[str], tensors: dict[str, int]) -> str | None:
+    """A head-attention call's `attention_mask` AND its causal / sliding-window band (None: no mask)."""
+    window = node.attrs.get("sliding_window")
+    keep = band_mask(b, inputs[tensors["query"]], inputs[tensors["value"]], call_flag(node, "use_causal_mask"),
+                     None if window is None else int(window))
+    if "attention_mask" in tensors:
+        given = as_bool(b, inputs[tensors["attention_mask"]])
+        keep = given if keep is None else both(b, given, keep)
+    return keep
+
+
 class DotAttentionBase(LayerHandler):
     """Shared shape rule and masking of Attention and AdditiveAttention."""
 

@@ -12,7 +12,7 @@ import string
 
 from converter.ir import Node, Shape
 from converter.layers.activation_layers import softmax
-from converter.layers.attention import as_bool, band_mask, both, call_flag, positional, refuse
+from converter.layers.attention import call_flag, given_and_band, positional, refuse
 from converter.layers.builder import OpBuilder
 from converter.layers.einsum_dense import Equation, project
 from converter.layers.registry import LAYERS, LayerHandler
@@ -155,12 +155,7 @@ class MultiHeadAttention(LayerHandler):
     def _mask(self, node: Node, b: OpBuilder, inputs: list[str], tensors: dict[str, int], n_axes: int,
               scores_rank: int) -> str | None:
         """attention_mask AND causal AND sliding window, expanded to the scores' rank as Keras expands it."""
-        window = node.attrs.get("sliding_window")
-        keep = band_mask(b, inputs[tensors["query"]], inputs[tensors["value"]], call_flag(node, "use_causal_mask"),
-                         None if window is None else int(window))
-        if "attention_mask" in tensors:
-            given = as_bool(b, inputs[tensors["attention_mask"]])
-            keep = given if keep is None else both(b, given, keep)
+        keep = given_and_band(node, b, inputs, tensors)
         if keep is None:
             return None
         given_rank = len(node.inputs[tensors["attention_mask"]].shape or ()) if "attention_mask" in tensors else 0
