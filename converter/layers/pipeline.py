@@ -13,7 +13,7 @@ from converter.errors import UnsupportedLayerError
 from converter.ir import Node, Shape, Tensor
 from converter.layers.builder import OpBuilder
 from converter.layers.registry import LAYERS, LayerHandler, handler_for
-from converter.layers.wrappers import _runnable_child, _to_channels_first, _to_channels_last
+from converter.layers.wrappers import emit_wrapped
 
 
 def _children(node: Node) -> list[tuple[Node, LayerHandler]]:
@@ -71,20 +71,5 @@ class Pipeline(LayerHandler):
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
         x = inputs[0]
         for child, handler in _children(node):
-            x = _emit_child(node, child, handler, b, x)
+            x = emit_wrapped(node, child, handler, b, x)
         return [x]
-
-
-def _emit_child(node: Node, child: Node, handler: LayerHandler, b: OpBuilder, x: str) -> str:
-    runnable, transposed = _runnable_child(child, handler)
-    in_rank = len(child.inputs[0].shape or ())
-    if transposed:
-        x = b.transpose(x, _to_channels_first(in_rank))
-    scope, owner = b.scope, b.node
-    b.node, b.scope = runnable, f"{node.name}/{child.name}"
-    (y,) = handler.emit(runnable, b, [x])[:1]
-    b.node, b.scope = owner, scope
-    out_rank = len(child.outputs[0].shape or ())
-    if transposed and out_rank >= 3:  # rank 2 (e.g. global pooling) has no channel axis to move
-        y = b.transpose(y, _to_channels_last(out_rank))
-    return y

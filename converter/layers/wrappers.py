@@ -69,16 +69,7 @@ class TimeDistributed(LayerHandler):
         child, handler = _child(node)
         x = inputs[0]
         steps = _merge_batch_and_time(b, x, node.inputs[0].shape or ())
-        child, transposed = _runnable_child(child, handler)
-        if transposed:
-            steps = b.transpose(steps, _to_channels_first(len(node.inputs[0].shape or ()) - 1))
-        scope, owner = b.scope, b.node
-        b.node, b.scope = child, f"{node.name}/{child.name}"
-        (y,) = handler.emit(child, b, [steps])[:1]
-        b.node, b.scope = owner, scope
-        out_rank = len(child.outputs[0].shape or ())
-        if transposed and out_rank >= 3:  # rank 2 (e.g. global pooling) has no channel axis to move
-            y = b.transpose(y, _to_channels_last(out_rank))
+        y = emit_wrapped(node, child, handler, b, steps)
         return [_split_batch_and_time(b, y, x, node.outputs[0].shape or ())]
 
 
@@ -88,6 +79,23 @@ def _to_channels_first(rank: int) -> tuple[int, ...]:
 
 def _to_channels_last(rank: int) -> tuple[int, ...]:
     return (0, *range(2, rank), 1)
+
+
+def emit_wrapped(node: Node, child: Node, handler: LayerHandler, b: OpBuilder, x: str) -> str:
+    """Emit a wrapped layer (TimeDistributed's, a Pipeline's) on `x`, under the wrapper's name; a
+    channels_last child that only emits channels-first runs between two Transposes (see below)."""
+    runnable, transposed = _runnable_child(child, handler)
+    in_rank = len(child.inputs[0].shape or ())
+    if transposed:
+        x = b.transpose(x, _to_channels_first(in_rank))
+    scope, owner = b.scope, b.node
+    b.node, b.scope = runnable, f"{node.name}/{child.name}"
+    (y,) = handler.emit(runnable, b, [x])[:1]
+    b.node, b.scope = owner, scope
+    out_rank = len(child.outputs[0].shape or ())
+    if transposed and out_rank >= 3:  # rank 2 (e.g. global pooling) has no channel axis to move
+        y = b.transpose(y, _to_channels_last(out_rank))
+    return y
 
 
 def _runnable_child(child: Node, handler: LayerHandler) -> tuple[Node, bool]:
