@@ -17,7 +17,6 @@ from converter.passes.layout import LayoutOptions, to_channels_first, to_channel
 from runtime.compare import ATOL, RTOL, OutputDiff, compare
 from runtime.inputs import generate_inputs
 from runtime.reference import load_keras_model, reference_outputs
-from runtime.session import make_session, run
 from runtime.stored import load_reference
 
 CHECK_BATCHES = (1, 3)
@@ -122,6 +121,8 @@ def check_against_keras(loaded: LoadedModel, onnx_path: Path, weights: Path | No
                         rtol: float, atol: float) -> list[OutputDiff]:
     """Per output, the worst error over batch sizes 1 and 3 of generated inputs."""
     keras_model = load_keras_model(loaded.artifact, weights)
+    from runtime.session import make_session, run  # onnxruntime only when checking
+
     session = make_session(onnx_path, provider)
     names = list(loaded.graph.output_names)
     worst: dict[str, OutputDiff] = {}
@@ -141,6 +142,8 @@ def check_against_reference(loaded: LoadedModel, onnx_path: Path, reference: Pat
     """Compare with Keras outputs stored in an .npz (see runtime/stored.py): no TensorFlow needed."""
     names = list(loaded.graph.output_names)
     feeds, expected = load_reference(reference, [t.name for t in loaded.graph.inputs], names)
+    from runtime.session import make_session, run  # onnxruntime only when checking
+
     session = make_session(onnx_path, provider)
     dtypes = {i.name: i.type for i in session.get_inputs()}
     tensors = {t.name: t for t in loaded.graph.inputs}
