@@ -11,35 +11,28 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from converter.errors import FormatError, UnsupportedLayerError, WeightsError
-from converter.ir import Graph, Node, Tensor
+from converter.ir import Graph, Tensor
 from converter.ir.graph import INPUT_SPEC_KEYS, SHAPE_KEYS
 from converter.keras.artifacts import KerasArtifact
 from converter.keras.assets import attach_vocabulary
+from converter.keras.attach import WeightAttacher
 from converter.keras.calls import TensorRef, model_refs, parse_call
-from converter.keras.dialects import canonical_class, canonical_config, is_keras1, upgrade_model_config
+from converter.keras.dialects import canonical_class, upgrade_model_config
+from converter.keras.layer_configs import MODEL_CLASSES, inner_layers, layer_parts, make_node, saved_names_of
 from converter.keras.legacy_config import legacy_refusal
-from converter.keras.legacy_weights import WeightOrigin, upgrade_weights
 from converter.keras.unsupported import UnsupportedEntry, unsupported_error, why_unsupported
-from converter.keras.weight_matching import match_by_order
-from converter.keras.weights import LayerKey, saved_names
+from converter.keras.weights import LayerKey
 from converter.layers.registry import handler_for
-
-MODEL_CLASSES = frozenset({"Sequential", "Functional"})
 
 
 @dataclass
 class _Context:
     artifact: KerasArtifact
     graph: Graph
+    weights: WeightAttacher
     unsupported: list[UnsupportedEntry] = field(default_factory=list)
     node_names: set[str] = field(default_factory=set)
-    # False for an architecture-only view (inspect of a JSON without weights): weights are not attached.
-    require_weights: bool = True
-    top_layers: list[Any] = field(default_factory=list)
-    order_matched: bool = False
     weight_errors: list[WeightsError] = field(default_factory=list)
 
 
@@ -49,8 +42,8 @@ def build_graph(artifact: KerasArtifact, require_weights: bool = True) -> Graph:
     class_name, config = model_class_and_config(raw)
     name = config.get("name") if isinstance(config, dict) else None
     graph = Graph(name=str(name or artifact.path.stem))
-    ctx = _Context(artifact, graph, require_weights=require_weights)
-    ctx.top_layers = list(config if isinstance(config, list) else config.get("layers") or [])
+    top_layers = list(config if isinstance(config, list) else config.get("layers") or [])
+    ctx = _Context(artifact, graph, WeightAttacher(artifact, require_weights, top_layers))
     graph.outputs = _build_model(ctx, class_name, config, None, "", ())
     graph.output_names = _distinct([t.name for t in graph.outputs])
     if ctx.unsupported:
@@ -96,15 +89,6 @@ def _build_model(ctx: _Context, class_name: str, config: Any, inputs: list[Tenso
     raise FormatError(f"unknown model class {class_name!r}", hint="expected Sequential, Functional or Model")
 
 
-def _layer_parts(layer: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
-    cls = canonical_class(str(layer.get("class_name")))
-    raw = layer.get("config")
-    # A nested Keras 1 Sequential's config is its bare list of layers.
-    config: dict[str, Any] = raw if isinstance(raw, dict) else {"layers": raw} if isinstance(raw, list) else {}
-    name = str(layer.get("name") or config.get("name") or cls.lower())
-    return cls, name, config
-
-
 def _new_input(ctx: _Context, name: str, spec: dict[str, Any]) -> Tensor:
     tensor = Tensor(name=_unique(ctx, name), dtype=str(spec.get("dtype") or "float32"))
     ctx.graph.inputs.append(tensor)
@@ -123,10 +107,10 @@ def _build_sequential(ctx: _Context, config: Any, inputs: list[Tensor] | None, p
     layers = config if isinstance(config, list) else list(config.get("layers", []))
     if not layers:
         raise FormatError("the Sequential model has no layers", hint="is the config complete?")
-    if inputs is None and isinstance(_layer_parts(layers[0])[2].get("layers"), list):
+    if inputs is None and isinstance(layer_parts(layers[0])[2].get("layers"), list):
         inputs, layers = _build_merged_branches(ctx, layers, prefix, wpath), layers[1:]
     if inputs is None:
-        cls, name, first = _layer_parts(layers[0])
+        cls, name, first = layer_parts(layers[0])
         if cls == "InputLayer":
             inputs = [_new_input(ctx, prefix + name, _spec_from(first, _first_consumer(layers[1:])))]
             layers = layers[1:]
@@ -137,9 +121,9 @@ def _build_sequential(ctx: _Context, config: Any, inputs: list[Tensor] | None, p
                 spec["batch_shape"] = config["build_input_shape"]
             inputs = [_new_input(ctx, prefix + name + "_input", spec)]
     tensors = inputs
-    saved = _saved_names(layers)
+    saved = saved_names_of(layers)
     for layer in layers:
-        if _layer_parts(layer)[0] == "InputLayer":
+        if layer_parts(layer)[0] == "InputLayer":
             continue
         tensors = _call_layer(ctx, layer, tensors, 0, prefix, wpath, {}, saved)
     return tensors
@@ -155,30 +139,26 @@ def _build_merged_branches(ctx: _Context, layers: list[dict[str, Any]], prefix: 
     merge["config"] = {k: v for k, v in merge["config"].items() if k != "layers"}
     outputs: list[Tensor] = []
     for branch in branches:
-        bcls, _, bconfig = _layer_parts(branch)
+        bcls, _, bconfig = layer_parts(branch)
         outputs.extend(_build_model(ctx, bcls, bconfig, None, prefix, wpath))
-    return _call_layer(ctx, merge, outputs, 0, prefix, wpath, {}, _saved_names(layers))
-
-
-def _saved_names(layers: list[dict[str, Any]]) -> dict[str, str]:
-    return saved_names([(_layer_parts(layer)[1], str(layer.get("class_name"))) for layer in layers])
+    return _call_layer(ctx, merge, outputs, 0, prefix, wpath, {}, saved_names_of(layers))
 
 
 def _first_consumer(layers: list[dict[str, Any]]) -> str:
-    return _layer_parts(layers[0])[0] if layers else "InputLayer"
+    return layer_parts(layers[0])[0] if layers else "InputLayer"
 
 
 def _build_functional(ctx: _Context, config: dict[str, Any], inputs: list[Tensor] | None, prefix: str,
                       wpath: tuple[LayerKey, ...]) -> list[Tensor]:
-    layers = {_layer_parts(layer)[1]: layer for layer in config["layers"]}
-    saved = _saved_names(config["layers"])
+    layers = {layer_parts(layer)[1]: layer for layer in config["layers"]}
+    saved = saved_names_of(config["layers"])
     produced: dict[tuple[str, int], list[Tensor]] = {}
     input_refs = model_refs(config.get("input_layers"))
     for i, (name, node_index, _) in enumerate(input_refs):
         if inputs is not None:
             produced[(name, node_index)] = [inputs[i]]
         else:
-            first = _layer_parts(layers[name])[2]
+            first = layer_parts(layers[name])[2]
             spec = _spec_from(first, _input_consumer(layers, name))
             produced[(name, node_index)] = [_new_input(ctx, prefix + name, spec)]
     pending = [(name, k, call) for name, layer in layers.items()
@@ -224,7 +204,7 @@ def _node_offsets(config: dict[str, Any], layers: dict[str, dict[str, Any]]) -> 
     refs = [r for call in calls for r in parse_call(call)[0]] + model_refs(config.get("output_layers"))
     for name, node_index, _ in refs:
         highest[name] = max(node_index, highest.get(name, 0))
-    return {name: 1 for name, layer in layers.items() if _layer_parts(layer)[0] in MODEL_CLASSES
+    return {name: 1 for name, layer in layers.items() if layer_parts(layer)[0] in MODEL_CLASSES
             and highest.get(name, -1) == len(layer.get("inbound_nodes") or [])}
 
 
@@ -232,7 +212,7 @@ def _input_consumer(layers: dict[str, dict[str, Any]], input_name: str) -> str:
     for layer in layers.values():
         for call in layer.get("inbound_nodes") or []:
             if any(r[0] == input_name for r in parse_call(call)[0]):
-                return _layer_parts(layer)[0]
+                return layer_parts(layer)[0]
     return "InputLayer"
 
 
@@ -245,32 +225,9 @@ def _unique(ctx: _Context, name: str) -> str:
     return name
 
 
-def make_node(cls: str, name: str, config: dict[str, Any]) -> Node:
-    """A node with canonical attributes; wrapped layers (TimeDistributed, Bidirectional) become children."""
-    attrs = canonical_config(cls, config)
-    node = Node(kind=cls, name=name, attrs=attrs)
-    for key in ("layer", "backward_layer"):
-        inner = attrs.get(key)
-        if isinstance(inner, dict) and "class_name" in inner:
-            inner_cls, inner_name, inner_config = _layer_parts(inner)
-            node.children.append(make_node(inner_cls, inner_name, inner_config))
-    for inner in _inner_layers(cls, attrs):  # a layer holding a list of layers (keras.layers.Pipeline)
-        inner_cls, inner_name, inner_config = _layer_parts(inner)
-        node.children.append(make_node(inner_cls, inner_name, inner_config))
-    return node
-
-
-def _inner_layers(cls: str, attrs: dict[str, Any]) -> list[dict[str, Any]]:
-    """The layer configs of a non-model layer whose config holds a `layers` list (Pipeline)."""
-    inner = attrs.get("layers")
-    if cls in MODEL_CLASSES or not isinstance(inner, list) or not inner:
-        return []
-    return inner if all(isinstance(e, dict) and "class_name" in e for e in inner) else []
-
-
 def _call_layer(ctx: _Context, layer: dict[str, Any], args: list[Tensor], call_index: int, prefix: str,
                 wpath: tuple[LayerKey, ...], extra: dict[str, Any], saved: dict[str, str]) -> list[Tensor]:
-    cls, name, config = _layer_parts(layer)
+    cls, name, config = layer_parts(layer)
     key = (name, saved.get(name, name))
     if cls in MODEL_CLASSES:
         sub_prefix = f"{prefix}{name}/" if call_index == 0 else f"{prefix}{name}_call{call_index}/"
@@ -291,10 +248,10 @@ def _call_layer(ctx: _Context, layer: dict[str, Any], args: list[Tensor], call_i
                 raise UnsupportedLayerError(refusal, layer=node.layer_name)
             attach_vocabulary(ctx.artifact, node, wpath + (key,))  # an adapted lookup's vocabulary
             handler.check(node)
-            if _inner_layers(cls, node.attrs):
-                _attach_inner_weights(ctx, node, wpath + (key,))
+            if inner_layers(cls, node.attrs):
+                ctx.weights.attach_inner(node, wpath + (key,))
             else:
-                _attach_weights(ctx, node, handler.weight_names(node), wpath + (key,))
+                ctx.weights.attach(node, handler.weight_names(node), wpath + (key,))
         except UnsupportedLayerError as err:
             ctx.unsupported.append(UnsupportedEntry(node.layer_name, cls, err.message))
         except WeightsError as err:
@@ -305,66 +262,3 @@ def _call_layer(ctx: _Context, layer: dict[str, Any], args: list[Tensor], call_i
     return node.outputs
 
 
-def _attach_weights(ctx: _Context, node: Node, names: list[str], path: tuple[LayerKey, ...]) -> None:
-    if not names:
-        return
-    source = ctx.artifact.weights
-    if source is None and not ctx.require_weights:
-        return
-    if source is not None and len(path) == 1 and not ctx.order_matched:
-        ctx.artifact.weights = source = match_by_order(source, _weighted_top_layers(ctx))
-        ctx.order_matched = True
-    if source is None:
-        raise WeightsError(f"no weights for layer '{node.layer_name}': the file holds only the architecture",
-                           layer=node.layer_name, hint="pass the weights file with --weights")
-    arrays = source.layer_weights(path)
-    if arrays is not None:
-        origin = WeightOrigin(ctx.artifact.keras_version, ctx.artifact.backend,
-                              is_keras1(ctx.artifact.model_config, ctx.artifact.keras_version))
-        arrays = upgrade_weights(node, arrays, origin)
-    if arrays is None:
-        raise WeightsError(f"the weights file has no entry for layer '{node.layer_name}'",
-                           layer=node.layer_name, hint="is this the weights file saved from this model?")
-    if len(arrays) != len(names):
-        raise WeightsError(
-            f"layer '{node.layer_name}' ({node.kind}) expects {len(names)} weight arrays ({', '.join(names)}) "
-            f"but the file holds {len(arrays)}", layer=node.layer_name,
-            hint="is this the weights file saved from this model?")
-    node.weights = {n: np.asarray(a) for n, a in zip(names, arrays)}
-
-
-def _attach_inner_weights(ctx: _Context, node: Node, path: tuple[LayerKey, ...]) -> None:
-    """A Pipeline's layers keep their own weights (Keras 3: `<pipeline>/layers/<saved name>/vars`; legacy
-    h5: names with the layer's name as a path component), so each is read by its own path, then handed
-    to the container as `<index>/<name>` (what its handler's weight_names lists)."""
-    saved = _saved_names(_inner_layers(node.kind, node.attrs))
-    weights: dict[str, np.ndarray] = {}
-    for i, child in enumerate(node.children):
-        handler = handler_for(child)
-        if handler is None:
-            continue  # the container's check() has refused it
-        child.layer_name = f"{node.layer_name}/{child.name}"
-        _attach_weights(ctx, child, handler.weight_names(child), path + ((child.name, saved.get(child.name,
-                                                                                             child.name)),))
-        weights.update({f"{i}/{name}": array for name, array in child.weights.items()})
-    node.weights = weights
-
-
-def _weighted_top_layers(ctx: _Context) -> list[LayerKey]:
-    """The model's top-level layers that hold weights, in config order (what Keras matches by order)."""
-    names: list[LayerKey] = []
-    saved = _saved_names(ctx.top_layers)
-    for layer in ctx.top_layers:
-        cls, name, config = _layer_parts(layer)
-        node = make_node(cls, name, config)
-        handler = handler_for(node)
-        if cls in MODEL_CLASSES:
-            names.append((name, saved.get(name, name)))
-        if handler is None:
-            continue
-        try:
-            if handler.weight_names(node):
-                names.append((name, saved.get(name, name)))
-        except (KeyError, TypeError, ValueError, UnsupportedLayerError):
-            continue  # a layer that cannot be converted is reported on its own; it cannot be matched
-    return names

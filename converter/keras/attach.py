@@ -1,0 +1,92 @@
+"""Weights onto nodes: by path in the file, upgraded from legacy layouts, checked by count; files whose
+layer names differ from the config fall back to matching weighted layers by order (with a warning)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from converter.errors import UnsupportedLayerError, WeightsError
+from converter.ir import Node
+from converter.keras.artifacts import KerasArtifact
+from converter.keras.dialects import is_keras1
+from converter.keras.layer_configs import MODEL_CLASSES, inner_layers, layer_parts, make_node, saved_names_of
+from converter.keras.legacy_weights import WeightOrigin, upgrade_weights
+from converter.keras.weight_matching import match_by_order
+from converter.keras.weights import LayerKey
+from converter.layers.registry import handler_for
+
+
+@dataclass
+class WeightAttacher:
+    artifact: KerasArtifact
+    # False for an architecture-only view (inspect of a JSON without weights): weights are not attached.
+    require_weights: bool = True
+    top_layers: list[Any] = field(default_factory=list)
+    order_matched: bool = False
+
+    def attach(self, node: Node, names: list[str], path: tuple[LayerKey, ...]) -> None:
+        if not names:
+            return
+        source = self.artifact.weights
+        if source is None and not self.require_weights:
+            return
+        if source is not None and len(path) == 1 and not self.order_matched:
+            self.artifact.weights = source = match_by_order(source, self._weighted_top_layers())
+            self.order_matched = True
+        if source is None:
+            raise WeightsError(f"no weights for layer '{node.layer_name}': the file holds only the architecture",
+                               layer=node.layer_name, hint="pass the weights file with --weights")
+        arrays = source.layer_weights(path)
+        if arrays is not None:
+            origin = WeightOrigin(self.artifact.keras_version, self.artifact.backend,
+                                  is_keras1(self.artifact.model_config, self.artifact.keras_version))
+            arrays = upgrade_weights(node, arrays, origin)
+        if arrays is None:
+            raise WeightsError(f"the weights file has no entry for layer '{node.layer_name}'",
+                               layer=node.layer_name, hint="is this the weights file saved from this model?")
+        if len(arrays) != len(names):
+            raise WeightsError(
+                f"layer '{node.layer_name}' ({node.kind}) expects {len(names)} weight arrays ({', '.join(names)}) "
+                f"but the file holds {len(arrays)}", layer=node.layer_name,
+                hint="is this the weights file saved from this model?")
+        node.weights = {n: np.asarray(a) for n, a in zip(names, arrays)}
+
+
+    def attach_inner(self, node: Node, path: tuple[LayerKey, ...]) -> None:
+        """A Pipeline's layers keep their own weights (Keras 3: `<pipeline>/layers/<saved name>/vars`; legacy
+        h5: names with the layer's name as a path component), so each is read by its own path, then handed
+        to the container as `<index>/<name>` (what its handler's weight_names lists)."""
+        saved = saved_names_of(inner_layers(node.kind, node.attrs))
+        weights: dict[str, np.ndarray] = {}
+        for i, child in enumerate(node.children):
+            handler = handler_for(child)
+            if handler is None:
+                continue  # the container's check() has refused it
+            child.layer_name = f"{node.layer_name}/{child.name}"
+            self.attach(child, handler.weight_names(child), path + ((child.name, saved.get(child.name,
+                                                                                                 child.name)),))
+            weights.update({f"{i}/{name}": array for name, array in child.weights.items()})
+        node.weights = weights
+
+
+    def _weighted_top_layers(self) -> list[LayerKey]:
+        """The model's top-level layers that hold weights, in config order (what Keras matches by order)."""
+        names: list[LayerKey] = []
+        saved = saved_names_of(self.top_layers)
+        for layer in self.top_layers:
+            cls, name, config = layer_parts(layer)
+            node = make_node(cls, name, config)
+            handler = handler_for(node)
+            if cls in MODEL_CLASSES:
+                names.append((name, saved.get(name, name)))
+            if handler is None:
+                continue
+            try:
+                if handler.weight_names(node):
+                    names.append((name, saved.get(name, name)))
+            except (KeyError, TypeError, ValueError, UnsupportedLayerError):
+                continue  # a layer that cannot be converted is reported on its own; it cannot be matched
+        return names

@@ -1,0 +1,47 @@
+"""Layer entries of a model config: their parts, their Keras 3 saved names, and the nodes they become."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from converter.ir import Node
+from converter.keras.dialects import canonical_class, canonical_config
+from converter.keras.weights import saved_names
+
+MODEL_CLASSES = frozenset({"Sequential", "Functional"})
+
+
+def layer_parts(layer: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
+    cls = canonical_class(str(layer.get("class_name")))
+    raw = layer.get("config")
+    # A nested Keras 1 Sequential's config is its bare list of layers.
+    config: dict[str, Any] = raw if isinstance(raw, dict) else {"layers": raw} if isinstance(raw, list) else {}
+    name = str(layer.get("name") or config.get("name") or cls.lower())
+    return cls, name, config
+
+
+def saved_names_of(layers: list[dict[str, Any]]) -> dict[str, str]:
+    return saved_names([(layer_parts(layer)[1], str(layer.get("class_name"))) for layer in layers])
+
+
+def make_node(cls: str, name: str, config: dict[str, Any]) -> Node:
+    """A node with canonical attributes; wrapped layers (TimeDistributed, Bidirectional) become children."""
+    attrs = canonical_config(cls, config)
+    node = Node(kind=cls, name=name, attrs=attrs)
+    for key in ("layer", "backward_layer"):
+        inner = attrs.get(key)
+        if isinstance(inner, dict) and "class_name" in inner:
+            inner_cls, inner_name, inner_config = layer_parts(inner)
+            node.children.append(make_node(inner_cls, inner_name, inner_config))
+    for inner in inner_layers(cls, attrs):  # a layer holding a list of layers (keras.layers.Pipeline)
+        inner_cls, inner_name, inner_config = layer_parts(inner)
+        node.children.append(make_node(inner_cls, inner_name, inner_config))
+    return node
+
+
+def inner_layers(cls: str, attrs: dict[str, Any]) -> list[dict[str, Any]]:
+    """The layer configs of a non-model layer whose config holds a `layers` list (Pipeline)."""
+    inner = attrs.get("layers")
+    if cls in MODEL_CLASSES or not isinstance(inner, list) or not inner:
+        return []
+    return inner if all(isinstance(e, dict) and "class_name" in e for e in inner) else []
