@@ -17,6 +17,7 @@ from converter.layers import LAYERS
 KERAS3_ONLY = frozenset({
     "AdaptiveAveragePooling1D", "AdaptiveAveragePooling2D", "AdaptiveAveragePooling3D", "AdaptiveMaxPooling1D",
     "AdaptiveMaxPooling2D", "AdaptiveMaxPooling3D", "AugMix", "AutoContrast", "CutMix", "Equalization",
+    "ContrastLimitedAdaptiveHistogramEqualization",
     "GroupQueryAttention", "MaxNumBoundingBoxes", "MixUp", "Pipeline", "RMSNormalization", "RandAugment",
     "RandomColorDegeneration", "RandomColorJitter", "RandomElasticTransform", "RandomErasing", "RandomGaussianBlur",
     "RandomGrayscale", "RandomHue", "RandomInvert", "RandomPerspective", "RandomPosterization", "RandomSaturation",

@@ -9,6 +9,7 @@ from converter.layers import (  # noqa: F401  (imported for registration)
     auto_contrast,
     bidirectional,
     categorical,
+    clahe,
     conv,
     conv_lstm,
     conv_transpose,
