@@ -17,8 +17,8 @@ from converter.errors import ShapeError, UnsupportedLayerError
 from converter.ir import Node, Shape, Tensor
 from converter.layers.builder import OpBuilder
 from converter.layers.preprocessing import FLOAT_DTYPES
-from converter.layers.registry import LAYERS, LayerHandler, handler_for
-from converter.layers.wrappers import _runnable_child
+from converter.layers.registry import LAYERS, LayerHandler
+from converter.layers.wrappers import check_wrapped_child, emit_wrapped, wrapped_child
 
 
 def _rms_axes(value: Any, rank: int) -> list[int]:
@@ -56,16 +56,7 @@ class RMSNormalization(LayerHandler):
 
 
 def _wrapped(node: Node) -> tuple[Node, LayerHandler]:
-    if not node.children:
-        raise UnsupportedLayerError(f"SpectralNormalization '{node.layer_name}' has no wrapped layer in its "
-                                    "config", layer=node.layer_name, hint="the config is incomplete")
-    child = node.children[0]
-    handler = handler_for(child)
-    if handler is None:
-        raise UnsupportedLayerError(f"SpectralNormalization '{node.layer_name}' wraps {child.kind}, which "
-                                    "kconvert cannot convert", layer=node.layer_name,
-                                    hint="register a handler for the wrapped layer (see README, 'Custom layers')")
-    child.weights = node.weights  # the wrapper holds the child's arrays (and vector_u, which the child ignores)
+    child, handler = wrapped_child(node)  # the child also gets vector_u, which it ignores
     child.layer_name = node.layer_name
     return child, handler
 
@@ -79,11 +70,8 @@ class SpectralNormalization(LayerHandler):
     """
 
     def check(self, node: Node) -> None:
-        child, handler = _wrapped(node)
-        handler.check(child)
-        if handler.num_outputs(child) != 1:
-            raise UnsupportedLayerError(f"SpectralNormalization '{node.layer_name}' wraps {child.kind}, which "
-                                        "has several outputs", layer=node.layer_name)
+        _wrapped(node)
+        check_wrapped_child(node)
 
     def weight_names(self, node: Node) -> list[str]:
         child, handler = _wrapped(node)
@@ -102,20 +90,7 @@ class SpectralNormalization(LayerHandler):
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
         child, handler = _wrapped(node)
-        # The layout pass does not see inside the wrapper: a channels_first_only child (Conv2D) runs as a
-        # channels_first twin between Transposes.
-        child, transposed = _runnable_child(child, handler)
-        x = inputs[0]
-        rank = len(node.inputs[0].shape or ())
-        if transposed:
-            x = b.transpose(x, [0, rank - 1, *range(1, rank - 1)])
-        owner = b.node
-        b.node = child
-        (y,) = handler.emit(child, b, [x, *inputs[1:]])[:1]
-        b.node = owner
-        out_rank = len(node.outputs[0].shape or ())
-        if transposed:
-            y = b.transpose(y, [0, *range(2, out_rank), 1])
+        y = emit_wrapped(node, child, handler, b, inputs[0], inputs[1:])
         if b.keras_major >= 3 and node.inputs[0].dtype not in FLOAT_DTYPES:
             # Keras 3 casts the wrapped layer's output back to the input dtype (an Embedding's ids).
             to = {"int32": 6, "int64": 7, "uint8": 2, "int8": 3}.get(node.inputs[0].dtype)

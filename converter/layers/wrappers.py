@@ -10,6 +10,7 @@ so they are handed to the child node before any of its handler's methods run.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 from converter.errors import UnsupportedLayerError
 from converter.ir import Node, Shape, Tensor
@@ -18,18 +19,29 @@ from converter.layers.builder import OpBuilder
 from converter.layers.registry import LAYERS, LayerHandler, expect_min_rank, handler_for
 
 
-def _child(node: Node) -> tuple[Node, LayerHandler]:
+def wrapped_child(node: Node) -> tuple[Node, LayerHandler]:
+    """The layer a wrapper (TimeDistributed, SpectralNormalization) wraps, and its handler; the wrapper's
+    stored weights are the child's (the same dict, so weights attached to the wrapper reach the child)."""
     if not node.children:
-        raise UnsupportedLayerError(f"TimeDistributed '{node.layer_name}' has no wrapped layer in its config",
+        raise UnsupportedLayerError(f"{node.kind} '{node.layer_name}' has no wrapped layer in its config",
                                     layer=node.layer_name, hint="the config is incomplete")
     child = node.children[0]
     handler = handler_for(child)
     if handler is None:
-        raise UnsupportedLayerError(f"TimeDistributed '{node.layer_name}' wraps {child.kind} '{child.name}', "
+        raise UnsupportedLayerError(f"{node.kind} '{node.layer_name}' wraps {child.kind} '{child.name}', "
                                     "which kconvert cannot convert", layer=node.layer_name,
                                     hint="register a handler for the wrapped layer (see README, 'Custom layers')")
-    child.weights = node.weights  # the same dict: weights attached to the wrapper reach the child
+    child.weights = node.weights
     return child, handler
+
+
+def check_wrapped_child(node: Node) -> None:
+    """The wrapped layer's own refusals, and one output (a wrapper returns one tensor)."""
+    child, handler = wrapped_child(node)
+    handler.check(child)
+    if handler.num_outputs(child) != 1:
+        raise UnsupportedLayerError(f"{node.kind} '{node.layer_name}' wraps {child.kind}, which has "
+                                    "several outputs", layer=node.layer_name)
 
 
 def _step_shape(shape: Shape) -> Shape:
@@ -40,24 +52,20 @@ def _step_shape(shape: Shape) -> Shape:
 @LAYERS.register("TimeDistributed")
 class TimeDistributed(LayerHandler):
     def check(self, node: Node) -> None:
-        child, handler = _child(node)
-        handler.check(child)
-        if handler.num_outputs(child) != 1:
-            raise UnsupportedLayerError(f"TimeDistributed '{node.layer_name}' wraps {child.kind}, which has "
-                                        "several outputs", layer=node.layer_name)
+        check_wrapped_child(node)
 
     def weight_names(self, node: Node) -> list[str]:
-        child, handler = _child(node)
+        child, handler = wrapped_child(node)
         return handler.weight_names(child)
 
     def weight_shapes(self, node: Node, input_shapes: list[Shape]) -> dict[str, tuple[int | None, ...]]:
-        child, handler = _child(node)
+        child, handler = wrapped_child(node)
         return handler.weight_shapes(child, [_step_shape(input_shapes[0])])
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
         shape = input_shapes[0]
         expect_min_rank(node, shape, 3)
-        child, handler = _child(node)
+        child, handler = wrapped_child(node)
         step = _step_shape(shape)
         (out,) = handler.output_shapes(child, [step])[:1]
         # The child's own tensors carry per-step shapes, for handlers that read them while emitting.
@@ -66,7 +74,7 @@ class TimeDistributed(LayerHandler):
         return [(shape[0], shape[1], *out[1:])]
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
-        child, handler = _child(node)
+        child, handler = wrapped_child(node)
         x = inputs[0]
         steps = _merge_batch_and_time(b, x, node.inputs[0].shape or ())
         y = emit_wrapped(node, child, handler, b, steps)
@@ -81,16 +89,17 @@ def _to_channels_last(rank: int) -> tuple[int, ...]:
     return (0, *range(2, rank), 1)
 
 
-def emit_wrapped(node: Node, child: Node, handler: LayerHandler, b: OpBuilder, x: str) -> str:
+def emit_wrapped(node: Node, child: Node, handler: LayerHandler, b: OpBuilder, x: str,
+                 extra: Sequence[str] = ()) -> str:
     """Emit a wrapped layer (TimeDistributed's, a Pipeline's) on `x`, under the wrapper's name; a
     channels_last child that only emits channels-first runs between two Transposes (see below)."""
-    runnable, transposed = _runnable_child(child, handler)
+    runnable, transposed = runnable_child(child, handler)
     in_rank = len(child.inputs[0].shape or ())
     if transposed:
         x = b.transpose(x, _to_channels_first(in_rank))
     scope, owner = b.scope, b.node
     b.node, b.scope = runnable, f"{node.name}/{child.name}"
-    (y,) = handler.emit(runnable, b, [x])[:1]
+    (y,) = handler.emit(runnable, b, [x, *extra])[:1]
     b.node, b.scope = owner, scope
     out_rank = len(child.outputs[0].shape or ())
     if transposed and out_rank >= 3:  # rank 2 (e.g. global pooling) has no channel axis to move
@@ -98,7 +107,7 @@ def emit_wrapped(node: Node, child: Node, handler: LayerHandler, b: OpBuilder, x
     return y
 
 
-def _runnable_child(child: Node, handler: LayerHandler) -> tuple[Node, bool]:
+def runnable_child(child: Node, handler: LayerHandler) -> tuple[Node, bool]:
     """A channels_first_only child emits only for channels_first data, and the layout pass does not see
     inside the wrapper; so a channels_last child runs as a channels_first copy between two Transposes
     (True when the caller must add them)."""
