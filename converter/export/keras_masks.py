@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from converter.ir import Graph, Node, Tensor
-from converter.passes.masking import KERAS2_MASK_PASSING, MASK_CONSUMERS, MASK_PASSING
+from converter.passes.masking import KERAS2_MASK_PASSING, MASK_CONSUMERS, MASK_PASSING, mask_origin, returns_sequences
 
 PASSING = MASK_PASSING | KERAS2_MASK_PASSING
 
@@ -32,12 +32,10 @@ def explicit_masks(graph: Graph) -> None:
 
 
 def _mask_of(graph: Graph, tensor: Tensor, made: dict[int, Tensor]) -> Tensor | None:
-    producer = tensor.producer
-    while producer is not None and producer.kind in PASSING and producer.inputs:
-        tensor = producer.inputs[0]
-        producer = tensor.producer
-    if producer is None:
+    origin = mask_origin(tensor, PASSING)
+    if origin is None:
         return None
+    producer, tensor = origin
     if id(producer) in made:
         return made[id(producer)]
     if producer.kind == "Embedding" and producer.attr("mask_zero", False):
@@ -46,15 +44,10 @@ def _mask_of(graph: Graph, tensor: Tensor, made: dict[int, Tensor]) -> Tensor | 
         differs = _op(graph, producer, "NotEqual", producer.inputs[0],
                       {"positional_constants": [float(producer.attr("mask_value", 0.0))]})
         made[id(producer)] = _op(graph, producer, "Any", differs, {}, {"axis": -1, "keepdims": False})
-    elif producer.kind in MASK_CONSUMERS and _returns_sequences(producer) and tensor is producer.outputs[0]:
+    elif producer.kind in MASK_CONSUMERS and returns_sequences(producer) and tensor is producer.outputs[0]:
         found = (producer.attrs.get("tensor_kwargs") or {}).get("mask")  # added already: nodes are in order
         return producer.inputs[found[0]] if found else None
     return made.get(id(producer))
-
-
-def _returns_sequences(node: Node) -> bool:
-    layer = node.children[0] if node.kind == "Bidirectional" and node.children else node
-    return bool(layer.attr("return_sequences", False))
 
 
 def _op(graph: Graph, source: Node, kind: str, x: Tensor, call_kwargs: dict[str, Any],

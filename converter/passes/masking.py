@@ -118,25 +118,32 @@ def _mask_head_attention(graph: Graph, node: Node, passing: frozenset[str], made
     node.attrs["tensor_kwargs"] = {**kwargs, "attention_mask": [len(node.inputs) - 1]}
 
 
-def _mask_of(graph: Graph, tensor: Tensor, passing: frozenset[str], made: dict[int, Tensor]) -> Tensor | None:
+def mask_origin(tensor: Tensor, passing: frozenset[str]) -> tuple[Node, Tensor] | None:
+    """Walk back through mask-passing layers to the layer whose output may carry a mask, and that output."""
     producer = tensor.producer
     while producer is not None and producer.kind in passing and producer.inputs:
         tensor = producer.inputs[0]
         producer = tensor.producer
-    if producer is None:
+    return None if producer is None else (producer, tensor)
+
+
+def _mask_of(graph: Graph, tensor: Tensor, passing: frozenset[str], made: dict[int, Tensor]) -> Tensor | None:
+    origin = mask_origin(tensor, passing)
+    if origin is None:
         return None
+    producer, tensor = origin
     if producer.kind == "Embedding" and producer.attr("mask_zero", False):
         return _source_mask(graph, producer, {"source": "embedding"}, made)
     if producer.kind == "Masking":
         return _source_mask(graph, producer, {"source": "masking", "mask_value": producer.attr("mask_value", 0.0)},
                             made)
-    if producer.kind in MASK_CONSUMERS and _returns_sequences(producer) and _is_sequence(producer, tensor):
+    if producer.kind in MASK_CONSUMERS and returns_sequences(producer) and _is_sequence(producer, tensor):
         found = (producer.attrs.get("tensor_kwargs") or {}).get("mask")
         return producer.inputs[found[0]] if found else None
     return None
 
 
-def _returns_sequences(node: Node) -> bool:
+def returns_sequences(node: Node) -> bool:
     layer = node.children[0] if node.kind == "Bidirectional" and node.children else node
     return bool(layer.attr("return_sequences", False))
 
