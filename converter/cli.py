@@ -65,7 +65,8 @@ def main() -> None:
 @click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="onnxruntime execution provider for --check.")
 @click.option("--rtol", type=float, default=None, help="Relative tolerance for --check (1e-4; 2e-2 with --float16).")
-@click.option("--atol", type=float, default=None, help="Absolute tolerance for --check (1e-5; 2e-2 with --float16).")
+@click.option("--atol", type=float, default=None,
+              help="Absolute tolerance for --check (1e-5; with --float16 2e-2 x max(1, max|expected|)).")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable JSON report.")
 def convert_command(as_json: bool, **options: Any) -> None:
     """Convert MODEL to ONNX."""

@@ -14,7 +14,7 @@ from converter.errors import UsageError
 from converter.ir import Tensor
 from converter.ir.graph import CHANNELS_FIRST
 from converter.passes.layout import LayoutOptions, to_channels_first, to_channels_last
-from runtime.compare import ATOL, RTOL, OutputDiff, compare
+from runtime.compare import ATOL, RTOL, OutputDiff, Tolerance, compare
 from runtime.inputs import generate_inputs
 from runtime.reference import load_keras_model, reference_outputs
 from runtime.stored import load_reference
@@ -86,13 +86,15 @@ def _verify(loaded: LoadedModel, output: Path, request: ConvertRequest) -> dict[
 
     rtol = request.rtol if request.rtol is not None else (FLOAT16_RTOL if request.float16 else RTOL)
     atol = request.atol if request.atol is not None else (FLOAT16_ATOL if request.float16 else ATOL)
+    tolerance = Tolerance(rtol, atol, atol_scaled=request.float16 and request.atol is None)
     if request.reference is not None:
-        diffs = check_against_reference(loaded, output, request.reference, request.provider, rtol, atol)
+        diffs, providers = check_against_reference(loaded, output, request.reference, request.provider, tolerance)
     else:
-        diffs = check_against_keras(loaded, output, request.weights, request.provider, rtol, atol)
+        diffs, providers = check_against_keras(loaded, output, request.weights, request.provider, tolerance)
     return {"ok": all(d.ok for d in diffs), "rtol": rtol, "atol": atol,
+            **({"atol_scaled_by": "max(1, max|expected|)"} if tolerance.atol_scaled else {}),
             "against": str(request.reference) if request.reference is not None else "keras",
-            "outputs": [d.to_dict() for d in diffs]}
+            "providers": providers, "outputs": [d.to_dict() for d in diffs]}
 
 
 def to_keras_layout(tensor: Tensor, array: np.ndarray) -> np.ndarray:
@@ -118,8 +120,8 @@ def run_keras_export(model: Path, output: Path, weights: Path | None, check: boo
 
 
 def check_against_keras(loaded: LoadedModel, onnx_path: Path, weights: Path | None, provider: str,
-                        rtol: float, atol: float) -> list[OutputDiff]:
-    """Per output, the worst error over batch sizes 1 and 3 of generated inputs."""
+                        tolerance: Tolerance) -> tuple[list[OutputDiff], list[str]]:
+    """Per output, the worst error over batch sizes 1 and 3 of generated inputs; and the providers that ran."""
     keras_model = load_keras_model(loaded.artifact, weights)
     from runtime.session import make_session, run  # onnxruntime only when checking
 
@@ -131,14 +133,14 @@ def check_against_keras(loaded: LoadedModel, onnx_path: Path, weights: Path | No
         ours = run(session, feeds)
         theirs = reference_outputs(keras_model, [to_keras_layout(t, feeds[t.name]) for t in loaded.graph.inputs])
         mine = [to_keras_layout(t, ours[n]) for t, n in zip(loaded.graph.outputs, names)]
-        for diff in compare(mine, theirs, names, rtol, atol):
+        for diff in compare(mine, theirs, names, tolerance):
             if diff.name not in worst or _worse(diff, worst[diff.name]):
                 worst[diff.name] = diff
-    return [worst[n] for n in names]
+    return [worst[n] for n in names], session.get_providers()
 
 
 def check_against_reference(loaded: LoadedModel, onnx_path: Path, reference: Path, provider: str,
-                            rtol: float, atol: float) -> list[OutputDiff]:
+                            tolerance: Tolerance) -> tuple[list[OutputDiff], list[str]]:
     """Compare with Keras outputs stored in an .npz (see runtime/stored.py): no TensorFlow needed."""
     names = list(loaded.graph.output_names)
     feeds, expected = load_reference(reference, [t.name for t in loaded.graph.inputs], names)
@@ -150,7 +152,7 @@ def check_against_reference(loaded: LoadedModel, onnx_path: Path, reference: Pat
     feeds = {k: to_onnx_layout(tensors[k], v).astype(_NUMPY_OF_ORT.get(dtypes[k], v.dtype)) for k, v in feeds.items()}
     ours = run(session, feeds)
     mine = [to_keras_layout(t, ours[n]) for t, n in zip(loaded.graph.outputs, names)]
-    return compare(mine, expected, names, rtol, atol)
+    return compare(mine, expected, names, tolerance), session.get_providers()
 
 
 _NUMPY_OF_ORT = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(int32)": "int32",

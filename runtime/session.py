@@ -26,14 +26,20 @@ def choose_providers(provider: str = "auto") -> list[str]:
 
 
 def make_session(model: Any, provider: str = "auto", threads: int | None = None) -> ort.InferenceSession:
-    """`model` is a path, serialized bytes or an onnx.ModelProto."""
+    """`model` is a path, serialized bytes or an onnx.ModelProto.
+
+    On CUDA, TF32 is turned off: onnxruntime enables it by default on Ampere and newer GPUs, and its
+    10-bit mantissa puts Conv/MatMul results 1e-4..1e-2 away from Keras' float32, far outside a
+    check's tolerance (measured on an H100: every fixture with a Dense or Conv failed with it on).
+    """
     options = ort.SessionOptions()
     if threads is not None:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
     source = model if isinstance(model, (str, bytes, Path)) else model.SerializeToString()
-    return ort.InferenceSession(str(source) if isinstance(source, Path) else source, options,
-                                providers=choose_providers(provider))
+    providers: list[Any] = [(p, {"use_tf32": "0"}) if p == PROVIDERS["cuda"] else p
+                            for p in choose_providers(provider)]
+    return ort.InferenceSession(str(source) if isinstance(source, Path) else source, options, providers=providers)
 
 
 def run(session: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -194,3 +194,34 @@ def test_unsupported_multi_output_layer_is_reported_not_crashed(tmp_path: Path) 
     model = save_keras(tmp_path / "m.keras", config, {})
     result = _kconvert(str(model))
     assert result.returncode == 3 and "'split' (SplitInTwo)" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_float16_check_scales_its_absolute_tolerance_with_the_output(tmp_path: Path) -> None:
+    """A 50-layer net in float16: its error grows to ~1.5% of the output's magnitude (3.1e-2 on logits
+    up to 2.0), beyond a fixed 2e-2 but inside 2e-2 x max|expected|. The report says how atol was scaled."""
+    folder = FIXTURES / "zoo" / "mobilenet_v2_a010"
+    stored = np.load(folder / "expected.npz")["k3_0"]
+    np.savez(tmp_path / "reference.npz", x0=np.load(folder / "inputs.npz")["x0"], y0=stored)
+    args = [str(folder / "model.keras"), "-o", str(tmp_path / "m.onnx"), "--reference",
+            str(tmp_path / "reference.npz"), "--json", "--float16"]
+    report = json.loads(CliRunner().invoke(main, args).output)
+    assert report["check"]["ok"] and report["check"]["atol_scaled_by"] == "max(1, max|expected|)"
+    assert 2e-2 < report["check"]["outputs"][0]["max_abs"] < 2e-2 * float(np.abs(stored).max())
+    assert report["check"]["providers"][-1] == "CPUExecutionProvider"
+    explicit = json.loads(CliRunner().invoke(main, [*args, "--atol", "2e-2"]).output)  # an explicit atol is as given
+    assert not explicit["check"]["ok"] and "atol_scaled_by" not in explicit["check"]
+
+
+def test_cuda_sessions_turn_tf32_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """onnxruntime enables TF32 on Ampere+ by default; on an H100 that failed every Dense/Conv fixture
+    at the check's tolerance (errors 2e-4..1e-2), so checks ask for full float32."""
+    import runtime.session as session
+
+    seen: dict[str, object] = {}
+    both = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(session.ort, "get_available_providers", lambda: both)
+    monkeypatch.setattr(session.ort, "InferenceSession", lambda model, options, providers: seen.update(p=providers))
+    session.make_session(b"model", "auto")
+    assert seen["p"] == [("CUDAExecutionProvider", {"use_tf32": "0"}), "CPUExecutionProvider"]
+    session.make_session(b"model", "cpu")
+    assert seen["p"] == ["CPUExecutionProvider"]
