@@ -156,3 +156,29 @@ def test_shared_layer_keeps_its_unfolded_weights_for_other_calls(tmp_path: Path,
     got, want = run_onnx(export(after), a, b), run_onnx(export(before), a, b)
     assert_close(got[0], want[0])
     assert_close(got[1], b @ weights["layer"][0] + weights["layer"][1])
+
+
+@pytest.mark.parametrize("case", ["Conv2D", "Conv1D", "DepthwiseConv2D", "SeparableConv2D", "Conv2DTranspose", "Dense"])
+def test_folded_kernel_is_laid_out_as_onnx_reads_it(tmp_path: Path, rng: np.random.Generator, case: str) -> None:
+    """The scaled kernel keeps Keras' shape but ONNX's memory order: the handler's transpose is then a
+    view, and the weights are traversed once. Its values are kernel x s exactly (one rounding)."""
+    from converter.layers.conv import depthwise_axes, onnx_kernel_axes
+    from converter.layers.normalization import bn_scale_shift
+
+    config, weights, _ = _model(case, rng)
+    path = save_legacy_h5(tmp_path / "m.h5", config, weights)
+    loaded = converter.load(path, optimize=False)
+    bn = next(n for n in loaded.graph.nodes if n.kind == "BatchNormalization")
+    scale = bn_scale_shift(bn)[0].astype(np.float32)
+    key = {"DepthwiseConv2D": "depthwise_kernel", "SeparableConv2D": "pointwise_kernel"}.get(case, "kernel")
+    original = next(n for n in loaded.graph.nodes if n.kind == case).weights[key]
+    folded = next(n for n in fold_batch_norm.run(cleanup.run(loaded.graph)).nodes if n.kind == case).weights[key]
+    loaded.artifact.close()
+    if case == "DepthwiseConv2D":
+        expected, axes = original * scale.reshape(original.shape[-2:]), depthwise_axes(4)
+    elif case == "Conv2DTranspose":
+        expected, axes = original * scale[:, None], onnx_kernel_axes(4)
+    else:
+        expected, axes = original * scale, tuple(range(2)) if case == "Dense" else onnx_kernel_axes(original.ndim)
+    assert folded.shape == original.shape and np.array_equal(folded, expected)
+    assert folded.transpose(axes).flags.c_contiguous

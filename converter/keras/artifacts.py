@@ -17,6 +17,7 @@ from typing import Any
 import h5py
 
 from converter.errors import FormatError, UsageError, WeightsError
+from converter.keras.mapped import MappedImage
 from converter.keras.weights import WeightSource, decode, open_weight_source
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -138,7 +139,7 @@ def _open_h5(path: Path) -> KerasArtifact:
         path=path,
         format="h5",
         model_config=_parse_json(raw, f"{path.name}:model_config"),
-        weights=open_weight_source(handle),
+        weights=open_weight_source(handle, MappedImage(path)),
         keras_version=_root_attr(handle, "keras_version"),
         backend=_root_attr(handle, "backend"),
         _keep_open=[handle],
@@ -182,6 +183,14 @@ class StoredEntry(io.RawIOBase):
     def __init__(self, path: Path, start: int, length: int) -> None:
         self._file = path.open("rb")
         self._start, self._length, self._pos = start, length, 0
+
+    @property
+    def start(self) -> int:
+        return self._start
+
+    @property
+    def length(self) -> int:
+        return self._length
 
     def readable(self) -> bool:
         return True
@@ -244,7 +253,8 @@ def _open_keras_zip(path: Path) -> KerasArtifact:
                               hint="refusing a tampered archive (kconvert never unpickles)")
         source.seek(0)
         handle = _open_h5_handle(source, "model.weights.h5")
-        weights = open_weight_source(handle)
+        image = MappedImage(path, source.start, source.length) if isinstance(source, StoredEntry) else None
+        weights = open_weight_source(handle, image)
         keep.append(handle)
     return KerasArtifact(
         path=path,
@@ -281,7 +291,7 @@ def _open_weights_file(path: Path, artifact: KerasArtifact) -> WeightSource:
         raise WeightsError(f"{path.name} is not an HDF5 weights file", hint="pass the .h5 written by save_weights")
     handle = _open_h5_handle(path, path.name)
     artifact._keep_open.append(handle)
-    source = open_weight_source(handle)
+    source = open_weight_source(handle, MappedImage(path))
     if source is None:
         raise WeightsError(f"{path.name} holds no Keras weights", hint="pass the .h5 written by save_weights")
     if artifact.keras_version is None:

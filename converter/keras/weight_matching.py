@@ -49,10 +49,10 @@ def match_by_order(source: WeightSource, weighted_keys: list[LayerKey]) -> Weigh
         return source
     if not isinstance(source, LegacyH5Weights) or not file_names:
         return source
-    if all(source.layer_weights((key,)) is not None for key in weighted_keys):
+    if all(source.has_layer(name) for name, _ in weighted_keys):
         return source
     weighted = [name for name, _ in weighted_keys]
-    file_weighted = [name for name in file_names if source.layer_weights(((name, name),))]
+    file_weighted = [name for name in file_names if source.weight_count(name)]
     if len(file_weighted) != len(weighted):
         return source  # no positional pairing exists; each missing layer is reported by name
     mapping = dict(zip(weighted, file_weighted))

@@ -17,6 +17,8 @@ from typing import Any, Protocol
 import h5py
 import numpy as np
 
+from converter.keras.mapped import MappedImage, read_array
+
 # Keras 3 stores sub-objects as child groups; h5py lists them alphabetically, but a layer's
 # `weights` list follows build order. These names fix the order where alphabetical is wrong.
 _CHILD_ORDER = (
@@ -94,11 +96,20 @@ class WeightSource(Protocol):
 class LegacyH5Weights:
     """`model_weights/<layer>/<weight_name>` (or the root group for save_weights files)."""
 
-    def __init__(self, group: h5py.Group) -> None:
+    def __init__(self, group: h5py.Group, image: MappedImage | None = None) -> None:
         self.group = group
+        self.image = image
 
     def layer_names(self) -> list[str]:
         return read_chunked_attr(self.group, "layer_names")
+
+    def has_layer(self, name: str) -> bool:
+        """Whether the file holds a group for this top-level layer; reads no weight data."""
+        return name in self.group
+
+    def weight_count(self, name: str) -> int:
+        """How many arrays the file lists for this top-level layer; reads no weight data."""
+        return len(read_chunked_attr(self.group[name], "weight_names")) if name in self.group else 0
 
     def layer_weights(self, path: tuple[LayerKey, ...]) -> list[np.ndarray] | None:
         top = path[0][0]
@@ -109,7 +120,7 @@ class LegacyH5Weights:
         if len(path) > 1:
             enclosing = [key[0] for key in path[:-1]]
             names = [n for n in names if _owning_layer(n, enclosing) == path[-1][0]]
-        return [np.asarray(layer_group[n]) for n in names]
+        return [read_array(layer_group[n], self.image) for n in names]
 
 
 def _owning_layer(weight_name: str, enclosing: list[str]) -> str:
@@ -131,8 +142,9 @@ def _owning_layer(weight_name: str, enclosing: list[str]) -> str:
 class Keras3H5Weights:
     """`layers/<name>/vars/<i>` with sub-objects as child groups."""
 
-    def __init__(self, root: h5py.Group) -> None:
+    def __init__(self, root: h5py.Group, image: MappedImage | None = None) -> None:
         self.root = root
+        self.image = image
 
     def layer_names(self) -> list[str]:
         layers = self.root.get("layers")
@@ -145,7 +157,7 @@ class Keras3H5Weights:
             if not isinstance(group, h5py.Group) or name not in group:
                 return None
             group = group[name]
-        return collect_vars(group)
+        return collect_vars(group, self.image)
 
 
 class TfKerasZipWeights(Keras3H5Weights):
@@ -173,7 +185,7 @@ class TfKerasZipWeights(Keras3H5Weights):
             if key is None:
                 return None
             group = group[key]
-        return collect_vars(group)
+        return collect_vars(group, self.image)
 
 
 def _ranked_key(keys: list[str], saved: str) -> str | None:
@@ -188,27 +200,28 @@ def _ranked_key(keys: list[str], saved: str) -> str | None:
     return numbered[rank][1] if rank < len(numbered) else None
 
 
-def collect_vars(group: h5py.Group) -> list[np.ndarray]:
+def collect_vars(group: h5py.Group, image: MappedImage | None = None) -> list[np.ndarray]:
     """Own `vars/0..n` first, then child objects in build order."""
     arrays: list[np.ndarray] = []
     own = group.get("vars")
     if isinstance(own, h5py.Group):
-        arrays.extend(np.asarray(own[k]) for k in sorted(own.keys(), key=int))
+        arrays.extend(read_array(own[k], image) for k in sorted(own.keys(), key=int))
     children = [k for k in group if k != "vars" and isinstance(group[k], h5py.Group)]
     ranked = sorted(children, key=lambda k: (_CHILD_ORDER.index(k) if k in _CHILD_ORDER else len(_CHILD_ORDER), k))
     for child in ranked:
-        arrays.extend(collect_vars(group[child]))
+        arrays.extend(collect_vars(group[child], image))
     return arrays
 
 
-def open_weight_source(root: h5py.Group) -> WeightSource | None:
-    """Pick the layout by content: `model_weights/` or `layer_names` is legacy, `layers/` is Keras 3."""
+def open_weight_source(root: h5py.Group, image: MappedImage | None = None) -> WeightSource | None:
+    """Pick the layout by content: `model_weights/` or `layer_names` is legacy, `layers/` is Keras 3.
+    `image`: the file's bytes mapped, so that weights are read as views of it (see mapped.py)."""
     if "model_weights" in root:
-        return LegacyH5Weights(root["model_weights"])
+        return LegacyH5Weights(root["model_weights"], image)
     if read_chunked_attr(root, "layer_names"):
-        return LegacyH5Weights(root)
+        return LegacyH5Weights(root, image)
     if TfKerasZipWeights.CONTAINER in root:
-        return TfKerasZipWeights(root)
+        return TfKerasZipWeights(root, image)
     if "layers" in root or "vars" in root:
-        return Keras3H5Weights(root)
+        return Keras3H5Weights(root, image)
     return None

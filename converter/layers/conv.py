@@ -33,16 +33,26 @@ from converter.layers.windows import (
 )
 
 
+def onnx_kernel_axes(ndim: int) -> tuple[int, ...]:
+    """The transpose taking a Keras kernel (k..., in, out) to ONNX's (out, in, k...)."""
+    rank = ndim - 2
+    return (rank + 1, rank, *range(rank))
+
+
+def depthwise_axes(ndim: int) -> tuple[int, ...]:
+    """The transpose taking a depthwise kernel (k..., in, multiplier) to (in, multiplier, k...)."""
+    rank = ndim - 2
+    return (rank, rank + 1, *range(rank))
+
+
 def keras_to_onnx_kernel(kernel: np.ndarray) -> np.ndarray:
     """(k..., in, out) -> (out, in, k...)."""
-    rank = kernel.ndim - 2
-    return np.transpose(kernel, (rank + 1, rank, *range(rank)))
+    return np.transpose(kernel, onnx_kernel_axes(kernel.ndim))
 
 
 def depthwise_to_onnx(kernel: np.ndarray) -> np.ndarray:
     """(k..., in, multiplier) -> (in * multiplier, 1, k...)."""
-    rank = kernel.ndim - 2
-    chw = np.transpose(kernel, (rank, rank + 1, *range(rank)))
+    chw = np.transpose(kernel, depthwise_axes(kernel.ndim))
     return chw.reshape(chw.shape[0] * chw.shape[1], 1, *chw.shape[2:])
 
 

@@ -8,11 +8,14 @@ s and bias' = bias * s + beta - moving_mean * s (s and the bias in float64). The
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from converter.ir import Graph, Node
 from converter.ir.graph import CHANNELS_FIRST
 from converter.layers.activations import activation_name
+from converter.layers.conv import depthwise_axes, onnx_kernel_axes
 from converter.layers.normalization import bn_scale_shift
 
 # kind -> (the weight holding each output channel's entries, where the output channels are:
@@ -29,6 +32,15 @@ FOLDABLE: dict[str, tuple[str, str]] = {
     "SeparableConv2D": ("pointwise_kernel", "last"),
     "DepthwiseConv1D": ("depthwise_kernel", "depthwise"),
     "DepthwiseConv2D": ("depthwise_kernel", "depthwise"),
+}
+# How each handler transposes the folded weight for ONNX (layers/conv.py): the scaled kernel is
+# written straight into that memory order, so the handler's transpose is a free view, and the
+# weights are traversed once (scale and transpose together) instead of twice. Dense keeps its order.
+_ONNX_AXES: dict[str, Callable[[int], tuple[int, ...]]] = {
+    **{kind: onnx_kernel_axes for kind, (_, where) in FOLDABLE.items() if where in ("last", "second_last")},
+    "DepthwiseConv1D": depthwise_axes,
+    "DepthwiseConv2D": depthwise_axes,
+    "Dense": lambda ndim: tuple(range(ndim)),
 }
 
 
@@ -70,6 +82,14 @@ def _channel_axis(layer: Node, rank: int) -> int:
     return rank - 1
 
 
+def _scaled(kernel: np.ndarray, factor: np.ndarray, onnx_axes: tuple[int, ...]) -> np.ndarray:
+    """kernel * factor (one float32 rounding per entry, no float64 copy of a big kernel), shaped as
+    the Keras kernel but laid out in memory as `kernel.transpose(onnx_axes)` will read it."""
+    ordered = np.multiply(kernel.transpose(onnx_axes), np.broadcast_to(factor, kernel.shape).transpose(onnx_axes),
+                          order="C")
+    return ordered.transpose(np.argsort(onnx_axes))
+
+
 def _fold(layer: Node, bn: Node) -> bool:
     """Scale the layer's weights in place (new arrays, so a shared layer's other calls keep theirs)."""
     key, where = FOLDABLE[layer.kind]
@@ -90,7 +110,7 @@ def _fold(layer: Node, bn: Node) -> bool:
     old_bias = np.zeros(scale.size) if bias is None else bias.astype(np.float64)
     layer.weights = {
         **layer.weights,
-        key: kernel * broadcast.astype(np.float32),  # one rounding per entry; no float64 copy of a big kernel
+        key: _scaled(kernel, broadcast.astype(np.float32), _ONNX_AXES[layer.kind](kernel.ndim)),
         "bias": (old_bias * scale + shift).astype(np.float32),
     }
     layer.attrs["use_bias"] = True

@@ -1,0 +1,54 @@
+"""HDF5 weights read as views of a memory map of the file, not copied through h5py.
+
+Keras writes every weight as a contiguous, unfiltered dataset. Its bytes sit at a fixed offset in
+the file (or, in a `.keras` zip, in the stored `model.weights.h5` entry), so an array can be a
+read-only view of a map of those bytes: no h5py read call, no fresh buffer for every weight, and the
+page cache's pages are what the writer later copies into the ONNX file. Anything else (chunked or
+compressed datasets, odd dtypes, an offset outside the mapped bytes) is read by h5py as before.
+"""
+
+from __future__ import annotations
+
+import mmap
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+# Plain numeric element types only: a view of string/compound/opaque data would not be an array.
+_MAPPABLE_KINDS = frozenset("fiub")
+
+
+class MappedImage:
+    """The bytes of one HDF5 file image: `length` bytes from `start` of the file at `path`."""
+
+    def __init__(self, path: Path, start: int = 0, length: int | None = None) -> None:
+        with path.open("rb") as handle:
+            size = handle.seek(0, 2)
+            # The map outlives the handle (it holds its own descriptor) and every view keeps it alive.
+            self._map = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+        self._start = start
+        self._end = size if length is None else min(size, start + length)
+
+    def read(self, dataset: h5py.Dataset) -> np.ndarray:
+        view = self._view(dataset)
+        return np.asarray(dataset) if view is None else view
+
+    def _view(self, dataset: h5py.Dataset) -> np.ndarray | None:
+        dtype = dataset.dtype
+        if self._map is None or dtype.kind not in _MAPPABLE_KINDS or dtype.fields is not None:
+            return None
+        if dataset.chunks is not None or dataset.external or dataset.size == 0:
+            return None
+        offset = dataset.id.get_offset()
+        if offset is None:  # storage never allocated: h5py fills it with the fill value
+            return None
+        begin = self._start + offset
+        if begin + dataset.size * dtype.itemsize > self._end:
+            return None
+        array = np.frombuffer(self._map, dtype=dtype, count=dataset.size, offset=begin)
+        return array.reshape(dataset.shape)
+
+
+def read_array(dataset: h5py.Dataset, image: MappedImage | None) -> np.ndarray:
+    return np.asarray(dataset) if image is None else image.read(dataset)

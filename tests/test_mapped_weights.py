@@ -1,0 +1,69 @@
+"""Weights read as views of a memory map of the HDF5 bytes (converter/keras/mapped.py), and h5py's
+own read wherever a view would be wrong: chunked or compressed datasets, bytes outside the image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pytest
+from kmodels import layer, save_keras, save_legacy_h5, sequential
+
+import converter
+from converter.keras import weights as weight_module
+from converter.keras.artifacts import open_artifact
+from converter.keras.mapped import MappedImage
+
+
+def _dense(rng: np.random.Generator) -> tuple[dict[str, Any], dict[str, Any]]:
+    config = sequential([layer("Dense", "dense", units=3, activation="linear", use_bias=True)], (4,))
+    return config, {"dense": [rng.normal(size=(4, 3)).astype("float32"), rng.normal(size=3).astype("float32")]}
+
+
+@pytest.mark.parametrize("saver", [save_legacy_h5, save_keras], ids=["h5", "keras"])
+def test_contiguous_weights_are_read_only_views_of_the_file(tmp_path: Path, rng: np.random.Generator,
+                                                            saver: Any) -> None:
+    config, weights = _dense(rng)
+    path = saver(tmp_path / ("m.h5" if saver is save_legacy_h5 else "m.keras"), config, weights)
+    artifact = open_artifact(path)
+    assert artifact.weights is not None
+    kernel, bias = artifact.weights.layer_weights((("dense", "dense"),)) or []
+    assert np.array_equal(kernel, weights["dense"][0]) and np.array_equal(bias, weights["dense"][1])
+    assert not kernel.flags.writeable and not kernel.flags.owndata  # a view of the map: no copy was made
+    artifact.close()
+
+
+def test_chunked_compressed_and_out_of_image_datasets_are_read_by_h5py(tmp_path: Path,
+                                                                       rng: np.random.Generator) -> None:
+    data = rng.normal(size=(64, 8)).astype("float32")
+    path = tmp_path / "w.h5"
+    with h5py.File(path, "w") as handle:
+        handle.create_dataset("plain", data=data)
+        handle.create_dataset("gzip", data=data, chunks=(16, 8), compression="gzip")
+        handle.create_dataset("big_endian", data=data.astype(">f4"))
+        handle.create_dataset("empty", shape=(0, 8), dtype="float32")
+    image, short = MappedImage(path), MappedImage(path, length=1024)  # `short` ends before the data
+    with h5py.File(path, "r") as handle:
+        plain = image.read(handle["plain"])
+        assert not plain.flags.owndata and np.array_equal(plain, data)
+        gzip = image.read(handle["gzip"])
+        assert gzip.flags.owndata and np.array_equal(gzip, data)
+        big = image.read(handle["big_endian"])
+        assert not big.flags.owndata and big.dtype == np.dtype(">f4") and np.array_equal(big, data)
+        assert image.read(handle["empty"]).shape == (0, 8)
+        outside = short.read(handle["plain"])
+        assert outside.flags.owndata and np.array_equal(outside, data)
+
+
+def test_renamed_layer_check_reads_no_weight_data(tmp_path: Path, rng: np.random.Generator,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deciding whether to match layers by order looks at names and counts only: each weight is read once."""
+    config, weights = _dense(rng)
+    path = save_legacy_h5(tmp_path / "m.h5", config, weights)
+    reads: list[str] = []
+    original = weight_module.read_array
+    monkeypatch.setattr(weight_module, "read_array", lambda ds, image: reads.append(ds.name) or original(ds, image))
+    converter.load(path).artifact.close()
+    assert sorted(reads) == sorted(set(reads)) and len(reads) == 2
