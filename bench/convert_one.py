@@ -18,7 +18,7 @@ def main(tool: str, model: str, output: str) -> None:
         import converter
         from converter.export.onnx import save_graph
 
-        loaded = converter.load(model)
+        loaded = converter.load(model, mapped=True)
         save_graph(loaded.graph, output, keras_version=loaded.artifact.keras_version,
                    metadata=loaded.graph.metadata, release_weights=True)
         loaded.artifact.close()

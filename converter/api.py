@@ -26,14 +26,18 @@ class LoadedModel:
 
 def load(path: str | Path, weights: str | Path | None = None, optimize: bool = True,
          backend: str | None = None, require_weights: bool = True,
-         layout: LayoutOptions | None = None) -> LoadedModel:
+         layout: LayoutOptions | None = None, mapped: bool = False) -> LoadedModel:
     """Read a Keras file into a normalised LayerGraph.
 
     `backend` overrides the Keras backend recorded in the file ("theano" for Keras 1 Theano files,
     which record none); `require_weights=False` reads the architecture alone when there are no weights;
     `layout` keeps spatial graph inputs/outputs channels-first (NCHW) instead of Keras' order.
+    `mapped=True` reads the weights as read-only views of the file's bytes instead of copies (faster,
+    less memory); the file must then stay unchanged while the graph is in use, since truncating a
+    mapped file makes reading the views fail. convert(), save_keras() and the CLI use it: they are
+    done with the weights before they return.
     """
-    artifact = open_artifact(path, weights, backend=backend)
+    artifact = open_artifact(path, weights, backend=backend, mapped=mapped)
     graph = build_graph(artifact, require_weights=require_weights)
     graph.metadata.update(_provenance(artifact))
     graph = run_pipeline(graph, layout) if optimize else shape_inference.run(shape_semantics.run(graph))
@@ -60,7 +64,7 @@ def convert(path: str | Path, weights: str | Path | None = None, opset: int | No
     """
     from converter.export.onnx import DEFAULT_OPSET, export
 
-    loaded = load(path, weights, backend=backend, layout=LayoutOptions(nchw_inputs, nchw_outputs))
+    loaded = load(path, weights, backend=backend, layout=LayoutOptions(nchw_inputs, nchw_outputs), mapped=True)
     try:
         return export(loaded.graph, DEFAULT_OPSET if opset is None else opset, loaded.artifact.keras_version,
                       loaded.graph.metadata, float16=float16)
@@ -77,7 +81,7 @@ def save_keras(path: str | Path, output: str | Path, weights: str | Path | None 
     """
     from converter.export.keras import write_keras
 
-    loaded = load(path, weights, optimize=False, backend=backend)
+    loaded = load(path, weights, optimize=False, backend=backend, mapped=True)
     try:
         return write_keras(loaded.graph, output, loaded.artifact.keras_version)
     finally:

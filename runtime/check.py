@@ -61,7 +61,7 @@ def run_convert(request: ConvertRequest) -> dict[str, Any]:
                          hint="use -o NAME.onnx, or -o NAME.keras for a Keras 3 archive")
     start = time.perf_counter()
     layout = LayoutOptions(nchw_inputs=request.nchw_inputs, nchw_outputs=request.nchw_outputs)
-    loaded = load(request.model, request.weights, backend=request.backend, layout=layout)
+    loaded = load(request.model, request.weights, backend=request.backend, layout=layout, mapped=True)
     # Without a check the Keras-layout weights are dropped as soon as each layer is lowered.
     ops = lower_for_export(loaded.graph, DEFAULT_OPSET if request.opset is None else request.opset,
                            loaded.artifact.keras_version, request.float16, request.float16_io,

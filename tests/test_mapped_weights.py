@@ -27,12 +27,16 @@ def test_contiguous_weights_are_read_only_views_of_the_file(tmp_path: Path, rng:
                                                             saver: Any) -> None:
     config, weights = _dense(rng)
     path = saver(tmp_path / ("m.h5" if saver is save_legacy_h5 else "m.keras"), config, weights)
-    artifact = open_artifact(path)
+    artifact = open_artifact(path, mapped=True)
     assert artifact.weights is not None
     kernel, bias = artifact.weights.layer_weights((("dense", "dense"),)) or []
     assert np.array_equal(kernel, weights["dense"][0]) and np.array_equal(bias, weights["dense"][1])
     assert not kernel.flags.writeable and not kernel.flags.owndata  # a view of the map: no copy was made
     artifact.close()
+    copied = open_artifact(path)  # the default, for callers that keep the graph: arrays of their own
+    assert copied.weights is not None
+    assert all(a.flags.owndata for a in copied.weights.layer_weights((("dense", "dense"),)) or [])
+    copied.close()
 
 
 def test_chunked_compressed_and_out_of_image_datasets_are_read_by_h5py(tmp_path: Path,
@@ -65,5 +69,5 @@ def test_renamed_layer_check_reads_no_weight_data(tmp_path: Path, rng: np.random
     reads: list[str] = []
     original = weight_module.read_array
     monkeypatch.setattr(weight_module, "read_array", lambda ds, image: reads.append(ds.name) or original(ds, image))
-    converter.load(path).artifact.close()
+    converter.load(path, mapped=True).artifact.close()
     assert sorted(reads) == sorted(set(reads)) and len(reads) == 2

@@ -84,9 +84,11 @@ def sniff(path: Path) -> str:
 BACKENDS = ("tensorflow", "theano", "cntk", "jax", "torch", "numpy")
 
 
-def open_artifact(path: str | Path, weights: str | Path | None = None, backend: str | None = None) -> KerasArtifact:
+def open_artifact(path: str | Path, weights: str | Path | None = None, backend: str | None = None,
+                  mapped: bool = False) -> KerasArtifact:
     """`backend` overrides the backend recorded in the file (Keras 1 files record none): "theano" makes
-    convolution kernels be read as Theano's flipped ones."""
+    convolution kernels be read as Theano's flipped ones. `mapped`: weights are read-only views of the
+    files' bytes (see mapped.py), for callers that finish with them before returning."""
     path = Path(path)
     if backend is not None and backend not in BACKENDS:
         raise UsageError(f"unknown backend {backend!r}", hint=f"use one of: {', '.join(BACKENDS)}")
@@ -94,13 +96,13 @@ def open_artifact(path: str | Path, weights: str | Path | None = None, backend: 
         raise FormatError(f"no such file: {path}", hint="check the path")
     kind = sniff(path)
     if kind == "h5":
-        artifact = _open_h5(path)
+        artifact = _open_h5(path, mapped)
     elif kind == "keras":
-        artifact = _open_keras_zip(path)
+        artifact = _open_keras_zip(path, mapped)
     else:
         artifact = _open_json(path)
     if weights is not None:
-        artifact.weights = _open_weights_file(Path(weights), artifact)
+        artifact.weights = _open_weights_file(Path(weights), artifact, mapped)
     if backend is not None:
         artifact.backend = backend
     return artifact
@@ -126,7 +128,7 @@ def _root_attr(handle: h5py.Group, key: str) -> str | None:
     return decode(handle.attrs[key]) if key in handle.attrs else None
 
 
-def _open_h5(path: Path) -> KerasArtifact:
+def _open_h5(path: Path, mapped: bool = False) -> KerasArtifact:
     handle = _open_h5_handle(path, path.name)
     raw = _root_attr(handle, "model_config")
     if raw is None:
@@ -139,7 +141,7 @@ def _open_h5(path: Path) -> KerasArtifact:
         path=path,
         format="h5",
         model_config=_parse_json(raw, f"{path.name}:model_config"),
-        weights=open_weight_source(handle, MappedImage(path)),
+        weights=open_weight_source(handle, MappedImage(path) if mapped else None),
         keras_version=_root_attr(handle, "keras_version"),
         backend=_root_attr(handle, "backend"),
         _keep_open=[handle],
@@ -231,7 +233,7 @@ def _weights_entry(archive: zipfile.ZipFile, path: Path) -> io.RawIOBase | io.By
     return StoredEntry(path, info.header_offset + 30 + name_length + extra_length, info.file_size)
 
 
-def _open_keras_zip(path: Path) -> KerasArtifact:
+def _open_keras_zip(path: Path, mapped: bool = False) -> KerasArtifact:
     try:
         archive = zipfile.ZipFile(path)
     except zipfile.BadZipFile as err:
@@ -253,7 +255,8 @@ def _open_keras_zip(path: Path) -> KerasArtifact:
                               hint="refusing a tampered archive (kconvert never unpickles)")
         source.seek(0)
         handle = _open_h5_handle(source, "model.weights.h5")
-        image = MappedImage(path, source.start, source.length) if isinstance(source, StoredEntry) else None
+        image = MappedImage(path, source.start, source.length) if mapped and isinstance(source, StoredEntry) \
+            else None
         weights = open_weight_source(handle, image)
         keep.append(handle)
     return KerasArtifact(
@@ -277,12 +280,12 @@ def _open_json(path: Path) -> KerasArtifact:
                          backend=config.get("backend") if isinstance(config, dict) else None)
 
 
-def _open_weights_file(path: Path, artifact: KerasArtifact) -> WeightSource:
+def _open_weights_file(path: Path, artifact: KerasArtifact, mapped: bool = False) -> WeightSource:
     if not path.exists():
         raise WeightsError(f"no such weights file: {path}", hint="check the --weights path")
     kind = sniff(path)
     if kind == "keras":
-        other = _open_keras_zip(path)
+        other = _open_keras_zip(path, mapped)
         artifact._keep_open.extend(other._keep_open)
         if other.weights is None:
             raise WeightsError(f"{path.name} has no model.weights.h5", hint="pass a weights file")
@@ -291,7 +294,7 @@ def _open_weights_file(path: Path, artifact: KerasArtifact) -> WeightSource:
         raise WeightsError(f"{path.name} is not an HDF5 weights file", hint="pass the .h5 written by save_weights")
     handle = _open_h5_handle(path, path.name)
     artifact._keep_open.append(handle)
-    source = open_weight_source(handle, MappedImage(path))
+    source = open_weight_source(handle, MappedImage(path) if mapped else None)
     if source is None:
         raise WeightsError(f"{path.name} holds no Keras weights", hint="pass the .h5 written by save_weights")
     if artifact.keras_version is None:

@@ -5,6 +5,10 @@ the file (or, in a `.keras` zip, in the stored `model.weights.h5` entry), so an 
 read-only view of a map of those bytes: no h5py read call, no fresh buffer for every weight, and the
 page cache's pages are what the writer later copies into the ONNX file. Anything else (chunked or
 compressed datasets, odd dtypes, an offset outside the mapped bytes) is read by h5py as before.
+
+Opt-in (`load(..., mapped=True)`): a view reads the file when used, so the file must not be truncated
+or rewritten while the graph is alive. The CLI, convert() and save_keras() finish with the weights
+before they return; the plain `load()` API hands out arrays of their own.
 """
 
 from __future__ import annotations
