@@ -24,14 +24,16 @@ import onnxruntime as ort
 
 HERE = Path(__file__).resolve().parent
 CACHE, VENV_PY = HERE / ".cache", HERE / ".venv" / "bin" / "python"
-TOOLS = ("kconvert", "tf2onnx", "keras")
+# kconvert reads the .keras archive and, as `kconvert-h5`, the legacy .h5 that tf2onnx reads.
+TOOLS = ("kconvert", "kconvert-h5", "tf2onnx", "keras")
+OURS = ("kconvert", "kconvert-h5")
 GNU_TIME = "/usr/bin/time"
 MODELS = ("ResNet50", "MobileNetV2", "DenseNet121", "EfficientNetB0", "InceptionV3", "BiLSTM")
 
 
 def source(tool: str, model: str) -> Path:
-    # tf2onnx's documented path is `--keras model.h5`; kconvert and Keras read the .keras archive.
-    return CACHE / f"{model}.{'h5' if tool == 'tf2onnx' else 'keras'}"
+    # tf2onnx's documented path is `--keras model.h5`; Keras reads the .keras archive.
+    return CACHE / f"{model}.{'h5' if tool in ('tf2onnx', 'kconvert-h5') else 'keras'}"
 
 
 def convert(tool: str, model: str, out: Path) -> tuple[float, float]:
@@ -39,10 +41,13 @@ def convert(tool: str, model: str, out: Path) -> tuple[float, float]:
 
     Linux keeps a process's peak RSS across exec, so a child forked from this (large) process would
     report at least our own peak: GNU time, itself small, forks the conversion and reports its peak."""
-    python = sys.executable if tool == "kconvert" else str(VENV_PY)
+    python = sys.executable if tool in OURS else str(VENV_PY)
     env = {**os.environ, "PYTHONPATH": str(HERE.parent), "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
     report = out.with_suffix(".time")
-    command = [python, str(HERE / "convert_one.py"), tool, str(source(tool, model)), str(out)]
+    command = [python, str(HERE / "convert_one.py"), "kconvert" if tool in OURS else tool,
+               str(source(tool, model)), str(out)]
+    for stale in (out, out.with_name(out.name + ".data")):  # every tool writes a new file, as a first run does
+        stale.unlink(missing_ok=True)
     if not Path(GNU_TIME).exists():
         raise SystemExit(f"{GNU_TIME} is needed to measure peak RSS (apt-get install time)")
     start = time.perf_counter()
@@ -105,12 +110,16 @@ def bench(model: str, runs: int, seconds: float, work: Path) -> list[dict[str, o
     walls: dict[str, list[float]] = {t: [] for t in TOOLS}
     rss: dict[str, list[float]] = {t: [] for t in TOOLS}
     for r in range(runs):
-        for tool in TOOLS[r % 3:] + TOOLS[:r % 3]:  # rotate, so no tool always runs on a warm cache
+        for tool in TOOLS[r % len(TOOLS):] + TOOLS[:r % len(TOOLS)]:  # rotate: no tool always runs on a warm cache
             wall, peak = convert(tool, model, work / f"{model}.{tool}.onnx")
             walls[tool].append(wall)
             rss[tool].append(peak)
-    paths = [work / f"{model}.{tool}.onnx" for tool in TOOLS]
+    timed = [tool for tool in TOOLS if tool != "kconvert-h5"]  # the same graph as kconvert's, from either file
+    paths = [work / f"{model}.{tool}.onnx" for tool in timed]
     b1, b32 = latencies_ms(paths, 1, seconds), latencies_ms(paths, 32, seconds)
+    b1.insert(1, b1[0])
+    b32.insert(1, b32[0])
+    paths.insert(1, work / f"{model}.kconvert-h5.onnx")
     rows = []
     for i, (tool, path) in enumerate(zip(TOOLS, paths)):
         nodes, transposes = count_nodes(onnx.load(str(path), load_external_data=False).graph)
@@ -121,13 +130,16 @@ def bench(model: str, runs: int, seconds: float, work: Path) -> list[dict[str, o
 
 
 def table(rows: list[dict[str, object]]) -> str:
-    lines = ["| model | tool | convert s | kconvert speed-up | peak RSS MiB | nodes | Transpose | ORT b1 ms "
-             "| ORT b32 ms | kconvert latency ratio b1 / b32 |", "|" + " --- |" * 10]
+    lines = ["| model | tool | convert s | kconvert speed-up (.keras / .h5) | peak RSS MiB | nodes | Transpose "
+             "| ORT b1 ms | ORT b32 ms | kconvert latency ratio b1 / b32 |", "|" + " --- |" * 10]
     ours = {r["model"]: r for r in rows if r["tool"] == "kconvert"}
+    ours_h5 = {r["model"]: r for r in rows if r["tool"] == "kconvert-h5"}
     for r in rows:
-        k = ours[r["model"]]
-        speed = "" if r is k else f"{float(r['wall']) / float(k['wall']):.1f}x"
-        ratio = "" if r is k else f"{float(k['b1']) / float(r['b1']):.2f} / {float(k['b32']) / float(r['b32']):.2f}"
+        k, h = ours[r["model"]], ours_h5[r["model"]]
+        mine = r["tool"] in OURS
+        wall = float(r["wall"])
+        speed = "" if mine else f"{wall / float(k['wall']):.1f}x / {wall / float(h['wall']):.1f}x"
+        ratio = "" if mine else f"{float(k['b1']) / float(r['b1']):.2f} / {float(k['b32']) / float(r['b32']):.2f}"
         lines.append(f"| {r['model']} | {r['tool']} | {float(r['wall']):.2f} | {speed} | {float(r['rss']):.0f} | "
                      f"{r['nodes']} | {r['transposes']} | {float(r['b1']):.2f} | {float(r['b32']):.1f} | {ratio} |")
     return "\n".join(lines)

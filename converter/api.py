@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from converter.ir import Graph, format_shape
 from converter.keras.artifacts import KerasArtifact, open_artifact
+from converter.keras.mapped import release_pages
 from converter.keras.topology import build_graph
 from converter.layers.registry import handler_for
 from converter.passes import LayoutOptions, run_pipeline, shape_inference, shape_semantics
@@ -39,6 +40,8 @@ def load(path: str | Path, weights: str | Path | None = None, optimize: bool = T
     """
     artifact = open_artifact(path, weights, backend=backend, mapped=mapped)
     graph = build_graph(artifact, require_weights=require_weights)
+    if mapped:
+        graph.release_weight = release_pages
     graph.metadata.update(_provenance(artifact))
     graph = run_pipeline(graph, layout) if optimize else shape_inference.run(shape_semantics.run(graph))
     return LoadedModel(graph, artifact)

@@ -14,7 +14,7 @@ from kmodels import layer, save_keras, save_legacy_h5, sequential
 import converter
 from converter.keras import weights as weight_module
 from converter.keras.artifacts import open_artifact
-from converter.keras.mapped import MappedImage
+from converter.keras.mapped import MappedImage, release_pages
 
 
 def _dense(rng: np.random.Generator) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -71,3 +71,40 @@ def test_renamed_layer_check_reads_no_weight_data(tmp_path: Path, rng: np.random
     monkeypatch.setattr(weight_module, "read_array", lambda ds, image: reads.append(ds.name) or original(ds, image))
     converter.load(path, mapped=True).artifact.close()
     assert sorted(reads) == sorted(set(reads)) and len(reads) == 2
+
+
+def _file_rss_kib() -> int:
+    status = Path("/proc/self/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("RssFile:")))
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads RssFile from Linux /proc")
+def test_released_pages_leave_memory_and_read_back_unchanged(tmp_path: Path, rng: np.random.Generator) -> None:
+    data = rng.normal(size=(2048, 1024)).astype("float32")  # 8 MiB
+    path = tmp_path / "w.h5"
+    with h5py.File(path, "w") as handle:
+        handle.create_dataset("kernel", data=data)
+    with h5py.File(path, "r") as handle:
+        view = MappedImage(path).read(handle["kernel"])
+    assert float(view.sum()) == pytest.approx(float(data.sum()), rel=1e-5)  # touch every page
+    before = _file_rss_kib()
+    release_pages(view)
+    assert before - _file_rss_kib() > 6 * 1024
+    assert np.array_equal(view, data)  # the pages fault back in from the page cache
+    release_pages(np.ones(4))  # an array of its own: nothing to release
+
+
+def test_folding_releases_the_replaced_kernel(tmp_path: Path, rng: np.random.Generator) -> None:
+    config = sequential([layer("Dense", "dense", units=3, activation="linear", use_bias=True),
+                         layer("BatchNormalization", "bn", axis=-1, momentum=0.99, epsilon=1e-3, center=True,
+                               scale=True)], (4,))
+    weights = {"dense": [rng.normal(size=(4, 3)).astype("float32"), np.zeros(3, "float32")],
+               "bn": [np.ones(3, "float32"), np.zeros(3, "float32"), np.zeros(3, "float32"), np.ones(3, "float32")]}
+    released: list[np.ndarray] = []
+    loaded = converter.load(save_legacy_h5(tmp_path / "m.h5", config, weights), mapped=True, optimize=False)
+    loaded.graph.release_weight = released.append
+    from converter.passes import cleanup, fold_batch_norm
+
+    fold_batch_norm.run(cleanup.run(loaded.graph))
+    loaded.artifact.close()
+    assert len(released) == 1 and np.array_equal(released[0], weights["dense"][0])

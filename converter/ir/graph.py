@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,6 +71,9 @@ class Graph:
     input_specs: dict[str, dict[str, Any]] = field(default_factory=dict)
     # ONNX names of the outputs, fixed when the graph is built so passes may swap tensors freely.
     output_names: list[str] = field(default_factory=list)
+    # Called by a pass with a weight array it has replaced (BN folding): a loader that reads weights
+    # as views of a mapped file drops their pages here. Keeping the array is always correct.
+    release_weight: Callable[[np.ndarray], None] = field(default=lambda array: None, repr=False, compare=False)
 
     def consumers(self, tensor: Tensor) -> list[Node]:
         return [n for n in self.nodes if any(t is tensor for t in n.inputs)]

@@ -54,5 +54,22 @@ class MappedImage:
         return array.reshape(dataset.shape)
 
 
+def release_pages(array: np.ndarray) -> None:
+    """Drop the pages under a mapped weight from this process' memory once it has been replaced (a
+    folded kernel): they stay in the page cache and fault back in if the array is read again, so this
+    is always safe, and peak memory stays near one copy of the weights instead of two."""
+    owner: object = array
+    while isinstance(owner, np.ndarray):
+        owner = owner.base
+    if isinstance(owner, memoryview):  # np.frombuffer holds the map through a memoryview
+        owner = owner.obj
+    if not isinstance(owner, mmap.mmap) or array.size == 0 or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    start = array.ctypes.data - np.frombuffer(owner, np.uint8, count=1).ctypes.data
+    first = start - start % mmap.PAGESIZE
+    end = min(len(owner), start + array.nbytes)
+    owner.madvise(mmap.MADV_DONTNEED, first, end - first)
+
+
 def read_array(dataset: h5py.Dataset, image: MappedImage | None) -> np.ndarray:
     return np.asarray(dataset) if image is None else image.read(dataset)

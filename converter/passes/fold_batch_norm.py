@@ -47,9 +47,14 @@ _ONNX_AXES: dict[str, Callable[[int], tuple[int, ...]]] = {
 def run(graph: Graph) -> Graph:
     for bn in list(graph.nodes):
         layer = _foldable_producer(graph, bn)
-        if layer is not None and _fold(layer, bn):
+        if layer is None:
+            continue
+        replaced = layer.weights.get(FOLDABLE[layer.kind][0])
+        if _fold(layer, bn):
             graph.replace_uses(bn.outputs[0], layer.outputs[0])
             graph.nodes.remove(bn)
+            if replaced is not None:  # a shared layer's other calls may still read it: release, never free
+                graph.release_weight(replaced)
     return graph
 
 
