@@ -5,7 +5,8 @@
 
 Each conversion is a fresh process (start-up included), run in rotating order; wall time and peak RSS
 (the child's ru_maxrss) are medians over --runs. Latency: onnxruntime CPU, one thread, batch 1 and 32,
-the three models' runs interleaved, median thread CPU time per inference.
+the three files' runs interleaved, median thread CPU time per inference; and the node count left after
+onnxruntime's own graph optimisations, which says whether a latency difference can be real.
 """
 
 from __future__ import annotations
@@ -85,25 +86,44 @@ def feeds(session: ort.InferenceSession, batch: int) -> dict[str, np.ndarray]:
     return out
 
 
-def latencies_ms(paths: list[Path], batch: int, seconds: float) -> list[float]:
+def latencies_ms(paths: list[Path], batch: int, seconds: float, min_rounds: int = 7) -> list[float]:
     """Median per-inference time of each model, runs interleaved so load on the machine hits all alike.
 
     With one intra-op thread onnxruntime computes on the calling thread, so its thread CPU time is the
-    latency an idle machine would show, even on a busy one (the wall clock is kept as a check)."""
+    latency an idle machine would show, even on a busy one. Each model runs once untimed first; then
+    rounds (one timed run of each model) go on until `seconds` have passed and at least `min_rounds`
+    are in."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     sessions = [ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]) for p in paths]
     data = [feeds(s, batch) for s in sessions]
+    for session, feed in zip(sessions, data):
+        session.run(None, feed)
     times: list[list[float]] = [[] for _ in sessions]
     deadline = time.perf_counter() + seconds
-    while len(times[0]) < 3 or (time.perf_counter() < deadline and len(times[0]) < 100):
+    while len(times[0]) < min_rounds or (time.perf_counter() < deadline and len(times[0]) < 200):
         for session, feed, record in zip(sessions, data, times):
-            session.run(None, feed)  # first run of each round warms caches for this model
             start = time.thread_time()
             session.run(None, feed)
             record.append(time.thread_time() - start)
     return [1000 * statistics.median(t) for t in times]
+
+
+def optimized_nodes(path: Path, work: Path) -> int:
+    """Nodes left once onnxruntime's CPU graph optimisations (fusions, layout) have run: equal counts
+    of the same ops mean the files run the same kernels, whatever their node counts on disk."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.log_severity_level = 3
+    options.optimized_model_filepath = str(work / f"{path.stem}.ort-optimized.onnx")
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    optimized = Path(options.optimized_model_filepath)
+    nodes = len(onnx.load(str(optimized), load_external_data=False).graph.node)
+    optimized.unlink()
+    for extra in work.glob(f"{path.stem}.ort-optimized.onnx*"):
+        extra.unlink()
+    return nodes
 
 
 def bench(model: str, runs: int, seconds: float, work: Path) -> list[dict[str, object]]:
@@ -125,13 +145,15 @@ def bench(model: str, runs: int, seconds: float, work: Path) -> list[dict[str, o
         nodes, transposes = count_nodes(onnx.load(str(path), load_external_data=False).graph)
         rows.append({"model": model, "tool": tool, "wall": statistics.median(walls[tool]),
                      "rss": statistics.median(rss[tool]), "nodes": nodes, "transposes": transposes,
+                     "ort_nodes": optimized_nodes(path, work),
                      "b1": b1[i], "b32": b32[i]})
     return rows
 
 
 def table(rows: list[dict[str, object]]) -> str:
     lines = ["| model | tool | convert s | kconvert speed-up (.keras / .h5) | peak RSS MiB | nodes | Transpose "
-             "| ORT b1 ms | ORT b32 ms | kconvert latency ratio b1 / b32 |", "|" + " --- |" * 10]
+             "| nodes after ORT optimisation | ORT b1 ms | ORT b32 ms | kconvert latency ratio b1 / b32 |",
+             "|" + " --- |" * 11]
     ours = {r["model"]: r for r in rows if r["tool"] == "kconvert"}
     ours_h5 = {r["model"]: r for r in rows if r["tool"] == "kconvert-h5"}
     for r in rows:
@@ -141,7 +163,8 @@ def table(rows: list[dict[str, object]]) -> str:
         speed = "" if mine else f"{wall / float(k['wall']):.1f}x / {wall / float(h['wall']):.1f}x"
         ratio = "" if mine else f"{float(k['b1']) / float(r['b1']):.2f} / {float(k['b32']) / float(r['b32']):.2f}"
         lines.append(f"| {r['model']} | {r['tool']} | {float(r['wall']):.2f} | {speed} | {float(r['rss']):.0f} | "
-                     f"{r['nodes']} | {r['transposes']} | {float(r['b1']):.2f} | {float(r['b32']):.1f} | {ratio} |")
+                     f"{r['nodes']} | {r['transposes']} | {r['ort_nodes']} | {float(r['b1']):.2f} | "
+                     f"{float(r['b32']):.1f} | {ratio} |")
     return "\n".join(lines)
 
 
@@ -149,7 +172,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("models", nargs="*", default=list(MODELS))
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=5.0, help="time budget per latency measurement")
+    parser.add_argument("--seconds", type=float, default=10.0, help="time budget per latency measurement")
     args = parser.parse_args()
     if not VENV_PY.exists():
         raise SystemExit("bench/.venv is missing: run `bash bench/setup_venv.sh` first")
