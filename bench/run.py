@@ -103,10 +103,11 @@ def latencies_ms(paths: list[Path], batch: int, seconds: float, min_rounds: int 
     times: list[list[float]] = [[] for _ in sessions]
     deadline = time.perf_counter() + seconds
     while len(times[0]) < min_rounds or (time.perf_counter() < deadline and len(times[0]) < 200):
-        for session, feed, record in zip(sessions, data, times):
+        shift = len(times[0]) % len(sessions)  # rotate, so no file always runs first (or after the same one)
+        for i in [*range(shift, len(sessions)), *range(shift)]:
             start = time.thread_time()
-            session.run(None, feed)
-            record.append(time.thread_time() - start)
+            sessions[i].run(None, data[i])
+            times[i].append(time.thread_time() - start)
     return [1000 * statistics.median(t) for t in times]
 
 
