@@ -243,3 +243,59 @@ def test_nested_concatenations_on_one_axis_are_spliced(tmp_path: Path, rng: np.r
     assert _kinds(after)["Concatenate"] == 1 and _ops(after)["Transpose"] == 2
     x = rng.normal(size=(2, 4, 4, 2)).astype("float32")
     assert_close(run_onnx(export(after), x)[0], run_onnx(export(before), x)[0])
+
+
+def _normalization_stem(adapted: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Rescaling (per channel) -> Normalization -> Rescaling(1/255) -> conv: the top of EfficientNet-like apps."""
+    norm = {"axis": -1, "invert": False}
+    if not adapted:
+        norm.update(mean=[0.4, 0.5, 0.6], variance=[0.04, 0.09, 0.16])
+    body: list[tuple[dict[str, Any], list[str]]] = [
+        (input_layer("image", (8, 8, 3)), []),
+        (layer("Rescaling", "rgb", scale=[2.0, 0.5, 1.5], offset=[0.1, -0.2, 0.0]), ["image"]),
+        (layer("Normalization", "norm", **norm), ["rgb"]),
+        (layer("Rescaling", "unit", scale=1 / 255, offset=0.0), ["norm"]),
+        (_conv("c1", 4), ["unit"]),
+    ]
+    rng = np.random.default_rng(5)
+    weights: dict[str, Any] = {"c1": _conv_weights(rng, 3, 4)}
+    if adapted:
+        weights["norm"] = [np.array([0.4, 0.5, 0.6], "float32"), np.array([0.04, 0.09, 0.16], "float32"),
+                           np.array(100, "int64")]
+    return functional(body, ["image"], ["c1"]), weights
+
+
+@pytest.mark.parametrize("adapted", [False, True])
+@pytest.mark.parametrize("fmt", SAVERS)
+def test_input_transpose_climbs_above_the_preprocessing_layers(tmp_path: Path, rng: np.random.Generator,
+                                                                fmt: str, adapted: bool) -> None:
+    """The Transpose the conv needs moves to the graph input; Rescaling and Normalization then broadcast
+    their per-channel constants over channels-first planes (as (C, 1, 1)), and x * 1/255 needs no Add."""
+    config, weights = _normalization_stem(adapted)
+    before, after = _graphs(SAVERS[fmt](tmp_path / f"m.{fmt}", config, weights))
+    model = export(after)
+    first = model.graph.node[0]
+    assert first.op_type == "Transpose" and first.input[0] == "image"
+    assert _ops(after)["Transpose"] == 2  # the input's, and the conv output's back to Keras' layout
+    assert [n.attr("axis") for n in after.nodes if n.kind == "Normalization"] == [1]
+    assert Counter(n.op_type for n in model.graph.node)["Add"] == 1  # only the per-channel offset's
+    x = rng.normal(size=(3, 8, 8, 3)).astype("float32")
+    reference = ((x * [2.0, 0.5, 1.5] + [0.1, -0.2, 0.0]) - [0.4, 0.5, 0.6]) / [0.2, 0.3, 0.4] / 255
+    assert_close(run_onnx(export(before), x)[0], run_onnx(model, x)[0])
+    kernel, bias = weights["c1"]
+    padded = np.pad(reference, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    conv = sum(padded[:, i:i + 8, j:j + 8, :] @ kernel[i, j] for i in range(3) for j in range(3)) + bias
+    assert_close(run_onnx(model, x)[0], conv.astype("float32"))
+
+
+def test_transpose_stays_below_a_merge_of_two_channels_last_inputs(tmp_path: Path, rng: np.random.Generator) -> None:
+    """Climbing above a two-input node would take two Transposes where one does: it stays below."""
+    body: list[tuple[dict[str, Any], list[str]]] = [
+        (input_layer("a", (8, 8, 3)), []), (input_layer("b", (8, 8, 3)), []),
+        (layer("Add", "add"), ["a", "b"]),
+        (_conv("c1", 4), ["add"]),
+    ]
+    config = functional(body, ["a", "b"], ["c1"])
+    _, after = _graphs(save_keras(tmp_path / "m.keras", config, {"c1": _conv_weights(rng, 3, 4)}))
+    assert _ops(after)["Transpose"] == 2
+    assert export(after).graph.node[0].op_type == "Add"

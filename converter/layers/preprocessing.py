@@ -28,12 +28,29 @@ class Rescaling(LayerHandler):
     def is_layout_agnostic(self, node: Node) -> bool:
         return all(np.size(node.attr(k, 0.0)) == 1 for k in ("scale", "offset"))
 
+    def remap_axes(self, node: Node, perm: tuple[int, ...]) -> bool:
+        """Per-channel constants broadcast on Keras' last axis, which then sits at perm.index(rank - 1)."""
+        if not all(len(t.shape or ()) == len(perm) for t in (*node.inputs, *node.outputs)):
+            return False
+        if not self.is_layout_agnostic(node):
+            node.attrs["constants_axis"] = perm.index(len(perm) - 1)
+        return True
+
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
         x = as_float(node, b, inputs[0])
-        scale = np.asarray(node.attr("scale", 1.0), np.float32)
-        offset = np.asarray(node.attr("offset", 0.0), np.float32)
-        y = b.op("Mul", x, b.const(scale, "scale"))
-        return [b.op("Add", y, b.const(offset, "offset"))]
+        scale = _along(node, np.asarray(node.attr("scale", 1.0), np.float32))
+        offset = _along(node, np.asarray(node.attr("offset", 0.0), np.float32))
+        # x * 1 and x + 0 are x: the common Rescaling(1/255) needs no Add (each is a pass over the image)
+        y = x if np.all(scale == 1) else b.op("Mul", x, b.const(scale, "scale"))
+        return [y if np.all(offset == 0) else b.op("Add", y, b.const(offset, "offset"))]
+
+
+def _along(node: Node, constant: np.ndarray) -> np.ndarray:
+    """A per-channel constant shaped to broadcast where the layout pass put the channels."""
+    axis, rank = node.attrs.get("constants_axis"), len(node.inputs[0].shape or ())
+    if axis is None or constant.size == 1:
+        return constant
+    return constant.reshape(constant.size, *([1] * (rank - 1 - int(axis))))
 
 
 @LAYERS.register("Normalization")
@@ -42,6 +59,19 @@ class Normalization(LayerHandler):
 
     def weight_names(self, node: Node) -> list[str]:
         return ["mean", "variance", "count"] if node.attrs.get("mean") is None else []
+
+    def remap_axes(self, node: Node, perm: tuple[int, ...]) -> bool:
+        """One kept axis (the channels) moves to where the layout pass puts it; statistics over
+        several axes would need their arrays permuted too, so those keep Keras' layout."""
+        rank = len(perm)
+        if not all(len(t.shape or ()) == rank for t in (*node.inputs, *node.outputs)):
+            return False
+        keep = _keep_axes(node, rank)
+        if len(keep) > 1:
+            return False
+        if keep:
+            node.attrs["axis"] = perm.index(keep[0])
+        return True
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
         shape = input_shapes[0]

@@ -10,8 +10,10 @@ the identity, or channels-first). Walking the nodes in order:
 - every other node needs Keras' own layout on its inputs.
 A Transpose is inserted only where a tensor's permutation differs from what a consumer needs, once per
 (tensor, permutation), so a channels_last conv stack pays one Transpose at each spatial input and
-output. Graph inputs feeding spatial layers arrive channels-first with `nchw_inputs`, spatial graph
-outputs leave channels-first with `nchw_outputs` (no Transpose at all then). Last, Transpose -> Flatten
+output. That Transpose climbs above single-input, size-keeping nodes whose output goes channels-first
+(the Rescaling/Normalization at the top of an image model), so they run channels-first too. Graph
+inputs feeding spatial layers arrive channels-first with `nchw_inputs`, spatial graph outputs leave
+channels-first with `nchw_outputs` (no Transpose at all then). Last, Transpose -> Flatten
 -> Dense drops the Transpose and permutes the Dense kernel's rows instead, and a global pooling followed
 by a Reshape to its keepdims shape (squeeze-and-excite blocks) keeps its dims instead; a Concatenate
 feeding only another Concatenate on the same (now physical) axis is spliced into it (Inception blocks).
@@ -176,6 +178,8 @@ class _Assigner:
         if ranked:
             counts = Counter(ranked)
             perm = max(counts, key=lambda p: (counts[p], p != identity(rank)))
+            if perm == identity(rank) and self._hoists(node, ranked):
+                perm = to_channels_first(rank)
         elif any(id(o) in self.wants_cf for o in node.outputs):
             perm = to_channels_first(rank)  # e.g. a Reshape to (1, 1, C) feeding a convolution
         else:
@@ -187,6 +191,16 @@ class _Assigner:
             if _rank(tensor) == rank:
                 self.assign(tensor, perm)
         return True
+
+
+    def _hoists(self, node: Node, ranked: list[Perm]) -> bool:
+        """Whether the Transpose a channels-first consumer needs should move above this node: a
+        single-input elementwise node (Rescaling, Normalization, activations) keeps the tensor's size,
+        so the Transpose costs the same on either side, while the node's own work gets cheaper
+        channels-first (a per-channel constant broadcasts over whole planes, not every few floats)."""
+        single = len(ranked) == 1 and len(node.outputs) == 1
+        same_size = single and node.inputs[0].shape is not None and node.inputs[0].shape == node.outputs[0].shape
+        return same_size and id(node.outputs[0]) in self.wants_cf
 
 
 def fold_flatten_dense(graph: Graph) -> None:
