@@ -53,6 +53,10 @@ class Pooling(LayerHandler):
         channels, spatial = split_shape(node, shape, self.rank, meaning(self.rank))
         size, strides = self.window(node)
         padding = str(node.attr("padding", "valid"))
+        explicit = node.attrs.get("explicit_pads")
+        if explicit is not None:  # a ZeroPadding folded in (passes/fold_padding.py): pooled as padded
+            ends = explicit[self.rank:]
+            spatial = [n + b + e if isinstance(n, int) else None for n, b, e in zip(spatial, explicit, ends)]
         out = [out_length(n, k, s, 1, padding) for n, k, s in zip(spatial, size, strides)]
         return [join_shape(node, shape[0], channels, out)]
 
@@ -62,7 +66,9 @@ class Pooling(LayerHandler):
         extra: dict[str, Any] = {"count_include_pad": 0} if self.op_type == "AveragePool" else {}
 
         def body(x: str, lengths: list[Dim]) -> str:
-            pads = window_pads(lengths, size, strides, [1] * self.rank, padding)
+            explicit = node.attrs.get("explicit_pads")
+            pads = list(explicit) if explicit is not None else window_pads(lengths, size, strides, [1] * self.rank,
+                                                                            padding)
             return b.op(self.op_type, x, kernel_shape=list(size), strides=list(strides), **pad_attrs(pads), **extra)
 
         return [channels_first_io(node, b, inputs[0], body)]

@@ -7,7 +7,15 @@ from functools import partial
 
 from converter.errors import KconvertError
 from converter.ir import Graph
-from converter.passes import cleanup, fold_batch_norm, layout, masking, shape_inference, shape_semantics
+from converter.passes import (
+    cleanup,
+    fold_batch_norm,
+    fold_padding,
+    layout,
+    masking,
+    shape_inference,
+    shape_semantics,
+)
 from converter.passes.layout import LayoutOptions
 
 Pass = Callable[[Graph], Graph]
@@ -31,6 +39,9 @@ def pipeline(options: LayoutOptions | None = None) -> tuple[tuple[str, Pass], ..
         # Before layout: it reads the Keras data_format/axis to match the BN axis with the channel axis,
         # and fewer nodes remain for the layout pass to place.
         ("fold batch norm", fold_batch_norm.run),
+        # After BN folding, so a Conv -> BN -> ReLU -> ZeroPadding -> MaxPool stem shows the ReLU
+        # feeding the padding; before layout, which then places one node fewer.
+        ("fold padding", fold_padding.run),
         # Last: rewrites spatial nodes to channels_first using the inferred shapes.
         ("layout", partial(layout.run, options=options)),
     )
