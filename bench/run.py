@@ -86,7 +86,7 @@ def feeds(session: ort.InferenceSession, batch: int) -> dict[str, np.ndarray]:
     return out
 
 
-def latencies_ms(paths: list[Path], batch: int, seconds: float, min_rounds: int = 7) -> list[float]:
+def latencies_ms(paths: list[Path], batch: int, seconds: float, min_rounds: int = 15) -> list[float]:
     """Median per-inference time of each model, runs interleaved so load on the machine hits all alike.
 
     With one intra-op thread onnxruntime computes on the calling thread, so its thread CPU time is the
@@ -102,7 +102,7 @@ def latencies_ms(paths: list[Path], batch: int, seconds: float, min_rounds: int 
         session.run(None, feed)
     times: list[list[float]] = [[] for _ in sessions]
     deadline = time.perf_counter() + seconds
-    while len(times[0]) < min_rounds or (time.perf_counter() < deadline and len(times[0]) < 200):
+    while len(times[0]) < min_rounds or (time.perf_counter() < deadline and len(times[0]) < 400):
         shift = len(times[0]) % len(sessions)  # rotate, so no file always runs first (or after the same one)
         for i in [*range(shift, len(sessions)), *range(shift)]:
             start = time.thread_time()
@@ -173,7 +173,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("models", nargs="*", default=list(MODELS))
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=10.0, help="time budget per latency measurement")
+    parser.add_argument("--seconds", type=float, default=20.0, help="time budget per latency measurement")
     args = parser.parse_args()
     if not VENV_PY.exists():
         raise SystemExit("bench/.venv is missing: run `bash bench/setup_venv.sh` first")
