@@ -46,3 +46,7 @@ class CheckFailedError(KconvertError):
     """The converted model does not match Keras within tolerance."""
 
     exit_code = 4
+
+
+class KconvertWarning(UserWarning):
+    """Something the file leaves open that may make the answer wrong (the CLI prints it as `warning:`)."""

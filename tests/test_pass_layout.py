@@ -18,6 +18,7 @@ from kmodels import functional, input_layer, layer, run_onnx, save_keras, save_l
 import converter
 from converter.export.onnx import export
 from converter.ir import Graph
+from converter.ir.graph import INTERNAL_TRANSPOSE
 from converter.passes import cleanup, layout
 from converter.passes.layout import LayoutOptions
 
@@ -79,7 +80,7 @@ def test_conv_stack_pays_one_transpose_per_spatial_input_and_output(
         tmp_path: Path, rng: np.random.Generator, fmt: str, batch: int) -> None:
     config, weights, _ = _residual(rng)
     before, after = _graphs(SAVERS[fmt](tmp_path / f"m.{fmt}", config, weights))
-    assert _kinds(after)["Transpose"] == 2
+    assert _kinds(after)[INTERNAL_TRANSPOSE] == 2
     assert all(n.attr("data_format") == "channels_first" for n in after.nodes if n.kind in ("Conv2D", "MaxPooling2D"))
     assert _ops(after)["Transpose"] == 2
     x = rng.normal(size=(batch, 8, 8, 3)).astype("float32")
@@ -141,7 +142,7 @@ def test_non_spatial_model_is_untouched_even_with_nchw_options(tmp_path: Path, r
     weights = {"d1": [rng.normal(size=(3, 4)).astype("float32"), rng.normal(size=4).astype("float32")]}
     before, after = _graphs(save_keras(tmp_path / "m.keras", config, weights),
                             LayoutOptions(nchw_inputs=True, nchw_outputs=True))
-    assert _kinds(after)["Transpose"] == 0
+    assert _kinds(after)[INTERNAL_TRANSPOSE] == 0
     assert after.inputs[0].shape == ("batch", 5, 3)
     x = rng.normal(size=(2, 5, 3)).astype("float32")
     assert_close(run_onnx(export(after), x)[0], run_onnx(export(before), x)[0])
@@ -165,7 +166,7 @@ def test_rigid_layer_between_convs_gets_a_transpose_pair(tmp_path: Path, rng: np
     config = sequential([_conv("c1", 4), layer("Reshape", "rs", target_shape=[4, 8, 4]), _conv("c2", 2)], (8, 4, 8))
     weights = {"c1": _conv_weights(rng, 8, 4), "c2": _conv_weights(rng, 4, 2)}
     before, after = _graphs(save_keras(tmp_path / "m.keras", config, weights))
-    assert _kinds(after)["Transpose"] == 4
+    assert _kinds(after)[INTERNAL_TRANSPOSE] == 4
     x = rng.normal(size=(2, 8, 4, 8)).astype("float32")
     assert_close(run_onnx(export(after), x)[0], run_onnx(export(before), x)[0])
 
@@ -177,7 +178,7 @@ def test_full_pipeline_options_reach_the_layout_pass(tmp_path: Path, rng: np.ran
     loaded = converter.load(save_keras(tmp_path / "m.keras", config, weights), optimize=False)
     loaded.artifact.close()
     graph = run_pipeline(loaded.graph, LayoutOptions(nchw_inputs=True, nchw_outputs=True))
-    assert _kinds(graph)["Transpose"] == 0
+    assert _kinds(graph)[INTERNAL_TRANSPOSE] == 0
     assert graph.outputs[0].shape == ("batch", 4, 4, 4)
 
 

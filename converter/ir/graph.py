@@ -10,6 +10,12 @@ import numpy as np
 
 from converter.ir.shape import Shape
 
+# kconvert's own node kinds, inserted by passes. The ':' keeps them apart from Keras class names, which
+# are Python identifiers (a Keras 3 model may hold a `Transpose` op node of its own).
+INTERNAL_TRANSPOSE = "kconvert:Transpose"
+INTERNAL_TIMESTEP_MASK = "kconvert:TimestepMask"
+INTERNAL_ATTENTION_MASK = "kconvert:AttentionMask"
+
 CHANNELS_LAST = "channels_last"
 CHANNELS_FIRST = "channels_first"
 

@@ -7,6 +7,7 @@ mask-consuming layers; here it is an explicit tensor made by a TimestepMask node
 
 from __future__ import annotations
 
+from converter.ir.graph import INTERNAL_ATTENTION_MASK, INTERNAL_TIMESTEP_MASK
 from converter.errors import UnsupportedLayerError
 from converter.ir import Dim, Node, Shape
 from converter.layers.builder import OpBuilder
@@ -35,7 +36,7 @@ class Masking(LayerHandler):
         return [b.op("Where", keep, inputs[0], b.scalar(0.0, "zero"))]
 
 
-@LAYERS.register("TimestepMask")
+@LAYERS.register(INTERNAL_TIMESTEP_MASK)
 class TimestepMask(LayerHandler):
     """Internal: the (batch, time) bool mask a Masking layer or Embedding(mask_zero=True) produces.
 
@@ -109,7 +110,7 @@ class Any_(LayerHandler):
         return [b.op("Cast", reduced, to=9)]
 
 
-@LAYERS.register("AttentionMask")
+@LAYERS.register(INTERNAL_ATTENTION_MASK)
 class AttentionMask(LayerHandler):
     """Internal: the attention mask Keras derives from implicit (batch, time) masks of an attention call.
 

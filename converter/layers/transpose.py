@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from converter.ir.graph import INTERNAL_TRANSPOSE
 from converter.ir import Node, Shape
 from converter.ir.shape import permute
 from converter.layers.builder import OpBuilder
 from converter.layers.registry import LAYERS, LayerHandler
 
 
-@LAYERS.register("Transpose")
+@LAYERS.register(INTERNAL_TRANSPOSE)
 class Transpose(LayerHandler):
     internal = True
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from converter.ir.graph import INTERNAL_TRANSPOSE
 from converter.ir import Graph, Node, Tensor
 from converter.ir.graph import CHANNELS_FIRST
 from converter.ir.shape import permute
@@ -149,7 +150,7 @@ class _Assigner:
         self.taken.add(name)
         out = Tensor(name=name, dtype=source.dtype,
                      shape=None if source.shape is None else permute(source.shape, perm))
-        node = Node(kind="Transpose", name=name, attrs={"perm": list(perm)}, inputs=[source], outputs=[out])
+        node = Node(kind=INTERNAL_TRANSPOSE, name=name, attrs={"perm": list(perm)}, inputs=[source], outputs=[out])
         out.producer = node
         return node
 
@@ -207,7 +208,7 @@ def fold_flatten_dense(graph: Graph) -> None:
     """Dense(Flatten(Transpose_p(x))) == Dense'(Flatten(x)) with the kernel's rows permuted by p."""
     for flatten in list(graph.nodes):
         transpose = flatten.inputs[0].producer if flatten.kind == "Flatten" and flatten.inputs else None
-        if transpose is None or transpose.kind != "Transpose" or flatten.attr("data_format") == CHANNELS_FIRST:
+        if transpose is None or transpose.kind != INTERNAL_TRANSPOSE or flatten.attr("data_format") == CHANNELS_FIRST:
             continue
         users = graph.consumers(flatten.outputs[0])
         if len(users) != 1 or users[0].kind != "Dense" or any(t is flatten.outputs[0] for t in graph.outputs):

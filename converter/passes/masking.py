@@ -18,6 +18,7 @@ with any given `attention_mask`) as their `attention_mask`.
 
 from __future__ import annotations
 
+from converter.ir.graph import INTERNAL_ATTENTION_MASK, INTERNAL_TIMESTEP_MASK
 from converter.errors import UnsupportedLayerError
 from converter.ir import Graph, Node, Tensor
 from converter.layers.attention import positional
@@ -104,7 +105,7 @@ def _mask_head_attention(graph: Graph, node: Node, passing: frozenset[str], made
         roles.append("given")
         masks.append(node.inputs[found["attention_mask"]])
     out = Tensor(name=f"{node.name}/implicit_attention_mask", dtype="bool")
-    mask_node = Node(kind="AttentionMask", name=out.name, attrs={"roles": roles}, inputs=masks, outputs=[out],
+    mask_node = Node(kind=INTERNAL_ATTENTION_MASK, name=out.name, attrs={"roles": roles}, inputs=masks, outputs=[out],
                      layer_name=node.layer_name)
     out.producer = mask_node
     shapes = [t.shape or () for t in masks]
@@ -160,7 +161,7 @@ def _source_mask(graph: Graph, source: Node, attrs: dict[str, object], made: dic
     name = f"{source.name}/timestep_mask"
     shape = source.inputs[0].shape
     out = Tensor(name=name, shape=tuple(shape[:2]) if shape is not None else None, dtype="bool")
-    node = Node(kind="TimestepMask", name=name, attrs=dict(attrs), inputs=[source.inputs[0]], outputs=[out],
+    node = Node(kind=INTERNAL_TIMESTEP_MASK, name=name, attrs=dict(attrs), inputs=[source.inputs[0]], outputs=[out],
                 layer_name=source.layer_name)
     out.producer = node
     graph.nodes.insert(graph.nodes.index(source) + 1, node)
