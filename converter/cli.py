@@ -1,42 +1,151 @@
 """The `kconvert` command. Heavy modules (numpy, onnx, h5py) are imported inside commands, so
-`kconvert --help` starts fast."""
+`kconvert --help` starts fast.
+
+One place reports every outcome (`KconvertGroup.invoke`): the report, `warning:` lines for the
+KconvertWarnings a file raised, a KconvertError as `error: ...` with its exit code, and anything else
+as one line asking for a bug report (EXIT_INTERNAL). Tracebacks only with --debug.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
+import traceback
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 
-from converter.errors import KconvertError
+from converter import __version__
+from converter.errors import KconvertError, KconvertWarning
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_UNSUPPORTED, EXIT_CHECK_FAILED = 0, 2, 3, 4
+EXIT_INTERNAL = 70  # sysexits.h EX_SOFTWARE: a kconvert bug, not the user's input
+GLOBAL_FLAGS = ("--debug",)  # accepted anywhere on the command line
+JSON_FLAG = "kconvert.json"
+OWN_MODULES = r"(converter|runtime)(\.|$)"  # whose UserWarnings are kconvert's own, like KconvertWarning
+OWN_FOLDERS = (Path(__file__).resolve().parent, Path(__file__).resolve().parent.parent / "runtime")
 
 
-class DefaultToConvert(click.Group):
-    """`kconvert model.h5` means `kconvert convert model.h5`."""
+class KconvertGroup(click.Group):
+    """`kconvert model.h5` means `kconvert convert model.h5`; `--debug` may come anywhere; and every
+    outcome of every command is reported here."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        end = args.index("--") if "--" in args else len(args)
+        ctx.meta[JSON_FLAG] = "--json" in args[:end]
+        flags = [a for a in args[:end] if a in GLOBAL_FLAGS]
+        args = [a for a in args[:end] if a not in GLOBAL_FLAGS] + args[end:]
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
             args = ["convert", *args]
-        return super().parse_args(ctx, args)
+        return super().parse_args(ctx, [*flags, *args])
+
+    def invoke(self, ctx: click.Context) -> Any:
+        debug, as_json = bool(ctx.params.get("debug")), bool(ctx.meta.get(JSON_FLAG))
+        with _captured_warnings(debug) as caught:
+            try:
+                outcome = super().invoke(ctx)
+                _finish(ctx.invoked_subcommand, outcome, as_json, _warning_lines(caught, debug))
+            except KconvertError as err:
+                _fail(err, as_json, debug, _warning_lines(caught, debug))
+            except click.ClickException as err:
+                if not as_json:
+                    raise
+                _fail_json({"type": "UsageError", "message": err.format_message(), "exit_code": err.exit_code},
+                           _warning_lines(caught, debug), err.exit_code)
+            except (click.exceptions.Exit, click.exceptions.Abort):
+                raise
+            except Exception as err:  # a kconvert bug: reported in one line, and the run ends here
+                _internal_error(err, as_json, debug, _warning_lines(caught, debug))
 
 
-def _fail(err: KconvertError, as_json: bool) -> NoReturn:
+@contextmanager
+def _captured_warnings(debug: bool) -> Iterator[list[warnings.WarningMessage]]:
+    """KconvertWarnings (what a file leaves open), and any UserWarning kconvert's own code issues, are
+    collected for the report; other libraries' warnings are dropped unless --debug."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default" if debug else "ignore")
+        warnings.filterwarnings("always", category=UserWarning, module=OWN_MODULES)
+        warnings.simplefilter("always", KconvertWarning)
+        yield caught
+
+
+def _ours(item: warnings.WarningMessage) -> bool:
+    if issubclass(item.category, KconvertWarning):
+        return True
+    where = Path(item.filename).resolve()
+    return issubclass(item.category, UserWarning) and any(where.is_relative_to(f) for f in OWN_FOLDERS)
+
+
+def _warning_lines(caught: list[warnings.WarningMessage], debug: bool) -> list[str]:
+    """Each of kconvert's warnings once, in order; with --debug the others are shown as Python shows them."""
+    lines: list[str] = []
+    for item in caught:
+        if _ours(item):
+            if str(item.message) not in lines:
+                lines.append(str(item.message))
+        elif debug:
+            click.echo(warnings.formatwarning(item.message, item.category, item.filename, item.lineno), err=True,
+                       nl=False)
+    caught.clear()
+    return lines
+
+
+def _echo_warnings(lines: list[str]) -> None:
+    for line in lines:
+        click.echo(f"warning: {line}", err=True)
+
+
+def _fail(err: KconvertError, as_json: bool, debug: bool, warning_lines: list[str]) -> NoReturn:
+    if debug:
+        traceback.print_exc()
     if as_json:
-        payload = {"ok": False, "error": {"type": type(err).__name__, "message": err.message,
-                                          "layer": err.layer, "hint": err.hint, "exit_code": err.exit_code}}
-        click.echo(json.dumps(payload, indent=2))
-    else:
-        click.echo(f"error: {err.render()}", err=True)
+        _fail_json({"type": type(err).__name__, "message": err.message, "layer": err.layer, "hint": err.hint,
+                    "exit_code": err.exit_code}, warning_lines, err.exit_code)
+    _echo_warnings(warning_lines)
+    click.echo(f"error: {err.render()}", err=True)
     sys.exit(err.exit_code)
 
 
-@click.group(cls=DefaultToConvert, context_settings={"help_option_names": ["-h", "--help"]})
+def _fail_json(error: dict[str, Any], warning_lines: list[str], code: int) -> NoReturn:
+    click.echo(json.dumps({"ok": False, "error": error, "warnings": warning_lines}, indent=2))
+    sys.exit(code)
+
+
+def _internal_error(err: Exception, as_json: bool, debug: bool, warning_lines: list[str]) -> NoReturn:
+    if debug:
+        traceback.print_exc()
+    what = " ".join(f"{type(err).__name__}: {err}".split())[:300]
+    hint = (f"this is a kconvert bug; please report it with kconvert {__version__} and the command you ran"
+            + ("" if debug else "; rerun with --debug for the traceback"))
+    if as_json:
+        _fail_json({"type": "InternalError", "exception": type(err).__name__, "message": what, "hint": hint,
+                    "kconvert_version": __version__, "exit_code": EXIT_INTERNAL}, warning_lines, EXIT_INTERNAL)
+    _echo_warnings(warning_lines)
+    click.echo(f"error: internal error ({what}) — {hint}", err=True)
+    sys.exit(EXIT_INTERNAL)
+
+
+def _finish(command: str | None, outcome: Any, as_json: bool, warning_lines: list[str]) -> None:
+    if as_json:
+        click.echo(json.dumps({**outcome, "warnings": warning_lines}, indent=2))
+    else:
+        from converter.report import print_convert_report, print_summary
+
+        _echo_warnings(warning_lines)
+        (print_summary if command == "inspect" else print_convert_report)(outcome)
+    check = outcome.get("check") if command == "convert" else None
+    if check and not check["ok"]:
+        sys.exit(EXIT_CHECK_FAILED)
+
+
+@click.group(cls=KconvertGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="kconvert", message="kconvert %(version)s")
-def main() -> None:
+@click.option("--debug", is_flag=True, help="Show Python tracebacks and library warnings (for bug reports).")
+def main(debug: bool) -> None:
     """Convert Keras model files (.h5, .keras, model.json + weights) to ONNX, without TensorFlow.
 
     \b
@@ -44,13 +153,18 @@ def main() -> None:
       kconvert model.keras --check      ... and compares with Keras on generated inputs
       kconvert inspect model.h5         prints a model.summary()-like table
       kconvert old.h5 -o model.keras    upgrades a Keras 1/2 file to a Keras 3 archive
+
+    \b
+    Exit codes: 0 done, 2 bad input or option, 3 unsupported content, 4 the check found a mismatch
+    (the output is kept), 70 a kconvert bug (please report it).
     """
 
 
 @main.command("convert")
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Output file (default: MODEL with .onnx); NAME.keras writes a Keras 3 archive instead.")
+              help="Output file (default: MODEL with .onnx); NAME.keras writes a Keras 3 archive instead. "
+                   "Missing folders are created.")
 @click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), help="Weights file for a model.json.")
 @click.option("--backend", type=click.Choice(["tensorflow", "theano"]), default=None,
               help="Keras backend that saved the file, where the file does not record it (Theano kernels are flipped).")
@@ -59,26 +173,23 @@ def main() -> None:
 @click.option("--float16-io", is_flag=True, help="With --float16: fp16 inputs and outputs too.")
 @click.option("--nchw-inputs", is_flag=True, help="Spatial inputs channels-first (no Transpose at the input).")
 @click.option("--nchw-outputs", is_flag=True, help="Spatial outputs channels-first (no Transpose at the output).")
-@click.option("--check", is_flag=True, help="Cross-check against Keras on generated inputs (needs kconvert[tf]).")
+@click.option("--check", is_flag=True,
+              help="Cross-check against Keras on generated inputs (needs kconvert[tf]); unknown dimensions take "
+                   "the first of 4, 8, 16, ..., 256 at which the converted model runs.")
 @click.option("--reference", type=click.Path(dir_okay=False, path_type=Path),
               help="Check against stored Keras outputs (.npz with input:NAME/output:NAME or x0../y0..); no TF needed.")
-@click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-              help="onnxruntime execution provider for --check.")
-@click.option("--rtol", type=float, default=None, help="Relative tolerance for --check (1e-4; 2e-2 with --float16).")
+@click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
+              help="onnxruntime execution provider for the check (default: auto, CUDA when available).")
+@click.option("--rtol", type=float, default=None, help="Relative tolerance for the check (1e-4; 2e-2 with --float16).")
 @click.option("--atol", type=float, default=None,
-              help="Absolute tolerance for --check (1e-5; with --float16 2e-2 x max(1, max|expected|)).")
+              help="Absolute tolerance for the check (1e-5; with --float16 2e-2 x max(1, max|expected|)).")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable JSON report.")
-def convert_command(as_json: bool, **options: Any) -> None:
+def convert_command(as_json: bool, **options: Any) -> dict[str, Any]:
     """Convert MODEL to ONNX."""
-    from runtime.check import ConvertRequest, run_convert  # the CLI is the composition root: it may use runtime
+    from runtime.check import run_convert  # the CLI is the composition root: it may use runtime
+    from runtime.options import ConvertRequest
 
-    try:
-        report = run_convert(ConvertRequest(**options))
-    except KconvertError as err:
-        _fail(err, as_json)
-    _print_report(report, as_json)
-    if report.get("check") and not report["check"]["ok"]:
-        sys.exit(EXIT_CHECK_FAILED)
+    return run_convert(ConvertRequest(**options))
 
 
 @main.command("inspect")
@@ -87,26 +198,13 @@ def convert_command(as_json: bool, **options: Any) -> None:
 @click.option("--backend", type=click.Choice(["tensorflow", "theano"]), default=None,
               help="Keras backend that saved the file, where the file does not record it (Theano kernels are flipped).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def inspect_command(model: Path, weights: Path | None, backend: str | None, as_json: bool) -> None:
+def inspect_command(model: Path, weights: Path | None, backend: str | None, as_json: bool) -> dict[str, Any]:
     """Print a model.summary()-like table of MODEL, without TensorFlow."""
     import converter
 
-    try:
-        summary = converter.inspect(model, weights, backend=backend)
-    except KconvertError as err:
-        _fail(err, as_json)
-    if as_json:
-        click.echo(json.dumps(summary, indent=2))
-    else:
-        from converter.report import print_summary
-
-        print_summary(summary)
+    summary: dict[str, Any] = converter.inspect(model, weights, backend=backend)
+    return summary
 
 
-def _print_report(report: dict[str, Any], as_json: bool) -> None:
-    if as_json:
-        click.echo(json.dumps(report, indent=2))
-        return
-    from converter.report import print_convert_report
-
-    print_convert_report(report)
+if __name__ == "__main__":
+    main()

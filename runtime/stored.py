@@ -3,6 +3,9 @@
 A reference file is an `.npz` (read with pickling off) holding, per model input, `input:<name>` (or
 `x<i>` in model input order) and, per model output, `output:<name>` (or `y<i>` in output order).
 This is how CI proves a deployed model still answers like the Keras one it came from.
+
+`fit_reference` checks the file against the model before anything is converted: each array must have
+the model's rank, its fixed dimensions, a kind of dtype the input takes, and one batch size throughout.
 """
 
 from __future__ import annotations
@@ -11,7 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from converter.errors import FormatError
+from converter.errors import FormatError, UsageError
+from converter.ir import Graph, Tensor
+from converter.ir.graph import CHANNELS_FIRST
+from converter.ir.shape import Shape, format_shape, permute
+from converter.passes.layout import to_channels_last
+
+NUMERIC_KINDS = "biuf"  # bool, signed, unsigned, float
 
 
 def load_reference(path: Path, input_names: list[str], output_names: list[str]) -> tuple[dict[str, np.ndarray],
@@ -20,6 +29,9 @@ def load_reference(path: Path, input_names: list[str], output_names: list[str]) 
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as err:
         raise FormatError(f"cannot read reference {path.name}: {err}", hint="pass an .npz file") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise FormatError(f"reference {path.name} is a single .npy array, not an .npz archive",
+                          hint="save it with np.savez(path, x0=inputs, y0=outputs)")
     with data:
         inputs = {n: _pick(data, f"input:{n}", f"x{i}", path) for i, n in enumerate(input_names)}
         outputs = [_pick(data, f"output:{n}", f"y{i}", path) for i, n in enumerate(output_names)]
@@ -34,5 +46,46 @@ def _pick(data: np.lib.npyio.NpzFile, key: str, positional: str, path: Path) -> 
             except ValueError as err:
                 raise FormatError(f"cannot read reference {path.name}: {err}",
                                   hint="store plain numeric arrays") from None
-    raise FormatError(f"reference {path.name} has neither {key!r} nor {positional!r}",
-                      hint=f"it holds: {', '.join(data.files)}")
+    raise UsageError(f"reference {path.name} has neither {key!r} nor {positional!r}: it does not fit this model",
+                     hint=f"it holds: {', '.join(data.files) or 'nothing'}")
+
+
+def fit_reference(path: Path, graph: Graph) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
+    """The reference's inputs (by name, Keras layout) and expected outputs, checked against the model."""
+    names = list(graph.output_names)
+    inputs, expected = load_reference(path, [t.name for t in graph.inputs], names)
+    batches: dict[str, int] = {}
+    for tensor in graph.inputs:
+        _fit(path, "input", tensor.name, tensor, inputs[tensor.name], batches)
+    for tensor, name, array in zip(graph.outputs, names, expected):
+        _fit(path, "output", name, tensor, array, batches)
+    if len(set(batches.values())) > 1:
+        sizes = ", ".join(f"{name} {size}" for name, size in batches.items())
+        raise UsageError(f"reference {path.name} holds different batch sizes ({sizes})",
+                         hint="store the inputs and outputs of one batch")
+    return inputs, expected
+
+
+def keras_shape(tensor: Tensor) -> Shape:
+    """The tensor's declared shape in Keras' order (a channels-first graph tensor's is permuted back)."""
+    shape = tensor.shape or ()
+    return permute(shape, to_channels_last(len(shape))) if tensor.layout == CHANNELS_FIRST and shape else shape
+
+
+def _fit(path: Path, role: str, name: str, tensor: Tensor, array: np.ndarray, batches: dict[str, int]) -> None:
+    declared = keras_shape(tensor)
+    wanted_kind = "string" if tensor.dtype == "string" else "numeric"
+    kind = "string" if array.dtype.kind in "US" else "numeric" if array.dtype.kind in NUMERIC_KINDS else "other"
+    if kind != wanted_kind:
+        raise UsageError(f"reference {path.name}: {role} '{name}' holds {array.dtype} values, and the model's "
+                         f"{role} is {tensor.dtype}", hint=f"store {tensor.dtype} values for {role} '{name}'")
+    if tensor.dtype.startswith(("int", "uint")) and array.dtype.kind == "f" and not np.all(np.mod(array, 1) == 0):
+        raise UsageError(f"reference {path.name}: {role} '{name}' holds fractional values, and the model's {role} "
+                         f"is {tensor.dtype}", hint=f"store integer values for {role} '{name}'")
+    fits = len(declared) == array.ndim and all(not isinstance(d, int) or d == n for d, n in zip(declared, array.shape))
+    if not fits:
+        raise UsageError(f"reference {path.name}: {role} '{name}' has shape {tuple(array.shape)}, and the model's "
+                         f"{role} has shape {format_shape(declared)}",
+                         hint="store arrays computed by this model (None: any size; the first dimension is the batch)")
+    if array.ndim:
+        batches[f"{role} '{name}'"] = int(array.shape[0])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -52,3 +53,18 @@ def test_one_value_bound_to_two_outputs(tmp_path: Path) -> None:
     first, second = run_onnx(model, x)
     np.testing.assert_array_equal(first, x @ kernel)
     np.testing.assert_array_equal(second, x @ kernel)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_saved_files_get_the_umask_and_their_folder(tmp_path: Path, umask: int) -> None:
+    """save() and save_keras() wrote 0o600 files (a temporary file's mode, kept by the rename)."""
+    config = sequential([layer("Dense", "dense", units=2, use_bias=False)], (3,))
+    source = save_keras(tmp_path / "m.keras", config, {"dense": [np.ones((3, 2), "float32")]})
+    old = os.umask(umask)
+    try:
+        written = [converter.save(converter.convert(source), tmp_path / "a" / "m.onnx"),
+                   converter.save_keras(source, tmp_path / "b" / "m.keras").path]
+    finally:
+        os.umask(old)
+    assert [path.stat().st_mode & 0o777 for path in written] == [0o666 & ~umask] * 2
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["m.onnx"]

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +21,8 @@ from typing import Any
 
 import h5py
 
-from converter.errors import UnsupportedLayerError, UsageError
+from converter.errors import UnsupportedLayerError
+from converter.export.files import cannot_write, fresh_file, staged
 from converter.export.keras_args import OP_CLASSES
 from converter.export.keras_config import Notes, keras3_class, layer_entry
 from converter.export.keras_masks import explicit_masks
@@ -184,27 +183,24 @@ def _inbound(node: Node, producer: dict[int, TensorRef]) -> dict[str, Any]:
 
 
 def _atomic_zip(output: Path, config: dict[str, Any], ordered: list[_Layer], major: int) -> None:
-    """metadata.json, config.json and model.weights.h5, via temporary files renamed into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
-    os.close(fd)
-    fd, weights_tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".h5.tmp", dir=output.parent)
-    os.close(fd)
+    """metadata.json, config.json and model.weights.h5, via temporary files renamed into place (the
+    folder created if needed, the archive with the user's umask)."""
     try:
-        with h5py.File(weights_tmp, "w") as handle:
-            _write_weights(handle, ordered, major)
-        metadata = {"keras_version": KERAS_FORMAT_VERSION,
-                    "date_saved": datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S")}
-        with zipfile.ZipFile(tmp, "w") as archive:
-            archive.writestr("metadata.json", json.dumps(metadata))
-            archive.writestr("config.json", json.dumps(config))
-            archive.write(weights_tmp, "model.weights.h5")
-        os.replace(tmp, output)
+        with staged(output) as tmp:
+            weights_tmp = fresh_file(output.parent, f".{output.name}.", ".h5.tmp")
+            try:
+                with h5py.File(weights_tmp, "w") as handle:
+                    _write_weights(handle, ordered, major)
+                metadata = {"keras_version": KERAS_FORMAT_VERSION,
+                            "date_saved": datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S")}
+                with zipfile.ZipFile(tmp, "w") as archive:
+                    archive.writestr("metadata.json", json.dumps(metadata))
+                    archive.writestr("config.json", json.dumps(config))
+                    archive.write(weights_tmp, "model.weights.h5")
+            finally:
+                weights_tmp.unlink()
     except OSError as err:
-        raise UsageError(f"cannot write {output}: {err.strerror}", hint="check the output folder") from None
-    finally:
-        for path in (tmp, weights_tmp):
-            if os.path.exists(path):
-                os.unlink(path)
+        raise cannot_write(output, err) from None
 
 
 def _write_weights(handle: h5py.File, ordered: list[_Layer], major: int) -> None:

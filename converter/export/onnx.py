@@ -17,6 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from converter import __version__
 from converter.errors import UsageError
+from converter.export.files import make_parent, staged
 from converter.export.float16 import to_float16
 from converter.ir import Graph, OpGraph, Shape
 from converter.ir.ops import Op, ValueInfo
@@ -153,21 +154,15 @@ def lower_for_export(graph: Graph, opset: int = DEFAULT_OPSET, keras_version: st
 
 
 def save_model(model: onnx.ModelProto, output: str | Path) -> Path:
-    """Write atomically: a temporary file in the same folder, renamed into place, so a failure
-    never leaves a half-written model behind."""
+    """Write atomically (a temporary file in the same folder, renamed into place, so a failure never
+    leaves a half-written model behind), creating the folder if needed."""
     output = Path(output)
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
-    os.close(fd)
-    try:
+    with staged(output) as tmp:
         if sum(len(t.raw_data) for t in model.graph.initializer) > EXTERNAL_DATA_THRESHOLD:
-            onnx.save_model(model, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
+            onnx.save_model(model, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
                             location=f"{output.name}.data", size_threshold=1024)
         else:
-            onnx.save_model(model, tmp)
-        os.replace(tmp, output)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+            onnx.save_model(model, str(tmp))
     return output
 
 
@@ -190,27 +185,39 @@ def save_graph(graph: Graph, output: str | Path, opset: int = DEFAULT_OPSET, ker
     return write_ops(ops, output, metadata, external_data)
 
 
+def uses_external_data(ops: OpGraph, external_data: bool | None = None) -> bool:
+    """Whether write_ops puts the weights in `<output>.data`: when asked, or past EXTERNAL_DATA_THRESHOLD."""
+    if external_data is not None:
+        return external_data
+    return sum(np.asarray(a).nbytes for a in ops.initializers.values()) > EXTERNAL_DATA_THRESHOLD
+
+
 def write_ops(ops: OpGraph, output: str | Path, metadata: dict[str, str] | None = None,
               external_data: bool | None = None) -> Path:
     """Write `output`; the weights go to `<output>.data` when asked or when they pass
     EXTERNAL_DATA_THRESHOLD. Everything is written in a temporary folder beside `output`, checked
-    with onnx.checker, then renamed into place: a failure never leaves a partial model."""
+    with onnx.checker, then renamed into place: a failure never leaves a partial model. The folder
+    is created if needed; the files get the user's umask."""
     output = Path(output)
     arrays = {name: _little_endian(a) for name, a in ops.initializers.items()}
-    external = sum(a.nbytes for a in arrays.values()) > EXTERNAL_DATA_THRESHOLD if external_data is None \
-        else external_data
+    external = uses_external_data(ops, external_data)
     skeleton = to_model(ops, metadata, with_data=False)
+    make_parent(output)
+    _write_staged(skeleton, arrays, output, external)
+    return output
+
+
+def _write_staged(skeleton: onnx.ModelProto, arrays: dict[str, np.ndarray], output: Path, external: bool) -> None:
     location = f"{output.name}.data"
     with tempfile.TemporaryDirectory(prefix=f".{output.name}.", dir=output.parent) as tmp:
         _check_skeleton(skeleton, Path(tmp))
-        staged = Path(tmp) / output.name
+        staged_path = Path(tmp) / output.name  # open() inside gives the umask's mode, kept by the rename
         if external:
-            _write_external(skeleton, arrays, staged, location)
+            _write_external(skeleton, arrays, staged_path, location)
             os.replace(Path(tmp) / location, output.parent / location)
         else:
-            _write_inline(skeleton, arrays, staged)
-        os.replace(staged, output)
-    return output
+            _write_inline(skeleton, arrays, staged_path)
+        os.replace(staged_path, output)
 
 
 def _header(name: str, array: np.ndarray) -> onnx.TensorProto:
