@@ -39,11 +39,16 @@ def load(path: str | Path, weights: str | Path | None = None, optimize: bool = T
     done with the weights before they return.
     """
     artifact = open_artifact(path, weights, backend=backend, mapped=mapped)
-    graph = build_graph(artifact, require_weights=require_weights)
-    if mapped:
-        graph.release_weight = release_pages
-    graph.metadata.update(_provenance(artifact))
-    graph = run_pipeline(graph, layout) if optimize else shape_inference.run(shape_semantics.run(graph))
+    try:
+        graph = build_graph(artifact, require_weights=require_weights)
+        if mapped:
+            graph.release_weight = release_pages
+        graph.metadata.update(_provenance(artifact))
+        graph = run_pipeline(graph, layout) if optimize else shape_inference.run(shape_semantics.run(graph))
+    except BaseException:
+        # The error goes on to the caller; the HDF5 handles and maps must not outlive it.
+        artifact.close()
+        raise
     return LoadedModel(graph, artifact)
 
 

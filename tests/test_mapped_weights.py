@@ -12,8 +12,8 @@ import pytest
 from kmodels import layer, save_keras, save_legacy_h5, sequential
 
 import converter
-from converter.keras import weights as weight_module
 from converter.keras.artifacts import open_artifact
+from converter.keras.h5_safety import DatasetReader
 from converter.keras.mapped import MappedImage, release_pages
 
 
@@ -48,16 +48,18 @@ def test_chunked_compressed_and_out_of_image_datasets_are_read_by_h5py(tmp_path:
         handle.create_dataset("gzip", data=data, chunks=(16, 8), compression="gzip")
         handle.create_dataset("big_endian", data=data.astype(">f4"))
         handle.create_dataset("empty", shape=(0, 8), dtype="float32")
-    image, short = MappedImage(path), MappedImage(path, length=1024)  # `short` ends before the data
+    size = path.stat().st_size
+    image = DatasetReader("w.h5", size, MappedImage(path))
+    short = DatasetReader("w.h5", size, MappedImage(path, length=1024))  # `short` ends before the data
     with h5py.File(path, "r") as handle:
-        plain = image.read(handle["plain"])
+        plain = image.read(handle["plain"], "dense")
         assert not plain.flags.owndata and np.array_equal(plain, data)
-        gzip = image.read(handle["gzip"])
+        gzip = image.read(handle["gzip"], "dense")
         assert gzip.flags.owndata and np.array_equal(gzip, data)
-        big = image.read(handle["big_endian"])
+        big = image.read(handle["big_endian"], "dense")
         assert not big.flags.owndata and big.dtype == np.dtype(">f4") and np.array_equal(big, data)
-        assert image.read(handle["empty"]).shape == (0, 8)
-        outside = short.read(handle["plain"])
+        assert image.read(handle["empty"], "dense").shape == (0, 8)
+        outside = short.read(handle["plain"], "dense")
         assert outside.flags.owndata and np.array_equal(outside, data)
 
 
@@ -67,8 +69,9 @@ def test_renamed_layer_check_reads_no_weight_data(tmp_path: Path, rng: np.random
     config, weights = _dense(rng)
     path = save_legacy_h5(tmp_path / "m.h5", config, weights)
     reads: list[str] = []
-    original = weight_module.read_array
-    monkeypatch.setattr(weight_module, "read_array", lambda ds, image: reads.append(ds.name) or original(ds, image))
+    original = DatasetReader.read
+    monkeypatch.setattr(DatasetReader, "read",
+                        lambda self, ds, layer: reads.append(ds.name) or original(self, ds, layer))
     converter.load(path, mapped=True).artifact.close()
     assert sorted(reads) == sorted(set(reads)) and len(reads) == 2
 
@@ -85,7 +88,7 @@ def test_released_pages_leave_memory_and_read_back_unchanged(tmp_path: Path, rng
     with h5py.File(path, "w") as handle:
         handle.create_dataset("kernel", data=data)
     with h5py.File(path, "r") as handle:
-        view = MappedImage(path).read(handle["kernel"])
+        view = DatasetReader("w.h5", path.stat().st_size, MappedImage(path)).read(handle["kernel"], "dense")
     assert float(view.sum()) == pytest.approx(float(data.sum()), rel=1e-5)  # touch every page
     before = _file_rss_kib()
     release_pages(view)

@@ -1,19 +1,24 @@
 """Weights onto nodes: by path in the file, upgraded from legacy layouts, checked by count; files whose
-layer names differ from the config fall back to matching weighted layers by order (with a warning)."""
+layer names differ from the config fall back to matching weighted layers by order (with a warning).
+
+Keras 1 files do not record their backend, and Theano-backend files hold convolution kernels flipped:
+where the file looks like Keras 1, holds a kernel the flip changes, and the user stated no backend,
+the conversion goes on as TensorFlow with a KconvertWarning that says so and how to choose."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from converter.errors import UnsupportedLayerError, WeightsError
+from converter.errors import KconvertWarning, UnsupportedLayerError, WeightsError
 from converter.ir import Node
 from converter.keras.artifacts import KerasArtifact
 from converter.keras.dialects import is_keras1
 from converter.keras.layer_configs import MODEL_CLASSES, inner_layers, layer_parts, make_node, saved_names_of
-from converter.keras.legacy_weights import WeightOrigin, upgrade_weights
+from converter.keras.legacy_weights import CONV_KINDS, WeightOrigin, upgrade_weights
 from converter.keras.weight_matching import match_by_order
 from converter.keras.weights import LayerKey
 from converter.layers.registry import handler_for
@@ -26,6 +31,7 @@ class WeightAttacher:
     require_weights: bool = True
     top_layers: list[Any] = field(default_factory=list)
     order_matched: bool = False
+    backend_warned: bool = False
 
     def attach(self, node: Node, names: list[str], path: tuple[LayerKey, ...]) -> None:
         if not names:
@@ -44,6 +50,7 @@ class WeightAttacher:
             origin = WeightOrigin(self.artifact.keras_version, self.artifact.backend,
                                   is_keras1(self.artifact.model_config, self.artifact.keras_version))
             arrays = upgrade_weights(node, arrays, origin)
+            self._warn_unrecorded_backend(node, arrays, origin)
         if arrays is None:
             raise WeightsError(f"the weights file has no entry for layer '{node.layer_name}'",
                                layer=node.layer_name, hint="is this the weights file saved from this model?")
@@ -72,6 +79,19 @@ class WeightAttacher:
         node.weights = weights
 
 
+    def _warn_unrecorded_backend(self, node: Node, arrays: list[np.ndarray], origin: WeightOrigin) -> None:
+        """Once per file: a Keras 1 file that does not say whether Theano (flipped kernels) wrote it."""
+        if self.backend_warned or origin.backend is not None or not origin.keras1 or node.kind not in CONV_KINDS:
+            return
+        if not arrays or all(size <= 1 for size in np.shape(arrays[0])[:-2]):
+            return  # 1x1 kernels read the same either way
+        self.backend_warned = True
+        warnings.warn(
+            f"{self.artifact.path.name} does not record the Keras backend that wrote it, and it looks like a "
+            f"Keras 1 file ({_keras1_evidence(self.artifact)}): Theano-backend files hold convolution kernels "
+            f"flipped (layer '{node.layer_name}'). Converted as TensorFlow; pass --backend theano if it was "
+            "trained with Theano (--backend tensorflow silences this warning)", KconvertWarning, stacklevel=2)
+
     def _weighted_top_layers(self) -> list[LayerKey]:
         """The model's top-level layers that hold weights, in config order (what Keras matches by order)."""
         names: list[LayerKey] = []
@@ -90,3 +110,19 @@ class WeightAttacher:
             except (KeyError, TypeError, ValueError, UnsupportedLayerError):
                 continue  # a layer that cannot be converted is reported on its own; it cannot be matched
         return names
+
+
+def _keras1_evidence(artifact: KerasArtifact) -> str:
+    """Why the file reads as Keras 1: its recorded version, a 'th' ordering, or Keras 1 argument names."""
+    if artifact.keras_version:
+        return f"keras_version {artifact.keras_version}"
+    stack: list[Any] = [artifact.model_config]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if item.get("dim_ordering") == "th":
+                return "dim_ordering 'th'"
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return "Keras 1 argument names such as nb_filter or border_mode"

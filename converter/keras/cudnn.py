@@ -60,10 +60,13 @@ def _fill(value: Any) -> None:
 
 def is_cudnn_weights(kind: str, arrays: list[np.ndarray]) -> bool:
     """tf_keras' test: three arrays whose bias holds input and recurrent biases, 2 * gates * units long."""
-    if kind not in GATES or len(arrays) != 3 or arrays[1].ndim != 2:
+    if kind not in GATES or len(arrays) != 3 or arrays[0].ndim != 2 or arrays[1].ndim != 2:
         return False
-    units = arrays[1].shape[0]
-    return tuple(arrays[2].shape) == (2 * GATES[kind] * units,)
+    width = GATES[kind] * arrays[1].shape[0]  # gates * units
+    # The per-gate split below needs both kernels `gates * units` wide; other shapes are left to the
+    # handler's shape check, which names the layer and the expected shape.
+    return (tuple(arrays[2].shape) == (2 * width,) and arrays[0].shape[1] == width
+            and arrays[1].shape[1] == width)
 
 
 def _per_gate(matrix: np.ndarray, gates: int, convert: Any) -> np.ndarray:

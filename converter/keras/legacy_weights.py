@@ -15,9 +15,11 @@ files) plus what it did for Theano files:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from converter.errors import WeightsError
 from converter.ir import Node
 from converter.keras.cudnn import cudnn_to_canonical, is_cudnn_weights
 
@@ -53,9 +55,9 @@ def upgrade_weights(node: Node, arrays: list[np.ndarray], origin: WeightOrigin) 
     if is_cudnn_weights(node.kind, arrays):
         arrays = cudnn_to_canonical(node.kind, arrays)  # CuDNNLSTM / CuDNNGRU, recognised as tf_keras does
     elif node.kind in ("LSTM", "ConvLSTM2D") and len(arrays) == 12:
-        arrays = merge_gates(arrays, (0, 2, 1, 3))  # stored i, c, f, o -> i, f, c, o
+        arrays = merge_gates(_same_gate_shapes(node, arrays), (0, 2, 1, 3))  # stored i, c, f, o -> i, f, c, o
     elif node.kind == "GRU" and len(arrays) == 9:
-        arrays = merge_gates(arrays, (0, 1, 2))  # stored z, r, h, the canonical order already
+        arrays = merge_gates(_same_gate_shapes(node, arrays), (0, 1, 2))  # stored z, r, h, the canonical order
     if node.kind == "BatchNormalization" and origin.keras1 and len(arrays) == 4 and _std_era(origin.keras_version):
         arrays = std_to_variance(arrays, float(node.attr("epsilon", 1e-3)))
     if node.kind in CONV_KINDS and arrays:
@@ -67,6 +69,18 @@ def merge_gates(arrays: list[np.ndarray], order: tuple[int, ...]) -> list[np.nda
     """Per-gate (W, U, b) triples -> [kernel, recurrent_kernel, bias], gates concatenated in `order`."""
     gates = [arrays[3 * g: 3 * g + 3] for g in order]
     return [np.concatenate([gate[part] for gate in gates], axis=-1) for part in range(3)]
+
+
+def _same_gate_shapes(node: Node, arrays: list[np.ndarray]) -> list[np.ndarray]:
+    """Keras 1 per-gate arrays (W, U, b per gate) are concatenated gate by gate: each part's arrays must
+    have one shape in every gate."""
+    for part, label in enumerate(("W", "U", "b")):
+        shapes = {arrays[3 * gate + part].shape for gate in range(len(arrays) // 3)}
+        if len(shapes) > 1:
+            raise WeightsError(f"{node.kind} '{node.layer_name}': the per-gate {label} arrays of the file differ in "
+                               f"shape ({', '.join(str(s) for s in sorted(shapes))})", layer=node.layer_name,
+                               hint="is this the weights file saved from this model?")
+    return arrays
 
 
 def _std_era(version: str | None) -> bool:
@@ -84,12 +98,18 @@ def std_to_variance(arrays: list[np.ndarray], epsilon: float) -> list[np.ndarray
     return [gamma, beta, mean, (np.square(std.astype(np.float64) + epsilon) - epsilon).astype(std.dtype)]
 
 
+# The kernel rank each convolution kind has (Conv1D: 4 in Keras 1 files, handled before the check).
+KERNEL_RANK = {"Conv1D": 3, "Conv2D": 4, "Conv3D": 5, "Conv2DTranspose": 4, "ConvLSTM2D": 4}
+
+
 def _upgrade_conv(node: Node, arrays: list[np.ndarray], origin: WeightOrigin) -> list[np.ndarray]:
     arrays = list(arrays)
     channels_first = node.attr("data_format") == "channels_first"
     if node.kind == "Conv1D" and arrays[0].ndim == 4:
-        arrays[0] = conv1d_kernel(arrays[0], _kernel_size(node, 1)[0], int(node.attrs.get("filters", -1)))
-    elif node.kind in ("Conv2D", "ConvLSTM2D") and origin.keras1 and channels_first:
+        arrays[0] = conv1d_kernel(arrays[0], _int(_kernel_size(node)), _int(node.attrs.get("filters")))
+    if origin.keras1 or origin.theano:  # the rules below move the kernel's axes
+        _check_kernel_ranks(node, arrays)
+    if node.kind in ("Conv2D", "ConvLSTM2D") and origin.keras1 and channels_first:
         arrays[0] = np.transpose(arrays[0], (2, 3, 1, 0))
         if node.kind == "ConvLSTM2D":
             arrays[1] = np.transpose(arrays[1], (2, 3, 1, 0))
@@ -104,9 +124,28 @@ def _upgrade_conv(node: Node, arrays: list[np.ndarray], origin: WeightOrigin) ->
     return arrays
 
 
-def _kernel_size(node: Node, rank: int) -> tuple[int, ...]:
+def _check_kernel_ranks(node: Node, arrays: list[np.ndarray]) -> None:
+    """The transposes and flips below index the kernel's axes: a kernel of another rank is refused here."""
+    kernels = arrays[:2] if node.kind == "ConvLSTM2D" else arrays[:1]
+    want = KERNEL_RANK[node.kind]
+    for name, kernel in zip(("kernel", "recurrent_kernel"), kernels):
+        if kernel.ndim != want:
+            raise WeightsError(f"{node.kind} '{node.layer_name}': the file's {name} has shape {kernel.shape}, "
+                               f"not the {want} dimensions of a {node.kind} kernel", layer=node.layer_name,
+                               hint="is this the weights file saved from this model?")
+    if node.kind == "ConvLSTM2D" and len(arrays) < 2:
+        raise WeightsError(f"ConvLSTM2D '{node.layer_name}': the file holds no recurrent kernel",
+                           layer=node.layer_name, hint="is this the weights file saved from this model?")
+
+
+def _kernel_size(node: Node) -> Any:
     value = node.attrs.get("kernel_size", 1)
-    return (int(value),) * rank if isinstance(value, int) else tuple(int(v) for v in value)
+    return value[0] if isinstance(value, (list, tuple)) and value else value
+
+
+def _int(value: Any) -> int:
+    """A config number used only to recognise a stored layout (-1 where the config gives none)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else -1
 
 
 def conv1d_kernel(kernel: np.ndarray, length: int, filters: int) -> np.ndarray:

@@ -5,6 +5,8 @@ the file (or, in a `.keras` zip, in the stored `model.weights.h5` entry), so an 
 read-only view of a map of those bytes: no h5py read call, no fresh buffer for every weight, and the
 page cache's pages are what the writer later copies into the ONNX file. Anything else (chunked or
 compressed datasets, odd dtypes, an offset outside the mapped bytes) is read by h5py as before.
+Which datasets may be viewed is decided by `h5_safety.DatasetReader`, which checks every dataset
+(external storage, virtual layout, filters, sizes) before either path reads it.
 
 Opt-in (`load(..., mapped=True)`): a view reads the file when used, so the file must not be truncated
 or rewritten while the graph is alive. The CLI, convert() and save_keras() finish with the weights
@@ -34,24 +36,29 @@ class MappedImage:
         self._start = start
         self._end = size if length is None else min(size, start + length)
 
-    def read(self, dataset: h5py.Dataset) -> np.ndarray:
-        view = self._view(dataset)
-        return np.asarray(dataset) if view is None else view
-
-    def _view(self, dataset: h5py.Dataset) -> np.ndarray | None:
+    def view(self, dataset: h5py.Dataset) -> np.ndarray | None:
+        """A view of a dataset the caller found contiguous and stored in this file (h5_safety.py checks
+        that), or None where a view would be wrong: non-numeric elements, storage never allocated
+        (h5py returns the fill value), bytes outside the mapped image."""
         dtype = dataset.dtype
-        if self._map is None or dtype.kind not in _MAPPABLE_KINDS or dtype.fields is not None:
-            return None
-        if dataset.chunks is not None or dataset.external or dataset.size == 0:
+        if self._map is None or dtype.kind not in _MAPPABLE_KINDS or dtype.fields is not None or dataset.size == 0:
             return None
         offset = dataset.id.get_offset()
-        if offset is None:  # storage never allocated: h5py fills it with the fill value
+        if offset is None:
             return None
         begin = self._start + offset
         if begin + dataset.size * dtype.itemsize > self._end:
             return None
         array = np.frombuffer(self._map, dtype=dtype, count=dataset.size, offset=begin)
         return array.reshape(dataset.shape)
+
+    def close(self) -> None:
+        """Unmap, where no view is alive any more (after a failed open); views keep the map otherwise."""
+        if self._map is not None:
+            try:
+                self._map.close()
+            except BufferError:  # a view still exports the map's buffer: it is freed with the last view
+                return
 
 
 def release_pages(array: np.ndarray) -> None:
@@ -69,7 +76,3 @@ def release_pages(array: np.ndarray) -> None:
     first = start - start % mmap.PAGESIZE
     end = min(len(owner), start + array.nbytes)
     owner.madvise(mmap.MADV_DONTNEED, first, end - first)
-
-
-def read_array(dataset: h5py.Dataset, image: MappedImage | None) -> np.ndarray:
-    return np.asarray(dataset) if image is None else image.read(dataset)

@@ -13,6 +13,7 @@ import warnings
 
 import numpy as np
 
+from converter.errors import KconvertWarning
 from converter.keras.weights import LayerKey, LegacyH5Weights, TfKerasZipWeights, WeightSource
 
 
@@ -45,7 +46,7 @@ def match_by_order(source: WeightSource, weighted_keys: list[LayerKey]) -> Weigh
     if isinstance(source, TfKerasZipWeights) and any(name not in file_names for name, _ in weighted_keys):
         source.by_rank = True
         warnings.warn("layer names in the .keras weights differ from the model config; matched each layer "
-                      "with the file's layer of the same class in creation order", stacklevel=3)
+                      "with the file's layer of the same class in creation order", KconvertWarning, stacklevel=3)
         return source
     if not isinstance(source, LegacyH5Weights) or not file_names:
         return source
@@ -60,5 +61,5 @@ def match_by_order(source: WeightSource, weighted_keys: list[LayerKey]) -> Weigh
     warnings.warn(
         f"layer names in the weights file differ from the model config; matched the {len(weighted)} weighted "
         f"layers by order instead, as Keras does ({', '.join(f'{c} <- {f}' for c, f in renamed.items())})",
-        stacklevel=3)
+        KconvertWarning, stacklevel=3)
     return RenamedWeights(source, mapping)

@@ -17,7 +17,9 @@ from typing import Any, Protocol
 import h5py
 import numpy as np
 
-from converter.keras.mapped import MappedImage, read_array
+from converter.errors import FormatError
+from converter.keras.h5_attrs import keys, member, name_list, subgroup
+from converter.keras.h5_safety import DatasetReader
 
 # Keras 3 stores sub-objects as child groups; h5py lists them alphabetically, but a layer's
 # `weights` list follows build order. These names fix the order where alphabetical is wrong.
@@ -40,19 +42,17 @@ _CHILD_ORDER = (
 
 
 def decode(value: Any) -> str:
+    """Lenient text of an attribute value (for writers and tests; reading uses h5_attrs' strict forms)."""
     return value.decode("utf8") if isinstance(value, (bytes, np.bytes_)) else str(value)
 
 
-def read_chunked_attr(group: h5py.Group, name: str) -> list[str]:
+def read_chunked_attr(group: h5py.Group, name: str, file_name: str, layer: str | None = None) -> list[str]:
     """Keras splits long name lists over `name0`, `name1`, ... when they exceed the HDF5 attribute limit."""
-    if name in group.attrs:
-        values = group.attrs[name]
-    else:
-        values, chunk = [], 0
-        while f"{name}{chunk}" in group.attrs:
-            values.extend(group.attrs[f"{name}{chunk}"])
-            chunk += 1
-    return [decode(v) for v in np.atleast_1d(values)] if len(values) else []
+    return name_list(group, name, f"{file_name}: group '{group.name}'", layer)
+
+
+# Keras 3 nests a container's layers at most a few levels deep; a deeper file is damaged or hostile.
+MAX_NESTING = 64
 
 
 # One step of a path to a layer: its layer name (legacy layout) and its Keras 3 saved name.
@@ -96,31 +96,42 @@ class WeightSource(Protocol):
 class LegacyH5Weights:
     """`model_weights/<layer>/<weight_name>` (or the root group for save_weights files)."""
 
-    def __init__(self, group: h5py.Group, image: MappedImage | None = None) -> None:
+    def __init__(self, group: h5py.Group, reader: DatasetReader) -> None:
         self.group = group
-        self.image = image
+        self.reader = reader
 
     def layer_names(self) -> list[str]:
-        return read_chunked_attr(self.group, "layer_names")
+        return read_chunked_attr(self.group, "layer_names", self.reader.file_name)
 
     def has_layer(self, name: str) -> bool:
         """Whether the file holds a group for this top-level layer; reads no weight data."""
-        return name in self.group
+        return self._layer_group(name) is not None
 
     def weight_count(self, name: str) -> int:
         """How many arrays the file lists for this top-level layer; reads no weight data."""
-        return len(read_chunked_attr(self.group[name], "weight_names")) if name in self.group else 0
+        group = self._layer_group(name)
+        return 0 if group is None else len(read_chunked_attr(group, "weight_names", self.reader.file_name, name))
+
+    def _layer_group(self, name: str) -> h5py.Group | None:
+        return subgroup(self.group, name, self.reader.file_name, name)
 
     def layer_weights(self, path: tuple[LayerKey, ...]) -> list[np.ndarray] | None:
-        top = path[0][0]
-        if top not in self.group:
+        layer = "/".join(key[0] for key in path)
+        layer_group = self._layer_group(path[0][0])
+        if layer_group is None:
             return None
-        layer_group = self.group[top]
-        names = read_chunked_attr(layer_group, "weight_names")
+        names = read_chunked_attr(layer_group, "weight_names", self.reader.file_name, layer)
         if len(path) > 1:
             enclosing = [key[0] for key in path[:-1]]
             names = [n for n in names if _owning_layer(n, enclosing) == path[-1][0]]
-        return [read_array(layer_group[n], self.image) for n in names]
+        return [self.reader.read(self._listed(layer_group, n, layer), layer) for n in names]
+
+    def _listed(self, group: h5py.Group, name: str, layer: str) -> Any:
+        found = member(group, name, self.reader.file_name, layer)
+        if found is None:
+            raise FormatError(f"{self.reader.file_name}: '{group.name}' lists weight '{name}' in its weight_names "
+                              "but holds no such dataset", layer=layer, hint="is the file complete?")
+        return found
 
 
 def _owning_layer(weight_name: str, enclosing: list[str]) -> str:
@@ -142,22 +153,28 @@ def _owning_layer(weight_name: str, enclosing: list[str]) -> str:
 class Keras3H5Weights:
     """`layers/<name>/vars/<i>` with sub-objects as child groups."""
 
-    def __init__(self, root: h5py.Group, image: MappedImage | None = None) -> None:
+    CONTAINER = "layers"
+
+    def __init__(self, root: h5py.Group, reader: DatasetReader) -> None:
         self.root = root
-        self.image = image
+        self.reader = reader
 
     def layer_names(self) -> list[str]:
-        layers = self.root.get("layers")
-        return list(layers.keys()) if isinstance(layers, h5py.Group) else []
+        layers = subgroup(self.root, self.CONTAINER, self.reader.file_name)
+        return [] if layers is None else keys(layers, self.reader.file_name)
 
     def layer_weights(self, path: tuple[LayerKey, ...]) -> list[np.ndarray] | None:
-        group: Any = self.root
-        for _, name in path:
-            group = group.get("layers") if isinstance(group, h5py.Group) else None
-            if not isinstance(group, h5py.Group) or name not in group:
-                return None
-            group = group[name]
-        return collect_vars(group, self.image)
+        layer = "/".join(key[0] for key in path)
+        group: h5py.Group | None = self.root
+        for key in path:
+            layers = subgroup(group, self.CONTAINER, self.reader.file_name, layer) if group is not None else None
+            name = self._key(layers, key) if layers is not None else None
+            group = subgroup(layers, name, self.reader.file_name, layer) if layers is not None and name else None
+        return None if group is None else collect_vars(group, self.reader, layer)
+
+    def _key(self, layers: h5py.Group, key: LayerKey) -> str | None:
+        """Keras 3 keys a container's layers by saved (snake-cased class) name."""
+        return key[1]
 
 
 class TfKerasZipWeights(Keras3H5Weights):
@@ -171,57 +188,61 @@ class TfKerasZipWeights(Keras3H5Weights):
     # Set when the config's layer names are not the file's keys (layers renamed after creation).
     by_rank = False
 
-    def layer_names(self) -> list[str]:
-        layers = self.root.get(self.CONTAINER)
-        return list(layers.keys()) if isinstance(layers, h5py.Group) else []
-
-    def layer_weights(self, path: tuple[LayerKey, ...]) -> list[np.ndarray] | None:
-        group: Any = self.root
-        for name, saved in path:
-            group = group.get(self.CONTAINER) if isinstance(group, h5py.Group) else None
-            if not isinstance(group, h5py.Group):
-                return None
-            key = name if name in group and not self.by_rank else _ranked_key(list(group), saved)
-            if key is None:
-                return None
-            group = group[key]
-        return collect_vars(group, self.image)
+    def _key(self, layers: h5py.Group, key: LayerKey) -> str | None:
+        name, saved = key
+        present = keys(layers, self.reader.file_name, name)
+        return name if name in present and not self.by_rank else _ranked_key(present, saved)
 
 
-def _ranked_key(keys: list[str], saved: str) -> str | None:
+def _ranked_key(present: list[str], saved: str) -> str | None:
     """Models whose layers were renamed after creation are keyed by their creation names
     (`conv2d`, `conv2d_2`, ...): the n-th layer of a class is the n-th such key by number."""
     match = re.fullmatch(r"(.+?)(?:_(\d+))?", saved)
     if match is None:
         return None
     base, rank = match.group(1), int(match.group(2) or 0)
-    numbered = sorted((int(m.group(1) or 0), k) for k in keys
+    numbered = sorted((int(m.group(1) or 0), k) for k in present
                       if (m := re.fullmatch(re.escape(base) + r"(?:_(\d+))?", k)))
     return numbered[rank][1] if rank < len(numbered) else None
 
 
-def collect_vars(group: h5py.Group, image: MappedImage | None = None) -> list[np.ndarray]:
+def collect_vars(group: h5py.Group, reader: DatasetReader, layer: str, depth: int = 0) -> list[np.ndarray]:
     """Own `vars/0..n` first, then child objects in build order."""
+    if depth > MAX_NESTING:
+        raise FormatError(f"{reader.file_name}: '{group.name}' nests sub-objects more than {MAX_NESTING} deep",
+                          layer=layer, hint="refusing a damaged or hostile file")
     arrays: list[np.ndarray] = []
-    own = group.get("vars")
-    if isinstance(own, h5py.Group):
-        arrays.extend(read_array(own[k], image) for k in sorted(own.keys(), key=int))
-    children = [k for k in group if k != "vars" and isinstance(group[k], h5py.Group)]
+    own = subgroup(group, "vars", reader.file_name, layer)
+    if own is not None:
+        arrays.extend(reader.read(member(own, k, reader.file_name, layer), layer) for k in _var_order(own, layer))
+    members = {k: member(group, k, reader.file_name, layer) for k in keys(group, reader.file_name, layer)}
+    children = [k for k, v in members.items() if k != "vars" and isinstance(v, h5py.Group)]
     ranked = sorted(children, key=lambda k: (_CHILD_ORDER.index(k) if k in _CHILD_ORDER else len(_CHILD_ORDER), k))
     for child in ranked:
-        arrays.extend(collect_vars(group[child], image))
+        arrays.extend(collect_vars(members[child], reader, layer, depth + 1))
     return arrays
 
 
-def open_weight_source(root: h5py.Group, image: MappedImage | None = None) -> WeightSource | None:
+def _var_order(own: h5py.Group, layer: str) -> list[str]:
+    """`vars/0`, `vars/1`, ... in numeric order; any other name is a damaged file."""
+    names = keys(own, "vars", layer)
+    odd = [k for k in names if not k.isdigit()]
+    if odd:
+        raise FormatError(f"'{own.name}' holds '{odd[0]}', not a numbered variable", layer=layer,
+                          hint="is this a Keras weights file?")
+    return sorted(names, key=int)
+
+
+def open_weight_source(root: h5py.Group, reader: DatasetReader) -> WeightSource | None:
     """Pick the layout by content: `model_weights/` or `layer_names` is legacy, `layers/` is Keras 3.
-    `image`: the file's bytes mapped, so that weights are read as views of it (see mapped.py)."""
-    if "model_weights" in root:
-        return LegacyH5Weights(root["model_weights"], image)
-    if read_chunked_attr(root, "layer_names"):
-        return LegacyH5Weights(root, image)
-    if TfKerasZipWeights.CONTAINER in root:
-        return TfKerasZipWeights(root, image)
-    if "layers" in root or "vars" in root:
-        return Keras3H5Weights(root, image)
+    `reader` reads each dataset checked (h5_safety.py), as views of the mapped file where it can."""
+    weights_group = subgroup(root, "model_weights", reader.file_name)
+    if weights_group is not None:
+        return LegacyH5Weights(weights_group, reader)
+    if read_chunked_attr(root, "layer_names", reader.file_name):
+        return LegacyH5Weights(root, reader)
+    if member(root, TfKerasZipWeights.CONTAINER, reader.file_name) is not None:
+        return TfKerasZipWeights(root, reader)
+    if member(root, "layers", reader.file_name) is not None or member(root, "vars", reader.file_name) is not None:
+        return Keras3H5Weights(root, reader)
     return None
