@@ -115,9 +115,10 @@ def keras_outputs(corpus: Path, entry: dict[str, Any], inputs: list[np.ndarray])
             model = loader(model_path, weights)
         except Exception:  # this Keras cannot read the file; try the next one
             continue
-        outputs = model(inputs if len(inputs) > 1 else inputs[0], training=False)
-        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-        return [np.asarray(o) for o in outputs]
+        # The reference path runs channels_first layers on CPUs whose TensorFlow lacks NCHW kernels.
+        from runtime.reference import reference_outputs
+
+        return reference_outputs(model, inputs)
     return None
 
 

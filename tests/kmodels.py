@@ -167,22 +167,3 @@ def run_onnx(model: onnx.ModelProto, *inputs: np.ndarray) -> list[np.ndarray]:
     feeds = {i.name: x for i, x in zip(session.get_inputs(), inputs)}
     return list(session.run(None, feeds))
 
-
-def assert_saved_model_matches(tmp_path: Path, model: Any, fmt: str, inputs: Any) -> None:
-    """Live cross-check: save a Keras model as `m.<fmt>`, convert it, and compare with `model.predict`
-    at batch 1 and 3. `inputs(batch)` returns the input arrays."""
-    from conftest import assert_close
-
-    import converter
-
-    path = tmp_path / f"m.{fmt}"
-    model.save(path)
-    onnx_model = converter.convert(path)
-    for batch in (1, 3):
-        xs = inputs(batch)
-        expected = model.predict(xs if len(xs) > 1 else xs[0], verbose=0)
-        expected = list(expected) if isinstance(expected, (list, tuple)) else [expected]
-        got = run_onnx(onnx_model, *xs)
-        assert len(got) == len(expected)
-        for actual, want in zip(got, expected):
-            assert_close(actual, np.asarray(want))

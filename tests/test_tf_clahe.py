@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from kmodels import assert_saved_model_matches
+from conftest import assert_saved_model_matches
 
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 pytestmark = pytest.mark.tf

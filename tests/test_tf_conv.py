@@ -1,5 +1,6 @@
 """Live cross-checks of convolution, pooling and spatial resampling layers against Keras 3 and
-tf_keras (Keras 2) `model.predict`, both layouts, batch 1 and 3."""
+tf_keras (Keras 2), both layouts, batch 1 and 3. Keras' answers come through runtime/reference.py, as for
+`kconvert --check`: plain `model.predict` has no channels_first kernels on CPUs without AVX-512."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import assert_close
+from conftest import assert_close, keras_outputs
 from kmodels import run_onnx
 
 import converter
@@ -100,7 +101,7 @@ def test_matches_keras(tmp_path: Path, module: str, suffix: str, case: str) -> N
     for batch in (1, 3):
         x = np.random.default_rng(batch).normal(size=(batch, *sample)).astype("float32")
         (y,) = run_onnx(onnx_model, x)
-        assert_close(y, model.predict(x, verbose=0))
+        assert_close(y, keras_outputs(model, [x])[0])
 
 
 def test_keras3_legacy_h5_writer(tmp_path: Path) -> None:
@@ -109,7 +110,7 @@ def test_keras3_legacy_h5_writer(tmp_path: Path) -> None:
     model.save(tmp_path / "model.h5")
     x = np.random.default_rng(0).normal(size=(2, *DYNAMIC_RUN_SHAPE)).astype("float32")
     (y,) = run_onnx(converter.convert(tmp_path / "model.h5"), x)
-    assert_close(y, model.predict(x, verbose=0))
+    assert_close(y, keras_outputs(model, [x])[0])
 
 
 @pytest.mark.parametrize("module, suffix", [("keras", "keras"), ("tf_keras", "h5")])
@@ -123,4 +124,4 @@ def test_embedding_mask_reaches_global_average_pooling(tmp_path: Path, module: s
     model.save(tmp_path / f"model.{suffix}")
     x = np.array([[1, 2, 0, 0, 3, 0, 0], [4, 4, 4, 4, 4, 4, 4], [0, 0, 5, 0, 0, 0, 0]], dtype="int32")
     (y,) = run_onnx(converter.convert(tmp_path / f"model.{suffix}"), x)
-    assert_close(y, model.predict(x, verbose=0))
+    assert_close(y, keras_outputs(model, [x])[0])

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from kmodels import assert_saved_model_matches
+from conftest import assert_saved_model_matches
 
 from converter.extensions import register_lambda, unregister_lambda
 
