@@ -4,15 +4,24 @@ from __future__ import annotations
 
 from typing import Any
 
+from converter.errors import FormatError
 from converter.ir import Node
+from converter.keras.config_fields import validate_fields
 from converter.keras.dialects import canonical_class, canonical_config
 from converter.keras.weights import saved_names
+from converter.layers.registry import LAYERS
 
 MODEL_CLASSES = frozenset({"Sequential", "Functional"})
 
 
 def layer_parts(layer: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
-    cls = canonical_class(str(layer.get("class_name")))
+    """(canonical class, name, config) of one `{"class_name", "config"}` entry."""
+    if not isinstance(layer, dict) or not isinstance(layer.get("class_name"), str):
+        shown = repr(layer if not isinstance(layer, dict) else layer.get("class_name"))[:60]
+        raise FormatError(f"the model config holds a layer entry without a class name: {shown}",
+                          hint='Keras writes each layer as {"class_name": "Dense", "config": {...}}; the file\'s '
+                               "config is damaged")
+    cls = canonical_class(layer["class_name"])
     raw = layer.get("config")
     # A nested Keras 1 Sequential's config is its bare list of layers.
     config: dict[str, Any] = raw if isinstance(raw, dict) else {"layers": raw} if isinstance(raw, list) else {}
@@ -25,8 +34,11 @@ def saved_names_of(layers: list[dict[str, Any]]) -> dict[str, str]:
 
 
 def make_node(cls: str, name: str, config: dict[str, Any]) -> Node:
-    """A node with canonical attributes; wrapped layers (TimeDistributed, Bidirectional) become children."""
+    """A node with canonical attributes, checked by `config_fields`; wrapped layers (TimeDistributed,
+    Bidirectional) become children."""
     attrs = canonical_config(cls, config)
+    if is_builtin(cls):
+        validate_fields(cls, name, attrs)
     node = Node(kind=cls, name=name, attrs=attrs)
     for key in ("layer", "backward_layer"):
         inner = attrs.get(key)
@@ -45,3 +57,12 @@ def inner_layers(cls: str, attrs: dict[str, Any]) -> list[dict[str, Any]]:
     if cls in MODEL_CLASSES or not isinstance(inner, list) or not inner:
         return []
     return inner if all(isinstance(e, dict) and "class_name" in e for e in inner) else []
+
+
+def is_builtin(cls: str) -> bool:
+    """A Keras class kconvert converts itself, whose arguments it reads. A custom (or user-registered)
+    class's arguments mean what its author says; an inference-time identity's (Dropout, the Random*
+    augmentations, whose `scale` or `factor` mean something else in each) are never read."""
+    handler = LAYERS.get(cls)
+    return handler is not None and type(handler).__module__.startswith("converter.layers.") \
+        and not handler.inference_identity

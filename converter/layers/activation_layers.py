@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from converter.errors import UnsupportedLayerError
 from converter.ir import Node, Shape
+from converter.layers.axes import resolve_axes
 from converter.layers.builder import OpBuilder
 from converter.layers.registry import LAYERS, LayerHandler
 
@@ -110,9 +109,13 @@ class Softmax(LayerHandler):
                 f"Softmax '{node.layer_name}' is called with tensor arguments {sorted(extra)}",
                 layer=node.layer_name, hint="only `mask` is understood")
 
+    def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
+        resolve_axes(node, "axis", node.attr("axis", -1), len(input_shapes[0]), batch=True)
+        return [input_shapes[0]]
+
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
         rank = len(node.inputs[0].shape or ())
-        axes = softmax_axes(node.attr("axis", -1), rank)
+        axes = resolve_axes(node, "axis", node.attr("axis", -1), rank, batch=True)
         mask_at = node.attr("tensor_kwargs", {}).get("mask")
         x = inputs[0]
         if not mask_at:
@@ -122,11 +125,6 @@ class Softmax(LayerHandler):
         if b.keras_major >= 3:  # Keras 3 also zeroes masked entries (a fully masked row is all 0)
             y = b.op("Where", mask, y, b.scalar(0.0, "zero"))
         return [y]
-
-
-def softmax_axes(axis: int | Sequence[int], rank: int) -> list[int]:
-    values = [axis] if isinstance(axis, int) else list(axis)
-    return sorted(int(a) % rank for a in values)
 
 
 def softmax(b: OpBuilder, x: str, axes: list[int]) -> str:

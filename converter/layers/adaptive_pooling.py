@@ -14,6 +14,7 @@ from converter.ir import Node, Shape
 from converter.ir.shape import Dim
 from converter.layers.builder import OpBuilder
 from converter.layers.conv import channels_first_io
+from converter.layers.limits import MAX_TABLE_ENTRIES, check_elements, check_output
 from converter.layers.pooling import meaning
 from converter.layers.registry import LAYERS, LayerHandler
 from converter.layers.windows import join_shape, record_format, split_shape
@@ -47,7 +48,7 @@ class AdaptivePooling(LayerHandler):
 
     def check(self, node: Node) -> None:
         record_format(node)
-        self.sizes(node)
+        check_elements(node, sum(self.sizes(node)), "pooling window tables", "output_size", MAX_TABLE_ENTRIES)
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
         shape = input_shapes[0]
@@ -56,7 +57,7 @@ class AdaptivePooling(LayerHandler):
             raise ShapeError(f"{node.kind} '{node.layer_name}' needs static spatial sizes but its input is "
                              f"{shape}", layer=node.layer_name,
                              hint="Keras requires them too: give the Input a fixed spatial shape")
-        return [join_shape(node, shape[0], channels, list(self.sizes(node)))]
+        return [check_output(node, join_shape(node, shape[0], channels, list(self.sizes(node))), "output_size")]
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
         sizes = self.sizes(node)

@@ -12,7 +12,7 @@ from abc import abstractmethod
 from converter.errors import UnsupportedLayerError
 from converter.ir import Node, Shape
 from converter.layers.builder import OpBuilder
-from converter.layers.registry import LAYERS, LayerHandler
+from converter.layers.registry import LAYERS, LayerHandler, expect_min_rank
 
 # Keras' padding value for masked scores (both versions subtract 1e9 from a masked score).
 MASK_PENALTY = 1e9
@@ -75,6 +75,16 @@ def given_and_band(node: Node, b: OpBuilder, inputs: list[str], tensors: dict[st
     return keep
 
 
+def attended_shapes(node: Node, input_shapes: list[Shape]) -> tuple[Shape, Shape, Shape]:
+    """(query, value, key) shapes, each of rank 2 at least (the shape rule reads their last two axes)."""
+    at = positional(node)
+    query, value = input_shapes[at[0]], input_shapes[at[1]]
+    key = input_shapes[at[2]] if len(at) > 2 else value
+    for shape in (query, value, key):
+        expect_min_rank(node, shape, 2)
+    return query, value, key
+
+
 class DotAttentionBase(LayerHandler):
     """Shared shape rule and masking of Attention and AdditiveAttention."""
 
@@ -93,9 +103,7 @@ class DotAttentionBase(LayerHandler):
         return 2 if call_flag(node, "return_attention_scores") else 1
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
-        at = positional(node)
-        query, value = input_shapes[at[0]], input_shapes[at[1]]
-        key = input_shapes[at[2]] if len(at) > 2 else value
+        query, value, key = attended_shapes(node, input_shapes)
         return [(*query[:-1], value[-1]), (*query[:-1], key[-2])][: self.num_outputs(node)]
 
     @abstractmethod
@@ -161,7 +169,7 @@ class AdditiveAttention(DotAttentionBase):
         return ["scale"] if node.attr("use_scale", True) else []
 
     def weight_shapes(self, node: Node, input_shapes: list[Shape]) -> dict[str, tuple[int | None, ...]]:
-        dim = input_shapes[positional(node)[0]][-1]
+        dim = attended_shapes(node, input_shapes)[0][-1]
         return {"scale": (dim if isinstance(dim, int) else None,)}
 
     def scores(self, node: Node, b: OpBuilder, query: str, key: str, rank: int) -> str:

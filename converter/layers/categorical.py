@@ -18,10 +18,14 @@ import numpy as np
 from converter.errors import UnsupportedLayerError
 from converter.ir import Node, Shape
 from converter.layers.builder import OpBuilder
+from converter.layers.limits import MAX_TABLE_ENTRIES, check_elements
 from converter.layers.registry import LAYERS, LayerHandler
 
 ONNX_TYPES = {"float32": 1, "int32": 6, "int64": 7}
 MODES = ("int", "one_hot", "multi_hot", "count")
+# The arguments that set an encoded output's depth.
+DEPTH_SOURCES = {"CategoryEncoding": "num_tokens", "Discretization": "bin_boundaries",
+                 "IntegerLookup": "vocabulary and max_tokens"}
 
 
 def _refuse(node: Node, what: str, hint: str) -> None:
@@ -50,6 +54,7 @@ def check_encoding(node: Node, output_mode: str) -> None:
 def encoded_shape(node: Node, shape: Shape, output_mode: str, depth: int) -> Shape:
     if output_mode == "int":
         return shape
+    check_elements(node, depth, "a one-hot range", DEPTH_SOURCES.get(node.kind, "config"), MAX_TABLE_ENTRIES)
     if output_mode == "one_hot":
         return (*(shape[:-1] if len(shape) > 1 and shape[-1] == 1 else shape), depth)
     if len(shape) != 2:

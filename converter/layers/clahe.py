@@ -16,7 +16,9 @@ import numpy as np
 from converter.errors import ShapeError, UnsupportedLayerError
 from converter.ir import Node, Shape
 from converter.layers.builder import OpBuilder
+from converter.layers.limits import check_elements
 from converter.layers.registry import LAYERS, LayerHandler, expect_rank
+from converter.layers.windows import data_format
 
 NAME = "ContrastLimitedAdaptiveHistogramEqualization"
 
@@ -136,6 +138,7 @@ def _interpolate(b: OpBuilder, cdf: str, bins: str, hwc: tuple[int, int, int], g
 @LAYERS.register(NAME)
 class ContrastLimitedAdaptiveHistogramEqualization(LayerHandler):
     def check(self, node: Node) -> None:
+        data_format(node)
         _pair(node, "value_range", [0, 255])
         _grid(node)
         dtype = node.inputs[0].dtype if node.inputs else "float32"
@@ -145,8 +148,10 @@ class ContrastLimitedAdaptiveHistogramEqualization(LayerHandler):
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
         expect_rank(node, input_shapes[0], 4, "(batch, height, width, channels)")
-        height, width, _ = _static_hwc(node, input_shapes[0])
+        height, width, channels = _static_hwc(node, input_shapes[0])
+        check_elements(node, (height, width, channels), "per-pixel index tables", "input shape")
         grid_h, grid_w = _grid(node)
+        check_elements(node, (grid_h + 2, grid_w + 2, channels, 256), "tile histograms", "tile_grid_size")
         # Keras pads with tf.pad(mode="SYMMETRIC"), which fails when the padding exceeds the image.
         if -(-height // grid_h) * grid_h - height > height or -(-width // grid_w) * grid_w - width > width:
             raise ShapeError(f"{NAME} '{node.layer_name}': a {height}x{width} image is too small for "

@@ -25,10 +25,10 @@ from converter.layers.windows import (
     data_format,
     ints,
     join_shape,
-    out_length,
     pad_attrs,
     split_shape,
     static,
+    window_lengths,
     window_pads,
 )
 
@@ -96,8 +96,8 @@ class ConvBase(LayerHandler):
         shape = input_shapes[0]
         channels, spatial = split_shape(node, shape, self.rank, self.meaning())
         padding = str(node.attr("padding", "valid"))
-        out = [out_length(n, k, s, d, padding) for n, k, s, d in
-               zip(spatial, self.kernel(node), self.strides(node), self.dilations(node))]
+        out = window_lengths(node, "kernel_size", spatial, self.kernel(node), self.strides(node),
+                             self.dilations(node), padding)
         return [join_shape(node, shape[0], self.out_channels(node, channels), out)]
 
     def meaning(self) -> str:

@@ -26,9 +26,10 @@ from converter.ir.shape import Dim
 from converter.layers.activations import AXIS_ACTIVATIONS, activation_name, apply_activation, check_activation
 from converter.layers.builder import OpBuilder
 from converter.layers.conv import keras_to_onnx_kernel
+from converter.layers.limits import check_elements
 from converter.layers.recurrent import state_inputs
 from converter.layers.registry import LAYERS, LayerHandler, expect_rank
-from converter.layers.windows import CHANNELS_FIRST, check_padding, data_format, ints, out_length, window_pads
+from converter.layers.windows import CHANNELS_FIRST, check_padding, data_format, ints, window_lengths, window_pads
 
 RANKS = {"ConvLSTM1D": 1, "ConvLSTM2D": 2, "ConvLSTM3D": 3}
 INT64_MAX = 2**63 - 1
@@ -58,7 +59,7 @@ def _split_input(node: Node, shape: Shape) -> tuple[int, list[int]]:
 def _out_spatial(node: Node, spatial: list[int]) -> list[int]:
     kernel, strides, dilations = _geometry(node)
     padding = str(node.attr("padding", "valid"))
-    lengths = [out_length(n, k, s, d, padding) for n, k, s, d in zip(spatial, kernel, strides, dilations)]
+    lengths = window_lengths(node, "kernel_size", spatial, kernel, strides, dilations, padding)
     return [n for n in lengths if isinstance(n, int)]  # all of them: static lengths give static outputs
 
 
@@ -100,7 +101,11 @@ class ConvLSTM(LayerHandler):
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
         shape = input_shapes[0]
         _, spatial = _split_input(node, shape)
-        state = _keras_state_shape(node, shape[0], int(node.attrs["filters"]), _out_spatial(node, spatial))
+        out_spatial = _out_spatial(node, spatial)
+        check_elements(node, (int(node.attrs["filters"]), *out_spatial), "a zero initial state",
+                       "filters and input shape")
+        state = _keras_state_shape(node, shape[0], int(node.attrs["filters"]), out_spatial)
+        _check_initial_states(node, input_shapes[1:], state)
         out = (state[0], shape[1], *state[1:]) if node.attr("return_sequences", False) else state
         return [out] + [state] * (self.num_outputs(node) - 1)
 
@@ -124,6 +129,16 @@ class ConvLSTM(LayerHandler):
         if not node.attr("return_state", False):
             return [y]
         return [y, *(b.transpose(s, to_cl) if last else s for s in outs[:2])]
+
+
+def _check_initial_states(node: Node, given: list[Shape], state: Shape) -> None:
+    """`initial_state` is [h, c], each of the state's shape (masks are refused, so every extra input is one)."""
+    fits = all(len(g) == len(state) and all(not isinstance(a, int) or not isinstance(b, int) or a == b
+                                            for a, b in zip(g[1:], state[1:])) for g in given)
+    if given and (len(given) != 2 or not fits):
+        raise ShapeError(f"{node.kind} '{node.layer_name}' gets initial states of shapes {[tuple(g) for g in given]}; "
+                         f"it needs [h, c], each of shape {tuple(state)}", layer=node.layer_name,
+                         hint="pass initial_state=[h, c] shaped like the layer's output state")
 
 
 def _input_convolution(node: Node, b: OpBuilder, x: str, channels: int, spatial: list[int],

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from converter.errors import ShapeError
 from converter.ir import Node, Shape
 from converter.layers.activations import apply_activation, check_activation
 from converter.layers.builder import OpBuilder
@@ -20,6 +19,7 @@ class Dense(LayerHandler):
         return ["kernel", "bias"] if node.attr("use_bias", True) else ["kernel"]
 
     def weight_shapes(self, node: Node, input_shapes: list[Shape]) -> dict[str, tuple[int | None, ...]]:
+        expect_min_rank(node, input_shapes[0], 2)  # before indexing: the rank error says more
         units = int(node.attrs["units"])
         features = input_shapes[0][-1]
         return {"kernel": (features if isinstance(features, int) else None, units), "bias": (units,)}
@@ -27,8 +27,6 @@ class Dense(LayerHandler):
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
         (shape,) = input_shapes[:1]
         expect_min_rank(node, shape, 2)
-        if "units" not in node.attrs:
-            raise ShapeError(f"Dense '{node.layer_name}' has no units", layer=node.layer_name)
         return [(*shape[:-1], int(node.attrs["units"]))]
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:

@@ -58,7 +58,8 @@ def check_equation(node: Node, text: str) -> Equation:
         eq = Equation.parse(text)
     except ValueError:
         raise UnsupportedLayerError(f"{node.kind} '{node.layer_name}' has equation {text!r}, which is not "
-                                    "of the form 'input,kernel->output'", layer=node.layer_name) from None
+                                    "of the form 'input,kernel->output'", layer=node.layer_name,
+                                    hint="Keras writes equations such as 'ab,bc->ac'") from None
     if ELLIPSIS in eq.kernel or not (eq.x + eq.kernel + eq.out).isalpha():
         raise UnsupportedLayerError(f"{node.kind} '{node.layer_name}' has equation {text!r}, which Keras "
                                     "itself does not accept", layer=node.layer_name)
@@ -115,7 +116,8 @@ class EinsumDense(LayerHandler):
         shape = input_shapes[0]
         if eq.elided(len(shape)) < 0 or (eq.elided(len(shape)) and not (eq.left_elided or eq.right_elided)):
             raise ShapeError(f"EinsumDense '{node.layer_name}': equation {eq.text!r} does not fit an input "
-                             f"of rank {len(shape)}", layer=node.layer_name)
+                             f"of rank {len(shape)}", layer=node.layer_name,
+                             hint="the equation's input term names one letter per input axis (or '...')")
         return [eq.output_shape(shape, tuple(node.weights["kernel"].shape))]
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:

@@ -53,6 +53,8 @@ class GroupQueryAttention(LayerHandler):
 
     def weight_shapes(self, node: Node, input_shapes: list[Shape]) -> dict[str, tuple[int | None, ...]]:
         tensors = call_tensors(node)
+        for name in ("query", "value", "key"):  # the rank error says more than a weight mismatch
+            expect_rank(node, input_shapes[tensors[name]], 3, "(batch, sequence, features)")
         dim = input_shapes[tensors["query"]][-1]
         feature = dim if isinstance(dim, int) else None
         heads, kv_heads, head_dim = (int(node.attrs[k]) for k in ("num_query_heads", "num_key_value_heads",
@@ -73,7 +75,8 @@ class GroupQueryAttention(LayerHandler):
             expect_rank(node, shape, 3, "(batch, sequence, features)")
         if query[-1] != value[-1] and all(isinstance(d, int) for d in (query[-1], value[-1])):
             raise ShapeError(f"GroupQueryAttention '{node.layer_name}': query and value feature sizes differ "
-                             f"({query[-1]} != {value[-1]})", layer=node.layer_name)
+                             f"({query[-1]} != {value[-1]})", layer=node.layer_name,
+                             hint="Keras projects query and value with kernels of one input size")
         shapes: list[Shape] = [query]
         if self.num_outputs(node) == 2:
             shapes.append((query[0], int(node.attrs["num_query_heads"]), query[1], key[1]))

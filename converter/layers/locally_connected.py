@@ -14,6 +14,7 @@ The bias is added in flat output order in both data formats (tf_keras reshapes i
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 
@@ -21,8 +22,9 @@ from converter.errors import ShapeError, UnsupportedLayerError
 from converter.ir import Node, Shape
 from converter.layers.activations import apply_activation, check_activation
 from converter.layers.builder import OpBuilder
+from converter.layers.limits import check_elements
 from converter.layers.registry import LAYERS, LayerHandler, expect_rank
-from converter.layers.windows import check_padding, ints
+from converter.layers.windows import check_padding, data_format, ints
 
 
 class Geometry:
@@ -119,6 +121,7 @@ class LocallyConnected(LayerHandler):
     rank = 1
 
     def check(self, node: Node) -> None:
+        data_format(node)
         check_activation(node)
         mode = int(node.attr("implementation", 1))
         if mode not in (1, 2, 3):
@@ -131,14 +134,34 @@ class LocallyConnected(LayerHandler):
     def weight_names(self, node: Node) -> list[str]:
         return ["kernel", "bias"] if node.attr("use_bias", True) else ["kernel"]
 
-    def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
-        shape = input_shapes[0]
+    def geometry(self, node: Node, shape: Shape) -> Geometry:
         expect_rank(node, shape, self.rank + 2, "(batch, ..., channels)")
         g = Geometry(node, shape, self.rank)
-        if min(g.out_dims) <= 0:
-            raise ShapeError(f"{node.kind} '{node.layer_name}': the kernel is larger than the input {shape}",
-                             layer=node.layer_name)
-        return [(shape[0], *g.out_shape())]
+        if len(g.kernel) != self.rank or min(g.out_dims) <= 0:
+            raise ShapeError(f"{node.kind} '{node.layer_name}': the kernel_size {g.kernel} does not fit the input "
+                             f"{shape}", layer=node.layer_name,
+                             hint=f"kernel_size needs {self.rank} ints, each at most the input's spatial size")
+        check_elements(node, g.sizes(), "a dense (input, output) matrix", "filters and input shape")
+        return g
+
+    def weight_shapes(self, node: Node, input_shapes: list[Shape]) -> dict[str, tuple[int | None, ...]]:
+        """tf_keras' stored shapes per implementation mode (see the module docstring)."""
+        g = self.geometry(node, input_shapes[0])
+        mode = int(node.attr("implementation", 1))
+        if mode == 1:
+            kernel: tuple[int, ...] = (math.prod(g.out_dims), math.prod(g.kernel) * g.cin, g.filters)
+        elif mode == 2:
+            kernel = (g.cin, *g.in_dims, g.filters, *g.out_dims) if g.first else \
+                (*g.in_dims, g.cin, *g.out_dims, g.filters)
+        else:
+            per_axis = [sum(len(_connected(g, tuple(o if d == axis else 0 for d in range(self.rank)))[axis])
+                            for o in range(g.out_dims[axis])) for axis in range(self.rank)]
+            kernel = (g.cin * g.filters * math.prod(per_axis),)
+        return {"kernel": kernel, "bias": (*g.out_dims, g.filters)}
+
+    def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
+        g = self.geometry(node, input_shapes[0])
+        return [(input_shapes[0][0], *g.out_shape())]
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
         g = Geometry(node, node.inputs[0].shape or (), self.rank)

@@ -7,9 +7,9 @@ mask-consuming layers; here it is an explicit tensor made by a TimestepMask node
 
 from __future__ import annotations
 
-from converter.ir.graph import INTERNAL_ATTENTION_MASK, INTERNAL_TIMESTEP_MASK
 from converter.errors import UnsupportedLayerError
 from converter.ir import Dim, Node, Shape
+from converter.ir.graph import INTERNAL_ATTENTION_MASK, INTERNAL_TIMESTEP_MASK
 from converter.layers.builder import OpBuilder
 from converter.layers.registry import LAYERS, LayerHandler, expect_min_rank
 

@@ -18,9 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from converter.errors import UnsupportedLayerError
+from converter.errors import ShapeError, UnsupportedLayerError
 from converter.ir import Node, Shape
 from converter.layers.builder import OpBuilder
+from converter.layers.limits import check_elements
 from converter.layers.preprocessing import as_float
 from converter.layers.registry import LAYERS, LayerHandler, expect_rank
 
@@ -109,6 +110,10 @@ class MelSpectrogram(LayerHandler):
         if not 0 < length <= fft or stride < 1:
             raise _refuse(node, f"sequence_length={length}, fft_length={fft}, sequence_stride={stride}",
                           "need 0 < sequence_length <= fft_length and sequence_stride >= 1")
+        bins = fft // 2 + 1
+        check_elements(node, (2 * bins, fft), "a DFT kernel", "fft_length")
+        check_elements(node, (bins, int(node.attr("num_mel_bins", 128)) + 2), "a mel filter bank",
+                       "fft_length and num_mel_bins")
         frame_window(node)
         if node.attr("power_to_db", True) and not isinstance(node.attrs.get("top_db", 80.0), (int, float)):
             raise _refuse(node, "power_to_db=True with top_db=None",
@@ -117,6 +122,11 @@ class MelSpectrogram(LayerHandler):
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
         shape = input_shapes[0]
         expect_rank(node, shape, 2, "(batch, time)")
+        half = _lengths(node)[0] // 2
+        if isinstance(shape[1], int) and shape[1] <= half:
+            raise ShapeError(f"MelSpectrogram '{node.layer_name}' reflects {half} samples at each end of a "
+                             f"{shape[1]}-sample input, which needs more than {half} samples",
+                             layer=node.layer_name, hint="use a longer input or a smaller fft_length")
         return [(shape[0], int(node.attr("num_mel_bins", 128)), _frames(node, shape[1]))]
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:

@@ -51,7 +51,7 @@ class ElementwiseMerge(LayerHandler):
             exact = self.max_inputs == self.min_inputs
             wanted = f"exactly {self.max_inputs}" if exact else f"at least {self.min_inputs}"
             raise UnsupportedLayerError(f"{node.kind} '{node.layer_name}' is called on {count} input(s); it takes "
-                                        f"{wanted}", layer=node.layer_name)
+                                        f"{wanted}", layer=node.layer_name, hint="check the layer's inbound_nodes")
 
     def is_layout_agnostic(self, node: Node) -> bool:
         # Rank alignment inserts axes at position 1, which does not commute with a permutation.
@@ -163,7 +163,8 @@ class Concatenate(LayerHandler):
         rank = len(input_shapes[0])
         if any(len(s) != rank for s in input_shapes):
             raise ShapeError(f"Concatenate '{node.layer_name}' needs inputs of one rank, got "
-                             f"{[len(s) for s in input_shapes]}", layer=node.layer_name)
+                             f"{[len(s) for s in input_shapes]}", layer=node.layer_name,
+                             hint="Keras concatenates tensors of one rank")
         axis = _concat_axis(node, rank)
         sizes = [s[axis] for s in input_shapes]
         total: Dim = sum(sizes) if all(isinstance(d, int) for d in sizes) else f"{node.name}_d{axis}"  # type: ignore[arg-type]
@@ -189,7 +190,13 @@ def _dot_axes(node: Node, ranks: tuple[int, int]) -> tuple[int, int]:
     pair = [int(raw), int(raw)] if isinstance(raw, int) else [int(a) for a in raw]
     if len(pair) != 2:
         raise UnsupportedLayerError(f"Dot '{node.layer_name}' has axes={raw!r}; expected an int or a pair",
-                                    layer=node.layer_name)
+                                    layer=node.layer_name, hint="Keras writes axes as 1 or [1, 2]")
+    if sum(ranks) > 26:  # one einsum letter per axis
+        raise UnsupportedLayerError(f"Dot '{node.layer_name}' multiplies inputs of ranks {ranks}",
+                                    layer=node.layer_name, hint="kconvert's Einsum takes up to 26 axes in all")
+    if not all(-rank <= a < rank for a, rank in zip(pair, ranks)):
+        raise ShapeError(f"Dot '{node.layer_name}' has axes={raw!r}, outside its inputs of ranks {ranks}",
+                         layer=node.layer_name, hint="axes count from 0 (negative from the end) over each input")
     axes = (pair[0] % ranks[0], pair[1] % ranks[1])
     if 0 in axes:
         raise ShapeError(f"Dot '{node.layer_name}' has axes={raw!r}, which includes the batch axis",
@@ -209,7 +216,8 @@ class Dot(LayerHandler):
     def check(self, node: Node) -> None:
         if len(node.inputs) != 2:
             raise UnsupportedLayerError(f"Dot '{node.layer_name}' is called on {len(node.inputs)} input(s); it "
-                                        "takes exactly 2", layer=node.layer_name)
+                                        "takes exactly 2", layer=node.layer_name,
+                                        hint="check the layer's inbound_nodes")
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
         x, y = input_shapes
@@ -218,7 +226,8 @@ class Dot(LayerHandler):
         ax, ay = _dot_axes(node, (len(x), len(y)))
         if isinstance(x[ax], int) and isinstance(y[ay], int) and x[ax] != y[ay]:
             raise ShapeError(f"Dot '{node.layer_name}': axis {ax} of the first input has size {x[ax]} but axis "
-                             f"{ay} of the second has size {y[ay]}", layer=node.layer_name)
+                             f"{ay} of the second has size {y[ay]}", layer=node.layer_name,
+                             hint="the contracted axes must have one size")
         out = [d for i, d in enumerate(x) if i != ax] + [d for i, d in enumerate(y) if i not in (0, ay)]
         return [tuple(out) if len(out) > 1 else (out[0], 1)]
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 import math
 import string
 
+from converter.errors import ShapeError
 from converter.ir import Node, Shape
 from converter.layers.activation_layers import softmax
 from converter.layers.attention import call_flag, given_and_band, positional, refuse
 from converter.layers.builder import OpBuilder
 from converter.layers.einsum_dense import Equation, project
-from converter.layers.registry import LAYERS, LayerHandler
+from converter.layers.registry import LAYERS, LayerHandler, expect_min_rank
 
 PROJECTIONS = ("query", "key", "value", "output")
 CALL_NAMES = ("query", "value", "key")
@@ -61,7 +62,13 @@ def attention_axes(node: Node, query_rank: int) -> tuple[int, ...]:
     if axes is None:
         return tuple(range(1, rank - 2))
     values = [axes] if isinstance(axes, int) else list(axes)
-    return tuple(int(a) if int(a) >= 0 else (rank - 1) + int(a) for a in values)
+    found = tuple(int(a) if int(a) >= 0 else (rank - 1) + int(a) for a in values)
+    if not found or len(set(found)) != len(found) or not all(1 <= a < query_rank - 1 for a in found):
+        raise ShapeError(f"MultiHeadAttention '{node.layer_name}' has attention_axes={axes!r}, which does not name "
+                         f"the attention axes of its rank-{query_rank} query", layer=node.layer_name,
+                         hint=f"attention_axes are axes of the query between 1 and {query_rank - 2} (not the batch "
+                              "or the feature axis), each once")
+    return found
 
 
 @LAYERS.register("MultiHeadAttention")
@@ -95,6 +102,13 @@ class MultiHeadAttention(LayerHandler):
 
     def weight_shapes(self, node: Node, input_shapes: list[Shape]) -> dict[str, tuple[int | None, ...]]:
         tensors = call_tensors(node)
+        for name in CALL_NAMES:  # (batch, ..., features): the rank error says more than a weight mismatch
+            expect_min_rank(node, input_shapes[tensors[name]], 3)
+        if len({len(input_shapes[tensors[name]]) for name in CALL_NAMES}) != 1:
+            raise ShapeError(f"MultiHeadAttention '{node.layer_name}' gets query, value and key of different ranks "
+                             f"{[tuple(input_shapes[tensors[n]]) for n in CALL_NAMES]}", layer=node.layer_name,
+                             hint="Keras projects all three with one equation: give them the same rank")
+        attention_axes(node, len(input_shapes[tensors["query"]]))
         heads, key_dim, value_dim = self._dims(node)
         feature = {n: input_shapes[tensors[n]][-1] for n in CALL_NAMES}
         dims = {n: d if isinstance(d, int) else None for n, d in feature.items()}

@@ -18,8 +18,8 @@ from converter.layers.registry import LAYERS, LayerHandler, expect_min_rank
 
 def _bn_axes(node: Node, rank: int) -> list[int]:
     """`axis` as positive ints; Keras 3 stores an int, tf.keras may store a list."""
-    raw: Any = node.attrs.get("axis", -1)
-    axes = [int(raw)] if isinstance(raw, (int, float)) else [int(a) for a in raw]
+    raw: Any = node.attr("axis", -1)
+    axes = [raw] if isinstance(raw, int) else list(raw)
     positive = sorted({a + rank if a < 0 else a for a in axes})
     if not positive or positive[0] <= 0 or positive[-1] >= rank or len(positive) != len(axes):
         raise ShapeError(f"BatchNormalization '{node.layer_name}' has axis={raw!r}, not valid for a rank-{rank} "

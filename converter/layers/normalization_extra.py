@@ -9,14 +9,14 @@ import numpy as np
 
 from converter.errors import ShapeError, UnsupportedLayerError
 from converter.ir import Node, Shape
+from converter.layers.axes import resolve_axes, resolve_axis
 from converter.layers.builder import OpBuilder
 from converter.layers.registry import LAYERS, LayerHandler
 
 
-def norm_axes(value: Any, rank: int) -> list[int]:
-    """Config axis (int, list, or None meaning the last) -> sorted positive axes."""
-    values = [-1] if value is None else ([value] if isinstance(value, int) else list(value))
-    return sorted({int(a) % rank for a in values})
+def norm_axes(node: Node, value: Any, rank: int) -> list[int]:
+    """Config axis (int, list, or None meaning the last) -> sorted positive sample axes."""
+    return resolve_axes(node, "axis", -1 if value is None else value, rank)
 
 
 def moments(b: OpBuilder, x: str, axes: Sequence[int]) -> tuple[str, str]:
@@ -45,22 +45,23 @@ class LayerNormalization(LayerHandler):
         # Keras stores gamma/beta with the normalised axes' dims in its own axis order (which differs
         # between Keras 2 and 3) and reshapes their flat values; only the element count must agree.
         shape = input_shapes[0]
-        dims = [shape[a] for a in norm_axes(node.attrs.get("axis"), len(shape))]
+        dims = [shape[a] for a in norm_axes(node, node.attrs.get("axis"), len(shape))]
         count = int(np.prod([d for d in dims if isinstance(d, int)]))
         return {k: tuple(w.shape) if w.size == count else (count,) for k, w in node.weights.items()}
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
         shape = input_shapes[0]
-        for a in norm_axes(node.attrs.get("axis"), len(shape)):
+        for a in norm_axes(node, node.attrs.get("axis"), len(shape)):
             if a == 0 or not isinstance(shape[a], int):
                 raise ShapeError(f"LayerNormalization '{node.layer_name}' normalises axis {a}, "
-                                 f"whose size is unknown in {shape}", layer=node.layer_name)
+                                 f"whose size is unknown in {shape}", layer=node.layer_name,
+                                 hint="give the input a static size on the normalised axes")
         return [shape]
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
         x, shape = inputs[0], node.inputs[0].shape or ()
         rank = len(shape)
-        axes = norm_axes(node.attrs.get("axis"), rank)
+        axes = norm_axes(node, node.attrs.get("axis"), rank)
         eps = float(node.attr("epsilon", 1e-3))
         if node.attr("rms_scaling", False):
             # Keras' deprecated rms_scaling: x * rsqrt(var + eps) * gamma (the variance, not the RMS).
@@ -103,23 +104,24 @@ class GroupNormalization(LayerHandler):
 
     def weight_shapes(self, node: Node, input_shapes: list[Shape]) -> dict[str, tuple[int | None, ...]]:
         shape = input_shapes[0]
-        channels = shape[int(node.attr("axis", -1)) % len(shape)]
+        channels = shape[_group_axis(node, len(shape))]
         dim = channels if isinstance(channels, int) else None
         return {"gamma": (dim,), "beta": (dim,)}
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
         shape = input_shapes[0]
-        channels = shape[int(node.attr("axis", -1)) % len(shape)]
+        channels = shape[_group_axis(node, len(shape))]
         groups = _groups(node, channels)
         if not isinstance(channels, int) or channels % groups:
             raise ShapeError(f"GroupNormalization '{node.layer_name}': {groups} groups do not divide "
-                             f"{channels} channels", layer=node.layer_name)
+                             f"{channels} channels", layer=node.layer_name,
+                             hint="groups must divide the (static) size of the axis it splits")
         return [shape]
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
         x, shape = inputs[0], node.inputs[0].shape or ()
         rank = len(shape)
-        axis = int(node.attr("axis", -1)) % rank
+        axis = _group_axis(node, rank)
         channels = int(shape[axis])  # type: ignore[arg-type]
         groups = _groups(node, channels)
         dims = b.op("Shape", x)
@@ -138,6 +140,10 @@ class GroupNormalization(LayerHandler):
         return [y]
 
 
+def _group_axis(node: Node, rank: int) -> int:
+    return resolve_axis(node, "axis", node.attr("axis", -1), rank)
+
+
 def _groups(node: Node, channels: Any) -> int:
     groups = int(node.attr("groups", 32))
     return channels if groups == -1 and isinstance(channels, int) else groups
@@ -149,7 +155,7 @@ class UnitNormalization(LayerHandler):
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
         x = inputs[0]
-        axes = norm_axes(node.attr("axis", -1), len(node.inputs[0].shape or ()))
+        axes = norm_axes(node, node.attr("axis", -1), len(node.inputs[0].shape or ()))
         square_sum = b.reduce("ReduceSum", b.op("Mul", x, x), axes, keepdims=True)
         if b.keras_major >= 3:
             inv = b.op("Min", b.op("Reciprocal", b.op("Sqrt", square_sum)), b.scalar(1e12, "max_inv_norm"))

@@ -13,17 +13,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from converter.errors import ShapeError, UnsupportedLayerError
+from converter.errors import UnsupportedLayerError
 from converter.ir import Node, Shape, Tensor
+from converter.layers.axes import resolve_axes
 from converter.layers.builder import OpBuilder
 from converter.layers.preprocessing import FLOAT_DTYPES
 from converter.layers.registry import LAYERS, LayerHandler
 from converter.layers.wrappers import check_wrapped_child, emit_wrapped, wrapped_child
 
 
-def _rms_axes(value: Any, rank: int) -> list[int]:
-    values = [-1] if value is None else ([value] if isinstance(value, int) else list(value))
-    return sorted(int(a) % rank for a in values)
+def _rms_axes(node: Node, value: Any, rank: int) -> list[int]:
+    return resolve_axes(node, "axis", -1 if value is None else value, rank)
 
 
 @LAYERS.register("RMSNormalization")
@@ -33,22 +33,17 @@ class RMSNormalization(LayerHandler):
 
     def weight_shapes(self, node: Node, input_shapes: list[Shape]) -> dict[str, tuple[int | None, ...]]:
         shape = input_shapes[0]
-        dims = [shape[a] for a in _rms_axes(node.attrs.get("axis"), len(shape))]
+        dims = [shape[a] for a in _rms_axes(node, node.attrs.get("axis"), len(shape))]
         return {"scale": tuple(d if isinstance(d, int) else None for d in dims)}
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
         shape = input_shapes[0]
-        axis = node.attrs.get("axis")
-        for a in [-1] if axis is None else ([axis] if isinstance(axis, int) else list(axis)):
-            if not -len(shape) <= int(a) < len(shape) or int(a) % len(shape) == 0:
-                raise ShapeError(f"RMSNormalization '{node.layer_name}' normalises axis {a} of an input "
-                                 f"of rank {len(shape)}", layer=node.layer_name,
-                                 hint="the axis must be a non-batch axis of the input")
+        _rms_axes(node, node.attrs.get("axis"), len(shape))
         return [shape]
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
         x = inputs[0]
-        axes = _rms_axes(node.attrs.get("axis"), len(node.inputs[0].shape or ()))
+        axes = _rms_axes(node, node.attrs.get("axis"), len(node.inputs[0].shape or ()))
         mean_square = b.reduce("ReduceMean", b.op("Mul", x, x), axes, keepdims=True)
         eps = b.scalar(float(node.attr("epsilon", 1e-6)), "epsilon")
         inv_rms = b.op("Reciprocal", b.op("Sqrt", b.op("Add", mean_square, eps)))
@@ -96,7 +91,8 @@ class SpectralNormalization(LayerHandler):
             to = {"int32": 6, "int64": 7, "uint8": 2, "int8": 3}.get(node.inputs[0].dtype)
             if to is None:
                 raise UnsupportedLayerError(f"SpectralNormalization '{node.layer_name}' gets a "
-                                            f"{node.inputs[0].dtype} input", layer=node.layer_name)
+                                            f"{node.inputs[0].dtype} input", layer=node.layer_name,
+                                            hint="kconvert converts float and int inputs here")
             node.outputs[0].dtype = node.inputs[0].dtype
             y = b.op("Cast", y, to=to)
         return [y]

@@ -43,7 +43,8 @@ class Pipeline(LayerHandler):
             handler.check(child)
             if handler.num_outputs(child) != 1:
                 raise UnsupportedLayerError(f"Pipeline '{node.layer_name}' holds {child.kind} '{child.name}', "
-                                            "which has several outputs", layer=node.layer_name)
+                                            "which has several outputs", layer=node.layer_name,
+                                            hint="a Pipeline passes one tensor from layer to layer")
 
     def weight_names(self, node: Node) -> list[str]:
         return [f"{i}/{name}" for i, (child, handler) in enumerate(_children(node))

@@ -19,10 +19,10 @@ from converter.layers.windows import (
     check_padding,
     ints,
     join_shape,
-    out_length,
     pad_attrs,
     record_format,
     split_shape,
+    window_lengths,
     window_pads,
 )
 
@@ -57,7 +57,7 @@ class Pooling(LayerHandler):
         if explicit is not None:  # a ZeroPadding folded in (passes/fold_padding.py): pooled as padded
             ends = explicit[self.rank:]
             spatial = [n + b + e if isinstance(n, int) else None for n, b, e in zip(spatial, explicit, ends)]
-        out = [out_length(n, k, s, 1, padding) for n, k, s in zip(spatial, size, strides)]
+        out = window_lengths(node, "pool_size", spatial, size, strides, [1] * self.rank, padding)
         return [join_shape(node, shape[0], channels, out)]
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:

@@ -6,10 +6,14 @@ from typing import Any
 
 import numpy as np
 
-from converter.errors import ShapeError, UnsupportedLayerError
+from converter.errors import FormatError, ShapeError, UnsupportedLayerError
 from converter.ir import Node, Shape
+from converter.layers.axes import resolve_axes
 from converter.layers.builder import OpBuilder
+from converter.layers.limits import MAX_TABLE_ENTRIES, check_elements, check_output
 from converter.layers.registry import LAYERS, LayerHandler, expect_rank
+from converter.layers.resampling import tf_bicubic_matrix, tf_nearest_indices
+from converter.layers.windows import data_format
 
 FLOAT_DTYPES = frozenset({"float32", "float16", "float64", "bfloat16"})
 # Keras' backend.epsilon(), the floor on Normalization's standard deviation (Keras 2 and 3).
@@ -36,6 +40,11 @@ class Rescaling(LayerHandler):
             node.attrs["constants_axis"] = perm.index(len(perm) - 1)
         return True
 
+    def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
+        for key, default in (("scale", 1.0), ("offset", 0.0)):
+            _channel_constant(node, key, default, input_shapes[0])
+        return [input_shapes[0]]
+
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
         x = as_float(node, b, inputs[0])
         scale = _along(node, np.asarray(node.attr("scale", 1.0), np.float32))
@@ -43,6 +52,23 @@ class Rescaling(LayerHandler):
         # x * 1 and x + 0 are x: the common Rescaling(1/255) needs no Add (each is a pass over the image)
         y = x if np.all(scale == 1) else b.op("Mul", x, b.const(scale, "scale"))
         return [y if np.all(offset == 0) else b.op("Add", y, b.const(offset, "offset"))]
+
+
+def _channel_constant(node: Node, key: str, default: float, shape: Shape) -> np.ndarray:
+    """Rescaling's scale / offset: a number, or one value per channel (the last axis, as Keras broadcasts)."""
+    value = node.attr(key, default)
+    try:
+        array: np.ndarray | None = np.asarray(value, np.float32)
+    except ValueError:  # a ragged nested list
+        array = None
+    last = shape[-1] if shape else None
+    per_channel = array is not None and 1 <= array.ndim <= len(shape) and array.size == array.shape[-1] and \
+        (not isinstance(last, int) or array.size == last)
+    if array is None or not (array.size == 1 or per_channel):
+        raise ShapeError(f"Rescaling '{node.layer_name}' has {key}={value!r:.60}, which does not broadcast over the "
+                         f"last axis of its input {tuple(shape)}", layer=node.layer_name,
+                         hint=f"{key} is a number or one value per channel (the input's last axis)")
+    return array
 
 
 def _along(node: Node, constant: np.ndarray) -> np.ndarray:
@@ -73,13 +99,19 @@ class Normalization(LayerHandler):
             node.attrs["axis"] = perm.index(keep[0])
         return True
 
+    def weight_shapes(self, node: Node, input_shapes: list[Shape]) -> dict[str, tuple[int | None, ...]]:
+        """Adapted statistics hold one value per kept position (Keras stores them with the kept dims;
+        any array of that many values is read, reshaped the way Keras broadcasts it)."""
+        kept = tuple(_kept_dims(node, input_shapes[0]))
+        count = int(np.prod(kept))
+        return {key: tuple(w.shape) if w.size == count else kept
+                for key, w in node.weights.items() if key in ("mean", "variance")}
+
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
-        shape = input_shapes[0]
-        for a in _keep_axes(node, len(shape)):
-            if not isinstance(shape[a], int):
-                raise ShapeError(f"Normalization '{node.layer_name}' keeps axis {a}, whose size is unknown "
-                                 f"in {shape}", layer=node.layer_name, hint="give the input a static size there")
-        return [shape]
+        _kept_dims(node, input_shapes[0])
+        if node.attrs.get("mean") is not None:
+            _statistics(node, input_shapes[0])  # statistics given in the config must fit the kept axes
+        return [input_shapes[0]]
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
         x, shape = as_float(node, b, inputs[0]), node.inputs[0].shape or ()
@@ -92,10 +124,20 @@ class Normalization(LayerHandler):
 
 def _keep_axes(node: Node, rank: int) -> list[int]:
     axis = node.attrs.get("axis", -1)
-    if axis is None:
-        return []
-    values = [axis] if isinstance(axis, int) else list(axis)
-    return sorted(int(a) % rank for a in values)
+    return [] if axis is None or axis == [] else resolve_axes(node, "axis", axis, rank)
+
+
+def _kept_dims(node: Node, shape: Shape) -> list[int]:
+    """The sizes of the kept axes, which must be static (the statistics have one value per position)."""
+    dims: list[int] = []
+    for a in _keep_axes(node, len(shape)):
+        size = shape[a]
+        if not isinstance(size, int):
+            raise ShapeError(f"Normalization '{node.layer_name}' keeps axis {a}, whose size is unknown "
+                             f"in {shape}", layer=node.layer_name, hint="give the input a static size there")
+        dims.append(size)
+    check_elements(node, dims, "mean and variance arrays", "axis (the kept input dims)")
+    return dims
 
 
 def _statistics(node: Node, shape: Shape) -> tuple[np.ndarray, np.ndarray]:
@@ -105,12 +147,22 @@ def _statistics(node: Node, shape: Shape) -> tuple[np.ndarray, np.ndarray]:
     if node.attrs.get("mean") is None:
         return (np.reshape(node.weights["mean"], broadcast).astype(np.float32),
                 np.reshape(node.weights["variance"], broadcast).astype(np.float32))
-    return _given(node.attrs["mean"], keep, broadcast), _given(node.attrs.get("variance"), keep, broadcast)
+    return _given(node, "mean", keep, broadcast), _given(node, "variance", keep, broadcast)
 
 
-def _given(value: Any, keep: list[int], broadcast: list[int]) -> np.ndarray:
+def _given(node: Node, key: str, keep: list[int], broadcast: list[int]) -> np.ndarray:
     """A config mean/variance: a scalar broadcasts; an array fills the last kept axes (Keras' rule)."""
-    array = np.asarray(value, np.float32)
+    value = node.attrs.get(key)
+    try:
+        array = np.asarray(value, np.float32) if value is not None else None
+    except ValueError:  # a ragged nested list
+        array = None
+    fits = array is not None and (array.ndim == 0 or (array.ndim <= len(keep) and all(
+        array.shape[-i] in (1, broadcast[keep[-i]]) for i in range(1, array.ndim + 1))))
+    if array is None or not fits:
+        raise FormatError(f"Normalization '{node.layer_name}' has {key}={value!r:.60}, which does not fit the kept "
+                          f"axes {keep} of sizes {[broadcast[a] for a in keep]}", layer=node.layer_name,
+                          hint="give mean and variance both, as scalars or with one value per kept position")
     if array.ndim == 0:
         return np.broadcast_to(array, broadcast).astype(np.float32)
     expanded = [1] * len(broadcast)
@@ -136,6 +188,7 @@ class Resizing(LayerHandler):
     channels_first_only = True
 
     def check(self, node: Node) -> None:
+        data_format(node)
         interpolation = str(node.attr("interpolation", "bilinear"))
         if interpolation not in INTERPOLATIONS:
             _refuse(node, f"interpolation={interpolation!r}", "supported: " + ", ".join(INTERPOLATIONS))
@@ -148,9 +201,10 @@ class Resizing(LayerHandler):
         shape = input_shapes[0]
         expect_rank(node, shape, 4, "(batch, height, width, channels)")
         size = (int(node.attrs["height"]), int(node.attrs["width"]))
+        _check_tables(node, size, (shape[2], shape[3]) if node.attr("data_format") == "channels_first" else shape[1:3])
         if node.attr("data_format") == "channels_first":
-            return [(shape[0], shape[1], *size)]
-        return [(shape[0], *size, shape[3])]
+            return [check_output(node, (shape[0], shape[1], *size), "height and width")]
+        return [check_output(node, (shape[0], *size, shape[3]), "height and width")]
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
         x, shape = as_float(node, b, inputs[0]), node.inputs[0].shape or ()
@@ -172,6 +226,13 @@ class Resizing(LayerHandler):
         return [b.op("Resize", x, "", "", sizes, **RESIZE_MODES[interpolation])]
 
 
+def _check_tables(node: Node, size: tuple[int, int], in_hw: Shape) -> None:
+    """nearest and bicubic resizing build per-pixel index tables and (out, in) weight matrices here."""
+    check_elements(node, sum(size), "resampling index tables", "height and width", MAX_TABLE_ENTRIES)
+    largest = max(o * (i if isinstance(i, int) else 1) for o, i in zip(size, in_hw))
+    check_elements(node, largest, "a resampling matrix", "height and width")
+
+
 def _bicubic(node: Node, b: OpBuilder, x: str, in_hw: Shape, height: int, width: int) -> str:
     """TF's bicubic quantises its kernel to a 1024-entry table, which ONNX's exact cubic cannot match;
     the same weights as two interpolation matrices do: out = Rh @ x @ Rw^T on the (H, W) axes."""
@@ -182,39 +243,6 @@ def _bicubic(node: Node, b: OpBuilder, x: str, in_hw: Shape, height: int, width:
         return x
     across = b.op("MatMul", x, b.const(tf_bicubic_matrix(in_w, width).T.copy(), "columns"))
     return b.op("MatMul", b.const(tf_bicubic_matrix(in_h, height), "rows"), across)
-
-
-def tf_nearest_indices(in_size: int, out_size: int) -> list[int]:
-    """Source index per output pixel of TF's half-pixel nearest neighbour: floor((o + 0.5) * in/out) in float32."""
-    scale = np.float32(in_size) / np.float32(out_size)
-    return [min(int(np.floor((np.float32(o) + np.float32(0.5)) * scale)), in_size - 1) for o in range(out_size)]
-
-
-def _keys_table(a: float = -0.5, size: int = 1024) -> np.ndarray:
-    """TF's coefficient table: entry i holds the Keys kernel at i/size (near tap) and 1 + i/size (far tap)."""
-    t = np.arange(size + 1, dtype=np.float32) / np.float32(size)
-    near = ((a + 2) * t - (a + 3)) * t * t + 1
-    far_t = t + 1
-    far = ((a * far_t - 5 * a) * far_t + 8 * a) * far_t - 4 * a
-    return np.stack([near, far], axis=1).astype(np.float32)
-
-
-def tf_bicubic_matrix(in_size: int, out_size: int) -> np.ndarray:
-    """(out, in) weights of tf.image.resize bicubic (half-pixel centres, taps outside dropped, renormalised)."""
-    table, size = _keys_table(), 1024
-    scale = np.float32(in_size) / np.float32(out_size)
-    matrix = np.zeros((out_size, in_size), np.float32)
-    for out in range(out_size):
-        loc = (np.float32(out) + np.float32(0.5)) * scale - np.float32(0.5)
-        base = int(np.floor(loc))
-        offset = int(np.rint(np.float32(loc - base) * size))
-        taps = {base - 1: table[offset, 1], base: table[offset, 0],
-                base + 1: table[size - offset, 0], base + 2: table[size - offset, 1]}
-        kept = {i: w for i, w in taps.items() if 0 <= i < in_size}
-        total = np.float32(sum(kept.values()))
-        for i, w in kept.items():
-            matrix[out, i] += w / total if abs(total) >= 1000 * np.finfo(np.float32).tiny else w
-    return matrix
 
 
 def _refuse(node: Node, what: str, hint: str) -> None:
@@ -238,6 +266,9 @@ def _crop_to_aspect(node: Node, b: OpBuilder, x: str, in_hw: Shape, height: int,
 @LAYERS.register("CenterCrop")
 class CenterCrop(LayerHandler):
     """The centred (height, width) window; smaller inputs (which Keras resizes instead) are refused."""
+
+    def check(self, node: Node) -> None:
+        data_format(node)
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
         shape = input_shapes[0]

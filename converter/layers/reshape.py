@@ -13,7 +13,9 @@ from converter.errors import ShapeError, UnsupportedLayerError
 from converter.ir import Node, Shape
 from converter.ir.shape import num_elements, permute
 from converter.layers.builder import OpBuilder
+from converter.layers.limits import check_output
 from converter.layers.registry import LAYERS, LayerHandler, expect_min_rank, expect_rank
+from converter.layers.windows import data_format
 
 
 def _unknown(node: Node, axis: int) -> str:
@@ -25,6 +27,9 @@ def _unknown(node: Node, axis: int) -> str:
 class Flatten(LayerHandler):
     """(batch, d1, ..., dn) -> (batch, d1*...*dn). With data_format=channels_first Keras first moves
     the channel axis last (keras/src/layers/reshaping/flatten.py), so the order is always NHWC's."""
+
+    def check(self, node: Node) -> None:
+        data_format(node)
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
         shape = input_shapes[0]
@@ -48,7 +53,8 @@ def _target_shape(node: Node) -> list[int]:
     dims = [int(d) if d is not None else -1 for d in ([raw] if isinstance(raw, int) else raw)]
     if sum(d == -1 for d in dims) > 1 or any(d == 0 or d < -1 for d in dims):
         raise UnsupportedLayerError(f"Reshape '{node.layer_name}' has target_shape={raw!r}: at most one -1 "
-                                    "and positive sizes are allowed", layer=node.layer_name)
+                                    "and positive sizes are allowed", layer=node.layer_name,
+                                    hint="Keras writes target_shape as e.g. [8, -1]")
     return dims
 
 
@@ -65,11 +71,13 @@ class Reshape(LayerHandler):
         if -1 not in target:
             if total is not None and total != known:
                 raise ShapeError(f"Reshape '{node.layer_name}' cannot reshape {total} values per sample into "
-                                 f"target_shape={tuple(target)} ({known} values)", layer=node.layer_name)
+                                 f"target_shape={tuple(target)} ({known} values)", layer=node.layer_name,
+                                 hint="target_shape excludes the batch and must hold as many values as the input")
             return [(shape[0], *target)]
         if total is not None and total % known:
             raise ShapeError(f"Reshape '{node.layer_name}': {total} values per sample do not divide into "
-                             f"target_shape={tuple(target)}", layer=node.layer_name)
+                             f"target_shape={tuple(target)}", layer=node.layer_name,
+                             hint="target_shape excludes the batch; its known dims must divide the input's values")
         axis = target.index(-1)
         inferred: int | str = _unknown(node, axis + 1) if total is None else total // known
         return [(shape[0], *target[:axis], inferred, *target[axis + 1:])]
@@ -119,12 +127,13 @@ class RepeatVector(LayerHandler):
     def check(self, node: Node) -> None:
         if not isinstance(node.attrs.get("n"), int) or node.attrs["n"] < 1:
             raise UnsupportedLayerError(f"RepeatVector '{node.layer_name}' needs a positive int n, "
-                                        f"got {node.attrs.get('n')!r}", layer=node.layer_name)
+                                        f"got {node.attrs.get('n')!r}", layer=node.layer_name,
+                                        hint="Keras writes n as e.g. 3")
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
         shape = input_shapes[0]
         expect_rank(node, shape, 2, "(batch, features)")
-        return [(shape[0], int(node.attrs["n"]), shape[1])]
+        return [check_output(node, (shape[0], int(node.attrs["n"]), shape[1]), "n")]
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
         repeats = b.ints([1, int(node.attrs["n"]), 1], "repeats")

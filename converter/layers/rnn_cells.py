@@ -96,7 +96,8 @@ def check_cell(node: Node) -> None:
         raise UnsupportedLayerError(f"'{node.layer_name}' wraps a {node.kind}, not a SimpleRNN, GRU or LSTM",
                                     layer=node.layer_name, hint="only the built-in recurrent layers convert")
     if "units" not in node.attrs:
-        raise UnsupportedLayerError(f"{node.kind} '{node.layer_name}' has no units", layer=node.layer_name)
+        raise UnsupportedLayerError(f"{node.kind} '{node.layer_name}' has no units", layer=node.layer_name,
+                                    hint="the config is incomplete")
     for key, name in _activation_names(node):
         if name not in _FIXED and name != "hard_sigmoid":
             raise UnsupportedLayerError(

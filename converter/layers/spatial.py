@@ -17,6 +17,7 @@ from converter.ir import Node, Shape
 from converter.ir.shape import Dim
 from converter.layers.builder import OpBuilder
 from converter.layers.conv import channels_first_io
+from converter.layers.limits import MAX_TABLE_ENTRIES, check_elements, check_output
 from converter.layers.registry import LAYERS, LayerHandler
 from converter.layers.windows import CHANNELS_FIRST, data_format, ints, join_shape, pairs, record_format, split_shape
 
@@ -69,13 +70,14 @@ def spatial_axes(node: Node, rank: int) -> list[int]:
 class Spatial(LayerHandler):
     channels_first_only = True
     rank = 2
+    amounts_key = "padding"  # the argument `amounts` reads
 
     def check(self, node: Node) -> None:
         record_format(node)
         self.amounts(node)
 
     def amounts(self, node: Node) -> tuple[tuple[int, int], ...]:
-        raise UnsupportedLayerError(f"{node.kind} has no amounts", layer=node.layer_name)
+        raise UnsupportedLayerError(f"{node.kind} has no amounts", layer=node.layer_name, hint="a kconvert bug")
 
     def new_length(self, length: Dim, before: int, after: int) -> Dim:
         return length
@@ -84,7 +86,7 @@ class Spatial(LayerHandler):
         shape = input_shapes[0]
         channels, spatial = split_shape(node, shape, self.rank, meaning(self.rank))
         out = [self.new_length(n, a, z) for n, (a, z) in zip(spatial, self.amounts(node))]
-        return [join_shape(node, shape[0], channels, out)]
+        return [check_output(node, join_shape(node, shape[0], channels, out), self.amounts_key)]
 
 
 class ZeroPadding(Spatial):
@@ -102,6 +104,8 @@ class ZeroPadding(Spatial):
 
 
 class Cropping(Spatial):
+    amounts_key = "cropping"
+
     def amounts(self, node: Node) -> tuple[tuple[int, int], ...]:
         return pairs(node, "cropping", self.rank, 1 if self.rank == 1 else 0)
 
@@ -128,9 +132,15 @@ class Cropping(Spatial):
 
 
 class UpSampling(Spatial):
+    amounts_key = "size"
+
     def check(self, node: Node) -> None:
         super().check(node)
         mode = self.interpolation(node)
+        if mode != "nearest" and self.rank != 2:
+            raise UnsupportedLayerError(f"{node.kind} '{node.layer_name}' has interpolation={mode!r}",
+                                        layer=node.layer_name, hint="Keras interpolates only in UpSampling2D; "
+                                        f"{node.kind} repeats ('nearest')")
         if mode not in INTERPOLATIONS:
             raise UnsupportedLayerError(
                 f"{node.kind} '{node.layer_name}' uses interpolation={mode!r}", layer=node.layer_name,
@@ -163,7 +173,8 @@ class UpSampling(Spatial):
         """NCHW: rows = A_h @ x, then rows @ A_w^T."""
         (height, width), (sh, sw) = lengths, sizes
         if not (isinstance(height, int) and isinstance(width, int)):  # output_shapes refuses these first
-            raise ShapeError("bicubic UpSampling2D needs a static height and width", layer=self.name_of(b))
+            raise ShapeError("bicubic UpSampling2D needs a static height and width", layer=self.name_of(b),
+                             hint="give the model input a fixed shape")
         rows = b.op("MatMul", b.const(tf_bicubic_matrix(height, height * sh), "rows"), x)
         return b.op("MatMul", rows, b.const(tf_bicubic_matrix(width, width * sw).T.copy(), "cols"))
 
@@ -179,6 +190,11 @@ class UpSampling(Spatial):
                 f"{tuple(input_shapes[0][1:])}", layer=node.layer_name,
                 hint="kconvert emits TF's exact bicubic weights, which need static height and width: "
                      "give the model input a fixed shape")
+        if self.interpolation(node) == "bicubic":
+            grown = [n * size for n, (size, _) in zip(spatial, self.amounts(node)) if isinstance(n, int)]
+            check_elements(node, sum(grown), "bicubic weight tables", "size", MAX_TABLE_ENTRIES)
+            check_elements(node, max(n * g for n, g in zip(spatial, grown) if isinstance(n, int)),
+                           "a bicubic weight matrix", "size")
         return [shape]
 
     def resize(self, b: OpBuilder, x: str, scales: list[float], mode: str) -> str:

@@ -18,9 +18,10 @@ import numpy as np
 from converter.errors import ShapeError, UnsupportedLayerError
 from converter.ir import Node, Shape
 from converter.layers.builder import OpBuilder
+from converter.layers.limits import check_elements
 from converter.layers.preprocessing import as_float
 from converter.layers.registry import LAYERS, LayerHandler, expect_rank
-from converter.layers.windows import CHANNELS_FIRST, CHANNELS_LAST, out_length, pad_attrs, window_pads
+from converter.layers.windows import CHANNELS_FIRST, CHANNELS_LAST, pad_attrs, window_lengths, window_pads
 
 MODES = ("log", "magnitude", "psd", "real", "imag", "angle", "stft")
 EPSILON = 1e-7  # keras.backend.epsilon()
@@ -94,9 +95,12 @@ class STFTSpectrogram(LayerHandler):
         expect_rank(node, shape, 3, "(batch, time, channels)")
         first = _format(node) == CHANNELS_FIRST
         channels, time = _channels(node, shape), shape[2 if first else 1]
+        check_elements(node, (channels, int(node.attr("frame_length", 256)), _bins(node)),
+                       "channel-tiled STFT kernels", "frame_length, fft_length and input channels")
         bins = _bins(node) * (2 if node.attr("mode", "log") == "stft" else 1)
-        steps = out_length(time, int(node.attr("frame_length", 256)), _frame_step(node), 1,
-                           str(node.attr("padding", "valid")))
+        frame = [int(node.attr("frame_length", 256))]
+        (steps,) = window_lengths(node, "frame_length", [time], frame, [_frame_step(node)], [1],
+                                  str(node.attr("padding", "valid")))
         if node.attr("expand_dims", False):
             return [(shape[0], channels, steps, bins) if first else (shape[0], steps, bins, channels)]
         return [(shape[0], channels * bins, steps) if first else (shape[0], steps, channels * bins)]
@@ -108,7 +112,8 @@ class STFTSpectrogram(LayerHandler):
             x = b.transpose(x, [0, 2, 1])
         shape = node.inputs[0].shape
         if shape is None:
-            raise ShapeError(f"STFTSpectrogram '{node.layer_name}' has an input of unknown rank", layer=node.layer_name)
+            raise ShapeError(f"STFTSpectrogram '{node.layer_name}' has an input of unknown rank", layer=node.layer_name,
+                             hint="give the model input a shape")
         channels, time = _channels(node, shape), shape[2 if first else 1]
         convs = {key: self._conv(node, b, x, key, channels, time) for key in self.weight_names(node)}
         y = self._mode(node, b, convs, channels)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from converter.errors import UnsupportedLayerError
+from converter.errors import ShapeError, UnsupportedLayerError
 from converter.ir import Node, Shape
 from converter.ir.shape import Dim
 from converter.layers.activations import AXIS_ACTIVATIONS, activation_name, apply_activation, check_activation
@@ -96,6 +96,19 @@ def out_length(length: Dim, kernel: int, stride: int, dilation: int, padding: st
     if padding in ("same", "causal"):
         return -(-length // stride)
     return max((length - span) // stride + 1, 0)
+
+
+def window_lengths(node: Node, key: str, lengths: Sequence[Dim], kernel: Sequence[int], strides: Sequence[int],
+                   dilations: Sequence[int], padding: str) -> list[Dim]:
+    """`out_length` per axis; a window that does not fit the input (no output step) is refused, as Keras
+    refuses it when building the layer (ONNX would get a zero-sized tensor)."""
+    out = [out_length(n, k, s, d, padding) for n, k, s, d in zip(lengths, kernel, strides, dilations)]
+    if any(isinstance(n, int) and n <= 0 for n in out):
+        raise ShapeError(f"{node.kind} '{node.layer_name}': its {key} {tuple(kernel)} (dilation "
+                         f"{tuple(dilations)}) does not fit its input of spatial size {tuple(lengths)}",
+                         layer=node.layer_name, hint="the input is smaller than the kernel: use padding='same' or "
+                         "a larger input")
+    return out
 
 
 def window_pads(lengths: Sequence[Dim], kernel: Sequence[int], strides: Sequence[int],

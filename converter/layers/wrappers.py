@@ -41,7 +41,7 @@ def check_wrapped_child(node: Node) -> None:
     handler.check(child)
     if handler.num_outputs(child) != 1:
         raise UnsupportedLayerError(f"{node.kind} '{node.layer_name}' wraps {child.kind}, which has "
-                                    "several outputs", layer=node.layer_name)
+                                    "several outputs", layer=node.layer_name, hint="a wrapper passes on one tensor")
 
 
 def _step_shape(shape: Shape) -> Shape:
@@ -59,6 +59,7 @@ class TimeDistributed(LayerHandler):
         return handler.weight_names(child)
 
     def weight_shapes(self, node: Node, input_shapes: list[Shape]) -> dict[str, tuple[int | None, ...]]:
+        expect_min_rank(node, input_shapes[0], 3)  # (batch, time, ...): before the child sees a step shape
         child, handler = wrapped_child(node)
         return handler.weight_shapes(child, [_step_shape(input_shapes[0])])
 
