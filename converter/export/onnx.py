@@ -8,6 +8,7 @@ holding an OpGraph (a Scan body) becomes a graph-valued attribute.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from converter import __version__
-from converter.errors import UsageError
+from converter.errors import UnsupportedLayerError, UsageError
 from converter.export.files import make_parent, staged
 from converter.export.float16 import to_float16
 from converter.ir import Graph, OpGraph, Shape
@@ -144,7 +145,36 @@ def export(graph: Graph, opset: int = DEFAULT_OPSET, keras_version: str | None =
     ops = lower_for_export(graph, opset, keras_version, float16, float16_io)
     model = to_model(ops, metadata)
     onnx.checker.check_model(model)
+    check_types(model)
     return model
+
+
+def _type_probe(skeleton: onnx.ModelProto, ops: OpGraph) -> onnx.ModelProto:
+    """The skeleton with the values of its non-float constants (axes, shapes, indices: small, and what shape
+    inference reads) filled in; float weights stay empty, their type and dims are all inference needs."""
+    probe = onnx.ModelProto()
+    probe.CopyFrom(skeleton)
+    for tensor in probe.graph.initializer:
+        array = np.asarray(ops.initializers[tensor.name])
+        if array.dtype.kind != "f":
+            tensor.CopyFrom(numpy_helper.from_array(array, tensor.name))
+    return probe
+
+
+def check_types(model: onnx.ModelProto) -> None:
+    """Strict type inference over the graph, as onnxruntime runs it when loading: an op fed a type it does
+    not take (an int8 or string model input reaching an LSTM) is refused here instead of writing an ONNX
+    file that no runtime loads. Reads no weight data."""
+    try:
+        onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    except onnx.shape_inference.InferenceError as err:
+        detail = str(err).splitlines()[-1][:300]
+        node = re.search(r"node name: ([^,)\s]+)", detail)
+        layer = node.group(1).split("/")[0] if node else None
+        raise UnsupportedLayerError(
+            f"the converted graph is not valid ONNX: {detail}", layer=layer,
+            hint="usually a model input whose dtype the layer cannot take (check the InputLayer's dtype); "
+                 "if the model loads in Keras, please report it") from None
 
 
 def lower_for_export(graph: Graph, opset: int = DEFAULT_OPSET, keras_version: str | None = None,
@@ -202,6 +232,7 @@ def write_ops(ops: OpGraph, output: str | Path, metadata: dict[str, str] | None 
     arrays = {name: _little_endian(a) for name, a in ops.initializers.items()}
     external = uses_external_data(ops, external_data)
     skeleton = to_model(ops, metadata, with_data=False)
+    check_types(_type_probe(skeleton, ops))
     make_parent(output)
     _write_staged(skeleton, arrays, output, external)
     return output

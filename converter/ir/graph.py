@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from converter.errors import FormatError
 from converter.ir.shape import Shape
 
 # kconvert's own node kinds, inserted by passes. The ':' keeps them apart from Keras class names, which
@@ -15,6 +16,8 @@ from converter.ir.shape import Shape
 INTERNAL_TRANSPOSE = "kconvert:Transpose"
 INTERNAL_TIMESTEP_MASK = "kconvert:TimestepMask"
 INTERNAL_ATTENTION_MASK = "kconvert:AttentionMask"
+
+_WIRING_HINT = "the model's layers are not wired into one graph; is the config complete and undamaged?"
 
 CHANNELS_LAST = "channels_last"
 CHANNELS_FIRST = "channels_first"
@@ -84,6 +87,15 @@ class Graph:
     def consumers(self, tensor: Tensor) -> list[Node]:
         return [n for n in self.nodes if any(t is tensor for t in n.inputs)]
 
+    def readers(self) -> dict[int, list[Node]]:
+        """Every tensor's consumers (by tensor id), in one walk: for a pass that asks for many tensors,
+        where `consumers` per tensor would make the pass quadratic in the number of nodes."""
+        out: dict[int, list[Node]] = {}
+        for node in self.nodes:
+            for tensor_id in dict.fromkeys(id(t) for t in node.inputs):
+                out.setdefault(tensor_id, []).append(node)
+        return out
+
     def replace_uses(self, old: Tensor, new: Tensor) -> None:
         for node in self.nodes:
             node.inputs = [new if t is old else t for t in node.inputs]
@@ -97,17 +109,19 @@ class Graph:
                 yield t
 
     def validate(self) -> None:
-        """Every node input is a graph input or produced earlier; names are unique."""
+        """Every node input is a graph input or produced earlier; node names are unique; every output is made."""
         available = {id(t) for t in self.inputs}
         names: set[str] = set()
         for node in self.nodes:
             for t in node.inputs:
                 if id(t) not in available:
-                    raise ValueError(f"node {node.name!r} reads {t.name!r} before it is produced")
+                    raise FormatError(f"layer '{node.layer_name}' reads tensor '{t.name}' before it is produced",
+                                      layer=node.layer_name, hint=_WIRING_HINT)
             if node.name in names:
-                raise ValueError(f"duplicate node name {node.name!r}")
+                raise FormatError(f"two nodes are named '{node.name}'", layer=node.layer_name, hint=_WIRING_HINT)
             names.add(node.name)
             available.update(id(t) for t in node.outputs)
         for t in self.outputs:
             if id(t) not in available:
-                raise ValueError(f"graph output {t.name!r} is never produced")
+                owner = t.producer.layer_name if t.producer is not None else t.name
+                raise FormatError(f"model output '{t.name}' is never produced", layer=owner, hint=_WIRING_HINT)

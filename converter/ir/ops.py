@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from converter.ir.names import first_free
 from converter.ir.shape import Shape
 
 
@@ -42,15 +43,11 @@ class OpGraph:
     outputs: list[ValueInfo] = field(default_factory=list)
     metadata: dict[str, str] = field(default_factory=dict)
     _used_names: set[str] = field(default_factory=set)
+    _next_suffix: dict[str, int] = field(default_factory=dict)
 
     def unique(self, base: str) -> str:
         """Deterministic, collision-free names derived from Keras names."""
-        name, i = base, 1
-        while name in self._used_names:
-            name = f"{base}_{i}"
-            i += 1
-        self._used_names.add(name)
-        return name
+        return first_free(base, self._used_names, self._next_suffix)
 
     def reserve(self, name: str) -> None:
         self._used_names.add(name)

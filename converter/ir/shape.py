@@ -37,3 +37,11 @@ def num_elements(dims: Shape) -> int | None:
 
 def permute(shape: Shape, perm: tuple[int, ...]) -> Shape:
     return tuple(shape[p] for p in perm)
+
+
+def inverse(perm: tuple[int, ...]) -> tuple[int, ...]:
+    """The permutation undoing `perm`: permute(permute(shape, perm), inverse(perm)) == shape."""
+    out = [0] * len(perm)
+    for i, p in enumerate(perm):
+        out[p] = i
+    return tuple(out)

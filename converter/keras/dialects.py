@@ -135,7 +135,7 @@ def canonical_config(class_name: str, config: dict[str, Any]) -> dict[str, Any]:
         if new_key in out and new_key != key:
             continue  # the modern spelling was given too; it wins
         out[new_key] = unwrap(value)
-    if "data_format" in out and out["data_format"] in DATA_FORMAT_VALUES:
+    if isinstance(out.get("data_format"), str) and out["data_format"] in DATA_FORMAT_VALUES:
         out["data_format"] = DATA_FORMAT_VALUES[out["data_format"]]
     if isinstance(out.get("padding"), str):
         out["padding"] = out["padding"].lower()
@@ -146,7 +146,7 @@ def canonical_config(class_name: str, config: dict[str, Any]) -> dict[str, Any]:
 
 def is_keras1(config: Any, keras_version: str | None) -> bool:
     """Keras 1 by the recorded version, or (weights-only era files record none) by Keras-1-only keys."""
-    if keras_version:
+    if isinstance(keras_version, str) and keras_version:
         return keras_version.startswith("1.")
     return _has_any_key(config, ("dim_ordering", "nb_filter", "output_dim", "border_mode", "input_dtype"))
 
@@ -187,7 +187,7 @@ def upgrade_random_crop(raw: Any, keras_version: str | None) -> Any:
     crop_to_aspect_ratio does); Keras 3 returns its input unchanged. Rewritten once, here."""
     if '"RandomCrop"' not in json.dumps(raw):
         return raw
-    keras3 = (keras_version or "2").split(".")[0] == "3"
+    keras3 = isinstance(keras_version, str) and keras_version.split(".")[0] == "3"
     upgraded = copy.deepcopy(raw)
 
     def visit(value: Any) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from converter.errors import FormatError
+
 # Keras 1 `Merge(mode=...)` -> the Keras 2 merge layer computing the same function.
 MERGE_MODES: dict[str, str] = {
     "sum": "Add",
@@ -46,9 +48,9 @@ def upgrade_layer_entry(entry: dict[str, Any], ordering: str) -> dict[str, Any]:
     if cls == "TimeDistributedDense":
         return _time_distributed_dense(entry)
     if cls in _CONV2D and "nb_row" in config:
-        config["kernel_size"] = [config.pop("nb_row"), config.pop("nb_col")]
+        config["kernel_size"] = _kernel_size(cls, config, ("nb_row", "nb_col"))
     if cls == "Convolution3D" and "kernel_dim1" in config:
-        config["kernel_size"] = [config.pop(f"kernel_dim{i}") for i in (1, 2, 3)]
+        config["kernel_size"] = _kernel_size(cls, config, ("kernel_dim1", "kernel_dim2", "kernel_dim3"))
     if cls == "Deconvolution2D":
         config.pop("output_shape", None)  # Keras 2 derives it from the input; the kernel decides
     for old, new in _ONE_D_LISTS.items():
@@ -60,6 +62,16 @@ def upgrade_layer_entry(entry: dict[str, Any], ordering: str) -> dict[str, Any]:
     if cls == "BatchNormalization" and config.get("mode", 0) == 0:
         config.pop("mode", None)
     return entry
+
+
+def _kernel_size(cls: str, config: dict[str, Any], keys: tuple[str, ...]) -> list[Any]:
+    """Keras 1 stated a kernel size per axis (`nb_row`, `nb_col`); all of them, or the entry is damaged."""
+    missing = [k for k in keys if k not in config]
+    if missing:
+        name = config.get("name")
+        raise FormatError(f"{cls} '{name}' gives {keys[0]} but not {', '.join(missing)}", layer=str(name),
+                          hint="a Keras 1 convolution states its kernel size on every axis; is the config complete?")
+    return [config.pop(k) for k in keys]
 
 
 def _merge(entry: dict[str, Any]) -> dict[str, Any]:

@@ -12,18 +12,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from converter.errors import FormatError, UnsupportedLayerError, WeightsError
-from converter.ir import Graph, Tensor
+from converter.ir import Graph, Node, Tensor
+from converter.ir.dtypes import input_dtype
 from converter.ir.graph import INPUT_SPEC_KEYS, SHAPE_KEYS
+from converter.ir.names import first_free
 from converter.keras.artifacts import KerasArtifact
 from converter.keras.assets import attach_vocabulary
 from converter.keras.attach import WeightAttacher
-from converter.keras.calls import TensorRef, model_refs, parse_call
+from converter.keras.calls import TensorRef, excerpt, model_refs
 from converter.keras.dialects import canonical_class, upgrade_model_config
 from converter.keras.layer_configs import MODEL_CLASSES, inner_layers, layer_parts, make_node, saved_names_of
 from converter.keras.legacy_config import legacy_refusal
+from converter.keras.structure import MAX_MODEL_DEPTH, check_config_tree, check_entry, model_layers
 from converter.keras.unsupported import UnsupportedEntry, unsupported_error, why_unsupported
 from converter.keras.weights import LayerKey
-from converter.layers.registry import handler_for
+from converter.keras.wiring import plan_functional
+from converter.layers.registry import LayerHandler, handler_for
 
 
 @dataclass
@@ -33,18 +37,21 @@ class _Context:
     weights: WeightAttacher
     unsupported: list[UnsupportedEntry] = field(default_factory=list)
     node_names: set[str] = field(default_factory=set)
+    name_suffixes: dict[str, int] = field(default_factory=dict)
     weight_errors: list[WeightsError] = field(default_factory=list)
+    depth: int = 0  # models being built, one inside the other
 
 
 def build_graph(artifact: KerasArtifact, require_weights: bool = True) -> Graph:
     """Build the LayerGraph; report every unsupported layer at once."""
+    check_config_tree(artifact.model_config)
     raw = upgrade_model_config(artifact.model_config, artifact.keras_version)
     class_name, config = model_class_and_config(raw)
     name = config.get("name") if isinstance(config, dict) else None
-    graph = Graph(name=str(name or artifact.path.stem))
-    top_layers = list(config if isinstance(config, list) else config.get("layers") or [])
+    graph = Graph(name=name if isinstance(name, str) and name else artifact.path.stem)
+    top_layers = model_layers(config, graph.name)
     ctx = _Context(artifact, graph, WeightAttacher(artifact, require_weights, top_layers))
-    graph.outputs = _build_model(ctx, class_name, config, None, "", ())
+    graph.outputs = _build_model(ctx, class_name, config, None, "", (), graph.name)
     graph.output_names = _distinct([t.name for t in graph.outputs])
     if ctx.unsupported:
         raise unsupported_error(ctx.unsupported)
@@ -57,14 +64,8 @@ def build_graph(artifact: KerasArtifact, require_weights: bool = True) -> Graph:
 def _distinct(names: list[str]) -> list[str]:
     """A model may return one tensor twice; ONNX output names must still differ."""
     seen: set[str] = set()
-    out = []
-    for name in names:
-        candidate, i = name, 1
-        while candidate in seen:
-            candidate, i = f"{name}_{i}", i + 1
-        seen.add(candidate)
-        out.append(candidate)
-    return out
+    suffixes: dict[str, int] = {}
+    return [first_free(name, seen, suffixes) for name in names]
 
 
 def model_class_and_config(raw: Any) -> tuple[str, Any]:
@@ -74,23 +75,37 @@ def model_class_and_config(raw: Any) -> tuple[str, Any]:
     if not isinstance(raw, dict):
         raise FormatError("the model config is not a JSON object", hint="is this a Keras model file?")
     if "class_name" in raw and "config" in raw:
-        return canonical_class(str(raw["class_name"])), raw["config"]
+        cls = canonical_class(raw["class_name"]) if isinstance(raw["class_name"], str) else None
+        if cls not in MODEL_CLASSES:
+            raise FormatError(f"unknown model class {excerpt(raw['class_name'])}",
+                              hint="expected Sequential, Functional or Model")
+        config = raw["config"]
+        if not isinstance(config, dict) and not (cls == "Sequential" and isinstance(config, list)):
+            raise FormatError(f"the {cls} model's config is {excerpt(config)}, not an object",
+                              hint="is this a Keras model config?")
+        return cls, config
     if "layers" in raw:
         return ("Functional" if "input_layers" in raw else "Sequential"), raw
     raise FormatError("the config has neither class_name nor layers", hint="is this a Keras model config?")
 
 
 def _build_model(ctx: _Context, class_name: str, config: Any, inputs: list[Tensor] | None, prefix: str,
-                 wpath: tuple[LayerKey, ...]) -> list[Tensor]:
-    if class_name == "Sequential":
-        return _build_sequential(ctx, config, inputs, prefix, wpath)
-    if class_name == "Functional":
-        return _build_functional(ctx, config, inputs, prefix, wpath)
-    raise FormatError(f"unknown model class {class_name!r}", hint="expected Sequential, Functional or Model")
+                 wpath: tuple[LayerKey, ...], model: str) -> list[Tensor]:
+    """`model`: the model's name, for messages. Models nest by recursion, so their depth is bounded."""
+    if ctx.depth >= MAX_MODEL_DEPTH:
+        raise FormatError(f"model '{model}' is nested more than {MAX_MODEL_DEPTH} models deep", layer=model,
+                          hint="no Keras model nests this deep; the file is damaged or hostile")
+    ctx.depth += 1
+    try:
+        build = _build_sequential if class_name == "Sequential" else _build_functional
+        return build(ctx, config, inputs, prefix, wpath, model)
+    finally:
+        ctx.depth -= 1
 
 
 def _new_input(ctx: _Context, name: str, spec: dict[str, Any]) -> Tensor:
-    tensor = Tensor(name=_unique(ctx, name), dtype=str(spec.get("dtype") or "float32"))
+    tensor = Tensor(name=_unique(ctx, name))
+    tensor.dtype = input_dtype(tensor.name, spec.get("dtype"))
     ctx.graph.inputs.append(tensor)
     ctx.graph.input_specs[tensor.name] = spec
     return tensor
@@ -103,23 +118,10 @@ def _spec_from(config: dict[str, Any], consumer: str) -> dict[str, Any]:
 
 
 def _build_sequential(ctx: _Context, config: Any, inputs: list[Tensor] | None, prefix: str,
-                      wpath: tuple[LayerKey, ...]) -> list[Tensor]:
-    layers = config if isinstance(config, list) else list(config.get("layers", []))
-    if not layers:
-        raise FormatError("the Sequential model has no layers", hint="is the config complete?")
-    if inputs is None and isinstance(layer_parts(layers[0])[2].get("layers"), list):
-        inputs, layers = _build_merged_branches(ctx, layers, prefix, wpath), layers[1:]
+                      wpath: tuple[LayerKey, ...], model: str) -> list[Tensor]:
+    layers = model_layers(config, model)
     if inputs is None:
-        cls, name, first = layer_parts(layers[0])
-        if cls == "InputLayer":
-            inputs = [_new_input(ctx, prefix + name, _spec_from(first, _first_consumer(layers[1:])))]
-            layers = layers[1:]
-        else:
-            spec = _spec_from(first, cls)
-            has_shape = any(k in spec for k in SHAPE_KEYS)
-            if not has_shape and isinstance(config, dict) and config.get("build_input_shape") is not None:
-                spec["batch_shape"] = config["build_input_shape"]
-            inputs = [_new_input(ctx, prefix + name + "_input", spec)]
+        inputs, layers = _sequential_inputs(ctx, config, layers, prefix, wpath)
     tensors = inputs
     saved = saved_names_of(layers)
     for layer in layers:
@@ -129,18 +131,62 @@ def _build_sequential(ctx: _Context, config: Any, inputs: list[Tensor] | None, p
     return tensors
 
 
+def _sequential_inputs(ctx: _Context, config: Any, layers: list[dict[str, Any]], prefix: str,
+                       wpath: tuple[LayerKey, ...]) -> tuple[list[Tensor], list[dict[str, Any]]]:
+    """A top-level Sequential's input(s), and the layers left to call on them."""
+    cls, name, first = layer_parts(layers[0])
+    if cls == "InputLayer":
+        return [_new_input(ctx, prefix + name, _spec_from(first, _first_consumer(layers[1:])))], layers[1:]
+    if cls not in MODEL_CLASSES and isinstance(first.get("layers"), list):
+        return _build_merged_branches(ctx, layers, prefix, wpath), layers[1:]
+    # Keras 2 makes the input `<first layer>_input`, shaped like the first layer's (for a nested model
+    # first: its own first input's) input; the first layer, nested model or not, is then called on it.
+    spec = _spec_from(first, cls) if cls not in MODEL_CLASSES else nested_input_spec(cls, first, name)
+    stated = any(k in spec for k in SHAPE_KEYS)
+    if not stated and isinstance(config, dict) and config.get("build_input_shape") is not None:
+        spec["batch_shape"] = config["build_input_shape"]
+    return [_new_input(ctx, prefix + name + "_input", spec)], layers
+
+
+def nested_input_spec(cls: str, config: dict[str, Any], model: str) -> dict[str, Any]:
+    """The input spec of a model used as the first layer of a Sequential: that of its first input,
+    looked for through models nested in it (a loop, bounded like the nesting itself)."""
+    for _ in range(MAX_MODEL_DEPTH):
+        layers = model_layers(config, model)
+        if cls == "Functional":
+            refs = model_refs(config.get("input_layers"), model, "input_layers")
+            named = {layer_parts(layer)[1]: layer for layer in layers}
+            if len(refs) != 1 or refs[0][0] not in named:
+                raise FormatError(f"model '{model}' is the first layer of a Sequential, so it needs exactly one "
+                                  f"input layer (input_layers holds {len(refs)})", layer=model,
+                                  hint="is the config complete and undamaged?")
+            layers = [named[refs[0][0]]]
+        inner_cls, name, first = layer_parts(layers[0])
+        if inner_cls not in MODEL_CLASSES:
+            consumer = _first_consumer(layers[1:]) if inner_cls == "InputLayer" else inner_cls
+            return _spec_from(first, consumer)
+        cls, config, model = inner_cls, first, name
+    raise FormatError(f"model '{model}' is nested more than {MAX_MODEL_DEPTH} models deep", layer=model,
+                      hint="no Keras model nests this deep; the file is damaged or hostile")
+
+
 def _build_merged_branches(ctx: _Context, layers: list[dict[str, Any]], prefix: str,
                            wpath: tuple[LayerKey, ...]) -> list[Tensor]:
     """A Keras 1 Sequential starting with `Merge([branch_a, branch_b])`: each branch model gets its own
     input(s), then the merge (already a canonical merge class) joins their outputs. Keras 1 saved the
     branch layers flattened into the top level of the weights file, so their weight path is unchanged."""
     merge = dict(layers[0])
-    branches = merge["config"]["layers"]
-    merge["config"] = {k: v for k, v in merge["config"].items() if k != "layers"}
+    _, merge_name, merge_config = layer_parts(merge)
+    branches = merge_config["layers"]
+    merge["config"] = {k: v for k, v in merge_config.items() if k != "layers"}
     outputs: list[Tensor] = []
-    for branch in branches:
-        bcls, _, bconfig = layer_parts(branch)
-        outputs.extend(_build_model(ctx, bcls, bconfig, None, prefix, wpath))
+    for index, branch in enumerate(branches):
+        check_entry(branch, f"branch {index} of Merge '{merge_name}'")
+        bcls, bname, bconfig = layer_parts(branch)
+        if bcls not in MODEL_CLASSES:
+            raise FormatError(f"branch {index} of Merge '{merge_name}' is a {bcls}, not a model", layer=merge_name,
+                              hint="a Keras 1 Sequential Merge joins Sequential or Model branches")
+        outputs.extend(_build_model(ctx, bcls, bconfig, None, prefix, wpath, bname))
     return _call_layer(ctx, merge, outputs, 0, prefix, wpath, {}, saved_names_of(layers))
 
 
@@ -148,44 +194,33 @@ def _first_consumer(layers: list[dict[str, Any]]) -> str:
     return layer_parts(layers[0])[0] if layers else "InputLayer"
 
 
-def _build_functional(ctx: _Context, config: dict[str, Any], inputs: list[Tensor] | None, prefix: str,
-                      wpath: tuple[LayerKey, ...]) -> list[Tensor]:
-    layers = {layer_parts(layer)[1]: layer for layer in config["layers"]}
-    saved = saved_names_of(config["layers"])
+def _build_functional(ctx: _Context, config: Any, inputs: list[Tensor] | None, prefix: str,
+                      wpath: tuple[LayerKey, ...], model: str) -> list[Tensor]:
+    entries = model_layers(config, model)
+    layers = {layer_parts(layer)[1]: layer for layer in entries}
+    plan = plan_functional(model, config, layers)
+    if inputs is not None and len(inputs) < len(plan.inputs):
+        raise FormatError(f"model '{model}' has {len(plan.inputs)} inputs but is called on {len(inputs)} tensor(s)",
+                          layer=model, hint="is the config complete and undamaged?")
+    saved = saved_names_of(entries)
     produced: dict[tuple[str, int], list[Tensor]] = {}
-    input_refs = model_refs(config.get("input_layers"))
-    for i, (name, node_index, _) in enumerate(input_refs):
+    for i, (name, node_index, _) in enumerate(plan.inputs):
         if inputs is not None:
             produced[(name, node_index)] = [inputs[i]]
         else:
-            first = layer_parts(layers[name])[2]
-            spec = _spec_from(first, _input_consumer(layers, name))
+            spec = _spec_from(layer_parts(layers[name])[2], plan.consumer_of(name, layers))
             produced[(name, node_index)] = [_new_input(ctx, prefix + name, spec)]
-    pending = [(name, k, call) for name, layer in layers.items()
-               for k, call in enumerate(layer.get("inbound_nodes") or [])]
-    offsets = _node_offsets(config, layers)
-    while pending:
-        remaining = []
-        for name, k, call in pending:
-            refs, kwargs, tensor_kwargs = parse_call(call)
-            if all((r[0], r[1]) in produced for r in refs):
-                args = [_tensor_at(ctx, produced, r) for r in refs]
-                produced[(name, k + offsets.get(name, 0))] = _call_layer(
-                    ctx, layers[name], args, k, prefix, wpath,
-                    {"call_kwargs": kwargs, "tensor_kwargs": tensor_kwargs}, saved)
-            else:
-                remaining.append((name, k, call))
-        if len(remaining) == len(pending):
-            missing = sorted({r[0] for _, _, c in remaining for r in parse_call(c)[0]} - set(layers))
-            raise FormatError(f"the functional graph cannot be wired (unknown or cyclic inputs: {missing})",
-                              layer=remaining[0][0], hint="is the config complete?")
-        pending = remaining
-    return [_tensor_at(ctx, produced, ref) for ref in model_refs(config.get("output_layers"))]
+    for step in plan.steps:
+        args = [_tensor_at(ctx, produced, ref) for ref in step.call.refs]
+        extra = {"call_kwargs": step.call.kwargs, "tensor_kwargs": step.call.tensor_kwargs}
+        produced[step.key] = _call_layer(ctx, layers[step.layer], args, step.index, prefix, wpath, extra, saved)
+    return [_tensor_at(ctx, produced, ref) for ref in plan.outputs]
 
 
 def _tensor_at(ctx: _Context, produced: dict[tuple[str, int], list[Tensor]], ref: TensorRef) -> Tensor:
-    """Output `ref[2]` of call `ref[1]` of layer `ref[0]`. An unsupported layer gets one output (its
-    count is unknown), so a reference past it means: report the unsupported layers."""
+    """Output `ref[2]` of call `ref[1]` of layer `ref[0]` (the plan has checked that call exists). An
+    unsupported layer gets one output (its count is unknown), so a reference past it means: report
+    the unsupported layers."""
     outputs = produced[(ref[0], ref[1])]
     if ref[2] < len(outputs):
         return outputs[ref[2]]
@@ -195,34 +230,15 @@ def _tensor_at(ctx: _Context, produced: dict[tuple[str, int], list[Tensor]], ref
                       layer=ref[0], hint="is the config complete?")
 
 
-def _node_offsets(config: dict[str, Any], layers: dict[str, dict[str, Any]]) -> dict[str, int]:
-    """Nested models whose saved calls are numbered from 1: Keras 2 counts the nested model's own
-    Input -> output node as node 0 and omits it from `inbound_nodes` (Keras 3 does so only for some).
-    The references tell which: every saved call is referenced, so the highest index is the last call."""
-    highest: dict[str, int] = {}
-    calls = [call for layer in layers.values() for call in layer.get("inbound_nodes") or []]
-    refs = [r for call in calls for r in parse_call(call)[0]] + model_refs(config.get("output_layers"))
-    for name, node_index, _ in refs:
-        highest[name] = max(node_index, highest.get(name, 0))
-    return {name: 1 for name, layer in layers.items() if layer_parts(layer)[0] in MODEL_CLASSES
-            and highest.get(name, -1) == len(layer.get("inbound_nodes") or [])}
-
-
-def _input_consumer(layers: dict[str, dict[str, Any]], input_name: str) -> str:
-    for layer in layers.values():
-        for call in layer.get("inbound_nodes") or []:
-            if any(r[0] == input_name for r in parse_call(call)[0]):
-                return layer_parts(layer)[0]
-    return "InputLayer"
-
-
 def _unique(ctx: _Context, name: str) -> str:
-    base, i = name, 1
-    while name in ctx.node_names:
-        name = f"{base}_{i}"
-        i += 1
-    ctx.node_names.add(name)
-    return name
+    return first_free(name, ctx.node_names, ctx.name_suffixes)
+
+
+def _file_handler(node: Node) -> LayerHandler | None:
+    """The handler of a layer read from a file: kconvert's own node kinds (`kconvert:Transpose`, ...) are
+    never a file's to instantiate, so their names are unknown classes there."""
+    handler = handler_for(node)
+    return None if ":" in node.kind or (handler is not None and handler.internal) else handler
 
 
 def _call_layer(ctx: _Context, layer: dict[str, Any], args: list[Tensor], call_index: int, prefix: str,
@@ -231,13 +247,13 @@ def _call_layer(ctx: _Context, layer: dict[str, Any], args: list[Tensor], call_i
     key = (name, saved.get(name, name))
     if cls in MODEL_CLASSES:
         sub_prefix = f"{prefix}{name}/" if call_index == 0 else f"{prefix}{name}_call{call_index}/"
-        return _build_model(ctx, cls, config, args, sub_prefix, wpath + (key,))
+        return _build_model(ctx, cls, config, args, sub_prefix, wpath + (key,), prefix + name)
     node_name = _unique(ctx, prefix + name if call_index == 0 else f"{prefix}{name}_call{call_index}")
     node = make_node(cls, node_name, config)
     node.layer_name = prefix + name
     node.attrs.update({k: v for k, v in extra.items() if v})
     node.inputs = list(args)
-    handler = handler_for(node)
+    handler = _file_handler(node)
     if handler is None:
         ctx.unsupported.append(UnsupportedEntry(node.layer_name, cls, why_unsupported(cls, layer)))
         count = 1

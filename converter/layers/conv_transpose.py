@@ -11,10 +11,12 @@ max(full - O, 0) // 2. full - O does not depend on n, so the pads are static for
 
 from __future__ import annotations
 
+from converter.errors import FormatError
 from converter.ir import Node, Shape
 from converter.ir.shape import Dim
 from converter.layers.builder import OpBuilder
 from converter.layers.conv import ConvBase, channels_first_io, keras_to_onnx_kernel
+from converter.layers.limits import check_output
 from converter.layers.registry import LAYERS
 from converter.layers.windows import activate, ints, join_shape, split_shape, static
 
@@ -50,7 +52,11 @@ class ConvTranspose(ConvBase):
 
     def check(self, node: Node) -> None:
         super().check(node)
-        self.output_padding(node)
+        given = self.output_padding(node)
+        if any(p is not None and p >= s for p, s in zip(given, self.strides(node))):
+            raise FormatError(f"layer '{node.layer_name}': output_padding={node.attrs['output_padding']!r} must be "
+                              f"less than the strides {self.strides(node)}", layer=node.layer_name,
+                              hint="Keras refuses an output_padding that is not below the stride on every axis")
 
     def weight_shapes(self, node: Node, input_shapes: list[Shape]) -> dict[str, tuple[int | None, ...]]:
         channels, _ = split_shape(node, input_shapes[0], self.rank, self.meaning())
@@ -63,7 +69,8 @@ class ConvTranspose(ConvBase):
         padding = str(node.attr("padding", "valid"))
         out = [transpose_length(n, k, s, d, padding, p) for n, k, s, d, p in
                zip(spatial, self.kernel(node), self.strides(node), self.dilations(node), self.output_padding(node))]
-        return [join_shape(node, shape[0], int(node.attrs["filters"]), out)]
+        out_shape = join_shape(node, shape[0], int(node.attrs["filters"]), out)
+        return [check_output(node, out_shape, "strides and kernel_size")]
 
     def pads(self, node: Node) -> tuple[list[int], list[int], list[int]]:
         """ONNX begins, ends and output_padding: crop `before` at the start, the rest (or extend) at the end."""

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-from converter.ir import Graph
+from converter.ir import Graph, Node, Tensor
 from converter.layers.registry import handler_for
 
 
 def run(graph: Graph) -> Graph:
-    for node in list(graph.nodes):
+    """One walk in topological order: an identity's output is an alias of its input, and every later
+    read of it reads the input instead (linear, however many identities a model chains)."""
+    alias: dict[int, Tensor] = {}
+    kept: list[Node] = []
+    for node in graph.nodes:
+        node.inputs = [alias.get(id(t), t) for t in node.inputs]
         handler = handler_for(node)
         if handler is not None and handler.inference_identity and len(node.inputs) == 1:
-            graph.replace_uses(node.outputs[0], node.inputs[0])
-            graph.nodes.remove(node)
+            alias[id(node.outputs[0])] = node.inputs[0]
+        else:
+            kept.append(node)
+    graph.nodes = kept
+    graph.outputs = [alias.get(id(t), t) for t in graph.outputs]
     _remove_dead(graph)
     return graph
 

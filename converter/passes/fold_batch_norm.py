@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from converter.ir import Graph, Node
+from converter.ir import Graph, Node, Tensor
 from converter.ir.graph import CHANNELS_FIRST
 from converter.layers.activations import activation_name
 from converter.layers.conv import depthwise_axes, onnx_kernel_axes
@@ -45,27 +45,41 @@ _ONNX_AXES: dict[str, Callable[[int], tuple[int, ...]]] = {
 
 
 def run(graph: Graph) -> Graph:
-    for bn in list(graph.nodes):
-        layer = _foldable_producer(graph, bn)
-        if layer is None:
+    """One walk in topological order; a folded BN's output becomes an alias of the layer's output, which
+    later nodes read instead (linear in the number of nodes, however many BNs fold)."""
+    uses = {tensor_id: len(nodes) for tensor_id, nodes in graph.readers().items()}
+    outputs = {id(t) for t in graph.outputs}
+    present = {id(n) for n in graph.nodes}
+    alias: dict[int, Tensor] = {}
+    kept: list[Node] = []
+    for node in graph.nodes:
+        node.inputs = [alias.get(id(t), t) for t in node.inputs]
+        layer = _foldable_producer(node, uses, outputs, present)
+        replaced = None if layer is None else layer.weights.get(FOLDABLE[layer.kind][0])
+        if layer is None or not _fold(layer, node):
+            kept.append(node)
             continue
-        replaced = layer.weights.get(FOLDABLE[layer.kind][0])
-        if _fold(layer, bn):
-            graph.replace_uses(bn.outputs[0], layer.outputs[0])
-            graph.nodes.remove(bn)
-            if replaced is not None:  # a shared layer's other calls may still read it: release, never free
-                graph.release_weight(replaced)
+        bn_out, layer_out = node.outputs[0], layer.outputs[0]
+        alias[id(bn_out)] = layer_out
+        uses[id(layer_out)] = uses.get(id(bn_out), 0)
+        if id(bn_out) in outputs:
+            outputs.add(id(layer_out))
+        if replaced is not None:  # a shared layer's other calls may still read it: release, never free
+            graph.release_weight(replaced)
+    graph.nodes = kept
+    graph.outputs = [alias.get(id(t), t) for t in graph.outputs]
     return graph
 
 
-def _foldable_producer(graph: Graph, bn: Node) -> Node | None:
+def _foldable_producer(bn: Node, uses: dict[int, int], outputs: set[int], present: set[int]) -> Node | None:
+    """The layer BN reads, when BN is its only reader and the fold computes the same."""
     if bn.kind != "BatchNormalization" or len(bn.inputs) != 1:
         return None
     tensor = bn.inputs[0]
     layer = tensor.producer
-    if layer is None or layer.kind not in FOLDABLE or layer not in graph.nodes or len(layer.outputs) != 1:
+    if layer is None or layer.kind not in FOLDABLE or id(layer) not in present or len(layer.outputs) != 1:
         return None
-    if graph.consumers(tensor) != [bn] or any(t is tensor for t in graph.outputs):
+    if uses.get(id(tensor)) != 1 or id(tensor) in outputs:
         return None
     if activation_name(layer.attrs.get("activation")) != "linear" or "moving_mean" not in bn.weights:
         return None

@@ -24,21 +24,25 @@ NON_NEGATIVE = frozenset({"relu", "relu6", "sigmoid", "softplus", "softmax", "ex
 
 
 def run(graph: Graph) -> Graph:
-    for padding in list(graph.nodes):
-        pool = _foldable_pool(graph, padding)
+    readers = graph.readers()  # once: a folded padding changes no other padding's readers
+    outputs = {id(t) for t in graph.outputs}
+    folded: set[int] = set()
+    for padding in graph.nodes:
+        pool = _foldable_pool(padding, readers, outputs)
         if pool is None:
             continue
         amounts = _amounts(padding)
         pool.attrs["explicit_pads"] = [before for before, _ in amounts] + [after for _, after in amounts]
         pool.inputs = [padding.inputs[0]]
-        graph.nodes.remove(padding)
+        folded.add(id(padding))
+    graph.nodes = [node for node in graph.nodes if id(node) not in folded]
     return graph
 
 
-def _foldable_pool(graph: Graph, padding: Node) -> Node | None:
-    if padding.kind not in PAIRS or len(padding.inputs) != 1 or any(t is padding.outputs[0] for t in graph.outputs):
+def _foldable_pool(padding: Node, readers: dict[int, list[Node]], outputs: set[int]) -> Node | None:
+    if padding.kind not in PAIRS or len(padding.inputs) != 1 or id(padding.outputs[0]) in outputs:
         return None
-    users = graph.consumers(padding.outputs[0])
+    users = readers.get(id(padding.outputs[0]), [])
     if len(users) != 1 or users[0].kind != PAIRS[padding.kind]:
         return None
     pool = users[0]

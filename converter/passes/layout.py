@@ -17,6 +17,7 @@ channels-first with `nchw_outputs` (no Transpose at all then). Last, Transpose -
 -> Dense drops the Transpose and permutes the Dense kernel's rows instead, and a global pooling followed
 by a Reshape to its keepdims shape (squeeze-and-excite blocks) keeps its dims instead; a Concatenate
 feeding only another Concatenate on the same (now physical) axis is spliced into it (Inception blocks).
+Those three folds live in layout_folds.py.
 """
 
 from __future__ import annotations
@@ -24,13 +25,11 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-import numpy as np
-
-from converter.ir.graph import INTERNAL_TRANSPOSE
 from converter.ir import Graph, Node, Tensor
-from converter.ir.graph import CHANNELS_FIRST
-from converter.ir.shape import permute
+from converter.ir.graph import CHANNELS_FIRST, INTERNAL_TRANSPOSE
+from converter.ir.shape import inverse, permute
 from converter.layers.registry import LayerHandler, handler_for
+from converter.passes.layout_folds import fold_flatten_dense, fold_pool_reshape, merge_concatenations
 
 Perm = tuple[int, ...]
 
@@ -51,13 +50,6 @@ def to_channels_last(rank: int) -> Perm:
 
 def identity(rank: int) -> Perm:
     return tuple(range(rank))
-
-
-def inverse(perm: Perm) -> Perm:
-    out = [0] * len(perm)
-    for i, p in enumerate(perm):
-        out[p] = i
-    return tuple(out)
 
 
 def run(graph: Graph, options: LayoutOptions | None = None) -> Graph:
@@ -202,75 +194,3 @@ class _Assigner:
         single = len(ranked) == 1 and len(node.outputs) == 1
         same_size = single and node.inputs[0].shape is not None and node.inputs[0].shape == node.outputs[0].shape
         return same_size and id(node.outputs[0]) in self.wants_cf
-
-
-def fold_flatten_dense(graph: Graph) -> None:
-    """Dense(Flatten(Transpose_p(x))) == Dense'(Flatten(x)) with the kernel's rows permuted by p."""
-    for flatten in list(graph.nodes):
-        transpose = flatten.inputs[0].producer if flatten.kind == "Flatten" and flatten.inputs else None
-        if transpose is None or transpose.kind != INTERNAL_TRANSPOSE or flatten.attr("data_format") == CHANNELS_FIRST:
-            continue
-        users = graph.consumers(flatten.outputs[0])
-        if len(users) != 1 or users[0].kind != "Dense" or any(t is flatten.outputs[0] for t in graph.outputs):
-            continue
-        dense, source = users[0], transpose.inputs[0]
-        kernel = dense.weights.get("kernel")
-        keras_shape = transpose.outputs[0].shape or ()
-        if kernel is None or kernel.ndim != 2 or not all(isinstance(d, int) for d in keras_shape[1:]):
-            continue
-        rank, perm = len(keras_shape), tuple(transpose.attrs["perm"])
-        inv = inverse(perm)
-        dims = [int(d) for d in keras_shape[1:] if isinstance(d, int)]
-        rows = kernel.reshape(*dims, kernel.shape[1])
-        rows = rows.transpose(*(inv[i] - 1 for i in range(1, rank)), rank - 1)
-        # A new dict: a shared Dense layer's other calls keep their own kernel.
-        dense.weights = {**dense.weights, "kernel": np.ascontiguousarray(rows.reshape(kernel.shape))}
-        flatten.inputs[0] = source
-        if not graph.consumers(transpose.outputs[0]) and not any(t is transpose.outputs[0] for t in graph.outputs):
-            graph.nodes.remove(transpose)
-
-
-GLOBAL_POOLS = frozenset({f"Global{kind}Pooling{n}D" for kind in ("Average", "Max") for n in (1, 2, 3)})
-
-
-def fold_pool_reshape(graph: Graph) -> None:
-    """Reshape(GlobalPool(x)) to exactly the pooled shape with keepdims == GlobalPool(x, keepdims=True)."""
-    for pool in list(graph.nodes):
-        if pool.kind not in GLOBAL_POOLS or pool.attr("keepdims", False) or len(pool.outputs) != 1:
-            continue
-        users = graph.consumers(pool.outputs[0])
-        reshape = users[0] if len(users) == 1 and users[0].kind == "Reshape" else None
-        source = pool.inputs[0].shape or ()
-        if reshape is None or any(t is pool.outputs[0] for t in graph.outputs) or len(source) < 3:
-            continue
-        channel = 1 if pool.attr("data_format") == CHANNELS_FIRST else len(source) - 1
-        kept = [1 if i not in (0, channel) else d for i, d in enumerate(source)]
-        if list(reshape.outputs[0].shape or ())[1:] != kept[1:] or not isinstance(source[channel], int):
-            continue
-        pool.attrs["keepdims"] = True
-        pool.outputs[0] = reshape.outputs[0]
-        reshape.outputs[0].producer = pool
-        graph.nodes.remove(reshape)
-
-
-def _concat_axis(node: Node) -> int | None:
-    rank = len(node.outputs[0].shape or ())
-    axis = node.attrs.get("axis", -1)
-    return None if not isinstance(axis, int) or rank == 0 else axis % rank
-
-
-def merge_concatenations(graph: Graph) -> None:
-    """Concatenate(a, Concatenate(b, c), d) on one axis == Concatenate(a, b, c, d)."""
-    for outer in list(graph.nodes):
-        if outer.kind != "Concatenate":
-            continue
-        spliced: list[Tensor] = []
-        for tensor in outer.inputs:
-            inner = tensor.producer
-            mergeable = (inner is not None and inner.kind == "Concatenate" and inner in graph.nodes
-                         and _concat_axis(inner) == _concat_axis(outer) is not None
-                         and graph.consumers(tensor) == [outer] and not any(t is tensor for t in graph.outputs))
-            spliced.extend(inner.inputs if mergeable and inner is not None else [tensor])
-            if mergeable and inner is not None:
-                graph.nodes.remove(inner)
-        outer.inputs = spliced

@@ -18,9 +18,9 @@ with any given `attention_mask`) as their `attention_mask`.
 
 from __future__ import annotations
 
-from converter.ir.graph import INTERNAL_ATTENTION_MASK, INTERNAL_TIMESTEP_MASK
 from converter.errors import UnsupportedLayerError
 from converter.ir import Graph, Node, Tensor
+from converter.ir.graph import INTERNAL_ATTENTION_MASK, INTERNAL_TIMESTEP_MASK
 from converter.layers.attention import positional
 from converter.layers.mask_layers import AttentionMask
 from converter.layers.multi_head_attention import call_tensors
@@ -43,7 +43,8 @@ KERAS3_MASKED_MERGES = frozenset({"Multiply", "Maximum", "Minimum"})
 
 
 def run(graph: Graph) -> Graph:
-    keras2 = graph.metadata.get("source_keras_version", "2").split(".")[0] in ("1", "2")
+    version = graph.metadata.get("source_keras_version")
+    keras2 = not isinstance(version, str) or version.split(".")[0] in ("1", "2")
     passing = MASK_PASSING | KERAS2_MASK_PASSING if keras2 else MASK_PASSING
     made: dict[int, Tensor] = {}
     for node in list(graph.nodes):
