@@ -179,6 +179,7 @@ CLOSED = frozenset({"SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D"})
 OP_CLASSES: dict[str, tuple[str, frozenset[str]]] = {
     "NotEqual": ("keras.src.ops.numpy", frozenset()),
     "Any": ("keras.src.ops.numpy", frozenset({"axis", "keepdims"})),
+    "Transpose": ("keras.src.ops.numpy", frozenset({"axes"})),
 }
 
 

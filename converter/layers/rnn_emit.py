@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from converter.errors import ShapeError
 from converter.layers.builder import OpBuilder
 from converter.layers.rnn_cells import CellParams
 
@@ -84,6 +85,10 @@ def initial_states(b: OpBuilder, states: list[str] | None, count: int, direction
     """Keras (batch, units) states, forward first -> ONNX (directions, batch, units) per state kind."""
     if not states:
         return []
+    if len(states) != count * directions:
+        raise ShapeError(f"'{b.scope}' is called with {len(states)} initial state tensors; it takes "
+                         f"{count * directions} ({count} per direction)", layer=b.scope,
+                         hint="pass initial_state with one (batch, units) tensor per state, as Keras does")
     per_dir = [states[d * count:(d + 1) * count] for d in range(directions)]
     out = []
     for k in range(count):
