@@ -135,7 +135,8 @@ def expect_rank(node: Node, shape: Shape, rank: int, meaning: str) -> None:
         return
     shown = "(" + ", ".join("batch" if i == 0 else ("None" if not isinstance(d, int) else str(d))
                            for i, d in enumerate(shape)) + ")"
-    hint = None
+    hint = (f"the layer before '{node.layer_name}' (or the model's input shape) must give it {rank} dims, "
+            "batch included")
     if len(shape) == rank + 1:
         corrected = tuple(shape[2:])
         hint = ("input_shape excludes the batch dimension — did you mean "
@@ -153,4 +154,6 @@ def _tuple_text(dims: Shape) -> str:
 def expect_min_rank(node: Node, shape: Shape, rank: int) -> None:
     if len(shape) < rank:
         raise ShapeError(f"{node.kind} '{node.layer_name}' expects an input of rank >= {rank}, got rank {len(shape)}",
-                         layer=node.layer_name)
+                         layer=node.layer_name,
+                         hint=f"the layer before '{node.layer_name}' (or the model's input shape) must give it at "
+                              f"least {rank} dims, batch included")
