@@ -270,22 +270,21 @@ def _cast_outputs(ops: OpGraph, skip: set[str]) -> None:
     """Each float16 output's producer writes `<name>/float16`, and a Cast writes the output name
     (index outputs in `skip` are float32 already)."""
     for info in ops.outputs:
-        if info.dtype != "float32" or info.name in skip:
-            continue
-        half = ops.unique(f"{info.name}/float16")
-        for op in ops.ops:
-            op.outputs = [half if name == info.name else name for name in op.outputs]
-        _rename_uses(ops, info.name, half)
-        ops.ops.append(Op("Cast", [half], [info.name], ops.unique(f"{info.name}/to_float32"), {"to": ONNX_FLOAT}))
+        if info.dtype == "float32" and info.name not in skip:
+            _cast_output(ops, info.name, "float16", ONNX_FLOAT, "to_float32")
 
 
 def _cast_exact_outputs(ops: OpGraph, exact_outputs: set[str]) -> None:
     """With float16 I/O, a float32 index output is cast to float16 like the rest."""
     for info in ops.outputs:
-        if info.name not in exact_outputs:
-            continue
-        exact = ops.unique(f"{info.name}/float32")
-        for op in ops.ops:
-            op.outputs = [exact if name == info.name else name for name in op.outputs]
-        _rename_uses(ops, info.name, exact)
-        ops.ops.append(Op("Cast", [exact], [info.name], ops.unique(f"{info.name}/to_float16"), {"to": ONNX_FLOAT16}))
+        if info.name in exact_outputs:
+            _cast_output(ops, info.name, "float32", ONNX_FLOAT16, "to_float16")
+
+
+def _cast_output(ops: OpGraph, name: str, computed: str, to: int, cast_suffix: str) -> None:
+    """The graph output `name` is computed as `<name>/<computed>`, and a Cast to `to` writes `name`."""
+    inner = ops.unique(f"{name}/{computed}")
+    for op in ops.ops:
+        op.outputs = [inner if out == name else out for out in op.outputs]
+    _rename_uses(ops, name, inner)
+    ops.ops.append(Op("Cast", [inner], [name], ops.unique(f"{name}/{cast_suffix}"), {"to": to}))
