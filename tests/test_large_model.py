@@ -16,6 +16,7 @@ from kmodels import layer, run_onnx, save_keras, sequential
 import converter
 from converter.export import onnx as onnx_export
 from converter.ir import Graph, Node, Tensor
+from converter.layers.core import DenseSpec
 
 GIB = 1024**3
 
@@ -24,7 +25,7 @@ def _dense_graph(kernel: np.ndarray, bias: np.ndarray) -> Graph:
     """A one-Dense graph built directly in the IR (no Keras file: a 2 GB file would double the cost)."""
     x = Tensor("x", ("batch", kernel.shape[0]))
     y = Tensor("y", ("batch", kernel.shape[1]))
-    node = Node("Dense", "dense", attrs={"units": kernel.shape[1], "activation": "linear", "use_bias": True},
+    node = Node("Dense", "dense", spec=DenseSpec(units=kernel.shape[1]),
                 weights={"kernel": kernel, "bias": bias}, inputs=[x], outputs=[y])
     y.producer = node
     return Graph("big", inputs=[x], outputs=[y], nodes=[node], output_names=["y"])

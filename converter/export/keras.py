@@ -163,10 +163,10 @@ def _keras_tensor(tensor: Tensor, ref: TensorRef) -> dict[str, Any]:
 def _inbound(node: Node, producer: dict[int, TensorRef]) -> dict[str, Any]:
     """One call as Keras 3 writes it: positional tensors in `args`, tensor keyword arguments in `kwargs`."""
     tensors = [_keras_tensor(t, producer[id(t)]) for t in node.inputs]
-    tensor_kwargs: dict[str, list[int]] = dict(node.attrs.get("tensor_kwargs") or {})
+    tensor_kwargs: dict[str, list[int]] = dict(node.call.tensor_kwargs)
     in_kwargs = {i for positions in tensor_kwargs.values() for i in positions}
     positional = [tensors[i] for i in range(len(tensors)) if i not in in_kwargs]
-    call_kwargs = dict(node.attrs.get("call_kwargs") or {})
+    call_kwargs = dict(node.call.kwargs)
     constants = list(call_kwargs.pop("positional_constants", None) or [])
     # Keras 2 wrote every keyword, unset ones as None (`constants=None`, which Keras 3 RNNs lack).
     kwargs: dict[str, Any] = {k: v for k, v in call_kwargs.items() if v is not None}

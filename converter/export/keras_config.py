@@ -149,5 +149,5 @@ def _check_activations(node: Node, source_major: int) -> None:
 
 def inbound_kwargs(node: Node) -> dict[str, Any]:
     """Plain (non-tensor) call arguments worth keeping."""
-    kwargs = dict(node.attrs.get("call_kwargs") or {})
+    kwargs = dict(node.call.kwargs)
     return {k: v for k, v in kwargs.items() if k not in _STALE_CALL_KWARGS}

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from converter.ir import Graph, Node, Tensor
+from converter.ir.spec import CallSite
 from converter.passes.masking import KERAS2_MASK_PASSING, MASK_CONSUMERS, MASK_PASSING, mask_origin, returns_sequences
 
 PASSING = MASK_PASSING | KERAS2_MASK_PASSING
@@ -22,13 +23,14 @@ def explicit_masks(graph: Graph) -> None:
     """Give each masked recurrent call of a Keras 1/2 graph its mask as a tensor keyword argument."""
     made: dict[int, Tensor] = {}
     for node in list(graph.nodes):
-        kwargs = node.attrs.get("tensor_kwargs") or {}
+        kwargs = node.call.tensor_kwargs
         if node.kind not in MASK_CONSUMERS or "mask" in kwargs or not node.inputs:
             continue
         mask = _mask_of(graph, node.inputs[0], made)
         if mask is not None:
             node.inputs.append(mask)
-            node.attrs["tensor_kwargs"] = {**kwargs, "mask": [len(node.inputs) - 1]}
+            graph.changed()
+            node.call.tensor_kwargs = {**kwargs, "mask": [len(node.inputs) - 1]}
 
 
 def _mask_of(graph: Graph, tensor: Tensor, made: dict[int, Tensor]) -> Tensor | None:
@@ -45,7 +47,7 @@ def _mask_of(graph: Graph, tensor: Tensor, made: dict[int, Tensor]) -> Tensor | 
                       {"positional_constants": [float(producer.attr("mask_value", 0.0))]})
         made[id(producer)] = _op(graph, producer, "Any", differs, {}, {"axis": -1, "keepdims": False})
     elif producer.kind in MASK_CONSUMERS and returns_sequences(producer) and tensor is producer.outputs[0]:
-        found = (producer.attrs.get("tensor_kwargs") or {}).get("mask")  # added already: nodes are in order
+        found = producer.call.tensor_kwargs.get("mask")  # added already: nodes are in order
         return producer.inputs[found[0]] if found else None
     return made.get(id(producer))
 
@@ -56,9 +58,9 @@ def _op(graph: Graph, source: Node, kind: str, x: Tensor, call_kwargs: dict[str,
     name = f"{source.layer_name}_{'not_equal' if kind == 'NotEqual' else 'any'}"
     shape = x.shape if kind == "NotEqual" or x.shape is None else tuple(x.shape[:-1])
     out = Tensor(name=name, shape=shape, dtype="bool")
-    node = Node(kind=kind, name=name, attrs={**(attrs or {}), "call_kwargs": call_kwargs}, inputs=[x],
+    node = Node(kind=kind, name=name, attrs=dict(attrs or {}), call=CallSite(kwargs=call_kwargs), inputs=[x],
                 outputs=[out], layer_name=name)
     out.producer = node
     after = x.producer if x.producer is not None and x.producer.kind in ("NotEqual",) else source
-    graph.nodes.insert(graph.nodes.index(after) + 1, node)
+    graph.insert_after(after, node)
     return out

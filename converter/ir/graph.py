@@ -9,7 +9,9 @@ from typing import Any
 import numpy as np
 
 from converter.errors import FormatError
+from converter.ir.names import NameAuthority
 from converter.ir.shape import Shape
+from converter.ir.spec import CallSite, LayerSpec, NoArgs
 
 # kconvert's own node kinds, inserted by passes. The ':' keeps them apart from Keras class names, which
 # are Python identifiers (a Keras 3 model may hold a `Transpose` op node of its own).
@@ -47,11 +49,15 @@ class Tensor:
 
 @dataclass(eq=False)
 class Node:
-    """One call of one Keras layer, with canonical attributes and weights."""
+    """One call of one Keras layer: its typed spec (parsed once by its handler), the canonical Keras
+    config it was parsed from (`attrs`: kept for the Keras archive writer and for user extension handlers,
+    which read their own classes' arguments), what the call passed, and its weights."""
 
     kind: str
     name: str
     attrs: dict[str, Any] = field(default_factory=dict)
+    spec: LayerSpec = field(default_factory=NoArgs)
+    call: CallSite = field(default_factory=CallSite)
     weights: dict[str, np.ndarray] = field(default_factory=dict)
     inputs: list[Tensor] = field(default_factory=list)
     outputs: list[Tensor] = field(default_factory=list)
@@ -80,26 +86,105 @@ class Graph:
     input_specs: dict[str, dict[str, Any]] = field(default_factory=dict)
     # ONNX names of the outputs, fixed when the graph is built so passes may swap tensors freely.
     output_names: list[str] = field(default_factory=list)
+    # The major Keras version of the source file (keras/versions.py resolves it once, when the graph is built).
+    keras_major: int = 2
     # Called by a pass with a weight array it has replaced (BN folding): a loader that reads weights
     # as views of a mapped file drops their pages here. Keeping the array is always correct.
     release_weight: Callable[[np.ndarray], None] = field(default=lambda array: None, repr=False, compare=False)
 
+    def __post_init__(self) -> None:
+        self._uses: dict[int, list[Node]] | None = None
+        self._names: NameAuthority | None = None
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        # A pass that rebuilds the node list in one walk assigns it whole: the use index is stale then.
+        if key == "nodes":
+            object.__setattr__(self, "_uses", None)
+        object.__setattr__(self, key, value)
+
+    # -- reading ---------------------------------------------------------------------------------------
+
     def consumers(self, tensor: Tensor) -> list[Node]:
-        return [n for n in self.nodes if any(t is tensor for t in n.inputs)]
+        """The nodes reading `tensor`, in graph order (each once), from an index kept until the next edit."""
+        return list(self._use_index().get(id(tensor), ()))
 
     def readers(self) -> dict[int, list[Node]]:
-        """Every tensor's consumers (by tensor id), in one walk: for a pass that asks for many tensors,
-        where `consumers` per tensor would make the pass quadratic in the number of nodes."""
-        out: dict[int, list[Node]] = {}
-        for node in self.nodes:
-            for tensor_id in dict.fromkeys(id(t) for t in node.inputs):
-                out.setdefault(tensor_id, []).append(node)
-        return out
+        """Every tensor's consumers, by tensor id."""
+        return {k: list(v) for k, v in self._use_index().items()}
 
-    def replace_uses(self, old: Tensor, new: Tensor) -> None:
-        for node in self.nodes:
+    def is_output(self, tensor: Tensor) -> bool:
+        return any(t is tensor for t in self.outputs)
+
+    def is_input(self, tensor: Tensor) -> bool:
+        return any(t is tensor for t in self.inputs)
+
+    @property
+    def names(self) -> NameAuthority:
+        """The graph's one name authority: node and tensor names handed out by passes come from here."""
+        if self._names is None:
+            taken = {n.name for n in self.nodes} | {t.name for t in self.tensors()}
+            self._names = NameAuthority(taken)
+        return self._names
+
+    # -- editing: every structural change goes through these, which keep the use index true -------------
+
+    def changed(self) -> None:
+        """Forget the use index after an edit made outside these methods (a node's inputs rewired)."""
+        self._uses = None
+
+    def insert_before(self, anchor: Node, *nodes: Node) -> None:
+        self.nodes[self._index_of(anchor):self._index_of(anchor)] = list(nodes)
+        self._claim(nodes)
+
+    def insert_after(self, anchor: Node, *nodes: Node) -> None:
+        at = self._index_of(anchor) + 1
+        self.nodes[at:at] = list(nodes)
+        self._claim(nodes)
+
+    def append(self, *nodes: Node) -> None:
+        self.nodes.extend(nodes)
+        self._claim(nodes)
+
+    def remove(self, node: Node) -> None:
+        """Remove a node; its outputs must have no readers left (use replace_all_uses first)."""
+        del self.nodes[self._index_of(node)]
+        self._uses = None
+
+    def replace_all_uses(self, old: Tensor, new: Tensor) -> None:
+        """Every reader of `old` (and the graph outputs) reads `new` instead."""
+        for node in self.consumers(old):
             node.inputs = [new if t is old else t for t in node.inputs]
         self.outputs = [new if t is old else t for t in self.outputs]
+        self._uses = None
+
+    replace_uses = replace_all_uses
+
+    def set_nodes(self, nodes: list[Node]) -> None:
+        """Replace the node list wholesale (a pass that rebuilds the order in one walk)."""
+        self.nodes = nodes
+        self._uses = None
+
+    def _index_of(self, node: Node) -> int:
+        for i, candidate in enumerate(self.nodes):
+            if candidate is node:
+                return i
+        raise ValueError(f"{node!r} is not in graph {self.name!r}")
+
+    def _claim(self, nodes: tuple[Node, ...]) -> None:
+        for node in nodes:
+            self.names.reserve(node.name)
+            for tensor in node.outputs:
+                self.names.reserve(tensor.name)
+        self._uses = None
+
+    def _use_index(self) -> dict[int, list[Node]]:
+        if self._uses is None:
+            uses: dict[int, list[Node]] = {}
+            for node in self.nodes:
+                for tensor_id in dict.fromkeys(id(t) for t in node.inputs):
+                    uses.setdefault(tensor_id, []).append(node)
+            self._uses = uses
+        return self._uses
 
     def tensors(self) -> Iterator[Tensor]:
         seen: set[int] = set()

@@ -16,3 +16,21 @@ def first_free(base: str, taken: set[str], next_suffix: dict[str, int]) -> str:
         next_suffix[base] = i + 1
     taken.add(name)
     return name
+
+
+class NameAuthority:
+    """The one place a graph's names are handed out: every name taken once, deterministic suffixes."""
+
+    def __init__(self, taken: set[str] | None = None) -> None:
+        self._taken: set[str] = set(taken or ())
+        self._next_suffix: dict[str, int] = {}
+
+    def unique(self, base: str) -> str:
+        """`base` if free, else the first free `base_N`; the name is taken from now on."""
+        return first_free(base, self._taken, self._next_suffix)
+
+    def reserve(self, name: str) -> None:
+        self._taken.add(name)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._taken

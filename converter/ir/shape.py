@@ -45,3 +45,21 @@ def inverse(perm: tuple[int, ...]) -> tuple[int, ...]:
     for i, p in enumerate(perm):
         out[p] = i
     return tuple(out)
+
+
+# The layout permutations, named once: `physical = transpose(keras, perm)`.
+Perm = tuple[int, ...]
+
+
+def to_channels_first(rank: int) -> Perm:
+    """NHWC -> NCHW for any rank >= 3: the channels move from last to second."""
+    return (0, rank - 1, *range(1, rank - 1))
+
+
+def to_channels_last(rank: int) -> Perm:
+    """NCHW -> NHWC for any rank >= 3: the channels move from second to last."""
+    return (0, *range(2, rank), 1)
+
+
+def identity_perm(rank: int) -> Perm:
+    return tuple(range(rank))

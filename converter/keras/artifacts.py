@@ -25,6 +25,7 @@ from converter.keras.keras_zip import (
     weights_entry,
 )
 from converter.keras.mapped import MappedImage
+from converter.keras.versions import keras_major
 from converter.keras.weights import Keras3H5Weights, TfKerasZipWeights, WeightSource, open_weight_source
 
 __all__ = ["KerasArtifact", "check_zip_entries", "open_artifact", "read_entry", "sniff"]
@@ -46,6 +47,11 @@ class KerasArtifact:
     # Everything opened for this artifact (HDF5 handles, file objects, the archive), closed in reverse.
     _resources: ExitStack = field(default_factory=ExitStack, repr=False)
     _archive: zipfile.ZipFile | None = field(default=None, repr=False)
+
+    @property
+    def keras_major(self) -> int:
+        """The major Keras version whose rules apply to this file (resolved in one place: keras/versions.py)."""
+        return keras_major(self.keras_version)
 
     def assets(self, inner_path: str) -> dict[str, bytes]:
         """The files Keras' `save_assets` wrote for the object at `inner_path` (e.g. `layers/string_lookup`),

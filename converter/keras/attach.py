@@ -17,7 +17,14 @@ from converter.errors import KconvertWarning, UnsupportedLayerError, WeightsErro
 from converter.ir import Node
 from converter.keras.artifacts import KerasArtifact
 from converter.keras.dialects import is_keras1
-from converter.keras.layer_configs import MODEL_CLASSES, inner_layers, layer_parts, make_node, saved_names_of
+from converter.keras.layer_configs import (
+    MODEL_CLASSES,
+    inner_layers,
+    layer_parts,
+    make_node,
+    parse_node,
+    saved_names_of,
+)
 from converter.keras.legacy_weights import CONV_KINDS, WeightOrigin, upgrade_weights
 from converter.keras.weight_matching import match_by_order
 from converter.keras.weights import LayerKey
@@ -105,6 +112,7 @@ class WeightAttacher:
             if handler is None:
                 continue
             try:
+                parse_node(node, self.artifact.keras_major)
                 if handler.weight_names(node):
                     names.append((name, saved.get(name, name)))
             except (KeyError, TypeError, ValueError, UnsupportedLayerError):

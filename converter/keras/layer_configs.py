@@ -9,7 +9,8 @@ from converter.ir import Node
 from converter.keras.config_fields import validate_fields
 from converter.keras.dialects import canonical_class, canonical_config
 from converter.keras.weights import saved_names
-from converter.layers.registry import LAYERS
+from converter.layers.registry import LAYERS, handler_for
+from converter.layers.spec import Config, ParseContext
 
 MODEL_CLASSES = frozenset({"Sequential", "Functional"})
 
@@ -66,3 +67,13 @@ def is_builtin(cls: str) -> bool:
     handler = LAYERS.get(cls)
     return handler is not None and type(handler).__module__.startswith("converter.layers.") \
         and not handler.inference_identity
+
+
+def parse_node(node: Node, keras_major: int) -> None:
+    """Give the node (and its wrapped children) the typed spec its handler parses from the config:
+    once, here at the boundary. Raises UnsupportedLayerError for values the family cannot convert."""
+    for child in node.children:
+        parse_node(child, keras_major)
+    handler = handler_for(node)
+    if handler is not None:
+        node.spec = handler.parse(Config(node.attrs, ParseContext(node.kind, node.layer_name, keras_major)))

@@ -16,12 +16,20 @@ from converter.ir import Graph, Node, Tensor
 from converter.ir.dtypes import input_dtype
 from converter.ir.graph import INPUT_SPEC_KEYS, SHAPE_KEYS
 from converter.ir.names import first_free
+from converter.ir.spec import CallSite
 from converter.keras.artifacts import KerasArtifact
 from converter.keras.assets import attach_vocabulary
 from converter.keras.attach import WeightAttacher
 from converter.keras.calls import TensorRef, excerpt, model_refs
 from converter.keras.dialects import canonical_class, upgrade_model_config
-from converter.keras.layer_configs import MODEL_CLASSES, inner_layers, layer_parts, make_node, saved_names_of
+from converter.keras.layer_configs import (
+    MODEL_CLASSES,
+    inner_layers,
+    layer_parts,
+    make_node,
+    parse_node,
+    saved_names_of,
+)
 from converter.keras.legacy_config import legacy_refusal
 from converter.keras.structure import MAX_MODEL_DEPTH, check_config_tree, check_entry, model_layers
 from converter.keras.unsupported import UnsupportedEntry, unsupported_error, why_unsupported
@@ -48,7 +56,8 @@ def build_graph(artifact: KerasArtifact, require_weights: bool = True) -> Graph:
     raw = upgrade_model_config(artifact.model_config, artifact.keras_version)
     class_name, config = model_class_and_config(raw)
     name = config.get("name") if isinstance(config, dict) else None
-    graph = Graph(name=name if isinstance(name, str) and name else artifact.path.stem)
+    graph = Graph(name=name if isinstance(name, str) and name else artifact.path.stem,
+                  keras_major=artifact.keras_major)
     top_layers = model_layers(config, graph.name)
     ctx = _Context(artifact, graph, WeightAttacher(artifact, require_weights, top_layers))
     graph.outputs = _build_model(ctx, class_name, config, None, "", (), graph.name)
@@ -127,7 +136,7 @@ def _build_sequential(ctx: _Context, config: Any, inputs: list[Tensor] | None, p
     for layer in layers:
         if layer_parts(layer)[0] == "InputLayer":
             continue
-        tensors = _call_layer(ctx, layer, tensors, 0, prefix, wpath, {}, saved)
+        tensors = _call_layer(ctx, layer, tensors, 0, prefix, wpath, CallSite(), saved)
     return tensors
 
 
@@ -187,7 +196,7 @@ def _build_merged_branches(ctx: _Context, layers: list[dict[str, Any]], prefix: 
             raise FormatError(f"branch {index} of Merge '{merge_name}' is a {bcls}, not a model", layer=merge_name,
                               hint="a Keras 1 Sequential Merge joins Sequential or Model branches")
         outputs.extend(_build_model(ctx, bcls, bconfig, None, prefix, wpath, bname))
-    return _call_layer(ctx, merge, outputs, 0, prefix, wpath, {}, saved_names_of(layers))
+    return _call_layer(ctx, merge, outputs, 0, prefix, wpath, CallSite(), saved_names_of(layers))
 
 
 def _first_consumer(layers: list[dict[str, Any]]) -> str:
@@ -212,7 +221,7 @@ def _build_functional(ctx: _Context, config: Any, inputs: list[Tensor] | None, p
             produced[(name, node_index)] = [_new_input(ctx, prefix + name, spec)]
     for step in plan.steps:
         args = [_tensor_at(ctx, produced, ref) for ref in step.call.refs]
-        extra = {"call_kwargs": step.call.kwargs, "tensor_kwargs": step.call.tensor_kwargs}
+        extra = CallSite(dict(step.call.kwargs), {k: list(v) for k, v in step.call.tensor_kwargs.items()})
         produced[step.key] = _call_layer(ctx, layers[step.layer], args, step.index, prefix, wpath, extra, saved)
     return [_tensor_at(ctx, produced, ref) for ref in plan.outputs]
 
@@ -242,7 +251,7 @@ def _file_handler(node: Node) -> LayerHandler | None:
 
 
 def _call_layer(ctx: _Context, layer: dict[str, Any], args: list[Tensor], call_index: int, prefix: str,
-                wpath: tuple[LayerKey, ...], extra: dict[str, Any], saved: dict[str, str]) -> list[Tensor]:
+                wpath: tuple[LayerKey, ...], extra: CallSite, saved: dict[str, str]) -> list[Tensor]:
     cls, name, config = layer_parts(layer)
     key = (name, saved.get(name, name))
     if cls in MODEL_CLASSES:
@@ -251,7 +260,7 @@ def _call_layer(ctx: _Context, layer: dict[str, Any], args: list[Tensor], call_i
     node_name = _unique(ctx, prefix + name if call_index == 0 else f"{prefix}{name}_call{call_index}")
     node = make_node(cls, node_name, config)
     node.layer_name = prefix + name
-    node.attrs.update({k: v for k, v in extra.items() if v})
+    node.call = extra
     node.inputs = list(args)
     handler = _file_handler(node)
     if handler is None:
@@ -263,6 +272,7 @@ def _call_layer(ctx: _Context, layer: dict[str, Any], args: list[Tensor], call_i
             if refusal:
                 raise UnsupportedLayerError(refusal, layer=node.layer_name)
             attach_vocabulary(ctx.artifact, node, wpath + (key,))  # an adapted lookup's vocabulary
+            parse_node(node, ctx.artifact.keras_major)
             handler.check(node)
             if inner_layers(cls, node.attrs):
                 ctx.weights.attach_inner(node, wpath + (key,))

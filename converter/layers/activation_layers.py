@@ -103,7 +103,7 @@ class Softmax(LayerHandler):
     """Softmax over one axis or several (Keras 3 accepts a list); an optional `mask` tensor kwarg."""
 
     def check(self, node: Node) -> None:
-        extra = set(node.attr("tensor_kwargs", {})) - {"mask"}
+        extra = set(node.call.tensor_kwargs) - {"mask"}
         if extra:
             raise UnsupportedLayerError(
                 f"Softmax '{node.layer_name}' is called with tensor arguments {sorted(extra)}",
@@ -116,7 +116,7 @@ class Softmax(LayerHandler):
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
         rank = len(node.inputs[0].shape or ())
         axes = resolve_axes(node, "axis", node.attr("axis", -1), rank, batch=True)
-        mask_at = node.attr("tensor_kwargs", {}).get("mask")
+        mask_at = node.call.tensor_kwargs.get("mask")
         x = inputs[0]
         if not mask_at:
             return [softmax(b, x, axes)]

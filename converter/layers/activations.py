@@ -13,6 +13,7 @@ from converter.errors import UnsupportedLayerError
 from converter.ir import Node
 from converter.layers.builder import OpBuilder
 from converter.layers.registry import LAYERS, LayerHandler
+from converter.layers.spec import Config
 
 ActivationFn = Callable[[OpBuilder, str, dict[str, Any]], str]
 ACTIVATIONS: dict[str, ActivationFn] = {}
@@ -213,13 +214,22 @@ def activation_name(value: Any) -> str:
 
 
 def check_activation(node: Node, key: str = "activation") -> None:
-    name = activation_name(node.attrs.get(key))
+    _known_activation(activation_name(node.attrs.get(key)), node.kind, node.layer_name)
+
+
+def parse_activation(config: Config, key: str = "activation") -> str:
+    """The canonical name of an activation argument, refused here when kconvert does not know it."""
+    return _known_activation(activation_name(config.value(key)), config.ctx.kind, config.ctx.layer_name)
+
+
+def _known_activation(name: str, kind: str, layer: str) -> str:
     if name not in ACTIVATIONS:
         raise UnsupportedLayerError(
-            f"{node.kind} '{node.layer_name}' uses activation {name!r}, which kconvert does not know",
-            layer=node.layer_name,
+            f"{kind} '{layer}' uses activation {name!r}, which kconvert does not know",
+            layer=layer,
             hint="supported activations: " + ", ".join(sorted(ACTIVATIONS)),
         )
+    return name
 
 
 def apply_activation(b: OpBuilder, x: str, value: Any, **kw: Any) -> str:

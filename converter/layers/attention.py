@@ -20,13 +20,13 @@ MASK_PENALTY = 1e9
 
 def positional(node: Node) -> list[int]:
     """Indices into node.inputs of the positional tensors (a Keras 3 `inputs=` kwarg counts as positional)."""
-    tensor_kwargs: dict[str, list[int]] = node.attr("tensor_kwargs", {})
+    tensor_kwargs: dict[str, list[int]] = node.call.tensor_kwargs
     taken = {i for indices in tensor_kwargs.values() for i in indices}
     return [i for i in range(len(node.inputs)) if i not in taken] + list(tensor_kwargs.get("inputs", []))
 
 
 def call_flag(node: Node, key: str) -> bool:
-    return bool(node.attr("call_kwargs", {}).get(key, False))
+    return bool(node.call.kwargs.get(key, False))
 
 
 def refuse(node: Node, what: str, hint: str) -> None:
@@ -92,10 +92,10 @@ class DotAttentionBase(LayerHandler):
         count = len(positional(node))
         if count not in (2, 3):
             refuse(node, f"is called on {count} tensors", "call it on [query, value] or [query, value, key]")
-        masks = node.attr("tensor_kwargs", {}).get("mask")
+        masks = node.call.tensor_kwargs.get("mask")
         if masks is not None and len(masks) < 2:
             refuse(node, "gets a mask list with a None entry", "pass both masks, [query_mask, value_mask]")
-        extra = set(node.attr("tensor_kwargs", {})) - {"mask", "inputs"}
+        extra = set(node.call.tensor_kwargs) - {"mask", "inputs"}
         if extra:
             refuse(node, f"is called with tensor arguments {sorted(extra)}", "only `mask` is understood")
 
@@ -116,7 +116,7 @@ class DotAttentionBase(LayerHandler):
         key = inputs[at[2]] if len(at) > 2 else value
         rank = len(node.inputs[at[0]].shape or ())
         scores = self.scores(node, b, query, key, rank)
-        masks = node.attr("tensor_kwargs", {}).get("mask")
+        masks = node.call.tensor_kwargs.get("mask")
         causal = call_flag(node, "use_causal_mask") or bool(node.attr("causal", False))
         keep = band_mask(b, query, key, causal, None, rank - 2)
         if masks is not None:

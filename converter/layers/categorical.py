@@ -102,7 +102,7 @@ class CategoryEncoding(LayerHandler):
             _refuse(node, f"has num_tokens={node.attrs.get('num_tokens')!r}", "set num_tokens to a positive int")
         if dtype_name(node.attrs.get("dtype")) not in (None, "float32"):
             _refuse(node, f"outputs {dtype_name(node.attrs.get('dtype'))}", "kconvert converts float32 outputs")
-        if node.attr("tensor_kwargs", {}).get("count_weights"):
+        if node.call.tensor_kwargs.get("count_weights"):
             _refuse(node, "is called with count_weights", "kconvert converts unweighted counts")
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:

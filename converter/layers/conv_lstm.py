@@ -81,7 +81,7 @@ class ConvLSTM(LayerHandler):
                 raise UnsupportedLayerError(f"{node.kind} '{node.layer_name}' uses {key}="
                                             f"{activation_name(node.attrs.get(key))!r}", layer=node.layer_name,
                                             hint="use an elementwise activation")
-        if "mask" in (node.attrs.get("tensor_kwargs") or {}):
+        if "mask" in node.call.tensor_kwargs:
             raise UnsupportedLayerError(f"{node.kind} '{node.layer_name}' is called with a mask",
                                         layer=node.layer_name, hint="masked ConvLSTM layers do not convert")
 

@@ -2,32 +2,45 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from converter.ir import Node, Shape
-from converter.layers.activations import apply_activation, check_activation
+from converter.layers.activations import apply_activation, parse_activation
 from converter.layers.builder import OpBuilder
 from converter.layers.registry import LAYERS, LayerHandler, expect_min_rank
+from converter.layers.spec import Config, LayerSpec, parse_fields
+
+
+@dataclass(frozen=True)
+class DenseSpec(LayerSpec):
+    units: int
+    activation: str = "linear"
+    use_bias: bool = True
 
 
 @LAYERS.register("Dense")
-class Dense(LayerHandler):
+class Dense(LayerHandler[DenseSpec]):
     """y = activation(x @ kernel + bias) over the last axis; kernel is stored (in, units)."""
 
-    def check(self, node: Node) -> None:
-        check_activation(node)
+    passes_mask = True
+    folds_batch_norm = True
+
+    def parse(self, config: Config) -> DenseSpec:
+        return parse_fields(DenseSpec, config, activation=parse_activation(config))
 
     def weight_names(self, node: Node) -> list[str]:
-        return ["kernel", "bias"] if node.attr("use_bias", True) else ["kernel"]
+        return ["kernel", "bias"] if self.spec(node).use_bias else ["kernel"]
 
     def weight_shapes(self, node: Node, input_shapes: list[Shape]) -> dict[str, tuple[int | None, ...]]:
         expect_min_rank(node, input_shapes[0], 2)  # before indexing: the rank error says more
-        units = int(node.attrs["units"])
+        units = self.spec(node).units
         features = input_shapes[0][-1]
         return {"kernel": (features if isinstance(features, int) else None, units), "bias": (units,)}
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
         (shape,) = input_shapes[:1]
         expect_min_rank(node, shape, 2)
-        return [(*shape[:-1], int(node.attrs["units"]))]
+        return [(*shape[:-1], self.spec(node).units)]
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
         x = inputs[0]
@@ -37,7 +50,7 @@ class Dense(LayerHandler):
             y = b.op("MatMul", x, b.weight("kernel"))
             if "bias" in node.weights:
                 y = b.op("Add", y, b.weight("bias"))
-        return [apply_activation(b, y, node.attrs.get("activation"))]
+        return [apply_activation(b, y, self.spec(node).activation)]
 
 
 # Random augmentation layers transform images only when called with training=True (Keras 3's

@@ -36,7 +36,7 @@ class GroupQueryAttention(LayerHandler):
         tensors = call_tensors(node)
         if "query" not in tensors or "value" not in tensors:
             refuse(node, "is not called with both query and value tensors", "call it as gqa(query, value)")
-        extra = set(node.attr("tensor_kwargs", {})) - {"query", "value", "key", "attention_mask"}
+        extra = set(node.call.tensor_kwargs) - {"query", "value", "key", "attention_mask"}
         if extra:
             refuse(node, f"is called with {sorted(extra)}", "pass an explicit attention_mask tensor instead")
         heads, kv_heads = int(node.attrs["num_query_heads"]), int(node.attrs["num_key_value_heads"])

@@ -69,7 +69,7 @@ class NotEqual(LayerHandler):
     """
 
     def check(self, node: Node) -> None:
-        constants = (node.attrs.get("call_kwargs") or {}).get("positional_constants") or []
+        constants = node.call.kwargs.get("positional_constants") or []
         if len(node.inputs) + len(constants) != 2 or not all(isinstance(c, (int, float)) for c in constants):
             raise UnsupportedLayerError(f"NotEqual '{node.layer_name}' needs two tensors or a tensor and a number",
                                         layer=node.layer_name, hint="compare against a scalar constant")
@@ -80,7 +80,7 @@ class NotEqual(LayerHandler):
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
         operands = [_as_float(b, x, t.dtype) for x, t in zip(inputs, node.inputs)]
         if len(operands) == 1:
-            constant = float((node.attrs.get("call_kwargs") or {})["positional_constants"][0])
+            constant = float(node.call.kwargs["positional_constants"][0])
             operands.append(b.scalar(constant, "other"))
         return [b.op("Not", b.op("Equal", *operands))]
 

@@ -80,7 +80,7 @@ class ElementwiseMerge(LayerHandler):
 
 
 def _constants(node: Node) -> list[object]:
-    return list((node.attrs.get("call_kwargs") or {}).get("positional_constants") or [])
+    return list(node.call.kwargs.get("positional_constants") or [])
 
 
 def _is_number(value: object) -> bool:

@@ -49,7 +49,7 @@ def attention_equations(rank: int, axes: tuple[int, ...]) -> tuple[str, str, int
 def call_tensors(node: Node) -> dict[str, int]:
     """query/value/key -> index into node.inputs, from positional args and tensor kwargs."""
     found = dict(zip(CALL_NAMES, positional(node)))
-    for name, indices in node.attr("tensor_kwargs", {}).items():
+    for name, indices in node.call.tensor_kwargs.items():
         if name in CALL_NAMES or name == "attention_mask":
             found[name] = indices[0]
     found.setdefault("key", found.get("value", -1))
@@ -77,7 +77,7 @@ class MultiHeadAttention(LayerHandler):
         tensors = call_tensors(node)
         if "query" not in tensors or "value" not in tensors:
             refuse(node, "is not called with both query and value tensors", "call it as mha(query, value)")
-        extra = set(node.attr("tensor_kwargs", {})) - {*CALL_NAMES, "attention_mask"}
+        extra = set(node.call.tensor_kwargs) - {*CALL_NAMES, "attention_mask"}
         if extra:
             refuse(node, f"is called with {sorted(extra)}", "pass an explicit attention_mask tensor instead")
         if node.attr("use_gate", False):

@@ -119,7 +119,7 @@ class GlobalPooling(LayerHandler):
                                         hint="only GlobalAveragePooling1D takes a mask; drop the mask argument")
 
     def mask_index(self, node: Node) -> int | None:
-        found = (node.attrs.get("tensor_kwargs") or {}).get("mask")
+        found = node.call.tensor_kwargs.get("mask")
         return int(found[0]) if found else None
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:

@@ -35,7 +35,7 @@ SEQUENCE_MEANING = "(batch, timesteps, features)"
 
 
 def tensor_kwarg_indices(node: Node, key: str) -> list[int]:
-    kwargs = node.attrs.get("tensor_kwargs") or {}
+    kwargs = node.call.tensor_kwargs
     return list(kwargs.get(key) or [])
 
 

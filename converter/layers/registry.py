@@ -4,17 +4,27 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Generic, TypeVar, cast
 
 import numpy as np
 
 from converter.errors import ShapeError
 from converter.ir import Node, Shape
+from converter.ir.spec import LayerSpec, NoArgs
 from converter.layers.builder import OpBuilder
+from converter.layers.spec import Config
+
+S = TypeVar("S", bound=LayerSpec)
 
 
-class LayerHandler(ABC):
-    """Shape rule, layout rule and ONNX emission for one layer family.
+class LayerHandler(ABC, Generic[S]):
+    """Parse, shape rule, layout rule and ONNX emission for one layer family.
+
+    A handler is a configured instance (`Conv(rank=2)`), registered under the Keras class names it
+    converts. `parse` turns the validated config into the family's frozen spec once, at the boundary;
+    every other method reads `self.spec(node)`, typed, never the config.
+
+    Traits are what passes ask of a layer class; a pass never names a class (see docs/architecture.md):
 
     Layout flags are read by the layout pass:
     - `channels_first_only`: ONNX has the op only channels-first; a channels_last node is rewritten
@@ -24,6 +34,37 @@ class LayerHandler(ABC):
 
     channels_first_only: bool = False
     layout_agnostic: bool = False
+
+    # Masking (Keras' compute_mask), read by passes/masking.py and the Keras writer:
+    # the incoming mask leaves unchanged (Keras' supports_masking default) ...
+    passes_mask: bool = False
+    # ... or only in files Keras 1/2 wrote (Keras 3 drops it at SpatialDropout);
+    passes_mask_before_keras3: bool = False
+    # the layer applies a `mask` tensor argument (RNNs, GlobalAveragePooling1D);
+    consumes_mask: bool = False
+    # Keras 3 replaces masked positions of this merge's inputs, which kconvert refuses to guess.
+    masked_merge_refused_in_keras3: bool = False
+    # A 1-D sequence reader: an `input_dim`/`input_length` shorthand spells (batch, steps, features).
+    consumes_sequence: bool = False
+    # The channel-wise linear layer a following BatchNormalization can fold into (see `fold_scale`).
+    folds_batch_norm: bool = False
+    # A max pooling, which a ZeroPadding before it folds into when the padded values cannot win.
+    absorbs_zero_padding: bool = False
+    # Global pooling over the spatial axes (layout folds keep its dims for a following Reshape).
+    global_pooling: bool = False
+    # Changes only the shape of its input, never a value (runtime input generation looks through it).
+    shape_only: bool = False
+
+    spec_type: type[LayerSpec] = NoArgs
+
+    def parse(self, config: Config) -> S:
+        """The layer's typed spec, read once from its validated config. The default (for layers without
+        arguments that change the output) reads nothing."""
+        return cast(S, self.spec_type())
+
+    def spec(self, node: Node) -> S:
+        """The node's spec, typed as this handler's (the boundary parsed it with `parse`)."""
+        return cast(S, node.spec)
 
     # kconvert's own node kinds (inserted by passes) are not Keras classes; tables leave them out.
     internal: bool = False
@@ -77,12 +118,11 @@ class Registry:
         self._handlers: dict[str, LayerHandler] = {}
 
     def register(self, *names: str) -> Callable[[H], H]:
+        """Class decorator for a handler taking no arguments; configured handlers use `add`."""
         def decorate(cls: H) -> H:
             instance = cls()
             for name in names:
-                if name in self._handlers:
-                    raise ValueError(f"{self.what} {name!r} registered twice")
-                self._handlers[name] = instance
+                self.add(name, instance)
             return cls
 
         return decorate

@@ -28,7 +28,7 @@ def _with_output_dim(node: Node) -> Node:
 
 
 def _reverse(node: Node) -> bool:
-    return bool(node.attr("call_kwargs", {}).get("reverse", False))
+    return bool(node.call.kwargs.get("reverse", False))
 
 
 @LAYERS.register("ReversibleEmbedding")

@@ -185,7 +185,7 @@ class GenericRNN(LayerHandler):
             offset += count
             cell_mask = mask if k == 0 else later_mask
             if cell_mask is not None:
-                view.attrs["tensor_kwargs"] = {"mask": [len(args)]}
+                view.call.tensor_kwargs = {"mask": [len(args)]}
                 args.append(cell_mask)
             outs = RECURRENT.emit(view, b, args)
             x, states = outs[0], [*states, *outs[1:]]

@@ -33,7 +33,7 @@ def _raw_axes(node: Node) -> Any:
     """`axes` from the op's config; from the call if it was passed there (by keyword or position)."""
     if node.attrs.get("axes") is not None:
         return node.attrs["axes"]
-    call = node.attrs.get("call_kwargs") or {}
+    call = node.call.kwargs
     constants = call.get("positional_constants") or []
     return call.get("axes", constants[0] if len(constants) == 1 else None)
 

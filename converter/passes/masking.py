@@ -43,12 +43,11 @@ KERAS3_MASKED_MERGES = frozenset({"Multiply", "Maximum", "Minimum"})
 
 
 def run(graph: Graph) -> Graph:
-    version = graph.metadata.get("source_keras_version")
-    keras2 = not isinstance(version, str) or version.split(".")[0] in ("1", "2")
+    keras2 = graph.keras_major < 3
     passing = MASK_PASSING | KERAS2_MASK_PASSING if keras2 else MASK_PASSING
     made: dict[int, Tensor] = {}
     for node in list(graph.nodes):
-        kwargs = node.attrs.get("tensor_kwargs") or {}
+        kwargs = node.call.tensor_kwargs
         if node.kind not in MASK_CONSUMERS or "mask" in kwargs or not node.inputs:
             continue
         if not keras2 and len(node.inputs) > 1:
@@ -59,11 +58,12 @@ def run(graph: Graph) -> Graph:
         if mask is None:
             continue
         node.inputs.append(mask)
-        node.attrs["tensor_kwargs"] = {**kwargs, "mask": [len(node.inputs) - 1]}
+        graph.changed()
+        node.call.tensor_kwargs = {**kwargs, "mask": [len(node.inputs) - 1]}
     for node in list(graph.nodes):
         if not keras2 and node.kind in KERAS3_MASKED_MERGES:
             _refuse_masked_merge(graph, node, passing, made)
-        if node.kind in DOT_ATTENTION and "mask" not in (node.attrs.get("tensor_kwargs") or {}):
+        if node.kind in DOT_ATTENTION and "mask" not in node.call.tensor_kwargs:
             _mask_dot_attention(graph, node, passing, made)
         elif node.kind in HEAD_ATTENTION:
             _mask_head_attention(graph, node, passing, made)
@@ -87,8 +87,9 @@ def _mask_dot_attention(graph: Graph, node: Node, passing: frozenset[str], made:
             f"{node.kind} '{node.layer_name}' receives an implicit mask on only one of query and value",
             layer=node.layer_name, hint="pass mask=[query_mask, value_mask] explicitly in the model")
     node.inputs.extend([query, value])
-    kwargs = node.attrs.get("tensor_kwargs") or {}
-    node.attrs["tensor_kwargs"] = {**kwargs, "mask": [len(node.inputs) - 2, len(node.inputs) - 1]}
+    graph.changed()
+    kwargs = node.call.tensor_kwargs
+    node.call.tensor_kwargs = {**kwargs, "mask": [len(node.inputs) - 2, len(node.inputs) - 1]}
 
 
 def _mask_head_attention(graph: Graph, node: Node, passing: frozenset[str], made: dict[int, Tensor]) -> None:
@@ -111,13 +112,14 @@ def _mask_head_attention(graph: Graph, node: Node, passing: frozenset[str], made
     out.producer = mask_node
     shapes = [t.shape or () for t in masks]
     out.shape = AttentionMask().output_shapes(mask_node, shapes)[0]
-    graph.nodes.insert(graph.nodes.index(node), mask_node)
+    graph.insert_before(node, mask_node)
     if "attention_mask" in found:  # the given mask now feeds the combined one, in its place
         node.inputs[found["attention_mask"]] = out
         return
     node.inputs.append(out)
-    kwargs = node.attrs.get("tensor_kwargs") or {}
-    node.attrs["tensor_kwargs"] = {**kwargs, "attention_mask": [len(node.inputs) - 1]}
+    graph.changed()
+    kwargs = node.call.tensor_kwargs
+    node.call.tensor_kwargs = {**kwargs, "attention_mask": [len(node.inputs) - 1]}
 
 
 def mask_origin(tensor: Tensor, passing: frozenset[str]) -> tuple[Node, Tensor] | None:
@@ -140,7 +142,7 @@ def _mask_of(graph: Graph, tensor: Tensor, passing: frozenset[str], made: dict[i
         return _source_mask(graph, producer, {"source": "masking", "mask_value": producer.attr("mask_value", 0.0)},
                             made)
     if producer.kind in MASK_CONSUMERS and returns_sequences(producer) and _is_sequence(producer, tensor):
-        found = (producer.attrs.get("tensor_kwargs") or {}).get("mask")
+        found = producer.call.tensor_kwargs.get("mask")
         return producer.inputs[found[0]] if found else None
     return None
 
@@ -165,6 +167,6 @@ def _source_mask(graph: Graph, source: Node, attrs: dict[str, object], made: dic
     node = Node(kind=INTERNAL_TIMESTEP_MASK, name=name, attrs=dict(attrs), inputs=[source.inputs[0]], outputs=[out],
                 layer_name=source.layer_name)
     out.producer = node
-    graph.nodes.insert(graph.nodes.index(source) + 1, node)
+    graph.insert_after(source, node)
     made[id(source)] = out
     return out

@@ -1,0 +1,39 @@
+"""The base of typed layer specs and of a call's data; handlers' spec classes live with their families."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+S = TypeVar("S", bound="LayerSpec")
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """A layer's arguments, typed, with Keras' defaults. Subclasses are frozen dataclasses."""
+
+    def replace(self: S, **changes: Any) -> S:
+        """A copy with some fields changed (passes rewrite `data_format`, an `axis`, a target shape)."""
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class NoArgs(LayerSpec):
+    """The spec of a layer whose output depends on no argument (identities, internal nodes' defaults)."""
+
+
+@dataclass
+class CallSite:
+    """What one call of a layer passed besides its positional tensors: plain keyword arguments
+    (`training`, `return_attention_scores`, ...) and tensor keyword arguments, each naming the positions
+    in `Node.inputs` that hold it (`mask`, MultiHeadAttention's `value`, ...)."""
+
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    tensor_kwargs: dict[str, list[int]] = field(default_factory=dict)
+
+    def tensor_positions(self, name: str) -> list[int]:
+        return list(self.tensor_kwargs.get(name) or [])
+
+    def has_tensor(self, name: str) -> bool:
+        return bool(self.tensor_kwargs.get(name))
