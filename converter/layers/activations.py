@@ -199,8 +199,8 @@ def _celu(b: OpBuilder, x: str, kw: dict[str, Any]) -> str:
 @activation("glu")
 def _glu(b: OpBuilder, x: str, kw: dict[str, Any]) -> str:
     axis = int(kw.get("axis", -1))
-    a, gate = b.op("Split", x, axis=axis, outputs=2, num_outputs=2) if b.opset >= 18 else \
-        b.op("Split", x, axis=axis, outputs=2)
+    a, gate = b.multi("Split", x, axis=axis, outputs=2, num_outputs=2) if b.opset >= 18 else \
+        b.multi("Split", x, axis=axis, outputs=2)
     return b.op("Mul", a, b.op("Sigmoid", gate))
 
 

@@ -39,15 +39,19 @@ class OpBuilder:
         self.node = node
         self.scope = node.name
 
-    def op(self, op_type: str, *inputs: str, outputs: int = 1, domain: str = "", name: str | None = None,
-           **attrs: Any) -> Any:
-        """Emit one op; returns its output name (or a list when outputs > 1)."""
+    def op(self, op_type: str, *inputs: str, domain: str = "", name: str | None = None, **attrs: Any) -> str:
+        """Emit one single-output op; returns its output's name."""
+        return self.multi(op_type, *inputs, outputs=1, domain=domain, name=name, **attrs)[0]
+
+    def multi(self, op_type: str, *inputs: str, outputs: int, domain: str = "", name: str | None = None,
+              **attrs: Any) -> list[str]:
+        """Emit one op with `outputs` outputs (Split, TopK, Scan, LSTM); returns their names in order."""
         base = f"{self.scope}/{name or op_type}" if self.scope else (name or op_type)
         op_name = self.graph.unique(base)
         outs = [op_name] if outputs == 1 else [self.graph.unique(f"{op_name}:{i}") for i in range(outputs)]
         clean = {k: v for k, v in attrs.items() if v is not None}
         self.graph.ops.append(Op(op_type, list(inputs), outs, op_name, clean, domain))
-        return outs[0] if outputs == 1 else outs
+        return outs
 
     def const(self, value: Any, name: str, dtype: Any = np.float32) -> str:
         array = np.asarray(value, dtype=dtype) if not isinstance(value, np.ndarray) else value
@@ -90,7 +94,7 @@ class OpBuilder:
     def split(self, x: str, sizes: Sequence[int], axis: int) -> list[str]:
         if len(sizes) == 1:
             return [x]
-        return list(self.op("Split", x, self.ints(list(sizes), "split"), outputs=len(sizes), axis=axis))
+        return self.multi("Split", x, self.ints(list(sizes), "split"), outputs=len(sizes), axis=axis)
 
     def slice(self, x: str, starts: Sequence[int], ends: Sequence[int], axes: Sequence[int],
               steps: Sequence[int] | None = None) -> str:

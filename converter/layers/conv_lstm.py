@@ -170,7 +170,7 @@ def _scan(node: Node, b: OpBuilder, gates: str, init: list[str], filters: int, o
     """Scan over axis 1 of `gates`; returns [h_T, c_T, (h sequence (batch, time, F, *space))]."""
     sequences = bool(node.attr("return_sequences", False))
     body = _body(node, b, filters, out_spatial, sequences)
-    return list(b.op("Scan", *init, gates, outputs=3 if sequences else 2, num_scan_inputs=1, scan_input_axes=[1],
+    return list(b.multi("Scan", *init, gates, outputs=3 if sequences else 2, num_scan_inputs=1, scan_input_axes=[1],
                      body=body, scan_input_directions=[1] if node.attr("go_backwards", False) else None,
                      scan_output_axes=[1] if sequences else None))
 

@@ -65,7 +65,7 @@ def compact(b: OpBuilder, x: str, mask: str, time_len: int | None) -> Compacted:
     t_float = b.op("Cast", t_len, to=1)
     arange = b.op("Range", b.scalar(0.0, "zero"), b.squeeze(t_float, [0]), b.scalar(1.0, "one"))
     key = b.op("Sub", b.op("Mul", b.op("Cast", m, to=1), t_float), arange)
-    _, order = b.op("TopK", key, t_len, axis=1, largest=1, sorted=1, outputs=2)
+    _, order = b.multi("TopK", key, t_len, axis=1, largest=1, sorted=1, outputs=2)
     gathered = b.op("GatherND", x, b.unsqueeze(order, [2]), batch_dims=1)
     return Compacted(to_time_major(b, gathered), lens, steps)
 
@@ -109,7 +109,7 @@ def recurrent_op(b: OpBuilder, x_tbf: str, cells: list[CellParams], direction: s
         inputs.pop()
     alphas = [a for c in cells for a in c.alphas]
     betas = [v for c in cells for v in c.betas]
-    return list(b.op(
+    return list(b.multi(
         first.op, *inputs, outputs=1 + first.num_states, hidden_size=first.units, direction=direction,
         activations=[a for c in cells for a in c.activations], activation_alpha=alphas or None,
         activation_beta=betas or None, linear_before_reset=first.linear_before_reset))
