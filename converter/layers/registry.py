@@ -42,6 +42,10 @@ class LayerHandler(ABC, Generic[S]):
     passes_mask_before_keras3: bool = False
     # the layer applies a `mask` tensor argument (RNNs, GlobalAveragePooling1D);
     consumes_mask: bool = False
+    # How the masking pass hands this attention layer its inputs' masks: "dot" (Attention,
+    # AdditiveAttention: mask=[query_mask, value_mask]) or "heads" (MultiHeadAttention family: one
+    # attention_mask built from both); None for layers that are not attention.
+    attention_mask_kind: str | None = None
     # Keras 3 replaces masked positions of this merge's inputs, which kconvert refuses to guess.
     masked_merge_refused_in_keras3: bool = False
     # A 1-D sequence reader: an `input_dim`/`input_length` shorthand spells (batch, steps, features).
