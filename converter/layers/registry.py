@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Generic, TypeVar, cast
@@ -81,12 +82,24 @@ class LayerHandler(ABC, Generic[S]):
     def remap_axes(self, node: Node, perm: tuple[int, ...]) -> bool:
         """Layout-pass hook: the node's inputs of rank `len(perm)` will arrive permuted,
         `physical = transpose(keras_tensor, perm)` (so Keras axis `a` sits at `perm.index(a)`), and its
-        outputs of that rank must leave permuted the same way. Adapt the node's attrs in place (an
-        `axis`, a `data_format`, a target shape) and return True; return False, changing nothing, to
-        keep Transposes around the node. Elementwise nodes whose tensors all have that rank need no change.
+        outputs of that rank must leave permuted the same way. Adapt the node (`node.spec =
+        spec.replace(axis=...)`: an `axis`, a `data_format`, a target shape) and return True; return
+        False, changing nothing, to keep Transposes around the node. Elementwise nodes whose tensors all
+        have that rank need no change.
         """
         shapes = [t.shape for t in (*node.inputs, *node.outputs)]
         return self.is_layout_agnostic(node) and all(s is not None and len(s) == len(perm) for s in shapes)
+
+    def is_channels_first(self, node: Node) -> bool:
+        """Whether the node computes channels_first now (the file asked for it, or the layout pass switched it)."""
+        return getattr(node.spec, "data_format", None) == "channels_first" or \
+            node.attrs.get("data_format") == "channels_first"
+
+    def switch_to_channels_first(self, node: Node) -> None:
+        """Layout-pass hook for `channels_first_only` handlers: the node computes channels_first from now on."""
+        if any(f.name == "data_format" for f in dataclasses.fields(node.spec)):
+            node.spec = node.spec.replace(data_format="channels_first")
+        node.attrs["data_format"] = "channels_first"
 
     def check(self, node: Node) -> None:  # noqa: B027  (most layers accept every config)
         """Raise UnsupportedLayerError for configurations that cannot be converted."""

@@ -79,7 +79,7 @@ def _output_perm(have: Perm, options: LayoutOptions) -> Perm:
 
 
 def _is_switched(node: Node, handler: LayerHandler | None) -> bool:
-    return handler is not None and handler.channels_first_only and node.attr("data_format") != CHANNELS_FIRST
+    return handler is not None and handler.channels_first_only and not handler.is_channels_first(node)
 
 
 def _may_remap(node: Node, handler: LayerHandler | None) -> bool:
@@ -157,7 +157,9 @@ class _Assigner:
     def _switch(self, node: Node) -> None:
         node.inputs = [self.convert(t, to_channels_first(_rank(t)) if _rank(t) >= 3 else identity(_rank(t)))
                        for t in node.inputs]
-        node.attrs["data_format"] = CHANNELS_FIRST
+        handler = handler_for(node)
+        assert handler is not None  # only nodes with a channels_first_only handler are switched
+        handler.switch_to_channels_first(node)
         for tensor in node.outputs:
             if _rank(tensor) >= 3:
                 self.assign(tensor, to_channels_first(_rank(tensor)))
