@@ -120,7 +120,7 @@ def test_keras1_arguments_are_canonical(cls: str, config: dict, expected: dict) 
     entry = upgrade_model_config(raw, "1.2.2")["config"][0]
     from converter.keras.dialects import canonical_class
 
-    out = canonical_config(canonical_class(entry["class_name"]), entry["config"])
+    out = canonical_config(canonical_class(entry["class_name"]), entry["config"], keras_major=1)
     assert {k: out[k] for k in expected} == expected
     assert not {"consume_less", "forget_bias_init", "nb_row", "mode", "p"} & set(out)
 

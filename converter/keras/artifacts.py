@@ -9,11 +9,13 @@ from __future__ import annotations
 import zipfile
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from converter.errors import FormatError, UsageError, WeightsError
 from converter.keras.config_json import check_config, keras_generation, parse_config, parse_metadata, recorded_text
+from converter.keras.dialects import is_keras1
 from converter.keras.h5_attrs import attr_text
 from converter.keras.h5_safety import DatasetReader, open_h5
 from converter.keras.keras_zip import (
@@ -48,10 +50,11 @@ class KerasArtifact:
     _resources: ExitStack = field(default_factory=ExitStack, repr=False)
     _archive: zipfile.ZipFile | None = field(default=None, repr=False)
 
-    @property
+    @cached_property
     def keras_major(self) -> int:
-        """The major Keras version whose rules apply to this file (resolved in one place: keras/versions.py)."""
-        return keras_major(self.keras_version)
+        """The Keras generation whose rules apply to this file, resolved once: the recorded major version,
+        or 1 for a Keras 1 file that records none (told by its Keras-1-only argument names)."""
+        return 1 if is_keras1(self.model_config, self.keras_version) else keras_major(self.keras_version)
 
     def assets(self, inner_path: str) -> dict[str, bytes]:
         """The files Keras' `save_assets` wrote for the object at `inner_path` (e.g. `layers/string_lookup`),

@@ -16,7 +16,6 @@ import numpy as np
 from converter.errors import KconvertWarning, UnsupportedLayerError, WeightsError
 from converter.ir import Node
 from converter.keras.artifacts import KerasArtifact
-from converter.keras.dialects import is_keras1
 from converter.keras.layer_configs import (
     MODEL_CLASSES,
     inner_layers,
@@ -55,7 +54,7 @@ class WeightAttacher:
         arrays = source.layer_weights(path)
         if arrays is not None:
             origin = WeightOrigin(self.artifact.keras_version, self.artifact.backend,
-                                  is_keras1(self.artifact.model_config, self.artifact.keras_version))
+                                  self.artifact.keras_major == 1)
             arrays = upgrade_weights(node, arrays, origin)
             self._warn_unrecorded_backend(node, arrays, origin)
         if arrays is None:
@@ -105,7 +104,7 @@ class WeightAttacher:
         saved = saved_names_of(self.top_layers)
         for layer in self.top_layers:
             cls, name, config = layer_parts(layer)
-            node = make_node(cls, name, config)
+            node = make_node(cls, name, config, self.artifact.keras_major)
             handler = handler_for(node)
             if cls in MODEL_CLASSES:
                 names.append((name, saved.get(name, name)))

@@ -15,6 +15,7 @@ from typing import Any
 
 from converter.keras.cudnn import upgrade_cudnn_config
 from converter.keras.legacy_config import upgrade_layer_entry
+from converter.keras.versions import keras_major
 
 # Legacy or internal class names -> the canonical Keras 3 class name.
 CLASS_ALIASES: dict[str, str] = {
@@ -57,8 +58,8 @@ CLASS_ALIASES: dict[str, str] = {
     "TFOpLambda": "TFOpLambda",
 }
 
-# Argument renames, applied to every layer (Keras 1 -> Keras 2/3 spelling).
-ARG_RENAMES: dict[str, str] = {
+# Argument renames of Keras 1 files (Keras 1 -> Keras 2/3 spelling), applied to every layer of such a file.
+KERAS1_ARG_RENAMES: dict[str, str] = {
     "output_dim": "units",
     "nb_filter": "filters",
     "border_mode": "padding",
@@ -83,8 +84,9 @@ ARG_RENAMES: dict[str, str] = {
     "input_dtype": "dtype",
 }
 
-# Per-class argument renames where a name means something else elsewhere.
-CLASS_ARG_RENAMES: dict[str, dict[str, str]] = {
+# Per-class argument renames of Keras 1 files, where a name means something else elsewhere: these win
+# over KERAS1_ARG_RENAMES (Embedding keeps its `output_dim`, which is `units` everywhere else).
+KERAS1_CLASS_ARG_RENAMES: dict[str, dict[str, str]] = {
     "LeakyReLU": {"alpha": "negative_slope"},
     "Embedding": {"output_dim": "output_dim", "input_dim": "input_dim", "init": "embeddings_initializer",
                   "W_regularizer": "embeddings_regularizer", "W_constraint": "embeddings_constraint"},
@@ -96,6 +98,14 @@ CLASS_ARG_RENAMES: dict[str, dict[str, str]] = {
     "AlphaDropout": {"p": "rate"},
     "MaxPooling1D": {"stride": "strides"},
     "AveragePooling1D": {"stride": "strides"},
+}
+
+# Per Keras major version of the file: (renames for every class, renames per class). Keras 2 spells
+# everything as Keras 3 does except LeakyReLU's slope; Keras 3 files are canonical already.
+RENAMES_BY_MAJOR: dict[int, tuple[dict[str, str], dict[str, dict[str, str]]]] = {
+    1: (KERAS1_ARG_RENAMES, KERAS1_CLASS_ARG_RENAMES),
+    2: ({}, {"LeakyReLU": {"alpha": "negative_slope"}}),
+    3: ({}, {}),
 }
 
 # Keras 1 arguments that only act while training or only choose an implementation; dropped.
@@ -122,11 +132,11 @@ def unwrap(value: Any) -> Any:
     return value
 
 
-def canonical_config(class_name: str, config: dict[str, Any]) -> dict[str, Any]:
-    """Rename legacy arguments and unwrap serialised objects; values keep their Keras meaning."""
-    renames = {**ARG_RENAMES, **CLASS_ARG_RENAMES.get(class_name, {})}
-    if class_name == "Embedding":
-        renames.pop("output_dim", None)
+def canonical_config(class_name: str, config: dict[str, Any], keras_major: int) -> dict[str, Any]:
+    """Rename the arguments the file's Keras version spelled otherwise (keyed by version and class) and
+    unwrap serialised objects; values keep their Keras meaning."""
+    common, per_class = RENAMES_BY_MAJOR.get(keras_major, RENAMES_BY_MAJOR[2])
+    renames = {**common, **per_class.get(class_name, {})}
     out: dict[str, Any] = {}
     for key, value in config.items():
         if key in DROPPED_ARGS:
@@ -187,7 +197,7 @@ def upgrade_random_crop(raw: Any, keras_version: str | None) -> Any:
     crop_to_aspect_ratio does); Keras 3 returns its input unchanged. Rewritten once, here."""
     if '"RandomCrop"' not in json.dumps(raw):
         return raw
-    keras3 = isinstance(keras_version, str) and keras_version.split(".")[0] == "3"
+    keras3 = keras_major(keras_version) >= 3
     upgraded = copy.deepcopy(raw)
 
     def visit(value: Any) -> None:

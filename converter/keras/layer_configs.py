@@ -34,10 +34,10 @@ def saved_names_of(layers: list[dict[str, Any]]) -> dict[str, str]:
     return saved_names([(layer_parts(layer)[1], str(layer.get("class_name"))) for layer in layers])
 
 
-def make_node(cls: str, name: str, config: dict[str, Any]) -> Node:
+def make_node(cls: str, name: str, config: dict[str, Any], keras_major: int) -> Node:
     """A node with canonical attributes, checked by `config_fields`; wrapped layers (TimeDistributed,
     Bidirectional) become children."""
-    attrs = canonical_config(cls, config)
+    attrs = canonical_config(cls, config, keras_major)
     if is_builtin(cls):
         validate_fields(cls, name, attrs)
     node = Node(kind=cls, name=name, attrs=attrs)
@@ -45,10 +45,10 @@ def make_node(cls: str, name: str, config: dict[str, Any]) -> Node:
         inner = attrs.get(key)
         if isinstance(inner, dict) and "class_name" in inner:
             inner_cls, inner_name, inner_config = layer_parts(inner)
-            node.children.append(make_node(inner_cls, inner_name, inner_config))
+            node.children.append(make_node(inner_cls, inner_name, inner_config, keras_major))
     for inner in inner_layers(cls, attrs):  # a layer holding a list of layers (keras.layers.Pipeline)
         inner_cls, inner_name, inner_config = layer_parts(inner)
-        node.children.append(make_node(inner_cls, inner_name, inner_config))
+        node.children.append(make_node(inner_cls, inner_name, inner_config, keras_major))
     return node
 
 

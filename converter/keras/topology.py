@@ -258,7 +258,7 @@ def _call_layer(ctx: _Context, layer: dict[str, Any], args: list[Tensor], call_i
         sub_prefix = f"{prefix}{name}/" if call_index == 0 else f"{prefix}{name}_call{call_index}/"
         return _build_model(ctx, cls, config, args, sub_prefix, wpath + (key,), prefix + name)
     node_name = _unique(ctx, prefix + name if call_index == 0 else f"{prefix}{name}_call{call_index}")
-    node = make_node(cls, node_name, config)
+    node = make_node(cls, node_name, config, ctx.artifact.keras_major)
     node.layer_name = prefix + name
     node.call = extra
     node.inputs = list(args)
