@@ -1,8 +1,15 @@
-"""LayerGraph -> onnx.ModelProto. The only module in `converter/` that imports onnx.
+"""OpGraph -> onnx.ModelProto -> file. The only module in `converter/` that imports onnx.
 
-Handlers emit into an OpGraph; this module serialises it, names the graph inputs and outputs after
-the Keras names, fixes the batch dim name, records provenance and runs onnx.checker. An op attribute
-holding an OpGraph (a Scan body) becomes a graph-valued attribute.
+Lowering (LayerGraph -> OpGraph, then the OpGraph passes such as float16) is converter/lowering.py;
+this module serialises the OpGraph (graph inputs and outputs named after the Keras names, provenance
+recorded), checks it (onnx.checker and strict type inference, on every conversion) and writes it.
+One function writes ONNX files, `_write`: save_model (an in-memory ModelProto) and write_ops /
+save_graph (streamed from an OpGraph) both go through it. An op attribute holding an OpGraph (a Scan
+body) becomes a graph-valued attribute.
+
+Start-up: `import onnx` costs most of a conversion's import time (its __init__ imports onnx.helper,
+which imports ml_dtypes); any onnx submodule (onnx_ml_pb2 included) runs that __init__, so there is no
+cheaper way in. Callers import this module inside the commands that convert, never at start-up.
 """
 
 from __future__ import annotations
@@ -18,14 +25,17 @@ from onnx import TensorProto, helper, numpy_helper
 
 from converter import __version__
 from converter.errors import UnsupportedLayerError, UsageError
-from converter.export.files import make_parent, staged
-from converter.export.float16 import to_float16
+from converter.export.files import make_parent
 from converter.ir import Graph, OpGraph, Shape
 from converter.ir.ops import Op, ValueInfo
-from converter.layers import OpBuilder
-from converter.layers.registry import handler_for
+from converter.lowering import DEFAULT_OPSET, lower, lower_for_export
 
-DEFAULT_OPSET = 17
+__all__ = [
+    "DEFAULT_OPSET", "EXTERNAL_DATA_THRESHOLD", "FLOAT16_ATOL", "FLOAT16_RTOL", "check_opset", "check_types",
+    "export", "lower", "lower_for_export", "max_opset", "save_graph", "save_model", "to_model",
+    "uses_external_data", "write_ops",
+]
+
 # Protobuf cannot hold a message past 2 GiB; above this many weight bytes the weights go to
 # `<model>.onnx.data` (ONNX external data), leaving room for the graph itself.
 EXTERNAL_DATA_THRESHOLD = 2**31 - 2**27
@@ -51,52 +61,6 @@ def check_opset(opset: int) -> int:
         raise UsageError(f"opset {opset} is not supported",
                          hint=f"choose an opset from {MIN_OPSET} to {max_opset()} (the newest this onnx knows)")
     return opset
-
-
-def lower(graph: Graph, opset: int = DEFAULT_OPSET, keras_version: str | None = None,
-          release_weights: bool = False) -> OpGraph:
-    """Emit every node through its handler; graph inputs and outputs keep their Keras names.
-    `release_weights` empties each node's weights once emitted (lower peak memory; the graph
-    cannot be lowered again)."""
-    ops = OpGraph(name=graph.name, opset=check_opset(opset))
-    for name in [*(t.name for t in graph.inputs), *graph.output_names]:
-        ops.reserve(name)
-    builder = OpBuilder(ops, keras_version)
-    value_of: dict[int, str] = {id(t): t.name for t in graph.inputs}
-    for tensor in graph.inputs:
-        ops.inputs.append(ValueInfo(tensor.name, tensor.shape, tensor.dtype))
-    for node in graph.nodes:
-        handler = handler_for(node)
-        if handler is None:  # topology refuses unknown layers before this point
-            raise UsageError(f"no handler for {node.kind}", layer=node.layer_name)
-        builder.enter(node)
-        produced = handler.emit(node, builder, [value_of[id(t)] for t in node.inputs])
-        if release_weights:  # the initializers hold what ONNX needs; Keras-layout copies can go now
-            node.weights = {}
-        value_of.update({id(t): v for t, v in zip(node.outputs, produced)})
-    builder.scope = ""
-    renamed: dict[str, str] = {}
-    for tensor, name in zip(graph.outputs, graph.output_names):
-        _bind_output(ops, renamed.get(value_of[id(tensor)], value_of[id(tensor)]), name,
-                     {t.name for t in graph.inputs}, renamed)
-        ops.outputs.append(ValueInfo(name, tensor.shape, tensor.dtype))
-    return ops
-
-
-def _bind_output(ops: OpGraph, value: str, name: str, input_names: set[str], renamed: dict[str, str]) -> None:
-    """Rename the producing op's output to the Keras name; an Identity only where renaming cannot work
-    (a graph input, a constant, or a value already bound to another output)."""
-    producer = next((op for op in ops.ops if value in op.outputs), None)
-    already_output = any(v.name == value for v in ops.outputs)
-    if value == name:
-        return
-    if producer is None or value in input_names or already_output:
-        ops.ops.append(Op("Identity", [value], [name], ops.unique(f"{name}/Identity")))
-        return
-    producer.outputs = [name if o == value else o for o in producer.outputs]
-    for op in ops.ops:
-        op.inputs = [name if i == value else i for i in op.inputs]
-    renamed[value] = name
 
 
 def _value_info(info: ValueInfo) -> onnx.ValueInfoProto:
@@ -177,23 +141,12 @@ def check_types(model: onnx.ModelProto) -> None:
                  "if the model loads in Keras, please report it") from None
 
 
-def lower_for_export(graph: Graph, opset: int = DEFAULT_OPSET, keras_version: str | None = None,
-                     float16: bool = False, float16_io: bool = False, release_weights: bool = False) -> OpGraph:
-    ops = lower(graph, opset, keras_version, release_weights)
-    return to_float16(ops, keep_io_types=not float16_io) if float16 else ops
-
-
 def save_model(model: onnx.ModelProto, output: str | Path) -> Path:
-    """Write atomically (a temporary file in the same folder, renamed into place, so a failure never
-    leaves a half-written model behind), creating the folder if needed."""
-    output = Path(output)
-    with staged(output) as tmp:
-        if sum(len(t.raw_data) for t in model.graph.initializer) > EXTERNAL_DATA_THRESHOLD:
-            onnx.save_model(model, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=f"{output.name}.data", size_threshold=1024)
-        else:
-            onnx.save_model(model, str(tmp))
-    return output
+    """Write an in-memory model (export()'s, already checked) atomically, creating the folder if needed;
+    its weights go to `<output>.data` past EXTERNAL_DATA_THRESHOLD (moved out of `model`, as
+    onnx.save_model moves them)."""
+    external = sum(len(t.raw_data) for t in model.graph.initializer) > EXTERNAL_DATA_THRESHOLD
+    return _write(model, {}, Path(output), external, check=False)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -224,31 +177,34 @@ def uses_external_data(ops: OpGraph, external_data: bool | None = None) -> bool:
 
 def write_ops(ops: OpGraph, output: str | Path, metadata: dict[str, str] | None = None,
               external_data: bool | None = None) -> Path:
-    """Write `output`; the weights go to `<output>.data` when asked or when they pass
-    EXTERNAL_DATA_THRESHOLD. Everything is written in a temporary folder beside `output`, checked
-    with onnx.checker, then renamed into place: a failure never leaves a partial model. The folder
-    is created if needed; the files get the user's umask."""
-    output = Path(output)
+    """Check and write `output`; the weights go to `<output>.data` when asked or when they pass
+    EXTERNAL_DATA_THRESHOLD. The checks (strict type inference, onnx.checker) read no weight data."""
     arrays = {name: _little_endian(a) for name, a in ops.initializers.items()}
     external = uses_external_data(ops, external_data)
     skeleton = to_model(ops, metadata, with_data=False)
     check_types(_type_probe(skeleton, ops))
+    return _write(skeleton, arrays, Path(output), external, check=True)
+
+
+def _write(model: onnx.ModelProto, arrays: dict[str, np.ndarray], output: Path, external: bool,
+           check: bool) -> Path:
+    """The one function that writes ONNX files. `model` holds the initializers' data itself, or only
+    their headers with the bytes in `arrays` (streamed). Everything is written in a temporary folder
+    beside `output` (`check`: onnx.checker runs there first), then renamed into place: a failure never
+    leaves a partial model. The folder is created if needed; the files get the user's umask."""
     make_parent(output)
-    _write_staged(skeleton, arrays, output, external)
-    return output
-
-
-def _write_staged(skeleton: onnx.ModelProto, arrays: dict[str, np.ndarray], output: Path, external: bool) -> None:
     location = f"{output.name}.data"
     with tempfile.TemporaryDirectory(prefix=f".{output.name}.", dir=output.parent) as tmp:
-        _check_skeleton(skeleton, Path(tmp))
+        if check:
+            _check_skeleton(model, Path(tmp))
         staged_path = Path(tmp) / output.name  # open() inside gives the umask's mode, kept by the rename
         if external:
-            _write_external(skeleton, arrays, staged_path, location)
+            _write_external(model, arrays, staged_path, location)
             os.replace(Path(tmp) / location, output.parent / location)
         else:
-            _write_inline(skeleton, arrays, staged_path)
+            _write_inline(model, arrays, staged_path)
         os.replace(staged_path, output)
+    return output
 
 
 def _header(name: str, array: np.ndarray) -> onnx.TensorProto:
@@ -275,7 +231,11 @@ def _varint(value: int) -> bytes:
 
 def _write_inline(skeleton: onnx.ModelProto, arrays: dict[str, np.ndarray], path: Path) -> None:
     """A ModelProto is its fields concatenated: the model without its graph, then the graph field,
-    whose initializers are each a header plus the raw_data field written from the array buffer."""
+    whose initializers are each a header plus the raw_data field written from the array buffer.
+    A model that holds its own data (nothing to stream) is serialised by onnx."""
+    if not arrays:
+        onnx.save_model(skeleton, str(path))
+        return
     shell, graph = onnx.ModelProto(), onnx.GraphProto()
     shell.CopyFrom(skeleton)
     shell.ClearField("graph")
@@ -295,20 +255,25 @@ def _write_inline(skeleton: onnx.ModelProto, arrays: dict[str, np.ndarray], path
             handle.write(arrays[tensor.name].reshape(-1).view(np.uint8).data)
 
 
-def _write_external(skeleton: onnx.ModelProto, arrays: dict[str, np.ndarray], path: Path, location: str) -> None:
+def _write_external(model: onnx.ModelProto, arrays: dict[str, np.ndarray], path: Path, location: str) -> None:
+    """Each initializer of _INLINE_BELOW bytes or more goes to `location`, page-aligned; its bytes come from
+    `arrays` (streamed) or from the tensor itself (an in-memory model's, moved out)."""
     offset = 0
     with (path.parent / location).open("wb") as data:
-        for tensor in skeleton.graph.initializer:
-            array = arrays[tensor.name]
-            if array.nbytes < _INLINE_BELOW:  # shapes and axes: runtimes read these while loading
-                tensor.raw_data = array.tobytes()
+        for tensor in model.graph.initializer:
+            streamed = tensor.name in arrays
+            payload = arrays[tensor.name].reshape(-1).view(np.uint8).data if streamed else tensor.raw_data
+            if len(payload) < _INLINE_BELOW:  # shapes and axes: runtimes read these while loading
+                if streamed:
+                    tensor.raw_data = bytes(payload)
                 continue
             pad = -offset % _ALIGN
             data.write(b"\0" * pad)
-            data.write(array.reshape(-1).view(np.uint8).data)
-            _mark_external(tensor, location, offset + pad, array.nbytes)
-            offset += pad + array.nbytes
-    path.write_bytes(skeleton.SerializeToString())
+            data.write(payload)
+            tensor.ClearField("raw_data")
+            _mark_external(tensor, location, offset + pad, len(payload))
+            offset += pad + len(payload)
+    path.write_bytes(model.SerializeToString())
 
 
 def _mark_external(tensor: onnx.TensorProto, location: str, offset: int, length: int) -> None:

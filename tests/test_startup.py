@@ -1,0 +1,58 @@
+"""What each command imports, in a fresh process (timings live in bench/startup.py, never in a test).
+
+A conversion needs onnx (checker and strict type inference); it never needs TensorFlow, Keras or
+onnxruntime unless --check / --reference ask for a comparison. `--help` imports none of the heavy
+packages; `inspect` and `-o model.keras` do not import onnx (whose import pulls in ml_dtypes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURE = ROOT / "fixtures" / "small_cnn" / "model.keras"
+CHILD = """
+import json, sys
+sys.argv = ["kconvert", *json.loads(sys.argv[1])]
+from converter.cli import main
+try:
+    main()
+except SystemExit as done:
+    code = done.code
+print(json.dumps({"code": code, "modules": sorted({m.split('.')[0] for m in sys.modules})}), file=sys.__stderr__)
+"""
+NEVER = {"tensorflow", "keras", "tf_keras", "torch", "jax", "onnxruntime"}
+HEAVY = {"numpy", "h5py", "onnx", "ml_dtypes", "rich", *NEVER}
+
+
+def _imported(*args: str) -> set[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", CHILD, json.dumps(list(args))], capture_output=True, text=True,
+                          env=env, cwd=ROOT, check=False, timeout=120)
+    report = json.loads(done.stderr.strip().splitlines()[-1])
+    assert report["code"] in (0, None), done.stderr
+    return set(report["modules"])
+
+
+def test_help_imports_no_heavy_package() -> None:
+    assert not _imported("--help") & HEAVY
+
+
+def test_inspect_does_not_import_onnx() -> None:
+    assert not _imported("inspect", str(FIXTURE)) & {"onnx", "ml_dtypes", *NEVER}
+
+
+def test_writing_a_keras_archive_does_not_import_onnx(tmp_path: Path) -> None:
+    assert not _imported(str(FIXTURE), "-o", str(tmp_path / "m.keras")) & {"onnx", "ml_dtypes", *NEVER}
+
+
+@pytest.mark.parametrize("float16", [False, True])
+def test_a_conversion_imports_onnx_and_nothing_of_keras_or_onnxruntime(tmp_path: Path, float16: bool) -> None:
+    modules = _imported(str(FIXTURE), "-o", str(tmp_path / "m.onnx"), *(["--float16"] if float16 else []))
+    assert "onnx" in modules  # onnx.checker and strict type inference run on every conversion
+    assert not modules & NEVER
