@@ -26,7 +26,8 @@ from runtime.compare import ATOL, RTOL, OutputDiff, Tolerance
 from runtime.reference import load_keras_model
 from runtime.stored import fit_reference
 
-__all__ = ["CheckResult", "ConversionResult", "ConvertRequest", "KerasExportResult", "convert", "default_output"]
+__all__ = ["CheckResult", "ConversionResult", "ConvertRequest", "KerasExportResult", "check_tolerance", "check_written",
+           "convert", "default_output"]
 ATOL_SCALED_BY = "max(1, max|expected|)"
 
 
@@ -128,7 +129,7 @@ def _convert_loaded(loaded: LoadedModel, output: Path, request: ConvertRequest, 
     check = None
     if request.verifies:
         with _removed_on_error(written.files):
-            check = _verify(loaded, written, request, keras_model, stored)
+            check = check_written(loaded, written, request, keras_model, stored)
     graph = loaded.graph
     return ConversionResult(request.model, output, written.opset, seconds, written.nodes, request.float16,
                             [(t.name, list(t.shape or ())) for t in graph.inputs], list(graph.output_names), check)
@@ -155,8 +156,9 @@ def check_tolerance(request: ConvertRequest) -> Tolerance:
     return Tolerance(rtol, atol, atol_scaled=request.float16 and request.atol is None)
 
 
-def _verify(loaded: LoadedModel, written: WrittenOnnx, request: ConvertRequest, keras_model: Any,
-            stored: Reference | None) -> CheckResult:
+def check_written(loaded: LoadedModel, written: WrittenOnnx, request: ConvertRequest, keras_model: Any,
+                  stored: Reference | None) -> CheckResult:
+    """Compare the written file with the stored reference, or with the loaded Keras model."""
     tolerance = check_tolerance(request)
     provider = request.provider or "auto"
     if stored is not None:

@@ -21,13 +21,13 @@ from converter.keras.topology import build_graph
 from converter.layers.registry import handler_for
 from converter.passes import LayoutOptions, Pass, pipeline, run_pipeline
 
-# The passes `load(optimize=False)` runs: the graph's shapes, nothing rewritten (inspect, the .keras writer).
-SHAPE_PASSES = ("shape semantics", "shape inference")
-
 if TYPE_CHECKING:
     import onnx  # noqa: TID251  (type hints only)
 
     from converter.export.keras import KerasArchive
+
+# The passes `load(optimize=False)` runs: the graph's shapes, nothing rewritten (inspect, the .keras writer).
+SHAPE_PASSES = ("shape semantics", "shape inference")
 
 
 @dataclass
