@@ -1,22 +1,33 @@
-"""The Python API behind `converter.convert / load / inspect`, shared by the CLI."""
+"""The Python API behind `converter.convert / load / inspect / save / save_keras`: pure conversion.
+
+The one path every conversion takes, shared with the application layer (application/service.py):
+`opened` reads a file into a normalised graph and closes it whatever happens, and `write_onnx` is the
+one place that lowers a loaded graph and writes ONNX files.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from converter.ir import Graph, format_shape
+from converter.errors import KconvertError
+from converter.ir import Graph, Node, format_shape
 from converter.keras.artifacts import KerasArtifact, open_artifact
 from converter.keras.mapped import release_pages
 from converter.keras.topology import build_graph
 from converter.layers.registry import handler_for
-from converter.passes import LayoutOptions, run_pipeline, shape_inference, shape_semantics
+from converter.passes import LayoutOptions, Pass, pipeline, run_pipeline
 
 if TYPE_CHECKING:
     import onnx  # noqa: TID251  (type hints only)
 
     from converter.export.keras import KerasArchive
+
+# The passes `load(optimize=False)` runs: the graph's shapes, nothing rewritten (inspect, the .keras writer).
+SHAPE_PASSES = ("shape semantics", "shape inference")
 
 
 @dataclass
@@ -44,12 +55,37 @@ def load(path: str | Path, weights: str | Path | None = None, optimize: bool = T
         if mapped:
             graph.release_weight = release_pages
         graph.metadata.update(_provenance(artifact))
-        graph = run_pipeline(graph, layout) if optimize else shape_inference.run(shape_semantics.run(graph))
+        graph = run_pipeline(graph, layout) if optimize else run_shape_passes(graph)
     except BaseException:
         # The error goes on to the caller; the HDF5 handles and maps must not outlive it.
         artifact.close()
         raise
     return LoadedModel(graph, artifact)
+
+
+@contextmanager
+def opened(path: str | Path, weights: str | Path | None = None, **options: Any) -> Iterator[LoadedModel]:
+    """`load(path, weights, **options)` whose file is closed when the block ends, however it ends."""
+    loaded = load(path, weights, **options)
+    try:
+        yield loaded
+    finally:
+        loaded.artifact.close()
+
+
+def run_shape_passes(graph: Graph) -> Graph:
+    """The SHAPE_PASSES of the pipeline, in its order and with its error reporting (a pass that fails
+    with anything but a KconvertError is a bug, named by its pass)."""
+    # TODO(coordinator): converter/passes could offer this as a named sub-pipeline of run_pipeline.
+    steps: list[tuple[str, Pass]] = [(name, step) for name, step in pipeline() if name in SHAPE_PASSES]
+    for name, step in steps:
+        try:
+            graph = step(graph)
+        except KconvertError:
+            raise
+        except Exception as err:
+            raise RuntimeError(f"pass '{name}' failed: {err}") from err
+    return graph
 
 
 def _provenance(artifact: KerasArtifact) -> dict[str, str]:
@@ -72,12 +108,10 @@ def convert(path: str | Path, weights: str | Path | None = None, opset: int | No
     """
     from converter.export.onnx import DEFAULT_OPSET, export
 
-    loaded = load(path, weights, backend=backend, layout=LayoutOptions(nchw_inputs, nchw_outputs), mapped=True)
-    try:
+    with opened(path, weights, backend=backend, layout=LayoutOptions(nchw_inputs, nchw_outputs),
+                mapped=True) as loaded:
         return export(loaded.graph, DEFAULT_OPSET if opset is None else opset, loaded.artifact.keras_version,
                       loaded.graph.metadata, float16=float16)
-    finally:
-        loaded.artifact.close()
 
 
 def save_keras(path: str | Path, output: str | Path, weights: str | Path | None = None,
@@ -89,11 +123,8 @@ def save_keras(path: str | Path, output: str | Path, weights: str | Path | None 
     """
     from converter.export.keras import write_keras
 
-    loaded = load(path, weights, optimize=False, backend=backend, mapped=True)
-    try:
+    with opened(path, weights, optimize=False, backend=backend, mapped=True) as loaded:
         return write_keras(loaded.graph, output, loaded.artifact.keras_version)
-    finally:
-        loaded.artifact.close()
 
 
 def save(model: onnx.ModelProto, output: str | Path) -> Path:
@@ -101,6 +132,44 @@ def save(model: onnx.ModelProto, output: str | Path) -> Path:
     from converter.export.onnx import save_model
 
     return save_model(model, output)
+
+
+@dataclass(frozen=True)
+class OnnxOptions:
+    """How a loaded graph becomes ONNX: opset (None: the default), float16 compute, float16 I/O."""
+
+    opset: int | None = None
+    float16: bool = False
+    float16_io: bool = False
+
+
+@dataclass(frozen=True)
+class WrittenOnnx:
+    """What write_onnx wrote: the model file, and its weights file when they went to external data."""
+
+    path: Path
+    opset: int
+    nodes: int
+    files: list[Path] = field(default_factory=list)
+
+
+def write_onnx(loaded: LoadedModel, output: Path, options: OnnxOptions = OnnxOptions(),
+               release_weights: bool = False) -> WrittenOnnx:
+    """Lower the loaded graph and write it to `output` (atomically; `<output>.data` past 2 GB): the one
+    place a file's conversion is written. `release_weights` drops each layer's Keras-layout weights once
+    lowered (when nothing reads them afterwards)."""
+    from converter.export.files import cannot_write
+    from converter.export.onnx import DEFAULT_OPSET, lower_for_export, uses_external_data, write_ops
+
+    ops = lower_for_export(loaded.graph, DEFAULT_OPSET if options.opset is None else options.opset,
+                           loaded.artifact.keras_version, options.float16, options.float16_io,
+                           release_weights=release_weights)
+    files = [output, *([output.with_name(f"{output.name}.data")] if uses_external_data(ops) else [])]
+    try:
+        write_ops(ops, output, loaded.graph.metadata)
+    except OSError as err:  # disk full, no permission: the machine's state, not a kconvert bug
+        raise cannot_write(output, err) from None
+    return WrittenOnnx(output, ops.opset, len(ops.ops), files)
 
 
 @dataclass
@@ -113,21 +182,22 @@ class LayerRow:
 
 def inspect(path: str | Path, weights: str | Path | None = None, backend: str | None = None) -> dict[str, Any]:
     """A model.summary()-like description, as data (an architecture-only JSON is described too)."""
-    loaded = load(path, weights, optimize=False, backend=backend, require_weights=False)
-    graph = loaded.graph
-    rows = []
-    for node in graph.nodes:
-        handler = handler_for(node)
-        shapes = ", ".join(format_shape(t.shape or ()) for t in node.outputs)
-        rows.append(LayerRow(node.name, node.kind, shapes, handler.param_count(node) if handler else 0))
-    loaded.artifact.close()
+    with opened(path, weights, optimize=False, backend=backend, require_weights=False) as loaded:
+        graph, artifact = loaded.graph, loaded.artifact
+        rows = [_layer_row(node) for node in graph.nodes]
     return {
         "model": graph.name,
-        "format": loaded.artifact.format,
-        "keras_version": loaded.artifact.keras_version,
+        "format": artifact.format,
+        "keras_version": artifact.keras_version,
         "inputs": [{"name": t.name, "shape": format_shape(t.shape or ()), "dtype": t.dtype} for t in graph.inputs],
         "outputs": [{"name": n, "shape": format_shape(t.shape or ())}
                     for n, t in zip(graph.output_names, graph.outputs)],
         "layers": [row.__dict__ for row in rows],
         "total_params": sum(r.params for r in rows),
     }
+
+
+def _layer_row(node: Node) -> LayerRow:
+    handler = handler_for(node)
+    shapes = ", ".join(format_shape(t.shape or ()) for t in node.outputs)
+    return LayerRow(node.name, node.kind, shapes, handler.param_count(node) if handler else 0)

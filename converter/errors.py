@@ -1,6 +1,10 @@
-"""Errors the user can cause. Each carries an exit code for the CLI and names the layer involved."""
+"""Errors the user can cause, and the one table of exit codes: each KconvertError subclass carries its
+code (`exit_code`), and `exit_code_for` is the only way the CLI turns an outcome into one."""
 
 from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_INTERNAL = 70  # sysexits.h EX_SOFTWARE: a kconvert bug, not the user's input
 
 
 class KconvertError(Exception):
@@ -46,6 +50,19 @@ class CheckFailedError(KconvertError):
     """The converted model does not match Keras within tolerance."""
 
     exit_code = 4
+
+
+EXIT_BAD_INPUT = KconvertError.exit_code
+EXIT_UNSUPPORTED = UnsupportedLayerError.exit_code
+EXIT_CHECK_FAILED = CheckFailedError.exit_code
+
+
+def exit_code_for(error: BaseException | None) -> int:
+    """The process exit code of an outcome: 0 for none, a KconvertError's own code, else EXIT_INTERNAL
+    (anything else that escapes is a kconvert bug)."""
+    if error is None:
+        return EXIT_OK
+    return error.exit_code if isinstance(error, KconvertError) else EXIT_INTERNAL
 
 
 class KconvertWarning(UserWarning):

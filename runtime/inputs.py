@@ -17,6 +17,7 @@ import numpy as np
 from converter.errors import UsageError
 from converter.ir import Graph, Node, Tensor
 from converter.ir.shape import BATCH, format_shape
+from converter.layers.registry import handler_for
 
 NUMPY_DTYPES: dict[str, Any] = {"float32": np.float32, "float16": np.float16, "float64": np.float64,
                                 "int32": np.int32, "int64": np.int64, "int8": np.int8, "uint8": np.uint8,
@@ -24,7 +25,9 @@ NUMPY_DTYPES: dict[str, Any] = {"float32": np.float32, "float16": np.float16, "f
 UNKNOWN_DIM_SIZES = (4, 8, 16, 32, 64, 128, 256)
 DEFAULT_UNKNOWN_DIM = UNKNOWN_DIM_SIZES[0]
 OUT_OF_VOCABULARY = "[kconvert-out-of-vocabulary]"
-SHAPE_ONLY_KINDS = ("Reshape", "Flatten", "Permute", "RepeatVector", "InputLayer")
+# TODO(coordinator): the handlers' `shape_only` trait decides alone once Reshape/Flatten/Permute/RepeatVector
+# set it (other branches); until that merge these kinds count as shape-only too. InputLayer has no handler.
+SHAPE_ONLY_FALLBACK_KINDS = ("Reshape", "Flatten", "Permute", "RepeatVector", "InputLayer")
 
 
 def generate_inputs(graph: Graph, batch: int, seed: int = 0,
@@ -70,9 +73,15 @@ def _reached(graph: Graph, tensor: Tensor, kinds: tuple[str, ...]) -> list[Node]
             seen.add(id(node))
             if node.kind in kinds:
                 found.append(node)
-            elif node.kind in SHAPE_ONLY_KINDS:
+            elif _shape_only(node):
                 frontier.extend(node.outputs)
     return found
+
+
+def _shape_only(node: Node) -> bool:
+    """The layer only moves values (Reshape, Flatten, ...): ids and tokens pass through it unchanged."""
+    handler = handler_for(node)
+    return bool(handler is not None and handler.shape_only) or node.kind in SHAPE_ONLY_FALLBACK_KINDS
 
 
 def _vocabulary(graph: Graph, tensor: Tensor) -> int | None:

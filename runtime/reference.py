@@ -80,16 +80,17 @@ def refuse_code_layers(config: Any, path: str = "model") -> None:
             refuse_code_layers(value, path)
 
 
-def _keras_major(artifact: KerasArtifact) -> int:
+def _loader_major(artifact: KerasArtifact) -> int:
+    """Which Keras loads the file: a .keras archive is Keras 3's format; otherwise the file's major version
+    (resolved once, in converter/keras/versions.py), Keras 1 files being read by Keras 2."""
     if artifact.format == "keras":
         return 3
-    version = artifact.keras_version or ""
-    return 3 if version.startswith("3") else 2
+    return 3 if artifact.keras_major == 3 else 2
 
 
 def load_keras_model(artifact: KerasArtifact, weights: str | Path | None = None) -> Any:
     refuse_code_layers(artifact.model_config)
-    major = _keras_major(artifact)
+    major = _loader_major(artifact)
     keras = _import("keras") if major == 3 else _import("tf_keras")
     path = str(artifact.path)
     try:

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 from kmodels import layer, save_keras, save_legacy_h5, sequential
 
-from converter.cli import main
+from application.cli import main
 
 
 def _dense_model(tmp_path: Path, rng: np.random.Generator, name: str = "m.h5") -> Path:
@@ -25,7 +25,7 @@ def _dense_model(tmp_path: Path, rng: np.random.Generator, name: str = "m.h5") -
 
 
 def _kconvert(*args: str) -> subprocess.CompletedProcess[str]:
-    code = "import sys; from converter.cli import main; sys.exit(main())"
+    code = "import sys; from application.cli import main; sys.exit(main())"
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
 
 
@@ -107,8 +107,8 @@ def test_failed_check_exits_4(tmp_path: Path, rng: np.random.Generator, monkeypa
     """The comparison path on its own: a reference that disagrees must fail the run with exit 4."""
     import runtime.check as check
 
-    monkeypatch.setattr(check, "load_keras_model", lambda artifact, weights: object())
-    monkeypatch.setattr("runtime.options.tensorflow_installed", lambda: True)  # Keras is faked: TF not needed
+    monkeypatch.setattr("application.service.load_keras_model", lambda artifact, weights: object())
+    monkeypatch.setattr("application.options.tensorflow_installed", lambda: True)  # Keras is faked: TF not needed
     monkeypatch.setattr(check, "reference_outputs", lambda model, inputs: [np.full((inputs[0].shape[0], 2), 9.0)])
     model = _dense_model(tmp_path, rng)
     result = CliRunner().invoke(main, [str(model), "--check", "--json"])
@@ -124,8 +124,8 @@ def test_check_passes_against_an_agreeing_reference(tmp_path: Path, rng: np.rand
     kernel = rng.normal(size=(3, 2)).astype("float32")
     config = sequential([layer("Dense", "dense", units=2, activation="tanh", use_bias=False)], (3,))
     model = save_legacy_h5(tmp_path / "m.h5", config, {"dense": [kernel]})
-    monkeypatch.setattr(check, "load_keras_model", lambda artifact, weights: object())
-    monkeypatch.setattr("runtime.options.tensorflow_installed", lambda: True)  # Keras is faked: TF not needed
+    monkeypatch.setattr("application.service.load_keras_model", lambda artifact, weights: object())
+    monkeypatch.setattr("application.options.tensorflow_installed", lambda: True)  # Keras is faked: TF not needed
     monkeypatch.setattr(check, "reference_outputs", lambda model, inputs: [np.tanh(inputs[0] @ kernel)])
     result = CliRunner().invoke(main, [str(model), "--check"])
     assert result.exit_code == 0 and "matches Keras" in result.output
@@ -140,7 +140,7 @@ def test_inspect_table_and_json(tmp_path: Path, rng: np.random.Generator) -> Non
 
 
 def test_help_imports_no_tensorflow_and_no_onnx() -> None:
-    code = ("import sys; from converter.cli import main\n"
+    code = ("import sys; from application.cli import main\n"
             "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
             "print(sorted(m for m in ('tensorflow', 'keras', 'onnx', 'h5py', 'numpy') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -19,8 +19,8 @@ from click.testing import CliRunner, Result
 from kmodels import functional, input_layer, layer, save_keras, save_legacy_h5, sequential
 
 import converter
-from converter.cli import EXIT_INTERNAL, main
-from converter.errors import KconvertWarning
+from application.cli import main
+from converter.errors import EXIT_INTERNAL, KconvertWarning
 
 KERNEL = np.arange(6, dtype="float32").reshape(3, 2) / 6
 
@@ -41,23 +41,24 @@ def _no_traceback(result: Result) -> None:
 
 def _fake_keras(monkeypatch: pytest.MonkeyPatch, outputs: Any) -> None:
     """Keras replaced by numpy: `outputs(inputs)` gives the expected outputs (no TensorFlow needed)."""
+    import application.options as options
+    import application.service as service
     import runtime.check as check
-    import runtime.options as options
 
     monkeypatch.setattr(options, "tensorflow_installed", lambda: True)
 
-    monkeypatch.setattr(check, "load_keras_model", lambda artifact, weights: object())
+    monkeypatch.setattr(service, "load_keras_model", lambda artifact, weights: object())
     monkeypatch.setattr(check, "reference_outputs", lambda model, inputs: outputs(inputs))
 
 
 def _no_model_reading(monkeypatch: pytest.MonkeyPatch) -> None:
     """Reading the model becomes a bug: an option error must be found before it (exit 2, not 70)."""
-    import runtime.check as check
+    import converter.api as api
 
     def refuse(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("the model was read before the options were checked")
 
-    monkeypatch.setattr(check, "load", refuse)
+    monkeypatch.setattr(api, "load", refuse)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -65,12 +66,12 @@ def _no_model_reading(monkeypatch: pytest.MonkeyPatch) -> None:
 # ---------------------------------------------------------------------------------------------------
 
 def _bug(monkeypatch: pytest.MonkeyPatch) -> None:
-    import runtime.check as check
+    import converter.api as api
 
     def broken(*args: Any, **kwargs: Any) -> None:
         raise ValueError("boom\nsecond line")
 
-    monkeypatch.setattr(check, "load", broken)
+    monkeypatch.setattr(api, "load", broken)
 
 
 def test_a_bug_is_one_line_asking_for_a_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -117,9 +118,9 @@ def test_a_bug_during_the_check_removes_the_written_file(tmp_path: Path, monkeyp
 
 
 def test_a_real_process_prints_no_traceback_for_a_bug(tmp_path: Path) -> None:
-    code = ("import sys, runtime.check as c\n"
+    code = ("import sys, converter.api as c\n"
             "c.load = lambda *a, **k: {}['missing']\n"
-            "from converter.cli import main\nsys.exit(main())")
+            "from application.cli import main\nsys.exit(main())")
     result = subprocess.run([sys.executable, "-c", code, str(_dense(tmp_path))], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 70 and "Traceback" not in result.stderr
@@ -315,7 +316,7 @@ def test_bad_options_are_refused_before_the_model_is_read(tmp_path: Path, monkey
 
 
 def test_check_without_tensorflow_is_refused_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import runtime.options as options
+    import application.options as options
 
     _no_model_reading(monkeypatch)
     monkeypatch.setattr(options, "tensorflow_installed", lambda: False)
@@ -359,14 +360,14 @@ def test_a_mismatch_keeps_the_onnx_and_says_so(tmp_path: Path, monkeypatch: pyte
 
 
 def test_keras_failing_to_load_leaves_no_onnx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import runtime.check as check
+    import application.service as service
     from runtime.reference import ReferenceUnavailable
 
     def unavailable(artifact: Any, weights: Any) -> None:
         raise ReferenceUnavailable("Keras 2 could not load m.h5", hint="-")
 
-    monkeypatch.setattr(check, "load_keras_model", unavailable)
-    monkeypatch.setattr("runtime.options.tensorflow_installed", lambda: True)
+    monkeypatch.setattr(service, "load_keras_model", unavailable)
+    monkeypatch.setattr("application.options.tensorflow_installed", lambda: True)
     result = _cli(_dense(tmp_path), "--check")
     assert result.exit_code == 2 and "could not load" in result.stderr and not (tmp_path / "m.onnx").exists()
 
@@ -393,9 +394,9 @@ def test_written_files_get_the_umask(tmp_path: Path, umask: int, suffix: str) ->
 # ---------------------------------------------------------------------------------------------------
 
 def _warning_load(monkeypatch: pytest.MonkeyPatch) -> None:
-    import runtime.check as check
+    import converter.api as api
 
-    original = check.load
+    original = api.load
 
     def load(*args: Any, **kwargs: Any) -> Any:
         warnings.warn("the file does not record its backend; read as TensorFlow", KconvertWarning, stacklevel=2)
@@ -404,7 +405,7 @@ def _warning_load(monkeypatch: pytest.MonkeyPatch) -> None:
         warnings.warn("more library noise", DeprecationWarning, stacklevel=1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(check, "load", load)
+    monkeypatch.setattr(api, "load", load)
 
 
 def test_kconvert_warnings_are_one_line_each(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -438,7 +439,7 @@ def test_float16_check_of_a_dense_after_a_sequence_lstm_survives(tmp_path: Path,
     from kmodels import run_onnx
 
     reference = _reference(tmp_path, x0=x, y0=run_onnx(converter.convert(model), x)[0])
-    result = subprocess.run([sys.executable, "-m", "converter.cli", str(model), "--float16", "--reference",
+    result = subprocess.run([sys.executable, "-m", "application.cli", str(model), "--float16", "--reference",
                              str(reference)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "matches Keras" in result.stdout

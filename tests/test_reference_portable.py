@@ -229,7 +229,7 @@ def test_kconvert_check_on_channels_first_model(tmp_path: Path, module: str, suf
     """`kconvert MODEL --check` in a fresh process, as a user runs it: exit 0, outputs match Keras."""
     model = _save_channels_first(tmp_path, module, suffix)
     env = {k: v for k, v in os.environ.items() if k != ONEDNN_ENV} | ({ONEDNN_ENV: onednn} if onednn else {})
-    code = "import sys; from converter.cli import main; sys.exit(main())"
+    code = "import sys; from application.cli import main; sys.exit(main())"
     done = subprocess.run([sys.executable, "-c", code, str(model), "-o", str(tmp_path / "m.onnx"), "--check",
                            "--json"], capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
     assert done.returncode == 0, done.stdout + done.stderr[-2000:]

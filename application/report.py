@@ -1,4 +1,5 @@
-"""Terminal rendering of reports (rich tables). The data comes from api/runtime; this only prints it.
+"""Terminal rendering of results (rich tables). The results come from application/service.py and
+converter.inspect; this only prints them.
 
 Every name and path comes from the user or the model file: it is escaped before rich sees it, so a
 `[red]` in a file name prints as itself instead of being taken for markup.
@@ -11,6 +12,8 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+from application.service import CheckResult, ConversionResult, KerasExportResult
 
 
 def print_summary(summary: dict[str, Any]) -> None:
@@ -28,32 +31,31 @@ def print_summary(summary: dict[str, Any]) -> None:
     console.print(f'Total params: {summary["total_params"]:,}')
 
 
-def print_convert_report(report: dict[str, Any]) -> None:
+def print_result(result: ConversionResult | KerasExportResult) -> None:
     console = Console(soft_wrap=True)  # a long path stays on one line
-    output = escape(str(report["output"]))
-    if report.get("format") == "keras":
-        console.print(f'wrote {output}  (Keras 3 archive, {report["seconds"]:.2f} s)')
-        for note in report.get("notes", []):
+    output = escape(str(result.output))
+    if isinstance(result, KerasExportResult):
+        console.print(f"wrote {output}  (Keras 3 archive, {result.seconds:.2f} s)")
+        for note in result.notes:
             console.print(f"  note: {note}", markup=False)
         return
-    console.print(f'wrote {output}  (opset {report["opset"]}, {report["nodes"]} nodes, {report["seconds"]:.2f} s)')
-    check = report.get("check")
-    if check:
-        _print_check(console, check, output)
+    console.print(f"wrote {output}  (opset {result.opset}, {result.nodes} nodes, {result.seconds:.2f} s)")
+    if result.check is not None:
+        _print_check(console, result.check, output)
 
 
-def _print_check(console: Console, check: dict[str, Any], output: str) -> None:
-    against = "Keras" if check.get("against", "keras") == "keras" else \
-        f'stored Keras outputs ({escape(str(check["against"]))})'
-    table = Table(title=f'check against {against} (rtol {check["rtol"]:g}, atol {check["atol"]:g})')
+def _print_check(console: Console, check: CheckResult, output: str) -> None:
+    against = "Keras" if check.against == "keras" else f"stored Keras outputs ({escape(check.against)})"
+    tolerance = check.tolerance
+    table = Table(title=f"check against {against} (rtol {tolerance.rtol:g}, atol {tolerance.atol:g})")
     for column in ("output", "shape", "max abs", "max rel", "status"):
         table.add_column(column)
-    for diff in check["outputs"]:
-        status = "[green]ok[/green]" if diff["status"] == "ok" else f'[red]{escape(diff["status"])}[/red]'
-        table.add_row(escape(str(diff["name"])), str(tuple(diff["shape"])), f'{diff["max_abs"]:.3g}',
-                      f'{diff["max_rel"]:.3g}', status)
+    for diff in check.outputs:
+        status = "[green]ok[/green]" if diff.ok else f"[red]{escape(diff.status)}[/red]"
+        table.add_row(escape(str(diff.name)), str(tuple(diff.shape)), f"{diff.max_abs:.3g}", f"{diff.max_rel:.3g}",
+                      status)
     console.print(table)
-    if check["ok"]:
+    if check.ok:
         console.print("[green]matches Keras[/green]")
     else:
         console.print(f"[red]does NOT match Keras[/red]; {output} is kept for inspection")

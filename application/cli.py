@@ -1,0 +1,216 @@
+"""The `kconvert` command. Heavy modules (numpy, onnx, h5py) are imported inside commands, so
+`kconvert --help` starts fast.
+
+The composition root: the only module besides application/service.py that sees both converter/ and
+runtime/. One place reports every outcome (`KconvertGroup.invoke`): the result rendered (application/
+report.py) or as JSON, `warning:` lines for the KconvertWarnings a file raised, a KconvertError as
+`error: ...`, and anything else as one line asking for a bug report. Exit codes come only from
+converter/errors.py (`exit_code_for`). Tracebacks only with --debug.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+
+from converter import __version__
+from converter.errors import KconvertError, KconvertWarning, exit_code_for
+
+if TYPE_CHECKING:
+    from application.service import ConversionResult, KerasExportResult
+
+GLOBAL_FLAGS = ("--debug",)  # accepted anywhere on the command line
+JSON_FLAG = "kconvert.json"
+OWN_MODULES = r"(converter|runtime|application)(\.|$)"  # whose UserWarnings are kconvert's own
+OWN_FOLDERS = tuple(Path(__file__).resolve().parent.parent / name for name in ("converter", "runtime", "application"))
+
+
+class KconvertGroup(click.Group):
+    """`kconvert model.h5` means `kconvert convert model.h5`; `--debug` may come anywhere; and every
+    outcome of every command is reported here."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        end = args.index("--") if "--" in args else len(args)
+        ctx.meta[JSON_FLAG] = "--json" in args[:end]
+        flags = [a for a in args[:end] if a in GLOBAL_FLAGS]
+        args = [a for a in args[:end] if a not in GLOBAL_FLAGS] + args[end:]
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
+            args = ["convert", *args]
+        return super().parse_args(ctx, [*flags, *args])
+
+    def invoke(self, ctx: click.Context) -> Any:
+        debug, as_json = bool(ctx.params.get("debug")), bool(ctx.meta.get(JSON_FLAG))
+        with _captured_warnings(debug) as caught:
+            try:
+                outcome = super().invoke(ctx)
+                _finish(ctx.invoked_subcommand, outcome, as_json, _warning_lines(caught, debug))
+            except KconvertError as err:
+                _fail(err, as_json, debug, _warning_lines(caught, debug))
+            except click.ClickException as err:  # click's own usage errors keep click's code (2)
+                if not as_json:
+                    raise
+                _fail_json({"type": "UsageError", "message": err.format_message(), "exit_code": err.exit_code},
+                           _warning_lines(caught, debug), err.exit_code)
+            except (click.exceptions.Exit, click.exceptions.Abort):
+                raise
+            except Exception as err:  # a kconvert bug: reported in one line, and the run ends here
+                _internal_error(err, as_json, debug, _warning_lines(caught, debug))
+
+
+@contextmanager
+def _captured_warnings(debug: bool) -> Iterator[list[warnings.WarningMessage]]:
+    """KconvertWarnings (what a file leaves open), and any UserWarning kconvert's own code issues, are
+    collected for the report; other libraries' warnings are dropped unless --debug."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default" if debug else "ignore")
+        warnings.filterwarnings("always", category=UserWarning, module=OWN_MODULES)
+        warnings.simplefilter("always", KconvertWarning)
+        yield caught
+
+
+def _ours(item: warnings.WarningMessage) -> bool:
+    if issubclass(item.category, KconvertWarning):
+        return True
+    where = Path(item.filename).resolve()
+    return issubclass(item.category, UserWarning) and any(where.is_relative_to(f) for f in OWN_FOLDERS)
+
+
+def _warning_lines(caught: list[warnings.WarningMessage], debug: bool) -> list[str]:
+    """Each of kconvert's warnings once, in order; with --debug the others are shown as Python shows them."""
+    lines: list[str] = []
+    for item in caught:
+        if _ours(item):
+            if str(item.message) not in lines:
+                lines.append(str(item.message))
+        elif debug:
+            click.echo(warnings.formatwarning(item.message, item.category, item.filename, item.lineno), err=True,
+                       nl=False)
+    caught.clear()
+    return lines
+
+
+def _echo_warnings(lines: list[str]) -> None:
+    for line in lines:
+        click.echo(f"warning: {line}", err=True)
+
+
+def _fail(err: KconvertError, as_json: bool, debug: bool, warning_lines: list[str]) -> NoReturn:
+    if debug:
+        traceback.print_exc()
+    if as_json:
+        _fail_json({"type": type(err).__name__, "message": err.message, "layer": err.layer, "hint": err.hint,
+                    "exit_code": exit_code_for(err)}, warning_lines, exit_code_for(err))
+    _echo_warnings(warning_lines)
+    click.echo(f"error: {err.render()}", err=True)
+    sys.exit(exit_code_for(err))
+
+
+def _fail_json(error: dict[str, Any], warning_lines: list[str], code: int) -> NoReturn:
+    click.echo(json.dumps({"ok": False, "error": error, "warnings": warning_lines}, indent=2))
+    sys.exit(code)
+
+
+def _internal_error(err: Exception, as_json: bool, debug: bool, warning_lines: list[str]) -> NoReturn:
+    if debug:
+        traceback.print_exc()
+    what = " ".join(f"{type(err).__name__}: {err}".split())[:300]
+    hint = (f"this is a kconvert bug; please report it with kconvert {__version__} and the command you ran"
+            + ("" if debug else "; rerun with --debug for the traceback"))
+    code = exit_code_for(err)
+    if as_json:
+        _fail_json({"type": "InternalError", "exception": type(err).__name__, "message": what, "hint": hint,
+                    "kconvert_version": __version__, "exit_code": code}, warning_lines, code)
+    _echo_warnings(warning_lines)
+    click.echo(f"error: internal error ({what}) — {hint}", err=True)
+    sys.exit(code)
+
+
+def _finish(command: str | None, outcome: Any, as_json: bool, warning_lines: list[str]) -> None:
+    """Render a command's result; a conversion whose check found a mismatch exits with that failure's code
+    (the file is kept)."""
+    from application import report
+
+    if as_json:
+        data = outcome if command == "inspect" else outcome.to_dict()
+        click.echo(json.dumps({**data, "warnings": warning_lines}, indent=2))
+    else:
+        _echo_warnings(warning_lines)
+        report.print_summary(outcome) if command == "inspect" else report.print_result(outcome)
+    failure = outcome.failure if command == "convert" else None
+    if failure is not None:
+        sys.exit(exit_code_for(failure))
+
+
+@click.group(cls=KconvertGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="kconvert", message="kconvert %(version)s")
+@click.option("--debug", is_flag=True, help="Show Python tracebacks and library warnings (for bug reports).")
+def main(debug: bool) -> None:
+    """Convert Keras model files (.h5, .keras, model.json + weights) to ONNX, without TensorFlow.
+
+    \b
+      kconvert model.h5                 writes model.onnx beside it
+      kconvert model.keras --check      ... and compares with Keras on generated inputs
+      kconvert inspect model.h5         prints a model.summary()-like table
+      kconvert old.h5 -o model.keras    upgrades a Keras 1/2 file to a Keras 3 archive
+
+    \b
+    Exit codes: 0 done, 2 bad input or option, 3 unsupported content, 4 the check found a mismatch
+    (the output is kept), 70 a kconvert bug (please report it).
+    """
+
+
+@main.command("convert")
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Output file (default: MODEL with .onnx); NAME.keras writes a Keras 3 archive instead. "
+                   "Missing folders are created.")
+@click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), help="Weights file for a model.json.")
+@click.option("--backend", type=click.Choice(["tensorflow", "theano"]), default=None,
+              help="Keras backend that saved the file, where the file does not record it (Theano kernels are flipped).")
+@click.option("--opset", type=int, default=None, help="ONNX opset (default 17; 13 up to the newest onnx knows).")
+@click.option("--float16", is_flag=True, help="fp16 weights and compute (inputs/outputs stay float32).")
+@click.option("--float16-io", is_flag=True, help="With --float16: fp16 inputs and outputs too.")
+@click.option("--nchw-inputs", is_flag=True, help="Spatial inputs channels-first (no Transpose at the input).")
+@click.option("--nchw-outputs", is_flag=True, help="Spatial outputs channels-first (no Transpose at the output).")
+@click.option("--check", is_flag=True,
+              help="Cross-check against Keras on generated inputs (needs kconvert[tf]); unknown dimensions take "
+                   "the first of 4, 8, 16, ..., 256 at which the converted model runs.")
+@click.option("--reference", type=click.Path(dir_okay=False, path_type=Path),
+              help="Check against stored Keras outputs (.npz with input:NAME/output:NAME or x0../y0..); no TF needed.")
+@click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
+              help="onnxruntime execution provider for the check (default: auto, CUDA when available).")
+@click.option("--rtol", type=float, default=None, help="Relative tolerance for the check (1e-4; 2e-2 with --float16).")
+@click.option("--atol", type=float, default=None,
+              help="Absolute tolerance for the check (1e-5; with --float16 2e-2 x max(1, max|expected|)).")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable JSON report.")
+def convert_command(as_json: bool, **options: Any) -> ConversionResult | KerasExportResult:
+    """Convert MODEL to ONNX."""
+    from application.service import ConvertRequest, convert  # numpy, h5py, onnx: only when converting
+
+    return convert(ConvertRequest(**options))
+
+
+@main.command("inspect")
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), help="Weights file for a model.json.")
+@click.option("--backend", type=click.Choice(["tensorflow", "theano"]), default=None,
+              help="Keras backend that saved the file, where the file does not record it (Theano kernels are flipped).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def inspect_command(model: Path, weights: Path | None, backend: str | None, as_json: bool) -> dict[str, Any]:
+    """Print a model.summary()-like table of MODEL, without TensorFlow."""
+    import converter
+
+    summary: dict[str, Any] = converter.inspect(model, weights, backend=backend)
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""The application service: what `kconvert MODEL [--check]` does, shared by the CLI and by programs.
+
+`convert(request)` checks every option, reads the model, prepares what the check needs, writes the output
+and checks it; it returns a typed result (ConversionResult, or KerasExportResult for a .keras output) that
+the CLI renders as a table or as JSON. Order of work, so that a run that fails leaves no file: options
+first (application/options.py), then the model, then what the check needs (the stored reference fitted to
+the model, or the Keras model loaded), and only then is the ONNX written. A check that runs and finds a
+mismatch keeps the file (the result says so: users inspect it); any error during the check removes it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from application.options import ConvertRequest, default_output, validate
+from converter.api import LoadedModel, OnnxOptions, WrittenOnnx, opened, save_keras, write_onnx
+from converter.errors import CheckFailedError
+from converter.passes.layout import LayoutOptions
+from runtime.check import Reference, check_against_keras, check_against_reference
+from runtime.compare import ATOL, RTOL, OutputDiff, Tolerance
+from runtime.reference import load_keras_model
+from runtime.stored import fit_reference
+
+__all__ = ["CheckResult", "ConversionResult", "ConvertRequest", "KerasExportResult", "check_tolerance", "check_written",
+           "convert", "default_output"]
+ATOL_SCALED_BY = "max(1, max|expected|)"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The comparison of the written file with Keras: per-output diffs, under `tolerance`, on `providers`."""
+
+    tolerance: Tolerance
+    against: str  # "keras", or the path of the stored reference
+    providers: list[str]
+    outputs: list[OutputDiff]
+
+    @property
+    def ok(self) -> bool:
+        return all(diff.ok for diff in self.outputs)
+
+    def to_dict(self) -> dict[str, Any]:
+        scaled = {"atol_scaled_by": ATOL_SCALED_BY} if self.tolerance.atol_scaled else {}
+        return {"ok": self.ok, "rtol": self.tolerance.rtol, "atol": self.tolerance.atol, **scaled,
+                "against": self.against, "providers": self.providers, "outputs": [d.to_dict() for d in self.outputs]}
+
+
+@dataclass(frozen=True)
+class ConversionResult:
+    """An ONNX file written (and checked, when asked)."""
+
+    model: Path
+    output: Path
+    opset: int
+    seconds: float
+    nodes: int
+    float16: bool
+    inputs: list[tuple[str, list[Any]]]  # name, shape as the graph declares it
+    outputs: list[str]
+    check: CheckResult | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.check is None or self.check.ok
+
+    @property
+    def failure(self) -> CheckFailedError | None:
+        """The mismatch the check found, as the error it is (the file stays written)."""
+        if self.ok:
+            return None
+        return CheckFailedError(f"{self.output} does not match Keras", hint="the file is kept for inspection")
+
+    def to_dict(self) -> dict[str, Any]:
+        report: dict[str, Any] = {
+            "ok": self.ok, "model": str(self.model), "output": str(self.output), "opset": self.opset,
+            "seconds": self.seconds, "nodes": self.nodes, "float16": self.float16,
+            "inputs": [{"name": name, "shape": shape} for name, shape in self.inputs], "outputs": self.outputs}
+        if self.check is not None:
+            report["check"] = self.check.to_dict()
+        return report
+
+
+@dataclass(frozen=True)
+class KerasExportResult:
+    """A Keras 3 archive written without TensorFlow, with notes on what it leaves out."""
+
+    model: Path
+    output: Path
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return True
+
+    @property
+    def failure(self) -> None:
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": True, "model": str(self.model), "output": str(self.output), "format": "keras",
+                "seconds": self.seconds, "notes": self.notes}
+
+
+def convert(request: ConvertRequest) -> ConversionResult | KerasExportResult:
+    output = validate(request)
+    if output.suffix.lower() == ".keras":
+        return _export_keras(request, output)
+    start = time.perf_counter()
+    layout = LayoutOptions(nchw_inputs=request.nchw_inputs, nchw_outputs=request.nchw_outputs)
+    with opened(request.model, request.weights, backend=request.backend, layout=layout, mapped=True) as loaded:
+        return _convert_loaded(loaded, output, request, start)
+
+
+def _convert_loaded(loaded: LoadedModel, output: Path, request: ConvertRequest, start: float) -> ConversionResult:
+    stored = fit_reference(request.reference, loaded.graph) if request.reference is not None else None
+    aside = time.perf_counter()
+    keras_model = load_keras_model(loaded.artifact, request.weights) if request.check else None
+    start += time.perf_counter() - aside  # "seconds" is the conversion's time, not TensorFlow's
+    # Without a check the Keras-layout weights are dropped as soon as each layer is lowered.
+    written = write_onnx(loaded, output, OnnxOptions(request.opset, request.float16, request.float16_io),
+                         release_weights=not request.verifies)
+    seconds = round(time.perf_counter() - start, 3)
+    check = None
+    if request.verifies:
+        with _removed_on_error(written.files):
+            check = check_written(loaded, written, request, keras_model, stored)
+    graph = loaded.graph
+    return ConversionResult(request.model, output, written.opset, seconds, written.nodes, request.float16,
+                            [(t.name, list(t.shape or ())) for t in graph.inputs], list(graph.output_names), check)
+
+
+@contextmanager
+def _removed_on_error(paths: list[Path]) -> Iterator[None]:
+    """The files written before a check are removed if the check cannot run to its answer, whatever the
+    error; the error itself goes on to the caller."""
+    try:
+        yield
+    except BaseException:
+        for path in paths:
+            path.unlink(missing_ok=True)
+        raise
+
+
+def check_tolerance(request: ConvertRequest) -> Tolerance:
+    """The tolerance asked for, or the default for the precision (float16's atol grows with the outputs)."""
+    from converter.export.onnx import FLOAT16_ATOL, FLOAT16_RTOL
+
+    rtol = request.rtol if request.rtol is not None else (FLOAT16_RTOL if request.float16 else RTOL)
+    atol = request.atol if request.atol is not None else (FLOAT16_ATOL if request.float16 else ATOL)
+    return Tolerance(rtol, atol, atol_scaled=request.float16 and request.atol is None)
+
+
+def check_written(loaded: LoadedModel, written: WrittenOnnx, request: ConvertRequest, keras_model: Any,
+                  stored: Reference | None) -> CheckResult:
+    """Compare the written file with the stored reference, or with the loaded Keras model."""
+    tolerance = check_tolerance(request)
+    provider = request.provider or "auto"
+    if stored is not None:
+        diffs, providers = check_against_reference(loaded, written.path, stored, provider, tolerance,
+                                                   request.float16)
+    else:
+        diffs, providers = check_against_keras(loaded, written.path, keras_model, provider, tolerance,
+                                               request.float16)
+    against = str(request.reference) if request.reference is not None else "keras"
+    return CheckResult(tolerance, against, providers, diffs)
+
+
+def _export_keras(request: ConvertRequest, output: Path) -> KerasExportResult:
+    """`kconvert MODEL -o NAME.keras`: a Keras 3 archive written without TensorFlow."""
+    start = time.perf_counter()
+    archive = save_keras(request.model, output, request.weights, backend=request.backend)
+    return KerasExportResult(request.model, archive.path, round(time.perf_counter() - start, 3), archive.notes)
