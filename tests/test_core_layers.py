@@ -101,3 +101,19 @@ def test_random_augmentation_is_identity_at_inference(tmp_path: Path, rng: np.ra
     (y,) = run_onnx(model, x)
     assert_close(y, x @ kernel)
     assert [n.op_type for n in model.graph.node] == ["MatMul"]
+
+
+def test_inference_identities_carry_their_own_masking_traits() -> None:
+    """One configured handler per kind: Keras' supports_masking decides what each hands on."""
+    from converter.layers.registry import LAYERS
+
+    def traits(kind: str) -> tuple[bool, bool, bool]:
+        handler = LAYERS.get(kind)
+        assert handler is not None
+        return handler.inference_identity, handler.passes_mask, handler.passes_mask_before_keras3
+
+    for kind in ("Dropout", "GaussianNoise", "GaussianDropout", "AlphaDropout", "ActivityRegularization", "Identity"):
+        assert traits(kind) == (True, True, False)
+    for kind in ("SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D"):
+        assert traits(kind) == (True, False, True)
+    assert traits("RandomFlip") == (True, False, False)

@@ -259,3 +259,12 @@ def test_unsupported_configs_are_refused(tmp_path: Path, config: dict[str, Any],
     path = save_keras(tmp_path / "m.keras", sequential([cfg], (6, 6, 2)), {"conv": [np.zeros((3, 3, 2, 3))]})
     with pytest.raises(UnsupportedLayerError, match=message):
         converter.convert(path)
+
+
+def test_only_conv1d_reads_a_sequence() -> None:
+    """Conv1D's `input_dim`/`input_length` shorthand spells (batch, steps, features): its handler says so."""
+    from converter.layers.registry import LAYERS
+
+    readers = {name for name in ("Conv1D", "Conv2D", "Conv3D", "DepthwiseConv1D", "SeparableConv1D", "Conv1DTranspose")
+               if LAYERS.get(name).consumes_sequence}  # type: ignore[union-attr]
+    assert readers == {"Conv1D"}

@@ -9,27 +9,33 @@ ONNX's grouped-conv order once reshaped to (in * multiplier, 1, k...).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
 from converter.errors import UnsupportedLayerError
 from converter.ir import Node, Shape
 from converter.ir.shape import Dim
+from converter.layers.activations import parse_activation
 from converter.layers.builder import OpBuilder
+from converter.layers.channel_linear import ChannelLinear
 from converter.layers.registry import LAYERS, LayerHandler
+from converter.layers.spec import Config, LayerSpec, parse_fields
 from converter.layers.windows import (
     CHANNELS_FIRST,
-    activate,
-    check_conv_common,
-    check_padding,
-    data_format,
-    ints,
-    join_shape,
+    CHANNELS_LAST,
+    activate_in,
+    join_spatial,
+    node_data_format,
     pad_attrs,
-    split_shape,
+    parse_data_format,
+    parse_padding,
+    split_spatial,
     static,
     window_lengths,
     window_pads,
+    with_switched_format,
 )
 
 
@@ -61,118 +67,180 @@ def channels_first_io(node: Node, b: OpBuilder, x: str, body: Callable[[str, lis
     the pass (inside a wrapper) may still be channels_last, so transpose around it then."""
     shape = node.inputs[0].shape or ()
     rank = len(shape)
-    if data_format(node) == CHANNELS_FIRST:
+    if node_data_format(node) == CHANNELS_FIRST:
         return body(x, list(shape[2:]))
     inner = body(b.transpose(x, [0, rank - 1, *range(1, rank - 1)]), list(shape[1:-1]))
     return b.transpose(inner, [0, *range(2, rank), 1])
 
 
-class ConvBase(LayerHandler):
-    """Shared shape rule and emission for every Conv-based layer of spatial rank `rank`."""
+@dataclass(frozen=True, kw_only=True)
+class ConvSpec(LayerSpec):
+    """What every Conv-based layer shares; tuples hold one int per spatial axis."""
+
+    kernel_size: tuple[int, ...]
+    strides: tuple[int, ...]
+    dilation_rate: tuple[int, ...]
+    padding: str = "valid"
+    data_format: str = CHANNELS_LAST  # what the node computes in: the layout pass switches it
+    keras_data_format: str = CHANNELS_LAST  # what the file asked for (where Keras' last axis is)
+    activation: str = "linear"
+    use_bias: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class FiltersConvSpec(ConvSpec):
+    filters: int
+    groups: int = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class DepthwiseSpec(ConvSpec):
+    depth_multiplier: int = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class SeparableSpec(ConvSpec):
+    filters: int
+    depth_multiplier: int = 1
+
+
+C = TypeVar("C", bound=ConvSpec)
+
+
+class ConvBase(LayerHandler[C]):
+    """Shared parse, shape rule and emission for every Conv-based layer of spatial rank `rank`."""
 
     channels_first_only = True
-    rank = 2
-    paddings: tuple[str, ...] = ("valid", "same")
+    spec_type: type[LayerSpec] = ConvSpec
 
-    def check(self, node: Node) -> None:
-        check_conv_common(node)
-        check_padding(node, self.paddings)
-        for read in (self.kernel, self.strides, self.dilations):
-            read(node)  # malformed tuples are refused here, before any shape work
+    def __init__(self, rank: int, paddings: tuple[str, ...] = ("valid", "same")) -> None:
+        self.rank = rank
+        self.paddings = paddings
 
-    def kernel(self, node: Node) -> tuple[int, ...]:
-        return ints(node, "kernel_size", self.rank, None)
+    def parse(self, config: Config) -> C:
+        fmt = parse_data_format(config)
+        activation = parse_activation(config)
+        padding = parse_padding(config, self.paddings)
+        windows = {"kernel_size": config.ints("kernel_size", self.rank),
+                   "strides": config.ints("strides", self.rank, 1),
+                   "dilation_rate": config.ints("dilation_rate", self.rank, 1)}
+        spec = parse_fields(self.spec_type, config, data_format=fmt, keras_data_format=fmt, activation=activation,
+                            padding=padding, **windows, **self.parse_more(config))
+        return cast(C, spec)  # spec_type is C's class
 
-    def strides(self, node: Node) -> tuple[int, ...]:
-        return ints(node, "strides", self.rank, 1)
+    def spec(self, node: Node) -> C:
+        """The node's spec, in the format a wrapper's channels-first twin computes in (see
+        `with_switched_format`)."""
+        return with_switched_format(node, cast(C, node.spec))
 
-    def dilations(self, node: Node) -> tuple[int, ...]:
-        return ints(node, "dilation_rate", self.rank, 1)
+    def parse_more(self, config: Config) -> dict[str, Any]:
+        """Family-specific values `parse_fields` cannot read alone (checked, or shaped by the rank)."""
+        return {}
+
+    def channel_axis(self, node: Node, rank: int) -> int | None:
+        """Where a per-channel fold finds the output channels; None under a fused activation."""
+        spec = self.spec(node)
+        if spec.activation != "linear":
+            return None
+        return 1 if spec.data_format == CHANNELS_FIRST else rank - 1
+
+    def split(self, node: Node, shape: Shape) -> tuple[Dim, list[Dim]]:
+        return split_spatial(node, self.spec(node).data_format, shape, self.rank, self.meaning())
 
     def out_channels(self, node: Node, channels: Dim) -> Dim:
-        return int(node.attrs["filters"])
+        raise NotImplementedError  # each family knows its own
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
         shape = input_shapes[0]
-        channels, spatial = split_shape(node, shape, self.rank, self.meaning())
-        padding = str(node.attr("padding", "valid"))
-        out = window_lengths(node, "kernel_size", spatial, self.kernel(node), self.strides(node),
-                             self.dilations(node), padding)
-        return [join_shape(node, shape[0], self.out_channels(node, channels), out)]
+        spec = self.spec(node)
+        channels, spatial = self.split(node, shape)
+        out = window_lengths(node, "kernel_size", spatial, spec.kernel_size, spec.strides, spec.dilation_rate,
+                             spec.padding)
+        return [join_spatial(spec.data_format, shape[0], self.out_channels(node, channels), out)]
 
     def meaning(self) -> str:
         axes = ", ".join(["steps"] if self.rank == 1 else [f"dim{i + 1}" for i in range(self.rank)])
         return f"(batch, {axes}, channels)"
 
+    def activate(self, node: Node, b: OpBuilder, y: str) -> str:
+        spec = self.spec(node)
+        return activate_in(b, y, spec.activation, spec.keras_data_format, spec.data_format)
+
     def conv(self, node: Node, b: OpBuilder, x: str, lengths: list[Dim], weight: str, bias: str | None,
              group: int = 1, pointwise: bool = False) -> str:
-        ones = [1] * self.rank
-        kernel = ones if pointwise else self.kernel(node)
-        strides = ones if pointwise else self.strides(node)
-        dilations = ones if pointwise else self.dilations(node)
-        padding = "valid" if pointwise else str(node.attr("padding", "valid"))
+        spec = self.spec(node)
+        ones = (1,) * self.rank
+        kernel = ones if pointwise else spec.kernel_size
+        strides = ones if pointwise else spec.strides
+        dilations = ones if pointwise else spec.dilation_rate
+        padding = "valid" if pointwise else spec.padding
         pads = window_pads(lengths, kernel, strides, dilations, padding)
         args = [x, weight] if bias is None else [x, weight, bias]
         return b.op("Conv", *args, kernel_shape=list(kernel), strides=list(strides), dilations=list(dilations),
                     group=group, **pad_attrs(pads))
 
 
-class Conv(ConvBase):
-    def check(self, node: Node) -> None:
-        super().check(node)
-        if int(node.attr("groups", 1)) < 1:
-            raise UnsupportedLayerError(f"{node.kind} '{node.layer_name}' has groups={node.attrs['groups']}",
-                                        layer=node.layer_name, hint="groups must be a positive int")
+class Conv(ChannelLinear, ConvBase[FiltersConvSpec]):
+    """Conv1D/2D/3D, grouped; kernel (k..., in / groups, filters), output channels last."""
+
+    spec_type = FiltersConvSpec
+
+    def parse_more(self, config: Config) -> dict[str, Any]:
+        groups = config.integer("groups", 1)
+        if groups < 1:
+            raise UnsupportedLayerError(f"{config.ctx.kind} '{config.ctx.layer_name}' has groups={groups}",
+                                        layer=config.ctx.layer_name, hint="groups must be a positive int")
+        return {"groups": groups}
+
+    def onnx_axes(self, ndim: int) -> tuple[int, ...]:
+        return onnx_kernel_axes(ndim)
+
+    def out_channels(self, node: Node, channels: Dim) -> Dim:
+        return self.spec(node).filters
 
     def weight_names(self, node: Node) -> list[str]:
-        return ["kernel", "bias"] if node.attr("use_bias", True) else ["kernel"]
+        return ["kernel", "bias"] if self.spec(node).use_bias else ["kernel"]
 
     def weight_shapes(self, node: Node, input_shapes: list[Shape]) -> dict[str, tuple[int | None, ...]]:
-        channels, _ = split_shape(node, input_shapes[0], self.rank, self.meaning())
-        filters, groups = int(node.attrs["filters"]), int(node.attr("groups", 1))
-        per_group = channels // groups if isinstance(channels, int) else None
-        return {"kernel": (*self.kernel(node), per_group, filters), "bias": (filters,)}
+        channels, _ = self.split(node, input_shapes[0])
+        spec = self.spec(node)
+        per_group = channels // spec.groups if isinstance(channels, int) else None
+        return {"kernel": (*spec.kernel_size, per_group, spec.filters), "bias": (spec.filters,)}
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
         weight = b.weight("kernel", keras_to_onnx_kernel(node.weights["kernel"]))
         bias = b.weight("bias") if "bias" in node.weights else None
-        group = int(node.attr("groups", 1))
+        group = self.spec(node).groups
         y = channels_first_io(node, b, inputs[0], lambda x, n: self.conv(node, b, x, n, weight, bias, group))
-        return [activate(node, b, y)]
+        return [self.activate(node, b, y)]
 
 
-@LAYERS.register("Conv1D")
-class Conv1D(Conv):
-    rank = 1
-    paddings = ("valid", "same", "causal")
+class Depthwise(ChannelLinear, ConvBase[DepthwiseSpec]):
+    """Keras 3 names the depthwise kernel `kernel`; Keras 2 `depthwise_kernel`: the order is the same.
+    Output channel c * multiplier + m is the kernel's (c, m) entry: the last two axes flattened."""
 
+    spec_type = DepthwiseSpec
+    scaled_weight = "depthwise_kernel"
 
-@LAYERS.register("Conv2D")
-class Conv2D(Conv):
-    rank = 2
+    def channel_factor(self, kernel: np.ndarray, scale: np.ndarray) -> np.ndarray | None:
+        if kernel.shape[-2] * kernel.shape[-1] != scale.size:
+            return None
+        return scale.reshape(kernel.shape[-2], kernel.shape[-1])
 
-
-@LAYERS.register("Conv3D")
-class Conv3D(Conv):
-    rank = 3
-
-
-class Depthwise(ConvBase):
-    """Keras 3 names the depthwise kernel `kernel`; Keras 2 `depthwise_kernel`: the order is the same."""
+    def onnx_axes(self, ndim: int) -> tuple[int, ...]:
+        return depthwise_axes(ndim)
 
     def weight_names(self, node: Node) -> list[str]:
-        return ["depthwise_kernel", "bias"] if node.attr("use_bias", True) else ["depthwise_kernel"]
-
-    def multiplier(self, node: Node) -> int:
-        return int(node.attr("depth_multiplier", 1))
+        return ["depthwise_kernel", "bias"] if self.spec(node).use_bias else ["depthwise_kernel"]
 
     def out_channels(self, node: Node, channels: Dim) -> Dim:
-        return channels * self.multiplier(node) if isinstance(channels, int) else None
+        return channels * self.spec(node).depth_multiplier if isinstance(channels, int) else None
 
     def weight_shapes(self, node: Node, input_shapes: list[Shape]) -> dict[str, tuple[int | None, ...]]:
-        channels, _ = split_shape(node, input_shapes[0], self.rank, self.meaning())
+        channels, _ = self.split(node, input_shapes[0])
         out = self.out_channels(node, channels)
-        return {"depthwise_kernel": (*self.kernel(node), static(channels), self.multiplier(node)),
+        spec = self.spec(node)
+        return {"depthwise_kernel": (*spec.kernel_size, static(channels), spec.depth_multiplier),
                 "bias": (static(out),)}
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
@@ -181,32 +249,32 @@ class Depthwise(ConvBase):
         bias = b.weight("bias") if "bias" in node.weights else None
         group = int(kernel.shape[-2])
         y = channels_first_io(node, b, inputs[0], lambda x, n: self.conv(node, b, x, n, weight, bias, group))
-        return [activate(node, b, y)]
+        return [self.activate(node, b, y)]
 
 
-@LAYERS.register("DepthwiseConv1D")
-class DepthwiseConv1D(Depthwise):
-    rank = 1
+class Separable(ChannelLinear, ConvBase[SeparableSpec]):
+    """A depthwise conv (strides, dilation, padding) then a 1x1 conv to `filters`, bias on the second
+    (which a per-channel fold scales: its kernel's last axis)."""
 
+    spec_type = SeparableSpec
+    scaled_weight = "pointwise_kernel"
 
-@LAYERS.register("DepthwiseConv2D")
-class DepthwiseConv2D(Depthwise):
-    rank = 2
+    def onnx_axes(self, ndim: int) -> tuple[int, ...]:
+        return onnx_kernel_axes(ndim)
 
-
-class Separable(ConvBase):
-    """A depthwise conv (strides, dilation, padding) then a 1x1 conv to `filters`, bias on the second."""
+    def out_channels(self, node: Node, channels: Dim) -> Dim:
+        return self.spec(node).filters
 
     def weight_names(self, node: Node) -> list[str]:
         names = ["depthwise_kernel", "pointwise_kernel"]
-        return [*names, "bias"] if node.attr("use_bias", True) else names
+        return [*names, "bias"] if self.spec(node).use_bias else names
 
     def weight_shapes(self, node: Node, input_shapes: list[Shape]) -> dict[str, tuple[int | None, ...]]:
-        channels, _ = split_shape(node, input_shapes[0], self.rank, self.meaning())
-        multiplier, filters = int(node.attr("depth_multiplier", 1)), int(node.attrs["filters"])
-        mid = channels * multiplier if isinstance(channels, int) else None
-        return {"depthwise_kernel": (*self.kernel(node), static(channels), multiplier),
-                "pointwise_kernel": (*([1] * self.rank), mid, filters), "bias": (filters,)}
+        channels, _ = self.split(node, input_shapes[0])
+        spec = self.spec(node)
+        mid = channels * spec.depth_multiplier if isinstance(channels, int) else None
+        return {"depthwise_kernel": (*spec.kernel_size, static(channels), spec.depth_multiplier),
+                "pointwise_kernel": (*([1] * self.rank), mid, spec.filters), "bias": (spec.filters,)}
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
         depthwise = node.weights["depthwise_kernel"]
@@ -219,14 +287,18 @@ class Separable(ConvBase):
             mid = self.conv(node, b, x, lengths, dw, None, group)
             return self.conv(node, b, mid, lengths, pw, bias, pointwise=True)
 
-        return [activate(node, b, channels_first_io(node, b, inputs[0], body))]
+        return [self.activate(node, b, channels_first_io(node, b, inputs[0], body))]
 
 
-@LAYERS.register("SeparableConv1D")
-class SeparableConv1D(Separable):
-    rank = 1
+def _register() -> None:
+    conv1d = Conv(rank=1, paddings=("valid", "same", "causal"))
+    conv1d.consumes_sequence = True  # Conv1D(input_dim=..., input_length=...) spells (batch, steps, features)
+    LAYERS.add("Conv1D", conv1d)
+    LAYERS.add("Conv2D", Conv(rank=2))
+    LAYERS.add("Conv3D", Conv(rank=3))
+    for rank in (1, 2):
+        LAYERS.add(f"DepthwiseConv{rank}D", Depthwise(rank=rank))
+        LAYERS.add(f"SeparableConv{rank}D", Separable(rank=rank))
 
 
-@LAYERS.register("SeparableConv2D")
-class SeparableConv2D(Separable):
-    rank = 2
+_register()

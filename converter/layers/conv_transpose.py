@@ -11,14 +11,21 @@ max(full - O, 0) // 2. full - O does not depend on n, so the pads are static for
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
 from converter.errors import FormatError
 from converter.ir import Node, Shape
 from converter.ir.shape import Dim
 from converter.layers.builder import OpBuilder
-from converter.layers.conv import ConvBase, channels_first_io, keras_to_onnx_kernel
+from converter.layers.channel_linear import ChannelLinear
+from converter.layers.conv import ConvBase, ConvSpec, channels_first_io, keras_to_onnx_kernel, onnx_kernel_axes
 from converter.layers.limits import check_output
 from converter.layers.registry import LAYERS
-from converter.layers.windows import activate, ints, join_shape, split_shape, static
+from converter.layers.spec import Config
+from converter.layers.windows import join_spatial, static
 
 
 def excess(kernel: int, stride: int, dilation: int, padding: str, output_padding: int | None) -> int:
@@ -41,44 +48,62 @@ def transpose_length(length: Dim, kernel: int, stride: int, dilation: int, paddi
     return length if stride == 1 and extra == span - 1 else None
 
 
-class ConvTranspose(ConvBase):
-    def weight_names(self, node: Node) -> list[str]:
-        return ["kernel", "bias"] if node.attr("use_bias", True) else ["kernel"]
+@dataclass(frozen=True, kw_only=True)
+class ConvTransposeSpec(ConvSpec):
+    filters: int
+    output_padding: tuple[int | None, ...] = ()  # one entry per spatial axis; None: Keras' own rule
 
-    def output_padding(self, node: Node) -> list[int | None]:
-        if node.attrs.get("output_padding") is None:
-            return [None] * self.rank
-        return list(ints(node, "output_padding", self.rank, None))
 
-    def check(self, node: Node) -> None:
-        super().check(node)
-        given = self.output_padding(node)
-        if any(p is not None and p >= s for p, s in zip(given, self.strides(node))):
-            raise FormatError(f"layer '{node.layer_name}': output_padding={node.attrs['output_padding']!r} must be "
-                              f"less than the strides {self.strides(node)}", layer=node.layer_name,
+class ConvTranspose(ChannelLinear, ConvBase[ConvTransposeSpec]):
+    """Kernel (k..., filters, in): a per-channel fold scales its second-last axis."""
+
+    spec_type = ConvTransposeSpec
+
+    def parse_more(self, config: Config) -> dict[str, Any]:
+        given = config.value("output_padding")
+        padding: tuple[int | None, ...] = (None,) * self.rank if given is None else \
+            config.ints("output_padding", self.rank)
+        strides = config.ints("strides", self.rank, 1)
+        if any(p is not None and p >= s for p, s in zip(padding, strides)):
+            name = config.ctx.layer_name
+            raise FormatError(f"layer '{name}': output_padding={given!r} must be less than the strides {strides}",
+                              layer=name,
                               hint="Keras refuses an output_padding that is not below the stride on every axis")
+        return {"output_padding": padding}
+
+    def channel_factor(self, kernel: np.ndarray, scale: np.ndarray) -> np.ndarray | None:
+        return scale[:, None] if kernel.shape[-2] == scale.size else None
+
+    def onnx_axes(self, ndim: int) -> tuple[int, ...]:
+        return onnx_kernel_axes(ndim)
+
+    def out_channels(self, node: Node, channels: Dim) -> Dim:
+        return self.spec(node).filters
+
+    def weight_names(self, node: Node) -> list[str]:
+        return ["kernel", "bias"] if self.spec(node).use_bias else ["kernel"]
 
     def weight_shapes(self, node: Node, input_shapes: list[Shape]) -> dict[str, tuple[int | None, ...]]:
-        channels, _ = split_shape(node, input_shapes[0], self.rank, self.meaning())
-        filters = int(node.attrs["filters"])
-        return {"kernel": (*self.kernel(node), filters, static(channels)), "bias": (filters,)}
+        channels, _ = self.split(node, input_shapes[0])
+        spec = self.spec(node)
+        return {"kernel": (*spec.kernel_size, spec.filters, static(channels)), "bias": (spec.filters,)}
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
         shape = input_shapes[0]
-        _, spatial = split_shape(node, shape, self.rank, self.meaning())
-        padding = str(node.attr("padding", "valid"))
-        out = [transpose_length(n, k, s, d, padding, p) for n, k, s, d, p in
-               zip(spatial, self.kernel(node), self.strides(node), self.dilations(node), self.output_padding(node))]
-        out_shape = join_shape(node, shape[0], int(node.attrs["filters"]), out)
+        spec = self.spec(node)
+        _, spatial = self.split(node, shape)
+        out = [transpose_length(n, k, s, d, spec.padding, p) for n, k, s, d, p in
+               zip(spatial, spec.kernel_size, spec.strides, spec.dilation_rate, spec.output_padding)]
+        out_shape = join_spatial(spec.data_format, shape[0], spec.filters, out)
         return [check_output(node, out_shape, "strides and kernel_size")]
 
     def pads(self, node: Node) -> tuple[list[int], list[int], list[int]]:
         """ONNX begins, ends and output_padding: crop `before` at the start, the rest (or extend) at the end."""
-        padding = str(node.attr("padding", "valid"))
+        spec = self.spec(node)
         begins, ends, extend = [], [], []
-        for k, s, d, p in zip(self.kernel(node), self.strides(node), self.dilations(node), self.output_padding(node)):
-            extra = excess(k, s, d, padding, p)
-            before = max(extra, 0) // 2 if padding == "same" else 0
+        for k, s, d, p in zip(spec.kernel_size, spec.strides, spec.dilation_rate, spec.output_padding):
+            extra = excess(k, s, d, spec.padding, p)
+            before = max(extra, 0) // 2 if spec.padding == "same" else 0
             begins.append(before)
             ends.append(max(extra - before, 0))
             extend.append(max(before - extra, 0))
@@ -89,26 +114,16 @@ class ConvTranspose(ConvBase):
         weight = b.weight("kernel", keras_to_onnx_kernel(node.weights["kernel"]))
         bias = b.weight("bias") if "bias" in node.weights else None
         begins, ends, extend = self.pads(node)
+        spec = self.spec(node)
 
         def body(x: str, lengths: list[Dim]) -> str:
             args = [x, weight] if bias is None else [x, weight, bias]
-            return b.op("ConvTranspose", *args, kernel_shape=list(self.kernel(node)),
-                        strides=list(self.strides(node)), dilations=list(self.dilations(node)),
-                        pads=begins + ends, output_padding=extend if any(extend) else None)
+            return b.op("ConvTranspose", *args, kernel_shape=list(spec.kernel_size), strides=list(spec.strides),
+                        dilations=list(spec.dilation_rate), pads=begins + ends,
+                        output_padding=extend if any(extend) else None)
 
-        return [activate(node, b, channels_first_io(node, b, inputs[0], body))]
-
-
-@LAYERS.register("Conv1DTranspose")
-class Conv1DTranspose(ConvTranspose):
-    rank = 1
+        return [self.activate(node, b, channels_first_io(node, b, inputs[0], body))]
 
 
-@LAYERS.register("Conv2DTranspose")
-class Conv2DTranspose(ConvTranspose):
-    rank = 2
-
-
-@LAYERS.register("Conv3DTranspose")
-class Conv3DTranspose(ConvTranspose):
-    rank = 3
+for _rank in (1, 2, 3):
+    LAYERS.add(f"Conv{_rank}DTranspose", ConvTranspose(rank=_rank))

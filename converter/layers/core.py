@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from converter.ir import Node, Shape
 from converter.layers.activations import apply_activation, parse_activation
 from converter.layers.builder import OpBuilder
+from converter.layers.channel_linear import ChannelLinear
 from converter.layers.registry import LAYERS, LayerHandler, expect_min_rank
 from converter.layers.spec import Config, LayerSpec, parse_fields
 
@@ -19,14 +20,18 @@ class DenseSpec(LayerSpec):
 
 
 @LAYERS.register("Dense")
-class Dense(LayerHandler[DenseSpec]):
-    """y = activation(x @ kernel + bias) over the last axis; kernel is stored (in, units)."""
+class Dense(ChannelLinear, LayerHandler[DenseSpec]):
+    """y = activation(x @ kernel + bias) over the last axis; kernel is stored (in, units), which a
+    per-channel fold scales on its last axis, in the order MatMul reads it (ChannelLinear's default)."""
 
     passes_mask = True
     folds_batch_norm = True
 
     def parse(self, config: Config) -> DenseSpec:
         return parse_fields(DenseSpec, config, activation=parse_activation(config))
+
+    def channel_axis(self, node: Node, rank: int) -> int | None:
+        return rank - 1 if self.spec(node).activation == "linear" else None
 
     def weight_names(self, node: Node) -> list[str]:
         return ["kernel", "bias"] if self.spec(node).use_bias else ["kernel"]
@@ -68,15 +73,26 @@ RANDOM_AUGMENTATION = (
 )
 
 
-@LAYERS.register(
-    "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
-    "GaussianDropout", "AlphaDropout", "ActivityRegularization", "Identity", *RANDOM_AUGMENTATION,
-)
 class InferenceIdentity(LayerHandler):
-    """Layers that only act while training; at inference they pass their input through."""
+    """Layers that only act while training; at inference they pass their input through. One configured
+    instance per kind, as their masking traits differ."""
 
     inference_identity = True
     layout_agnostic = True
 
+    def __init__(self, passes_mask: bool = False, passes_mask_before_keras3: bool = False) -> None:
+        self.passes_mask = passes_mask
+        self.passes_mask_before_keras3 = passes_mask_before_keras3
+
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
         return [inputs[0]]
+
+
+# Keras' supports_masking: these hand the incoming mask on; Keras 3 drops it at SpatialDropout (Keras
+# 1/2 kept it); the random augmentations (image layers) have no mask to pass.
+for _kind in ("Dropout", "GaussianNoise", "GaussianDropout", "AlphaDropout", "ActivityRegularization", "Identity"):
+    LAYERS.add(_kind, InferenceIdentity(passes_mask=True))
+for _kind in ("SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D"):
+    LAYERS.add(_kind, InferenceIdentity(passes_mask_before_keras3=True))
+for _kind in RANDOM_AUGMENTATION:
+    LAYERS.add(_kind, InferenceIdentity())

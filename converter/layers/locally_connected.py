@@ -15,23 +15,37 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
 from converter.errors import ShapeError, UnsupportedLayerError
 from converter.ir import Node, Shape
-from converter.layers.activations import apply_activation, check_activation
+from converter.layers.activations import apply_activation, parse_activation
 from converter.layers.builder import OpBuilder
 from converter.layers.limits import check_elements
 from converter.layers.registry import LAYERS, LayerHandler, expect_rank
-from converter.layers.windows import check_padding, data_format, ints
+from converter.layers.spec import Config, LayerSpec, parse_fields
+from converter.layers.windows import CHANNELS_FIRST, CHANNELS_LAST, parse_data_format, parse_padding
+
+
+@dataclass(frozen=True, kw_only=True)
+class LocallyConnectedSpec(LayerSpec):
+    filters: int
+    kernel_size: tuple[int, ...]  # one int per spatial axis
+    strides: tuple[int, ...]
+    padding: str = "valid"
+    data_format: str = CHANNELS_LAST
+    activation: str = "linear"
+    use_bias: bool = True
+    implementation: int = 1  # the stored kernel's layout (module docstring)
 
 
 class Geometry:
     """Static sizes of one LocallyConnected call, in Keras' terms."""
 
-    def __init__(self, node: Node, shape: Shape, rank: int) -> None:
-        self.first = node.attr("data_format", "channels_last") == "channels_first"
+    def __init__(self, node: Node, spec: LocallyConnectedSpec, shape: Shape) -> None:
+        self.first = spec.data_format == CHANNELS_FIRST
         dims = list(shape[2:]) if self.first else list(shape[1:-1])
         channels = shape[1] if self.first else shape[-1]
         if not all(isinstance(d, int) for d in [*dims, channels]):
@@ -39,10 +53,10 @@ class Geometry:
                              layer=node.layer_name, hint="its weights are sized for one input shape")
         self.in_dims = tuple(int(d) for d in dims)  # type: ignore[arg-type]
         self.cin = int(channels)  # type: ignore[arg-type]
-        self.kernel = ints(node, "kernel_size", rank, None)
-        self.strides = ints(node, "strides", rank, 1)
-        self.padding = str(node.attr("padding", "valid")).lower()
-        self.filters = int(node.attrs["filters"])
+        self.kernel = spec.kernel_size
+        self.strides = spec.strides
+        self.padding = spec.padding
+        self.filters = spec.filters
         self.out_dims = tuple(_out_length(n, k, s, self.padding)
                               for n, k, s in zip(self.in_dims, self.kernel, self.strides))
 
@@ -117,26 +131,28 @@ def dense_matrix(kernel: np.ndarray, g: Geometry, mode: int) -> np.ndarray:
     return matrix
 
 
-class LocallyConnected(LayerHandler):
-    rank = 1
+class LocallyConnected(LayerHandler[LocallyConnectedSpec]):
+    def __init__(self, rank: int) -> None:
+        self.rank = rank
 
-    def check(self, node: Node) -> None:
-        data_format(node)
-        check_activation(node)
-        mode = int(node.attr("implementation", 1))
+    def parse(self, config: Config) -> LocallyConnectedSpec:
+        fmt = parse_data_format(config)
+        activation = parse_activation(config)
+        mode = config.integer("implementation", 1)
         if mode not in (1, 2, 3):
-            raise UnsupportedLayerError(f"{node.kind} '{node.layer_name}' has implementation={mode}",
-                                        layer=node.layer_name, hint="Keras knows implementations 1, 2 and 3")
-        check_padding(node, ("valid",) if mode == 1 else ("valid", "same"))
-        ints(node, "kernel_size", self.rank, None)
-        ints(node, "strides", self.rank, 1)
+            raise UnsupportedLayerError(f"{config.ctx.kind} '{config.ctx.layer_name}' has implementation={mode}",
+                                        layer=config.ctx.layer_name, hint="Keras knows implementations 1, 2 and 3")
+        padding = parse_padding(config, ("valid",) if mode == 1 else ("valid", "same"))
+        return parse_fields(LocallyConnectedSpec, config, data_format=fmt, activation=activation,
+                            implementation=mode, padding=padding, kernel_size=config.ints("kernel_size", self.rank),
+                            strides=config.ints("strides", self.rank, 1))
 
     def weight_names(self, node: Node) -> list[str]:
-        return ["kernel", "bias"] if node.attr("use_bias", True) else ["kernel"]
+        return ["kernel", "bias"] if self.spec(node).use_bias else ["kernel"]
 
     def geometry(self, node: Node, shape: Shape) -> Geometry:
         expect_rank(node, shape, self.rank + 2, "(batch, ..., channels)")
-        g = Geometry(node, shape, self.rank)
+        g = Geometry(node, self.spec(node), shape)
         if len(g.kernel) != self.rank or min(g.out_dims) <= 0:
             raise ShapeError(f"{node.kind} '{node.layer_name}': the kernel_size {g.kernel} does not fit the input "
                              f"{shape}", layer=node.layer_name,
@@ -147,7 +163,7 @@ class LocallyConnected(LayerHandler):
     def weight_shapes(self, node: Node, input_shapes: list[Shape]) -> dict[str, tuple[int | None, ...]]:
         """tf_keras' stored shapes per implementation mode (see the module docstring)."""
         g = self.geometry(node, input_shapes[0])
-        mode = int(node.attr("implementation", 1))
+        mode = self.spec(node).implementation
         if mode == 1:
             kernel: tuple[int, ...] = (math.prod(g.out_dims), math.prod(g.kernel) * g.cin, g.filters)
         elif mode == 2:
@@ -164,20 +180,15 @@ class LocallyConnected(LayerHandler):
         return [(input_shapes[0][0], *g.out_shape())]
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
-        g = Geometry(node, node.inputs[0].shape or (), self.rank)
+        spec = self.spec(node)
+        g = Geometry(node, spec, node.inputs[0].shape or ())
         in_size, out_size = g.sizes()
-        matrix = dense_matrix(np.asarray(node.weights["kernel"], np.float32), g, int(node.attr("implementation", 1)))
+        matrix = dense_matrix(np.asarray(node.weights["kernel"], np.float32), g, spec.implementation)
         y = b.op("MatMul", b.reshape(inputs[0], [-1, in_size]), b.weight("kernel", matrix))
         if "bias" in node.weights:
             y = b.op("Add", y, b.weight("bias", np.reshape(node.weights["bias"], (out_size,))))
-        return [apply_activation(b, b.reshape(y, [-1, *g.out_shape()]), node.attrs.get("activation"))]
+        return [apply_activation(b, b.reshape(y, [-1, *g.out_shape()]), spec.activation)]
 
 
-@LAYERS.register("LocallyConnected1D")
-class LocallyConnected1D(LocallyConnected):
-    rank = 1
-
-
-@LAYERS.register("LocallyConnected2D")
-class LocallyConnected2D(LocallyConnected):
-    rank = 2
+LAYERS.add("LocallyConnected1D", LocallyConnected(rank=1))
+LAYERS.add("LocallyConnected2D", LocallyConnected(rank=2))

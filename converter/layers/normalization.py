@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -10,26 +10,34 @@ from converter.errors import ShapeError, UnsupportedLayerError
 from converter.ir import Node, Shape
 from converter.layers.builder import OpBuilder
 from converter.layers.registry import LAYERS, LayerHandler, expect_min_rank
+from converter.layers.spec import Config, LayerSpec, parse_fields
 
 # --------------------------------------------------------------------------------------------------
 # BatchNormalization
 # --------------------------------------------------------------------------------------------------
 
 
-def _bn_axes(node: Node, rank: int) -> list[int]:
-    """`axis` as positive ints; Keras 3 stores an int, tf.keras may store a list."""
-    raw: Any = node.attr("axis", -1)
-    axes = [raw] if isinstance(raw, int) else list(raw)
-    positive = sorted({a + rank if a < 0 else a for a in axes})
-    if not positive or positive[0] <= 0 or positive[-1] >= rank or len(positive) != len(axes):
-        raise ShapeError(f"BatchNormalization '{node.layer_name}' has axis={raw!r}, not valid for a rank-{rank} "
+@dataclass(frozen=True)
+class BatchNormSpec(LayerSpec):
+    axis: tuple[int, ...] = (-1,)  # as written (negative counts from the end); Keras 3 one int, tf.keras a list
+    epsilon: float = 1e-3
+    center: bool = True
+    scale: bool = True
+
+
+def bn_axes(node: Node, spec: BatchNormSpec, rank: int) -> list[int]:
+    """The spec's `axis` as positive ints for a rank-`rank` input, refused when not sample axes, each once."""
+    positive = sorted({a + rank if a < 0 else a for a in spec.axis})
+    if not positive or positive[0] <= 0 or positive[-1] >= rank or len(positive) != len(spec.axis):
+        shown = spec.axis[0] if len(spec.axis) == 1 else list(spec.axis)
+        raise ShapeError(f"BatchNormalization '{node.layer_name}' has axis={shown!r}, not valid for a rank-{rank} "
                          "input", layer=node.layer_name, hint="axis must name sample axes, each once")
     return positive
 
 
-def _bn_param_shape(node: Node, shape: Shape) -> tuple[int | None, ...]:
+def _bn_param_shape(node: Node, spec: BatchNormSpec, shape: Shape) -> tuple[int | None, ...]:
     """tf.keras stores per-axis params flat for one axis, full-rank (1 on other axes) for several."""
-    axes = _bn_axes(node, len(shape))
+    axes = bn_axes(node, spec, len(shape))
     dims: list[int | None] = [d if isinstance(d, int) else None for d in (shape[a] for a in axes)]
     if len(axes) == 1:
         return (dims[0],)
@@ -39,42 +47,47 @@ def _bn_param_shape(node: Node, shape: Shape) -> tuple[int | None, ...]:
     return tuple(full)
 
 
-@LAYERS.register("BatchNormalization")
-class BatchNormalization(LayerHandler):
+class BatchNormalization(LayerHandler[BatchNormSpec]):
     """Inference: y = (x - moving_mean) / sqrt(moving_variance + epsilon) * gamma + beta.
 
     Folded into one scale and one shift in numpy, shaped to broadcast on the normalised axes, so any
     axis works without a layout rule (the node is neither channels_first_only nor layout-agnostic).
     """
 
+    passes_mask = True
+
+    def parse(self, config: Config) -> BatchNormSpec:
+        for key in ("renorm", "virtual_batch_size"):
+            if config.value(key, False):
+                name = config.ctx.layer_name
+                raise UnsupportedLayerError(f"BatchNormalization '{name}' uses {key}, whose stored "
+                                            "weights kconvert does not read", layer=name,
+                                            hint=f"rebuild the layer without {key} before saving")
+        return parse_fields(BatchNormSpec, config)
+
     def remap_axes(self, node: Node, perm: tuple[int, ...]) -> bool:
         """Layout pass: a one-axis BN on a permuted input normalises where that axis now sits."""
         rank = len(node.inputs[0].shape or ())
-        axes = _bn_axes(node, rank) if rank == len(perm) else []
+        axes = bn_axes(node, self.spec(node), rank) if rank == len(perm) else []
         if len(axes) != 1:
             return False
-        node.attrs["axis"] = perm.index(axes[0])
+        node.spec = self.spec(node).replace(axis=(perm.index(axes[0]),))
+        node.attrs["axis"] = perm.index(axes[0])  # the Keras writer's config
         return True
 
-    def check(self, node: Node) -> None:
-        for key in ("renorm", "virtual_batch_size"):
-            if node.attr(key, False):
-                raise UnsupportedLayerError(f"BatchNormalization '{node.layer_name}' uses {key}, whose stored "
-                                            "weights kconvert does not read", layer=node.layer_name,
-                                            hint=f"rebuild the layer without {key} before saving")
-
     def weight_names(self, node: Node) -> list[str]:
-        names = ["gamma"] if node.attr("scale", True) else []
-        names += ["beta"] if node.attr("center", True) else []
+        spec = self.spec(node)
+        names = ["gamma"] if spec.scale else []
+        names += ["beta"] if spec.center else []
         return [*names, "moving_mean", "moving_variance"]
 
     def weight_shapes(self, node: Node, input_shapes: list[Shape]) -> dict[str, tuple[int | None, ...]]:
-        param = _bn_param_shape(node, input_shapes[0])
+        param = _bn_param_shape(node, self.spec(node), input_shapes[0])
         return {name: param for name in self.weight_names(node)}
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
         expect_min_rank(node, input_shapes[0], 2)
-        _bn_axes(node, len(input_shapes[0]))
+        bn_axes(node, self.spec(node), len(input_shapes[0]))
         return [input_shapes[0]]
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
@@ -85,16 +98,20 @@ class BatchNormalization(LayerHandler):
             target = list(scale.shape[1:])
         else:
             target = [1] * (rank - 1)
-            target[_bn_axes(node, rank)[0] - 1] = scale.size
+            target[bn_axes(node, self.spec(node), rank)[0] - 1] = scale.size
         scale, shift = scale.reshape(target), shift.reshape(target)
         y = b.op("Mul", inputs[0], b.weight("scale", scale))
         return [b.op("Add", y, b.weight("shift", shift))]
 
 
+BATCH_NORMALIZATION = BatchNormalization()
+LAYERS.add("BatchNormalization", BATCH_NORMALIZATION)
+
+
 def bn_scale_shift(node: Node) -> tuple[np.ndarray, np.ndarray]:
     """(scale, shift) in float64 math, as float32: x * scale + shift equals Keras' inference output."""
     w = {k: np.asarray(v, dtype=np.float64) for k, v in node.weights.items()}
-    epsilon = float(node.attr("epsilon", 1e-3))
+    epsilon = BATCH_NORMALIZATION.spec(node).epsilon
     inv = 1.0 / np.sqrt(w["moving_variance"] + epsilon)
     scale = inv * w["gamma"] if "gamma" in w else inv
     shift = -w["moving_mean"] * scale + w.get("beta", 0.0)

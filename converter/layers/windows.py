@@ -13,9 +13,11 @@ from typing import Any
 from converter.errors import ShapeError, UnsupportedLayerError
 from converter.ir import Node, Shape
 from converter.ir.shape import Dim
+from converter.ir.spec import S
 from converter.layers.activations import AXIS_ACTIVATIONS, activation_name, apply_activation, check_activation
 from converter.layers.builder import OpBuilder
 from converter.layers.registry import expect_rank
+from converter.layers.spec import Config
 
 CHANNELS_LAST, CHANNELS_FIRST = "channels_last", "channels_first"
 # Where check() records the format the file asked for; the layout pass later rewrites `data_format`.
@@ -159,3 +161,65 @@ def activate(node: Node, b: OpBuilder, y: str) -> str:
         return apply_activation(b, y, node.attrs.get("activation"))
     moved = node.attr(KERAS_FORMAT, data_format(node)) != data_format(node)
     return apply_activation(b, y, node.attrs.get("activation"), axis=1 if moved else -1)
+
+
+# --------------------------------------------------------------------------------------------------
+# Spec-based helpers: families with a typed spec parse these once and pass the values, never the node.
+# --------------------------------------------------------------------------------------------------
+
+
+def parse_data_format(config: Config) -> str:
+    """`data_format`, refused (with `data_format`'s words) unless Keras knows it."""
+    value = config.value("data_format", CHANNELS_LAST)
+    if value not in (CHANNELS_LAST, CHANNELS_FIRST):
+        raise UnsupportedLayerError(f"{config.ctx.kind} '{config.ctx.layer_name}' has data_format={value!r}",
+                                    layer=config.ctx.layer_name, hint="use channels_last or channels_first")
+    return str(value)
+
+
+def parse_padding(config: Config, allowed: Sequence[str]) -> str:
+    """`padding`, lower-cased, refused (with `check_padding`'s words) unless it is one of `allowed`."""
+    padding = config.text("padding", "valid").lower()
+    if padding not in allowed:
+        raise UnsupportedLayerError(
+            f"{config.ctx.kind} '{config.ctx.layer_name}' has padding={padding!r}", layer=config.ctx.layer_name,
+            hint="supported: " + ", ".join(allowed))
+    return padding
+
+
+def node_data_format(node: Node) -> str:
+    """The format a node computes in now: its spec's `data_format` when its family has a typed one
+    (the layout pass rewrites it there), else the config's (families not yet on specs)."""
+    value = getattr(with_switched_format(node, node.spec), "data_format", None)
+    return str(value) if value is not None else data_format(node)
+
+
+def with_switched_format(node: Node, spec: S) -> S:
+    """`spec`, channels_first when the node's config was switched to channels_first after parse.
+
+    Transitional: a wrapper's channels-first twin of its child (layers/wrappers.runnable_child) still
+    switches the config only, not the spec; the layout pass's switch changes both, so otherwise the
+    two agree and the spec is returned unchanged."""
+    switched = node.attrs.get("data_format") == CHANNELS_FIRST and getattr(spec, "data_format", None) == CHANNELS_LAST
+    return spec.replace(data_format=CHANNELS_FIRST) if switched else spec
+
+
+def split_spatial(node: Node, fmt: str, shape: Shape, rank: int, meaning: str) -> tuple[Dim, list[Dim]]:
+    """`split_shape` for a known format: (channels, spatial dims)."""
+    expect_rank(node, shape, rank + 2, meaning)
+    if fmt == CHANNELS_FIRST:
+        return shape[1], list(shape[2:])
+    return shape[-1], list(shape[1:-1])
+
+
+def join_spatial(fmt: str, batch: Dim, channels: Dim, spatial: Sequence[Dim]) -> Shape:
+    """`join_shape` for a known format."""
+    return (batch, channels, *spatial) if fmt == CHANNELS_FIRST else (batch, *spatial, channels)
+
+
+def activate_in(b: OpBuilder, y: str, activation: str, keras_format: str, fmt: str) -> str:
+    """`activate` from spec values: an axis activation (softmax) acts on Keras' last axis, which is axis 1
+    once the layout pass has moved a channels_last layer (`keras_format`) to channels_first (`fmt`)."""
+    if activation not in AXIS_ACTIVATIONS:
+        return apply_activation(b, y, activation)
+    return apply_activation(b, y, activation, axis=1 if keras_format != fmt else -1)
