@@ -206,7 +206,7 @@ def test_axis_layers_take_remapped_axes_instead_of_transposes(tmp_path: Path, rn
     weights = {"c1": _conv_weights(rng, 3, 4), "bn": _bn_weights(rng, 7), "c2": _conv_weights(rng, 7, 2)}
     before, after = _graphs(SAVERS[fmt](tmp_path / f"m.{fmt}", config, weights))
     assert _ops(after)["Transpose"] == 2
-    assert next(n for n in after.nodes if n.kind == "Concatenate").attrs["axis"] == 1
+    assert next(n for n in after.nodes if n.kind == "Concatenate").spec.axis == 1
     x = rng.normal(size=(2, 6, 6, 3)).astype("float32")
     assert_close(run_onnx(export(after), x)[0], run_onnx(export(before), x)[0])
 

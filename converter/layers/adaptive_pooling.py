@@ -9,15 +9,17 @@ The spatial sizes must be static, as Keras itself requires.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from converter.errors import ShapeError, UnsupportedLayerError
 from converter.ir import Node, Shape
+from converter.ir.graph import CHANNELS_LAST
 from converter.ir.shape import Dim
 from converter.layers.builder import OpBuilder
-from converter.layers.conv import channels_first_io
 from converter.layers.limits import MAX_TABLE_ENTRIES, check_elements, check_output
-from converter.layers.pooling import meaning
 from converter.layers.registry import LAYERS, LayerHandler
-from converter.layers.windows import join_shape, record_format, split_shape
+from converter.layers.spatial import channels_first_io, current_format, join_shape, parse_data_format, split_shape
+from converter.layers.spec import Config, LayerSpec
 
 
 def windows(length: int, cells: int) -> list[tuple[int, int]]:
@@ -30,44 +32,53 @@ def windows(length: int, cells: int) -> list[tuple[int, int]]:
     return out
 
 
-class AdaptivePooling(LayerHandler):
-    channels_first_only = True
-    rank = 2
-    op_type = "AveragePool"
+@dataclass(frozen=True)
+class AdaptivePoolSpec(LayerSpec):
+    output_size: tuple[int, ...]
+    data_format: str = CHANNELS_LAST
 
-    def sizes(self, node: Node) -> tuple[int, ...]:
-        value = node.attrs.get("output_size")
+
+class AdaptivePooling(LayerHandler[AdaptivePoolSpec]):
+    channels_first_only = True
+
+    def __init__(self, rank: int, op_type: str) -> None:
+        self.rank, self.op_type = rank, op_type
+
+    def parse(self, config: Config) -> AdaptivePoolSpec:
+        data_format = parse_data_format(config)
+        value = config.value("output_size")
         values = [value] * self.rank if isinstance(value, int) else list(value if value is not None else [])
         if len(values) == 1 and self.rank > 1:
             values = values * self.rank
         if len(values) != self.rank or not all(isinstance(v, int) and v > 0 for v in values):
-            raise UnsupportedLayerError(f"{node.kind} '{node.layer_name}' has output_size={value!r}; expected "
-                                        f"{self.rank} positive ints", layer=node.layer_name,
+            raise UnsupportedLayerError(f"{config.ctx.kind} '{config.ctx.layer_name}' has output_size={value!r}; "
+                                        f"expected {self.rank} positive ints", layer=config.ctx.layer_name,
                                         hint="fix the layer config")
-        return tuple(int(v) for v in values)
+        return AdaptivePoolSpec(output_size=tuple(int(v) for v in values), data_format=data_format)
 
     def check(self, node: Node) -> None:
-        record_format(node)
-        check_elements(node, sum(self.sizes(node)), "pooling window tables", "output_size", MAX_TABLE_ENTRIES)
+        check_elements(node, sum(self.spec(node).output_size), "pooling window tables", "output_size",
+                       MAX_TABLE_ENTRIES)
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
-        shape = input_shapes[0]
-        channels, spatial = split_shape(node, shape, self.rank, meaning(self.rank))
+        spec, shape = self.spec(node), input_shapes[0]
+        channels, spatial = split_shape(node, current_format(self, node), shape, self.rank)
         if not all(isinstance(d, int) for d in spatial):
             raise ShapeError(f"{node.kind} '{node.layer_name}' needs static spatial sizes but its input is "
                              f"{shape}", layer=node.layer_name,
                              hint="Keras requires them too: give the Input a fixed spatial shape")
-        return [check_output(node, join_shape(node, shape[0], channels, list(self.sizes(node))), "output_size")]
+        out = join_shape(current_format(self, node), shape[0], channels, list(spec.output_size))
+        return [check_output(node, out, "output_size")]
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
-        sizes = self.sizes(node)
+        spec = self.spec(node)
 
         def body(x: str, lengths: list[Dim]) -> str:
-            for axis, (length, cells) in enumerate(zip(lengths, sizes)):
+            for axis, (length, cells) in enumerate(zip(lengths, spec.output_size)):
                 x = self._pool_axis(b, x, axis, int(length), cells)  # type: ignore[arg-type]
             return x
 
-        return [channels_first_io(node, b, inputs[0], body)]
+        return [channels_first_io(node, current_format(self, node), b, inputs[0], body)]
 
     def _pool_axis(self, b: OpBuilder, x: str, axis: int, length: int, cells: int) -> str:
         """Pool spatial axis `axis` of an NC... tensor from `length` to `cells`."""
@@ -86,31 +97,6 @@ class AdaptivePooling(LayerHandler):
         return b.op("Gather", stacked, indices, axis=axis + 2)
 
 
-@LAYERS.register("AdaptiveAveragePooling1D")
-class AdaptiveAveragePooling1D(AdaptivePooling):
-    rank = 1
-
-
-@LAYERS.register("AdaptiveAveragePooling2D")
-class AdaptiveAveragePooling2D(AdaptivePooling):
-    rank = 2
-
-
-@LAYERS.register("AdaptiveAveragePooling3D")
-class AdaptiveAveragePooling3D(AdaptivePooling):
-    rank = 3
-
-
-@LAYERS.register("AdaptiveMaxPooling1D")
-class AdaptiveMaxPooling1D(AdaptivePooling):
-    rank, op_type = 1, "MaxPool"
-
-
-@LAYERS.register("AdaptiveMaxPooling2D")
-class AdaptiveMaxPooling2D(AdaptivePooling):
-    rank, op_type = 2, "MaxPool"
-
-
-@LAYERS.register("AdaptiveMaxPooling3D")
-class AdaptiveMaxPooling3D(AdaptivePooling):
-    rank, op_type = 3, "MaxPool"
+for _rank in (1, 2, 3):
+    LAYERS.add(f"AdaptiveAveragePooling{_rank}D", AdaptivePooling(_rank, "AveragePool"))
+    LAYERS.add(f"AdaptiveMaxPooling{_rank}D", AdaptivePooling(_rank, "MaxPool"))

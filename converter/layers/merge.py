@@ -7,11 +7,13 @@ axes inserted at axis 1 until all ranks agree, then numpy broadcasting applies.
 from __future__ import annotations
 
 from abc import abstractmethod
+from dataclasses import dataclass
 
 from converter.errors import ShapeError, UnsupportedLayerError
 from converter.ir import Dim, Node, Shape
 from converter.layers.builder import OpBuilder
 from converter.layers.registry import LAYERS, LayerHandler, expect_min_rank
+from converter.layers.spec import Config, LayerSpec
 
 
 def _broadcast_dim(node: Node, a: Dim, b: Dim) -> Dim:
@@ -108,6 +110,7 @@ class Subtract(ElementwiseMerge):
 @LAYERS.register("Multiply")
 class Multiply(ElementwiseMerge):
     takes_constants = True
+    masked_merge_refused_in_keras3 = True
 
     def combine(self, b: OpBuilder, xs: list[str]) -> str:
         y = xs[0]
@@ -126,6 +129,7 @@ class Average(ElementwiseMerge):
 @LAYERS.register("Maximum")
 class Maximum(ElementwiseMerge):
     takes_constants = True
+    masked_merge_refused_in_keras3 = True
 
     def combine(self, b: OpBuilder, xs: list[str]) -> str:
         return b.op("Max", *xs)
@@ -134,13 +138,18 @@ class Maximum(ElementwiseMerge):
 @LAYERS.register("Minimum")
 class Minimum(ElementwiseMerge):
     takes_constants = True
+    masked_merge_refused_in_keras3 = True
 
     def combine(self, b: OpBuilder, xs: list[str]) -> str:
         return b.op("Min", *xs)
 
 
-def _concat_axis(node: Node, rank: int) -> int:
-    axis = int(node.attr("axis", -1))
+@dataclass(frozen=True)
+class ConcatSpec(LayerSpec):
+    axis: int = -1
+
+
+def _concat_axis(node: Node, axis: int, rank: int) -> int:
     positive = axis + rank if axis < 0 else axis
     if not 0 < positive < rank:
         raise ShapeError(f"Concatenate '{node.layer_name}' has axis={axis}, outside the sample axes of its "
@@ -149,14 +158,22 @@ def _concat_axis(node: Node, rank: int) -> int:
 
 
 @LAYERS.register("Concatenate")
-class Concatenate(LayerHandler):
+class Concatenate(LayerHandler[ConcatSpec]):
     """Joins the inputs along `axis` (negative counts from the end; the batch axis is refused)."""
+
+    def parse(self, config: Config) -> ConcatSpec:
+        return ConcatSpec(axis=config.integer("axis", -1))
+
+    def joined_axis(self, node: Node) -> int | None:
+        """The axis this node joins on, counted from 0 (layout folds merge nested concats on one axis)."""
+        rank = len(node.outputs[0].shape or ())
+        return None if rank == 0 else self.spec(node).axis % rank
 
     def remap_axes(self, node: Node, perm: tuple[int, ...]) -> bool:
         """Layout pass: inputs arrive permuted, so concatenate along where the Keras axis now sits."""
         if any(len(t.shape or ()) != len(perm) for t in node.inputs):
             return False
-        node.attrs["axis"] = perm.index(_concat_axis(node, len(perm)))
+        node.spec = self.spec(node).replace(axis=perm.index(_concat_axis(node, self.spec(node).axis, len(perm))))
         return True
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
@@ -165,7 +182,7 @@ class Concatenate(LayerHandler):
             raise ShapeError(f"Concatenate '{node.layer_name}' needs inputs of one rank, got "
                              f"{[len(s) for s in input_shapes]}", layer=node.layer_name,
                              hint="Keras concatenates tensors of one rank")
-        axis = _concat_axis(node, rank)
+        axis = _concat_axis(node, self.spec(node).axis, rank)
         sizes = [s[axis] for s in input_shapes]
         total: Dim = sum(sizes) if all(isinstance(d, int) for d in sizes) else f"{node.name}_d{axis}"  # type: ignore[arg-type]
         out: list[Dim] = []
@@ -181,37 +198,54 @@ class Concatenate(LayerHandler):
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
         rank = len(node.inputs[0].shape or ())
-        return [b.op("Concat", *inputs, axis=_concat_axis(node, rank))]
-
-
-def _dot_axes(node: Node, ranks: tuple[int, int]) -> tuple[int, int]:
-    """keras Dot._merge_function: an int applies to both inputs; negatives count from each input's end."""
-    raw = node.attrs.get("axes", -1)
-    pair = [int(raw), int(raw)] if isinstance(raw, int) else [int(a) for a in raw]
-    if len(pair) != 2:
-        raise UnsupportedLayerError(f"Dot '{node.layer_name}' has axes={raw!r}; expected an int or a pair",
-                                    layer=node.layer_name, hint="Keras writes axes as 1 or [1, 2]")
-    if sum(ranks) > 26:  # one einsum letter per axis
-        raise UnsupportedLayerError(f"Dot '{node.layer_name}' multiplies inputs of ranks {ranks}",
-                                    layer=node.layer_name, hint="kconvert's Einsum takes up to 26 axes in all")
-    if not all(-rank <= a < rank for a, rank in zip(pair, ranks)):
-        raise ShapeError(f"Dot '{node.layer_name}' has axes={raw!r}, outside its inputs of ranks {ranks}",
-                         layer=node.layer_name, hint="axes count from 0 (negative from the end) over each input")
-    axes = (pair[0] % ranks[0], pair[1] % ranks[1])
-    if 0 in axes:
-        raise ShapeError(f"Dot '{node.layer_name}' has axes={raw!r}, which includes the batch axis",
-                         layer=node.layer_name, hint="axis 0 (the batch) cannot be contracted")
-    return axes
+        return [b.op("Concat", *inputs, axis=_concat_axis(node, self.spec(node).axis, rank))]
 
 
 # Keras 3 caps 1/||x|| at 1/epsilon (1e-7); tf.linalg.l2_normalize floors ||x||^2 at 1e-12.
 _INV_NORM_CAP = {3: 1e7, 2: 1e6}
 
 
+@dataclass(frozen=True)
+class DotSpec(LayerSpec):
+    axes: tuple[int, int] = (-1, -1)  # an int in the config applies to both inputs
+    axes_text: str = "-1"  # `axes` as the config wrote it, for messages
+    normalize: bool = False
+    inv_norm_cap: float = _INV_NORM_CAP[3]  # decided by the Keras version that wrote the file
+
+
+def _parse_dot(config: Config) -> DotSpec:
+    raw = config.value("axes", -1)
+    pair = [int(raw), int(raw)] if isinstance(raw, int) else [int(a) for a in raw]
+    if len(pair) != 2:
+        raise UnsupportedLayerError(f"Dot '{config.ctx.layer_name}' has axes={raw!r}; expected an int or a pair",
+                                    layer=config.ctx.layer_name, hint="Keras writes axes as 1 or [1, 2]")
+    return DotSpec(axes=(pair[0], pair[1]), axes_text=repr(raw), normalize=config.flag("normalize", False),
+                   inv_norm_cap=_INV_NORM_CAP[3 if config.ctx.keras3 else 2])
+
+
+def _dot_axes(node: Node, spec: DotSpec, ranks: tuple[int, int]) -> tuple[int, int]:
+    """keras Dot._merge_function: an int applies to both inputs; negatives count from each input's end."""
+    raw, pair = spec.axes_text, spec.axes
+    if sum(ranks) > 26:  # one einsum letter per axis
+        raise UnsupportedLayerError(f"Dot '{node.layer_name}' multiplies inputs of ranks {ranks}",
+                                    layer=node.layer_name, hint="kconvert's Einsum takes up to 26 axes in all")
+    if not all(-rank <= a < rank for a, rank in zip(pair, ranks)):
+        raise ShapeError(f"Dot '{node.layer_name}' has axes={raw}, outside its inputs of ranks {ranks}",
+                         layer=node.layer_name, hint="axes count from 0 (negative from the end) over each input")
+    axes = (pair[0] % ranks[0], pair[1] % ranks[1])
+    if 0 in axes:
+        raise ShapeError(f"Dot '{node.layer_name}' has axes={raw}, which includes the batch axis",
+                         layer=node.layer_name, hint="axis 0 (the batch) cannot be contracted")
+    return axes
+
+
 @LAYERS.register("Dot")
-class Dot(LayerHandler):
+class Dot(LayerHandler[DotSpec]):
     """Batchwise dot product (keras/src/layers/merging/dot.py `batch_dot`): the output keeps x's axes
     but the contracted one, then y's axes but the batch and the contracted one; rank 1 becomes (batch, 1)."""
+
+    def parse(self, config: Config) -> DotSpec:
+        return _parse_dot(config)
 
     def check(self, node: Node) -> None:
         if len(node.inputs) != 2:
@@ -223,7 +257,7 @@ class Dot(LayerHandler):
         x, y = input_shapes
         expect_min_rank(node, x, 2)
         expect_min_rank(node, y, 2)
-        ax, ay = _dot_axes(node, (len(x), len(y)))
+        ax, ay = _dot_axes(node, self.spec(node), (len(x), len(y)))
         if isinstance(x[ax], int) and isinstance(y[ay], int) and x[ax] != y[ay]:
             raise ShapeError(f"Dot '{node.layer_name}': axis {ax} of the first input has size {x[ax]} but axis "
                              f"{ay} of the second has size {y[ay]}", layer=node.layer_name,
@@ -233,10 +267,11 @@ class Dot(LayerHandler):
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
         ranks = (len(node.inputs[0].shape or ()), len(node.inputs[1].shape or ()))
-        ax, ay = _dot_axes(node, ranks)
+        spec = self.spec(node)
+        ax, ay = _dot_axes(node, spec, ranks)
         x, y = inputs
-        if node.attr("normalize", False):
-            x, y = _l2_normalize(b, x, ax), _l2_normalize(b, y, ay)
+        if spec.normalize:
+            x, y = _l2_normalize(b, x, ax, spec.inv_norm_cap), _l2_normalize(b, y, ay, spec.inv_norm_cap)
         letters = "bcdefghijklmnopqrstuvwxy"
         xs = ["a", *letters[:ranks[0] - 1]]
         ys = ["a", *letters[ranks[0] - 1:ranks[0] + ranks[1] - 2]]
@@ -246,8 +281,7 @@ class Dot(LayerHandler):
         return [b.unsqueeze(result, [1]) if len(out) == 1 else result]
 
 
-def _l2_normalize(b: OpBuilder, x: str, axis: int) -> str:
+def _l2_normalize(b: OpBuilder, x: str, axis: int, cap: float) -> str:
     square_sum = b.reduce("ReduceSum", b.op("Mul", x, x), [axis], keepdims=True)
     inv_norm = b.op("Reciprocal", b.op("Sqrt", square_sum))
-    cap = _INV_NORM_CAP[3 if b.keras_major >= 3 else 2]
     return b.op("Mul", x, b.op("Min", inv_norm, b.scalar(cap, "inv_norm_cap")))

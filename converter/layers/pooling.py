@@ -7,113 +7,118 @@ elements (TF excludes the padding): ONNX AveragePool count_include_pad=0.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from converter.errors import UnsupportedLayerError
 from converter.ir import Node, Shape
-from converter.ir.shape import Dim
+from converter.ir.graph import CHANNELS_FIRST, CHANNELS_LAST
+from converter.ir.shape import Dim, to_channels_first
 from converter.layers.builder import OpBuilder
-from converter.layers.conv import channels_first_io
 from converter.layers.registry import LAYERS, LayerHandler
-from converter.layers.windows import (
-    check_padding,
-    ints,
+from converter.layers.spatial import (
+    ZeroPadding,
+    channels_first_io,
+    current_format,
     join_shape,
-    pad_attrs,
-    record_format,
+    parse_data_format,
+    parse_padding,
+    parse_window,
     split_shape,
-    window_lengths,
-    window_pads,
 )
+from converter.layers.spec import Config, LayerSpec
+from converter.layers.windows import pad_attrs, window_lengths, window_pads
 
 
-def meaning(rank: int) -> str:
-    axes = ["steps"] if rank == 1 else [f"dim{i + 1}" for i in range(rank)]
-    return f"(batch, {', '.join(axes)}, channels)"
+@dataclass(frozen=True)
+class PoolSpec(LayerSpec):
+    pool_size: tuple[int, ...]
+    strides: tuple[int, ...]  # Keras' default: the pool size
+    padding: str = "valid"
+    data_format: str = CHANNELS_LAST
+    # ONNX pads (all begins, then all ends) of a ZeroPadding folded in (passes/fold_padding.py).
+    explicit_pads: tuple[int, ...] | None = None
 
 
-class Pooling(LayerHandler):
+class Pooling(LayerHandler[PoolSpec]):
     channels_first_only = True
-    rank = 2
-    op_type = "MaxPool"
 
-    def check(self, node: Node) -> None:
-        record_format(node)
-        check_padding(node, ("valid", "same"))
-        self.window(node)
+    def __init__(self, rank: int, op_type: str) -> None:
+        self.rank, self.op_type = rank, op_type
+        # Padded zeros never win a max over non-negative inputs; they would change an average.
+        self.absorbs_zero_padding = op_type == "MaxPool"
+        self.consumes_sequence = rank == 1
 
-    def window(self, node: Node) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        """(pool_size, strides); Keras' strides default to the pool size."""
-        size = ints(node, "pool_size", self.rank, 2)
-        strides = size if node.attrs.get("strides") is None else ints(node, "strides", self.rank, None)
-        return size, strides
+    def parse(self, config: Config) -> PoolSpec:
+        size = parse_window(config, "pool_size", self.rank, 2)
+        strides = parse_window(config, "strides", self.rank, None) if config.has("strides") else size
+        return PoolSpec(pool_size=size, strides=strides, padding=parse_padding(config, ("valid", "same")),
+                        data_format=parse_data_format(config))
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
-        shape = input_shapes[0]
-        channels, spatial = split_shape(node, shape, self.rank, meaning(self.rank))
-        size, strides = self.window(node)
-        padding = str(node.attr("padding", "valid"))
-        explicit = node.attrs.get("explicit_pads")
-        if explicit is not None:  # a ZeroPadding folded in (passes/fold_padding.py): pooled as padded
-            ends = explicit[self.rank:]
-            spatial = [n + b + e if isinstance(n, int) else None for n, b, e in zip(spatial, explicit, ends)]
-        out = window_lengths(node, "pool_size", spatial, size, strides, [1] * self.rank, padding)
-        return [join_shape(node, shape[0], channels, out)]
+        spec, shape = self.spec(node), input_shapes[0]
+        channels, spatial = split_shape(node, current_format(self, node), shape, self.rank)
+        if spec.explicit_pads is not None:  # a ZeroPadding folded in: pooled as padded
+            ends = spec.explicit_pads[self.rank:]
+            spatial = [n + b + e if isinstance(n, int) else None for n, b, e in zip(spatial, spec.explicit_pads, ends)]
+        out = window_lengths(node, "pool_size", spatial, spec.pool_size, spec.strides, [1] * self.rank, spec.padding)
+        return [join_shape(current_format(self, node), shape[0], channels, out)]
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
-        size, strides = self.window(node)
-        padding = str(node.attr("padding", "valid"))
+        spec = self.spec(node)
         extra: dict[str, Any] = {"count_include_pad": 0} if self.op_type == "AveragePool" else {}
 
         def body(x: str, lengths: list[Dim]) -> str:
-            explicit = node.attrs.get("explicit_pads")
-            pads = list(explicit) if explicit is not None else window_pads(lengths, size, strides, [1] * self.rank,
-                                                                            padding)
-            return b.op(self.op_type, x, kernel_shape=list(size), strides=list(strides), **pad_attrs(pads), **extra)
+            pads = list(spec.explicit_pads) if spec.explicit_pads is not None else \
+                window_pads(lengths, spec.pool_size, spec.strides, [1] * self.rank, spec.padding)
+            return b.op(self.op_type, x, kernel_shape=list(spec.pool_size), strides=list(spec.strides),
+                        **pad_attrs(pads), **extra)
 
-        return [channels_first_io(node, b, inputs[0], body)]
+        return [channels_first_io(node, current_format(self, node), b, inputs[0], body)]
 
-
-@LAYERS.register("MaxPooling1D")
-class MaxPooling1D(Pooling):
-    rank = 1
-
-
-@LAYERS.register("MaxPooling2D")
-class MaxPooling2D(Pooling):
-    rank = 2
-
-
-@LAYERS.register("MaxPooling3D")
-class MaxPooling3D(Pooling):
-    rank = 3
-
-
-@LAYERS.register("AveragePooling1D")
-class AveragePooling1D(Pooling):
-    rank, op_type = 1, "AveragePool"
+    def absorb_zero_padding(self, pool: Node, padding: Node) -> bool:
+        """Take the ZeroPadding `padding` (the pool's only input) into the pool's own pads, when every
+        window keeps a real element (each pad is smaller than the pool size), both share one data_format,
+        and the pool is 'valid' with no pads yet. The caller has checked the padded input is >= 0."""
+        spec, handler = self.spec(pool), LAYERS.get(padding.kind)
+        if not (self.absorbs_zero_padding and isinstance(handler, ZeroPadding) and handler.rank == self.rank):
+            return False
+        padded = handler.spec(padding)
+        if spec.padding != "valid" or spec.explicit_pads is not None or spec.data_format != padded.data_format:
+            return False
+        if any(before >= k or after >= k for (before, after), k in zip(padded.padding, spec.pool_size)):
+            return False
+        pads = tuple(before for before, _ in padded.padding) + tuple(after for _, after in padded.padding)
+        pool.spec = spec.replace(explicit_pads=pads)
+        return True
 
 
-@LAYERS.register("AveragePooling2D")
-class AveragePooling2D(Pooling):
-    rank, op_type = 2, "AveragePool"
+for _rank in (1, 2, 3):
+    LAYERS.add(f"MaxPooling{_rank}D", Pooling(_rank, "MaxPool"))
+    LAYERS.add(f"AveragePooling{_rank}D", Pooling(_rank, "AveragePool"))
 
 
-@LAYERS.register("AveragePooling3D")
-class AveragePooling3D(Pooling):
-    rank, op_type = 3, "AveragePool"
+@dataclass(frozen=True)
+class GlobalPoolSpec(LayerSpec):
+    data_format: str = CHANNELS_LAST
+    keepdims: bool = False
 
 
-class GlobalPooling(LayerHandler):
+class GlobalPooling(LayerHandler[GlobalPoolSpec]):
     """Reduce every spatial axis; (batch, channels), or with keepdims the input rank with 1s."""
 
     channels_first_only = True
-    rank = 2
-    op_type = "GlobalMaxPool"
+    global_pooling = True
+
+    def __init__(self, rank: int, op_type: str) -> None:
+        self.rank, self.op_type = rank, op_type
+        self.consumes_mask = (op_type, rank) == ("GlobalAveragePool", 1)  # Keras' masked mean over steps
+
+    def parse(self, config: Config) -> GlobalPoolSpec:
+        return GlobalPoolSpec(data_format=parse_data_format(config), keepdims=config.flag("keepdims", False))
 
     def check(self, node: Node) -> None:
-        record_format(node)
-        if self.mask_index(node) is not None and (self.op_type, self.rank) != ("GlobalAveragePool", 1):
+        if self.mask_index(node) is not None and not self.consumes_mask:
             raise UnsupportedLayerError(f"{node.kind} '{node.layer_name}' is called with a mask",
                                         layer=node.layer_name,
                                         hint="only GlobalAveragePooling1D takes a mask; drop the mask argument")
@@ -123,15 +128,14 @@ class GlobalPooling(LayerHandler):
         return int(found[0]) if found else None
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
-        shape = input_shapes[0]
-        channels, spatial = split_shape(node, shape, self.rank, meaning(self.rank))
-        if node.attr("keepdims", False):
-            return [join_shape(node, shape[0], channels, [1] * len(spatial))]
+        spec, shape = self.spec(node), input_shapes[0]
+        channels, spatial = split_shape(node, current_format(self, node), shape, self.rank)
+        if spec.keepdims:
+            return [join_shape(current_format(self, node), shape[0], channels, [1] * len(spatial))]
         return [(shape[0], channels)]
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
-        index = self.mask_index(node)
-        keep = bool(node.attr("keepdims", False))
+        spec, index = self.spec(node), self.mask_index(node)
         axes = list(range(2, self.rank + 2))
 
         def body(x: str, lengths: list[Dim]) -> str:
@@ -139,15 +143,29 @@ class GlobalPooling(LayerHandler):
                 return masked_mean(b, x, inputs[index])
             return b.op(self.op_type, x)
 
-        pooled = channels_first_io(node, b, inputs[0], body) if keep else body(self.first(node, b, inputs[0]), [])
-        return [pooled if keep else b.squeeze(pooled, axes)]
+        if spec.keepdims:
+            return [channels_first_io(node, current_format(self, node), b, inputs[0], body)]
+        return [b.squeeze(body(self.first(node, b, inputs[0]), []), axes)]
 
     def first(self, node: Node, b: OpBuilder, x: str) -> str:
         """The NC... view of the input (only a node emitted outside the layout pass needs a Transpose)."""
-        rank = self.rank + 2
-        if node.attr("data_format", "channels_last") == "channels_first":
+        if current_format(self, node) == CHANNELS_FIRST:
             return x
-        return b.transpose(x, [0, rank - 1, *range(1, rank - 1)])
+        return b.transpose(x, list(to_channels_first(self.rank + 2)))
+
+    def kept_shape(self, node: Node) -> Shape | None:
+        """The output shape this pooling would have with keepdims, when it does not keep them now and its
+        channel count is static (a following Reshape to that shape folds into keepdims=True)."""
+        spec, source = self.spec(node), node.inputs[0].shape or ()
+        if spec.keepdims or len(source) < 3:
+            return None
+        channel = 1 if current_format(self, node) == CHANNELS_FIRST else len(source) - 1
+        if not isinstance(source[channel], int):
+            return None
+        return tuple(1 if i not in (0, channel) else d for i, d in enumerate(source))
+
+    def keep_dims(self, node: Node) -> None:
+        node.spec = self.spec(node).replace(keepdims=True)
 
 
 def masked_mean(b: OpBuilder, x: str, mask: str) -> str:
@@ -157,31 +175,6 @@ def masked_mean(b: OpBuilder, x: str, mask: str) -> str:
     return b.op("Div", total, b.reduce("ReduceSum", weights, [2], keepdims=True))
 
 
-@LAYERS.register("GlobalMaxPooling1D")
-class GlobalMaxPooling1D(GlobalPooling):
-    rank = 1
-
-
-@LAYERS.register("GlobalMaxPooling2D")
-class GlobalMaxPooling2D(GlobalPooling):
-    rank = 2
-
-
-@LAYERS.register("GlobalMaxPooling3D")
-class GlobalMaxPooling3D(GlobalPooling):
-    rank = 3
-
-
-@LAYERS.register("GlobalAveragePooling1D")
-class GlobalAveragePooling1D(GlobalPooling):
-    rank, op_type = 1, "GlobalAveragePool"
-
-
-@LAYERS.register("GlobalAveragePooling2D")
-class GlobalAveragePooling2D(GlobalPooling):
-    rank, op_type = 2, "GlobalAveragePool"
-
-
-@LAYERS.register("GlobalAveragePooling3D")
-class GlobalAveragePooling3D(GlobalPooling):
-    rank, op_type = 3, "GlobalAveragePool"
+for _rank in (1, 2, 3):
+    LAYERS.add(f"GlobalMaxPooling{_rank}D", GlobalPooling(_rank, "GlobalMaxPool"))
+    LAYERS.add(f"GlobalAveragePooling{_rank}D", GlobalPooling(_rank, "GlobalAveragePool"))

@@ -7,15 +7,17 @@ any Transpose back to channels_last before them. The batch dim stays dynamic eve
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass
 
 from converter.errors import ShapeError, UnsupportedLayerError
 from converter.ir import Node, Shape
-from converter.ir.shape import num_elements, permute
+from converter.ir.graph import CHANNELS_FIRST, CHANNELS_LAST
+from converter.ir.shape import num_elements, permute, to_channels_last
 from converter.layers.builder import OpBuilder
 from converter.layers.limits import check_output
 from converter.layers.registry import LAYERS, LayerHandler, expect_min_rank, expect_rank
-from converter.layers.windows import data_format
+from converter.layers.spatial import parse_data_format
+from converter.layers.spec import Config, LayerSpec
 
 
 def _unknown(node: Node, axis: int) -> str:
@@ -23,13 +25,20 @@ def _unknown(node: Node, axis: int) -> str:
     return f"{node.name}_d{axis}"
 
 
+@dataclass(frozen=True)
+class FlattenSpec(LayerSpec):
+    data_format: str = CHANNELS_LAST
+
+
 @LAYERS.register("Flatten")
-class Flatten(LayerHandler):
+class Flatten(LayerHandler[FlattenSpec]):
     """(batch, d1, ..., dn) -> (batch, d1*...*dn). With data_format=channels_first Keras first moves
     the channel axis last (keras/src/layers/reshaping/flatten.py), so the order is always NHWC's."""
 
-    def check(self, node: Node) -> None:
-        data_format(node)
+    shape_only = True
+
+    def parse(self, config: Config) -> FlattenSpec:
+        return FlattenSpec(data_format=parse_data_format(config))
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
         shape = input_shapes[0]
@@ -40,33 +49,40 @@ class Flatten(LayerHandler):
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
         x = inputs[0]
         rank = len(node.inputs[0].shape or ())
-        if node.attr("data_format") == "channels_first" and rank > 2:
-            x = b.transpose(x, (0, *range(2, rank), 1))
+        if self.spec(node).data_format == CHANNELS_FIRST and rank > 2:
+            x = b.transpose(x, to_channels_last(rank))
         return [b.op("Flatten", x, axis=1)]
 
 
-def _target_shape(node: Node) -> list[int]:
-    raw: Any = node.attrs.get("target_shape")
+@dataclass(frozen=True)
+class ReshapeSpec(LayerSpec):
+    target_shape: tuple[int, ...]  # excludes the batch; -1 (Keras' None too) is inferred
+
+
+def _target_shape(config: Config) -> tuple[int, ...]:
+    where, raw = f"Reshape '{config.ctx.layer_name}'", config.value("target_shape")
     if raw is None:
-        raise UnsupportedLayerError(f"Reshape '{node.layer_name}' has no target_shape", layer=node.layer_name,
+        raise UnsupportedLayerError(f"{where} has no target_shape", layer=config.ctx.layer_name,
                                     hint="the config is incomplete")
     dims = [int(d) if d is not None else -1 for d in ([raw] if isinstance(raw, int) else raw)]
     if sum(d == -1 for d in dims) > 1 or any(d == 0 or d < -1 for d in dims):
-        raise UnsupportedLayerError(f"Reshape '{node.layer_name}' has target_shape={raw!r}: at most one -1 "
-                                    "and positive sizes are allowed", layer=node.layer_name,
+        raise UnsupportedLayerError(f"{where} has target_shape={raw!r}: at most one -1 and positive sizes are "
+                                    "allowed", layer=config.ctx.layer_name,
                                     hint="Keras writes target_shape as e.g. [8, -1]")
-    return dims
+    return tuple(dims)
 
 
 @LAYERS.register("Reshape")
-class Reshape(LayerHandler):
+class Reshape(LayerHandler[ReshapeSpec]):
     """Sample shape -> target_shape (which excludes the batch); one -1 is inferred."""
 
-    def check(self, node: Node) -> None:
-        _target_shape(node)
+    shape_only = True
+
+    def parse(self, config: Config) -> ReshapeSpec:
+        return ReshapeSpec(target_shape=_target_shape(config))
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
-        shape, target = input_shapes[0], _target_shape(node)
+        shape, target = input_shapes[0], list(self.spec(node).target_shape)
         total, known = num_elements(shape[1:]), math.prod(d for d in target if d != -1)
         if -1 not in target:
             if total is not None and total != known:
@@ -84,23 +100,27 @@ class Reshape(LayerHandler):
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
         # 0 copies the batch dim from the input (allowzero=0), so the batch stays dynamic.
-        return [b.reshape(inputs[0], [0, *_target_shape(node)])]
+        return [b.reshape(inputs[0], [0, *self.spec(node).target_shape])]
 
     def remap_axes(self, node: Node, perm: tuple[int, ...]) -> bool:
         """Layout pass: a reshape to e.g. (1, 1, C) can produce its output channels-first directly,
         (C, 1, 1), when the permutation moves only size-1 axes past the others (same memory order)."""
-        target = _target_shape(node)
+        target = self.spec(node).target_shape
         if len(node.inputs[0].shape or ()) == len(perm) or len(target) + 1 != len(perm):
             return False
         moved = [target[p - 1] for p in perm[1:]]
         if [d for d in moved if d != 1] != [d for d in target if d != 1]:
             return False
-        node.attrs["target_shape"] = moved
+        node.spec = self.spec(node).replace(target_shape=tuple(moved))
         return True
 
 
-def _permutation(node: Node, rank: int) -> tuple[int, ...]:
-    dims = [int(d) for d in node.attrs.get("dims") or ()]
+@dataclass(frozen=True)
+class PermuteSpec(LayerSpec):
+    dims: tuple[int, ...] = ()  # 1-based, the batch axis excluded
+
+
+def _permutation(node: Node, dims: tuple[int, ...], rank: int) -> tuple[int, ...]:
     if sorted(dims) != list(range(1, rank)):
         raise ShapeError(f"Permute '{node.layer_name}' has dims={tuple(dims)}, which is not a permutation of "
                          f"{tuple(range(1, rank))} for a rank-{rank} input", layer=node.layer_name,
@@ -109,32 +129,46 @@ def _permutation(node: Node, rank: int) -> tuple[int, ...]:
 
 
 @LAYERS.register("Permute")
-class Permute(LayerHandler):
+class Permute(LayerHandler[PermuteSpec]):
     """Permutes the sample axes; `dims` are 1-based (the batch axis 0 never moves)."""
+
+    shape_only = True
+
+    def parse(self, config: Config) -> PermuteSpec:
+        return PermuteSpec(dims=config.int_list("dims"))
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
         shape = input_shapes[0]
-        return [permute(shape, _permutation(node, len(shape)))]
+        return [permute(shape, _permutation(node, self.spec(node).dims, len(shape)))]
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
-        return [b.transpose(inputs[0], _permutation(node, len(node.inputs[0].shape or ())))]
+        rank = len(node.inputs[0].shape or ())
+        return [b.transpose(inputs[0], _permutation(node, self.spec(node).dims, rank))]
+
+
+@dataclass(frozen=True)
+class RepeatSpec(LayerSpec):
+    n: int
 
 
 @LAYERS.register("RepeatVector")
-class RepeatVector(LayerHandler):
+class RepeatVector(LayerHandler[RepeatSpec]):
     """(batch, features) -> (batch, n, features)."""
 
-    def check(self, node: Node) -> None:
-        if not isinstance(node.attrs.get("n"), int) or node.attrs["n"] < 1:
-            raise UnsupportedLayerError(f"RepeatVector '{node.layer_name}' needs a positive int n, "
-                                        f"got {node.attrs.get('n')!r}", layer=node.layer_name,
-                                        hint="Keras writes n as e.g. 3")
+    shape_only = True
+
+    def parse(self, config: Config) -> RepeatSpec:
+        n = config.value("n")
+        if not isinstance(n, int) or n < 1:
+            raise UnsupportedLayerError(f"RepeatVector '{config.ctx.layer_name}' needs a positive int n, got {n!r}",
+                                        layer=config.ctx.layer_name, hint="Keras writes n as e.g. 3")
+        return RepeatSpec(n=n)
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
         shape = input_shapes[0]
         expect_rank(node, shape, 2, "(batch, features)")
-        return [check_output(node, (shape[0], int(node.attrs["n"]), shape[1]), "n")]
+        return [check_output(node, (shape[0], self.spec(node).n, shape[1]), "n")]
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
-        repeats = b.ints([1, int(node.attrs["n"]), 1], "repeats")
+        repeats = b.ints([1, self.spec(node).n, 1], "repeats")
         return [b.op("Tile", b.unsqueeze(inputs[0], [1]), repeats)]

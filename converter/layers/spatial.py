@@ -4,22 +4,28 @@ They are `channels_first_only` so a conv stack stays NC... through them (the lay
 otherwise have to transpose back to channels_last around each); each also reads its spatial axes
 from the current data_format, so it is right in either layout. The 1-D layers have no
 data_format in Keras (always (batch, steps, features)); absent means channels_last.
+
+The spatial families (this one, pooling, adaptive pooling) share the spec-based helpers here:
+`parse_*` read a config once, and `split_shape`, `join_shape` and `channels_first_io` follow the
+node's typed `data_format`, which the layout pass switches.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from converter.errors import ShapeError, UnsupportedLayerError
 from converter.ir import Node, Shape
-from converter.ir.shape import Dim
+from converter.ir.graph import CHANNELS_FIRST, CHANNELS_LAST
+from converter.ir.shape import Dim, to_channels_first, to_channels_last
 from converter.layers.builder import OpBuilder
-from converter.layers.conv import channels_first_io
 from converter.layers.limits import MAX_TABLE_ENTRIES, check_elements, check_output
-from converter.layers.registry import LAYERS, LayerHandler
-from converter.layers.windows import CHANNELS_FIRST, data_format, ints, join_shape, pairs, record_format, split_shape
+from converter.layers.registry import LAYERS, LayerHandler, expect_rank
+from converter.layers.spec import Config, LayerSpec
 
 INT64_MAX = 2**63 - 1
 # Keras interpolation -> ONNX Resize attributes. tf.image.resize is half-pixel, not align_corners.
@@ -63,42 +69,148 @@ def meaning(rank: int) -> str:
     return f"(batch, {', '.join(axes)}, channels)"
 
 
-def spatial_axes(node: Node, rank: int) -> list[int]:
-    return list(range(2, rank + 2)) if data_format(node) == CHANNELS_FIRST else list(range(1, rank + 1))
+def parse_data_format(config: Config) -> str:
+    value = config.text("data_format", CHANNELS_LAST)
+    if value not in (CHANNELS_LAST, CHANNELS_FIRST):
+        raise UnsupportedLayerError(f"{config.ctx.kind} '{config.ctx.layer_name}' has data_format={value!r}",
+                                    layer=config.ctx.layer_name, hint="use channels_last or channels_first")
+    return value
 
 
-class Spatial(LayerHandler):
+def parse_padding(config: Config, allowed: Sequence[str]) -> str:
+    padding = config.text("padding", "valid").lower()
+    if padding not in allowed:
+        raise UnsupportedLayerError(f"{config.ctx.kind} '{config.ctx.layer_name}' has padding={padding!r}",
+                                    layer=config.ctx.layer_name, hint="supported: " + ", ".join(allowed))
+    return padding
+
+
+def parse_window(config: Config, key: str, rank: int, default: int | None) -> tuple[int, ...]:
+    """An int-or-tuple window argument as `rank` ints, refused in windows.ints' words."""
+    value = config.value(key, default)
+    values = [value] * rank if isinstance(value, int) else list(value) if isinstance(value, (list, tuple)) else [value]
+    if len(values) == 1 and rank > 1:
+        values = values * rank
+    if len(values) != rank or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
+        raise config.refuse(key, value, f"expected {rank} ints")
+    return tuple(int(v) for v in values)
+
+
+def split_shape(node: Node, data_format: str, shape: Shape, rank: int) -> tuple[Dim, list[Dim]]:
+    """(channels, spatial dims) of a (batch, ..., channels) or (batch, channels, ...) input."""
+    expect_rank(node, shape, rank + 2, meaning(rank))
+    if data_format == CHANNELS_FIRST:
+        return shape[1], list(shape[2:])
+    return shape[-1], list(shape[1:-1])
+
+
+def join_shape(data_format: str, batch: Dim, channels: Dim, spatial: Sequence[Dim]) -> Shape:
+    if data_format == CHANNELS_FIRST:
+        return (batch, channels, *spatial)
+    return (batch, *spatial, channels)
+
+
+def current_format(handler: LayerHandler, node: Node) -> str:
+    """The layout the node computes in now: its spec's (the layout pass switches it). Asked through the
+    registry's `is_channels_first`, which also sees a wrapper's channels-first twin (wrappers.py marks it
+    in the twin's attrs)."""
+    return CHANNELS_FIRST if handler.is_channels_first(node) else CHANNELS_LAST
+
+
+def channels_first_io(node: Node, data_format: str, b: OpBuilder, x: str,
+                      body: Callable[[str, list[Dim]], str]) -> str:
+    """Run `body` on an NC... tensor. After the layout pass it already is one; a node emitted outside
+    the pass (inside a wrapper) may still be channels_last, so transpose around it then."""
+    shape = node.inputs[0].shape or ()
+    if data_format == CHANNELS_FIRST:
+        return body(x, list(shape[2:]))
+    inner = body(b.transpose(x, list(to_channels_first(len(shape)))), list(shape[1:-1]))
+    return b.transpose(inner, list(to_channels_last(len(shape))))
+
+
+
+def parse_pairs(config: Config, key: str, n: int, default: int) -> tuple[tuple[int, int], ...]:
+    """ZeroPadding / Cropping amounts: int, n ints (symmetric), or n (before, after) pairs."""
+    value = config.value(key, default)
+    items = [value] * n if isinstance(value, int) else list(value) if isinstance(value, (list, tuple)) else [value]
+    if n == 1 and len(items) == 2 and all(isinstance(v, int) for v in items):
+        items = [items]
+    if len(items) != n:
+        raise config.refuse(key, value, f"expected {n} entries")
+    out = []
+    for item in items:
+        pair = [item, item] if isinstance(item, int) else list(item) if isinstance(item, (list, tuple)) else [item]
+        if len(pair) != 2 or not all(isinstance(v, int) and v >= 0 for v in pair):
+            raise UnsupportedLayerError(f"{config.ctx.kind} '{config.ctx.layer_name}' has {key}={value!r}",
+                                        layer=config.ctx.layer_name, hint="amounts must be non-negative ints")
+        out.append((int(pair[0]), int(pair[1])))
+    return tuple(out)
+
+
+def spatial_axes(data_format: str, rank: int) -> list[int]:
+    return list(range(2, rank + 2)) if data_format == CHANNELS_FIRST else list(range(1, rank + 1))
+
+
+@dataclass(frozen=True)
+class PaddingSpec(LayerSpec):
+    """ZeroPadding's `padding` (Keras' own name) as (before, after) per spatial axis."""
+
+    padding: tuple[tuple[int, int], ...]
+    data_format: str = CHANNELS_LAST
+
+
+@dataclass(frozen=True)
+class CroppingSpec(LayerSpec):
+    cropping: tuple[tuple[int, int], ...]
+    data_format: str = CHANNELS_LAST
+
+
+@dataclass(frozen=True)
+class UpSamplingSpec(LayerSpec):
+    size: tuple[int, ...]
+    interpolation: str = "nearest"
+    data_format: str = CHANNELS_LAST
+
+
+class Spatial(LayerHandler[Any]):
+    """Shared shape rule: each spatial length changes by its axis' amounts (`new_length`)."""
+
     channels_first_only = True
-    rank = 2
     amounts_key = "padding"  # the argument `amounts` reads
 
-    def check(self, node: Node) -> None:
-        record_format(node)
-        self.amounts(node)
+    def __init__(self, rank: int) -> None:
+        self.rank = rank
 
     def amounts(self, node: Node) -> tuple[tuple[int, int], ...]:
         raise UnsupportedLayerError(f"{node.kind} has no amounts", layer=node.layer_name, hint="a kconvert bug")
+
+    def data_format(self, node: Node) -> str:
+        return current_format(self, node)
 
     def new_length(self, length: Dim, before: int, after: int) -> Dim:
         return length
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
-        shape = input_shapes[0]
-        channels, spatial = split_shape(node, shape, self.rank, meaning(self.rank))
+        shape, data_format = input_shapes[0], self.data_format(node)
+        channels, spatial = split_shape(node, data_format, shape, self.rank)
         out = [self.new_length(n, a, z) for n, (a, z) in zip(spatial, self.amounts(node))]
-        return [check_output(node, join_shape(node, shape[0], channels, out), self.amounts_key)]
+        return [check_output(node, join_shape(data_format, shape[0], channels, out), self.amounts_key)]
 
 
 class ZeroPadding(Spatial):
+    def parse(self, config: Config) -> PaddingSpec:
+        return PaddingSpec(data_format=parse_data_format(config),
+                           padding=parse_pairs(config, "padding", self.rank, 1))
+
     def amounts(self, node: Node) -> tuple[tuple[int, int], ...]:
-        return pairs(node, "padding", self.rank, 1)
+        return tuple(self.spec(node).padding)
 
     def new_length(self, length: Dim, before: int, after: int) -> Dim:
         return length + before + after if isinstance(length, int) else None
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
         begins, ends = [0] * (self.rank + 2), [0] * (self.rank + 2)
-        for axis, (before, after) in zip(spatial_axes(node, self.rank), self.amounts(node)):
+        for axis, (before, after) in zip(spatial_axes(self.data_format(node), self.rank), self.amounts(node)):
             begins[axis], ends[axis] = before, after
         return [b.op("Pad", inputs[0], b.ints(begins + ends, "pads"), mode="constant")]
 
@@ -106,8 +218,12 @@ class ZeroPadding(Spatial):
 class Cropping(Spatial):
     amounts_key = "cropping"
 
+    def parse(self, config: Config) -> CroppingSpec:
+        return CroppingSpec(data_format=parse_data_format(config),
+                            cropping=parse_pairs(config, "cropping", self.rank, 1 if self.rank == 1 else 0))
+
     def amounts(self, node: Node) -> tuple[tuple[int, int], ...]:
-        return pairs(node, "cropping", self.rank, 1 if self.rank == 1 else 0)
+        return tuple(self.spec(node).cropping)
 
     def new_length(self, length: Dim, before: int, after: int) -> Dim:
         if not isinstance(length, int):
@@ -116,7 +232,7 @@ class Cropping(Spatial):
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
         (shape,) = super().output_shapes(node, input_shapes)
-        _, spatial = split_shape(node, shape, self.rank, meaning(self.rank))
+        _, spatial = split_shape(node, self.data_format(node), shape, self.rank)
         if any(isinstance(n, int) and n <= 0 for n in spatial):
             raise ShapeError(
                 f"{node.kind} '{node.layer_name}' crops {self.amounts(node)} from an input of shape "
@@ -128,46 +244,49 @@ class Cropping(Spatial):
         amounts = self.amounts(node)
         starts = [before for before, _ in amounts]
         ends = [-after if after else INT64_MAX for _, after in amounts]
-        return [b.slice(inputs[0], starts, ends, spatial_axes(node, self.rank))]
+        return [b.slice(inputs[0], starts, ends, spatial_axes(self.data_format(node), self.rank))]
 
 
 class UpSampling(Spatial):
     amounts_key = "size"
 
-    def check(self, node: Node) -> None:
-        super().check(node)
-        mode = self.interpolation(node)
+    def parse(self, config: Config) -> UpSamplingSpec:
+        data_format = parse_data_format(config)
+        # Keras 1 spelled UpSampling1D's size `length`.
+        key = "length" if self.rank == 1 and not config.has("size") and config.has("length") else "size"
+        size = parse_window(config, key, self.rank, 2)
+        mode = config.text("interpolation", "nearest").lower()
+        where = f"{config.ctx.kind} '{config.ctx.layer_name}'"
         if mode != "nearest" and self.rank != 2:
-            raise UnsupportedLayerError(f"{node.kind} '{node.layer_name}' has interpolation={mode!r}",
-                                        layer=node.layer_name, hint="Keras interpolates only in UpSampling2D; "
-                                        f"{node.kind} repeats ('nearest')")
+            raise UnsupportedLayerError(f"{where} has interpolation={mode!r}", layer=config.ctx.layer_name,
+                                        hint=f"Keras interpolates only in UpSampling2D; {config.ctx.kind} repeats "
+                                        "('nearest')")
         if mode not in INTERPOLATIONS:
-            raise UnsupportedLayerError(
-                f"{node.kind} '{node.layer_name}' uses interpolation={mode!r}", layer=node.layer_name,
-                hint="supported: " + ", ".join(INTERPOLATIONS))
-
-    def interpolation(self, node: Node) -> str:
-        return str(node.attr("interpolation", "nearest")).lower()
+            raise UnsupportedLayerError(f"{where} uses interpolation={mode!r}", layer=config.ctx.layer_name,
+                                        hint="supported: " + ", ".join(INTERPOLATIONS))
+        return UpSamplingSpec(size=size, interpolation=mode, data_format=data_format)
 
     def amounts(self, node: Node) -> tuple[tuple[int, int], ...]:
-        return tuple((size, size) for size in ints(node, "size", self.rank, 2))
+        return tuple((size, size) for size in self.spec(node).size)
 
     def new_length(self, length: Dim, before: int, after: int) -> Dim:
         return length * before if isinstance(length, int) else None
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
-        mode = self.interpolation(node)
-        sizes = [size for size, _ in self.amounts(node)]
+        spec = self.spec(node)
+        mode, sizes = spec.interpolation, list(spec.size)
         if mode == "nearest":  # a plain repeat: right in any layout
             scales = [1.0] * (self.rank + 2)
-            for axis, size in zip(spatial_axes(node, self.rank), sizes):
+            for axis, size in zip(spatial_axes(self.data_format(node), self.rank), sizes):
                 scales[axis] = float(size)
             return [self.resize(b, inputs[0], scales, mode)]
         if mode == "bicubic":
-            return [channels_first_io(node, b, inputs[0], lambda x, n: self.bicubic(b, x, n, sizes))]
+            return [channels_first_io(node, self.data_format(node), b, inputs[0],
+                                      lambda x, n: self.bicubic(b, x, n, sizes))]
         # ONNX Runtime interpolates linearly only over the trailing axes: run it NC...
         scales = [1.0, 1.0, *map(float, sizes)]
-        return [channels_first_io(node, b, inputs[0], lambda x, _: self.resize(b, x, scales, mode))]
+        return [channels_first_io(node, self.data_format(node), b, inputs[0],
+                                  lambda x, _: self.resize(b, x, scales, mode))]
 
     def bicubic(self, b: OpBuilder, x: str, lengths: list[Dim], sizes: list[int]) -> str:
         """NCHW: rows = A_h @ x, then rows @ A_w^T."""
@@ -183,69 +302,28 @@ class UpSampling(Spatial):
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
         (shape,) = super().output_shapes(node, input_shapes)
-        _, spatial = split_shape(node, input_shapes[0], self.rank, meaning(self.rank))
-        if self.interpolation(node) == "bicubic" and not all(isinstance(n, int) for n in spatial):
+        _, spatial = split_shape(node, self.data_format(node), input_shapes[0], self.rank)
+        if self.spec(node).interpolation == "bicubic":
+            self._check_bicubic(node, input_shapes[0], spatial)
+        return [shape]
+
+    def _check_bicubic(self, node: Node, shape: Shape, spatial: list[Dim]) -> None:
+        if not all(isinstance(n, int) for n in spatial):
             raise UnsupportedLayerError(
                 f"{node.kind} '{node.layer_name}' resizes bicubically an input of unknown size "
-                f"{tuple(input_shapes[0][1:])}", layer=node.layer_name,
+                f"{tuple(shape[1:])}", layer=node.layer_name,
                 hint="kconvert emits TF's exact bicubic weights, which need static height and width: "
                      "give the model input a fixed shape")
-        if self.interpolation(node) == "bicubic":
-            grown = [n * size for n, (size, _) in zip(spatial, self.amounts(node)) if isinstance(n, int)]
-            check_elements(node, sum(grown), "bicubic weight tables", "size", MAX_TABLE_ENTRIES)
-            check_elements(node, max(n * g for n, g in zip(spatial, grown) if isinstance(n, int)),
-                           "a bicubic weight matrix", "size")
-        return [shape]
+        grown = [n * size for n, (size, _) in zip(spatial, self.amounts(node)) if isinstance(n, int)]
+        check_elements(node, sum(grown), "bicubic weight tables", "size", MAX_TABLE_ENTRIES)
+        check_elements(node, max(n * g for n, g in zip(spatial, grown) if isinstance(n, int)),
+                       "a bicubic weight matrix", "size")
 
     def resize(self, b: OpBuilder, x: str, scales: list[float], mode: str) -> str:
         return b.op("Resize", x, "", b.const(scales, "scales"), **INTERPOLATIONS[mode])
 
 
-@LAYERS.register("ZeroPadding1D")
-class ZeroPadding1D(ZeroPadding):
-    rank = 1
-
-
-@LAYERS.register("ZeroPadding2D")
-class ZeroPadding2D(ZeroPadding):
-    rank = 2
-
-
-@LAYERS.register("ZeroPadding3D")
-class ZeroPadding3D(ZeroPadding):
-    rank = 3
-
-
-@LAYERS.register("Cropping1D")
-class Cropping1D(Cropping):
-    rank = 1
-
-
-@LAYERS.register("Cropping2D")
-class Cropping2D(Cropping):
-    rank = 2
-
-
-@LAYERS.register("Cropping3D")
-class Cropping3D(Cropping):
-    rank = 3
-
-
-@LAYERS.register("UpSampling1D")
-class UpSampling1D(UpSampling):
-    rank = 1
-
-    def amounts(self, node: Node) -> tuple[tuple[int, int], ...]:
-        key = "length" if node.attrs.get("size") is None and node.attrs.get("length") is not None else "size"
-        (size,) = ints(node, key, 1, 2)  # Keras 1 spelled it `length`
-        return ((size, size),)
-
-
-@LAYERS.register("UpSampling2D")
-class UpSampling2D(UpSampling):
-    rank = 2
-
-
-@LAYERS.register("UpSampling3D")
-class UpSampling3D(UpSampling):
-    rank = 3
+for _rank in (1, 2, 3):
+    LAYERS.add(f"ZeroPadding{_rank}D", ZeroPadding(_rank))
+    LAYERS.add(f"Cropping{_rank}D", Cropping(_rank))
+    LAYERS.add(f"UpSampling{_rank}D", UpSampling(_rank))

@@ -1,6 +1,6 @@
 """Transposes: the layout pass's own node, and the Keras 3 op node `keras.ops.transpose`.
 
-Both permute all axes, batch included. The layout pass's node is `kconvert:Transpose` (attr `perm`);
+Both permute all axes, batch included. The layout pass's node is `kconvert:Transpose` (spec `PermSpec`);
 a Keras 3 functional model records `ops.transpose(x, axes)` as a node of class `Transpose` (module
 keras.src.ops.numpy) whose config holds `axes`: numpy's semantics, a permutation of the full tensor's
 axes (negative axes count from the end), or None to reverse all of them, batch included.
@@ -8,42 +8,56 @@ axes (negative axes count from the end), or None to reverse all of them, batch i
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from converter.errors import FormatError, ShapeError
 from converter.ir import Node, Shape
 from converter.ir.graph import INTERNAL_TRANSPOSE
-from converter.ir.shape import permute
+from converter.ir.shape import PermSpec, permute
 from converter.layers.builder import OpBuilder
 from converter.layers.registry import LAYERS, LayerHandler
+from converter.layers.spec import Config, LayerSpec
 
 
 @LAYERS.register(INTERNAL_TRANSPOSE)
-class InternalTranspose(LayerHandler):
+class InternalTranspose(LayerHandler[PermSpec]):
+    """Built by the layout pass with its PermSpec; never parsed from a file."""
+
     internal = True
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
-        return [permute(input_shapes[0], tuple(node.attrs["perm"]))]
+        return [permute(input_shapes[0], self.spec(node).perm)]
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
-        return [b.transpose(inputs[0], node.attrs["perm"])]
+        return [b.transpose(inputs[0], list(self.spec(node).perm))]
 
 
-def _raw_axes(node: Node) -> Any:
+@dataclass(frozen=True)
+class TransposeSpec(LayerSpec):
+    # The config's `axes` as written (a list of ints, when well-formed); None: the call's, else all reversed.
+    # Kept raw because `check` refuses a malformed one together with the call's tensor count.
+    axes: Any = None
+
+
+def _raw_axes(node: Node, spec: TransposeSpec) -> Any:
     """`axes` from the op's config; from the call if it was passed there (by keyword or position)."""
-    if node.attrs.get("axes") is not None:
-        return node.attrs["axes"]
+    if spec.axes is not None:
+        return spec.axes
     call = node.call.kwargs
     constants = call.get("positional_constants") or []
     return call.get("axes", constants[0] if len(constants) == 1 else None)
 
 
 @LAYERS.register("Transpose")
-class TransposeOp(LayerHandler):
+class TransposeOp(LayerHandler[TransposeSpec]):
     """Keras 3 op node `ops.transpose(x, axes=None)`."""
 
+    def parse(self, config: Config) -> TransposeSpec:
+        return TransposeSpec(axes=config.value("axes"))
+
     def check(self, node: Node) -> None:
-        axes = _raw_axes(node)
+        axes = _raw_axes(node, self.spec(node))
         valid = axes is None or (isinstance(axes, list) and all(
             isinstance(a, int) and not isinstance(a, bool) for a in axes))
         if not valid or len(node.inputs) != 1:
@@ -52,7 +66,7 @@ class TransposeOp(LayerHandler):
                               layer=node.layer_name, hint="is the config complete and undamaged?")
 
     def perm(self, node: Node, rank: int) -> list[int]:
-        axes = _raw_axes(node)
+        axes = _raw_axes(node, self.spec(node))
         if axes is None:
             return list(range(rank))[::-1]
         perm = [a % rank if -rank <= a < rank else -1 for a in axes] if rank else []

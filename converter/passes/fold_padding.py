@@ -13,14 +13,20 @@ not into a MaxPool, since it cannot know the input is non-negative.
 
 from __future__ import annotations
 
+from typing import Protocol, cast
+
 from converter.ir import Graph, Node
 from converter.layers.activations import activation_name
-from converter.layers.pooling import Pooling
 from converter.layers.registry import handler_for
-from converter.layers.spatial import ZeroPadding
 
-PAIRS = {"ZeroPadding1D": "MaxPooling1D", "ZeroPadding2D": "MaxPooling2D", "ZeroPadding3D": "MaxPooling3D"}
 NON_NEGATIVE = frozenset({"relu", "relu6", "sigmoid", "softplus", "softmax", "exponential"})
+
+
+class _PaddingAbsorber(Protocol):
+    """What an `absorbs_zero_padding` handler answers (layers/pooling.py Pooling): whether it took the
+    ZeroPadding before it into its own pads (it checks the padding's kind, amounts and format)."""
+
+    def absorb_zero_padding(self, pool: Node, padding: Node) -> bool: ...
 
 
 def run(graph: Graph) -> Graph:
@@ -28,44 +34,23 @@ def run(graph: Graph) -> Graph:
     outputs = {id(t) for t in graph.outputs}
     folded: set[int] = set()
     for padding in graph.nodes:
-        pool = _foldable_pool(padding, readers, outputs)
-        if pool is None:
+        pool = _only_absorbing_reader(padding, readers, outputs)
+        if pool is None or not _non_negative(padding.inputs[0].producer):
             continue
-        amounts = _amounts(padding)
-        pool.attrs["explicit_pads"] = [before for before, _ in amounts] + [after for _, after in amounts]
-        pool.inputs = [padding.inputs[0]]
-        folded.add(id(padding))
-    graph.nodes = [node for node in graph.nodes if id(node) not in folded]
+        if cast(_PaddingAbsorber, handler_for(pool)).absorb_zero_padding(pool, padding):
+            pool.inputs = [padding.inputs[0]]
+            folded.add(id(padding))
+    graph.set_nodes([node for node in graph.nodes if id(node) not in folded])
     return graph
 
 
-def _foldable_pool(padding: Node, readers: dict[int, list[Node]], outputs: set[int]) -> Node | None:
-    if padding.kind not in PAIRS or len(padding.inputs) != 1 or id(padding.outputs[0]) in outputs:
+def _only_absorbing_reader(padding: Node, readers: dict[int, list[Node]], outputs: set[int]) -> Node | None:
+    """The one reader of the node's single output, when that reader's handler absorbs zero padding."""
+    if len(padding.inputs) != 1 or len(padding.outputs) != 1 or id(padding.outputs[0]) in outputs:
         return None
     users = readers.get(id(padding.outputs[0]), [])
-    if len(users) != 1 or users[0].kind != PAIRS[padding.kind]:
-        return None
-    pool = users[0]
-    if str(pool.attr("padding", "valid")).lower() != "valid" or "explicit_pads" in pool.attrs:
-        return None
-    if pool.attr("data_format") != padding.attr("data_format"):
-        return None
-    size, _ = _pooling(pool).window(pool)
-    if any(before >= k or after >= k for (before, after), k in zip(_amounts(padding), size)):
-        return None
-    return pool if _non_negative(padding.inputs[0].producer) else None
-
-
-def _amounts(padding: Node) -> tuple[tuple[int, int], ...]:
-    handler = handler_for(padding)
-    assert isinstance(handler, ZeroPadding)
-    return handler.amounts(padding)
-
-
-def _pooling(pool: Node) -> Pooling:
-    handler = handler_for(pool)
-    assert isinstance(handler, Pooling)
-    return handler
+    handler = handler_for(users[0]) if len(users) == 1 else None
+    return users[0] if handler is not None and handler.absorbs_zero_padding else None
 
 
 def _non_negative(producer: Node | None) -> bool:

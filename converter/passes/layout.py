@@ -27,29 +27,18 @@ from dataclasses import dataclass
 
 from converter.ir import Graph, Node, Tensor
 from converter.ir.graph import CHANNELS_FIRST, INTERNAL_TRANSPOSE
-from converter.ir.shape import inverse, permute
+from converter.ir.shape import Perm, PermSpec, identity_perm, inverse, permute, to_channels_first, to_channels_last
 from converter.layers.registry import LayerHandler, handler_for
 from converter.passes.layout_folds import fold_flatten_dense, fold_pool_reshape, merge_concatenations
 
-Perm = tuple[int, ...]
+# runtime/check.py and runtime/stored.py import the layout permutations from here.
+__all__ = ["LayoutOptions", "Perm", "run", "to_channels_first", "to_channels_last"]
 
 
 @dataclass(frozen=True)
 class LayoutOptions:
     nchw_inputs: bool = False  # spatial graph inputs are given channels-first (the ONNX input is NCHW)
     nchw_outputs: bool = False  # spatial graph outputs are returned channels-first
-
-
-def to_channels_first(rank: int) -> Perm:
-    return (0, rank - 1, *range(1, rank - 1))
-
-
-def to_channels_last(rank: int) -> Perm:
-    return (0, *range(2, rank), 1)
-
-
-def identity(rank: int) -> Perm:
-    return tuple(range(rank))
 
 
 def run(graph: Graph, options: LayoutOptions | None = None) -> Graph:
@@ -62,7 +51,7 @@ def run(graph: Graph, options: LayoutOptions | None = None) -> Graph:
     for node in list(graph.nodes):
         assigner.visit(node)
     graph.outputs = [assigner.convert(t, _output_perm(assigner.perm_of(t), options)) for t in graph.outputs]
-    graph.nodes = assigner.nodes
+    graph.set_nodes(assigner.nodes)
     fold_flatten_dense(graph)
     fold_pool_reshape(graph)
     merge_concatenations(graph)
@@ -75,7 +64,7 @@ def _rank(tensor: Tensor) -> int:
 
 def _output_perm(have: Perm, options: LayoutOptions) -> Perm:
     keep = options.nchw_outputs and len(have) >= 3 and have == to_channels_first(len(have))
-    return have if keep else identity(len(have))
+    return have if keep else identity_perm(len(have))
 
 
 def _is_switched(node: Node, handler: LayerHandler | None) -> bool:
@@ -93,8 +82,7 @@ class _Assigner:
         self.graph = graph
         self.perm: dict[int, Perm] = {}
         self.cache: dict[tuple[int, Perm], Tensor] = {}
-        self.nodes: list[Node] = []
-        self.taken = {n.name for n in graph.nodes}
+        self.nodes: list[Node] = []  # the new order, Transposes placed before their readers
         self.wants_cf = self._preferences()
 
     def _preferences(self) -> set[int]:
@@ -111,7 +99,7 @@ class _Assigner:
         return wants
 
     def perm_of(self, tensor: Tensor) -> Perm:
-        return self.perm.get(id(tensor), identity(_rank(tensor)))
+        return self.perm.get(id(tensor), identity_perm(_rank(tensor)))
 
     def assign(self, tensor: Tensor, perm: Perm) -> None:
         self.perm[id(tensor)] = perm
@@ -135,14 +123,10 @@ class _Assigner:
 
     def _transpose(self, source: Tensor, perm: Perm, want: Perm) -> Node:
         suffix = "to_channels_first" if want == to_channels_first(len(want)) else "to_keras_layout"
-        name = base = f"{source.name}/{suffix}"
-        i = 1
-        while name in self.taken:
-            name, i = f"{base}_{i}", i + 1
-        self.taken.add(name)
+        name = self.graph.names.unique(f"{source.name}/{suffix}")
         out = Tensor(name=name, dtype=source.dtype,
                      shape=None if source.shape is None else permute(source.shape, perm))
-        node = Node(kind=INTERNAL_TRANSPOSE, name=name, attrs={"perm": list(perm)}, inputs=[source], outputs=[out])
+        node = Node(kind=INTERNAL_TRANSPOSE, name=name, spec=PermSpec(perm=perm), inputs=[source], outputs=[out])
         out.producer = node
         return node
 
@@ -151,11 +135,11 @@ class _Assigner:
         if _is_switched(node, handler):
             self._switch(node)
         elif not self._remap(node, handler):
-            node.inputs = [self.convert(t, identity(_rank(t))) for t in node.inputs]
+            node.inputs = [self.convert(t, identity_perm(_rank(t))) for t in node.inputs]
         self.nodes.append(node)
 
     def _switch(self, node: Node) -> None:
-        node.inputs = [self.convert(t, to_channels_first(_rank(t)) if _rank(t) >= 3 else identity(_rank(t)))
+        node.inputs = [self.convert(t, to_channels_first(_rank(t)) if _rank(t) >= 3 else identity_perm(_rank(t)))
                        for t in node.inputs]
         handler = handler_for(node)
         assert handler is not None  # only nodes with a channels_first_only handler are switched
@@ -172,16 +156,16 @@ class _Assigner:
         ranked = [self.perm_of(t) for t in node.inputs if _rank(t) == rank]
         if ranked:
             counts = Counter(ranked)
-            perm = max(counts, key=lambda p: (counts[p], p != identity(rank)))
-            if perm == identity(rank) and self._hoists(node, ranked):
+            perm = max(counts, key=lambda p: (counts[p], p != identity_perm(rank)))
+            if perm == identity_perm(rank) and self._hoists(node, ranked):
                 perm = to_channels_first(rank)
         elif any(id(o) in self.wants_cf for o in node.outputs):
             perm = to_channels_first(rank)  # e.g. a Reshape to (1, 1, C) feeding a convolution
         else:
             return False
-        if perm == identity(rank) or not handler.remap_axes(node, perm):
+        if perm == identity_perm(rank) or not handler.remap_axes(node, perm):
             return False
-        node.inputs = [self.convert(t, perm if _rank(t) == rank else identity(_rank(t))) for t in node.inputs]
+        node.inputs = [self.convert(t, perm if _rank(t) == rank else identity_perm(_rank(t))) for t in node.inputs]
         for tensor in node.outputs:
             if _rank(tensor) == rank:
                 self.assign(tensor, perm)

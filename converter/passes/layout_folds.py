@@ -7,11 +7,29 @@ Each fold asks who reads a tensor many times, so each builds the graph's reader 
 
 from __future__ import annotations
 
+from typing import Protocol, cast
+
 import numpy as np
 
-from converter.ir import Graph, Node, Tensor
-from converter.ir.graph import CHANNELS_FIRST, INTERNAL_TRANSPOSE
-from converter.ir.shape import inverse
+from converter.ir import Graph, Node, Shape, Tensor
+from converter.ir.graph import INTERNAL_TRANSPOSE
+from converter.ir.shape import PermSpec, inverse
+from converter.layers.registry import handler_for
+
+
+class _GlobalPooling(Protocol):
+    """What a `global_pooling` handler answers (layers/pooling.py GlobalPooling)."""
+
+    def kept_shape(self, node: Node) -> Shape | None: ...
+
+    def keep_dims(self, node: Node) -> None: ...
+
+
+class _Joining(Protocol):
+    """What Concatenate's handler answers (layers/merge.py)."""
+
+    def joined_axis(self, node: Node) -> int | None: ...
+
 
 Readers = dict[int, dict[int, Node]]  # tensor id -> {node id: node}, in node order
 
@@ -32,7 +50,7 @@ def fold_flatten_dense(graph: Graph) -> None:
     removed: set[int] = set()
     for flatten in graph.nodes:
         transpose = flatten.inputs[0].producer if flatten.kind == "Flatten" and flatten.inputs else None
-        if transpose is None or transpose.kind != INTERNAL_TRANSPOSE or flatten.attr("data_format") == CHANNELS_FIRST:
+        if transpose is None or transpose.kind != INTERNAL_TRANSPOSE or _channels_first(flatten):
             continue
         dense = _only_reader(readers, flatten.outputs[0])
         if dense is None or dense.kind != "Dense" or id(flatten.outputs[0]) in outputs:
@@ -42,7 +60,7 @@ def fold_flatten_dense(graph: Graph) -> None:
         keras_shape = transpose.outputs[0].shape or ()
         if kernel is None or kernel.ndim != 2 or not all(isinstance(d, int) for d in keras_shape[1:]):
             continue
-        rank, perm = len(keras_shape), tuple(transpose.attrs["perm"])
+        rank, perm = len(keras_shape), cast(PermSpec, transpose.spec).perm
         inv = inverse(perm)
         dims = [int(d) for d in keras_shape[1:] if isinstance(d, int)]
         rows = kernel.reshape(*dims, kernel.shape[1])
@@ -54,10 +72,17 @@ def fold_flatten_dense(graph: Graph) -> None:
         readers.setdefault(id(source), {})[id(flatten)] = flatten
         if not readers[id(transpose.outputs[0])] and id(transpose.outputs[0]) not in outputs:
             removed.add(id(transpose))
-    graph.nodes = [n for n in graph.nodes if id(n) not in removed]
+    graph.set_nodes([n for n in graph.nodes if id(n) not in removed])
 
 
-GLOBAL_POOLS = frozenset({f"Global{kind}Pooling{n}D" for kind in ("Average", "Max") for n in (1, 2, 3)})
+def _channels_first(node: Node) -> bool:
+    handler = handler_for(node)
+    return handler is not None and handler.is_channels_first(node)
+
+
+def _global_pooling(node: Node) -> _GlobalPooling | None:
+    handler = handler_for(node)
+    return cast(_GlobalPooling, handler) if handler is not None and handler.global_pooling else None
 
 
 def fold_pool_reshape(graph: Graph) -> None:
@@ -66,28 +91,25 @@ def fold_pool_reshape(graph: Graph) -> None:
     outputs = {id(t) for t in graph.outputs}
     removed: set[int] = set()
     for pool in graph.nodes:
-        if pool.kind not in GLOBAL_POOLS or pool.attr("keepdims", False) or len(pool.outputs) != 1:
+        pooling = _global_pooling(pool)
+        if pooling is None or len(pool.outputs) != 1:
             continue
         reshape = _only_reader(readers, pool.outputs[0])
         reshape = reshape if reshape is not None and reshape.kind == "Reshape" else None
-        source = pool.inputs[0].shape or ()
-        if reshape is None or id(pool.outputs[0]) in outputs or len(source) < 3:
+        if reshape is None or id(pool.outputs[0]) in outputs:
             continue
-        channel = 1 if pool.attr("data_format") == CHANNELS_FIRST else len(source) - 1
-        kept = [1 if i not in (0, channel) else d for i, d in enumerate(source)]
-        if list(reshape.outputs[0].shape or ())[1:] != kept[1:] or not isinstance(source[channel], int):
+        kept = pooling.kept_shape(pool)
+        if kept is None or tuple(reshape.outputs[0].shape or ())[1:] != kept[1:]:
             continue
-        pool.attrs["keepdims"] = True
+        pooling.keep_dims(pool)
         pool.outputs[0] = reshape.outputs[0]
         reshape.outputs[0].producer = pool
         removed.add(id(reshape))
-    graph.nodes = [n for n in graph.nodes if id(n) not in removed]
+    graph.set_nodes([n for n in graph.nodes if id(n) not in removed])
 
 
 def _concat_axis(node: Node) -> int | None:
-    rank = len(node.outputs[0].shape or ())
-    axis = node.attrs.get("axis", -1)
-    return None if not isinstance(axis, int) or rank == 0 else axis % rank
+    return cast(_Joining, handler_for(node)).joined_axis(node)
 
 
 def merge_concatenations(graph: Graph) -> None:
@@ -114,4 +136,4 @@ def merge_concatenations(graph: Graph) -> None:
             else:
                 spliced.append(tensor)
         outer.inputs = spliced
-    graph.nodes = [n for n in graph.nodes if id(n) in present]
+    graph.set_nodes([n for n in graph.nodes if id(n) in present])
