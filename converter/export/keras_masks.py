@@ -13,8 +13,17 @@ from __future__ import annotations
 from typing import Any
 
 from converter.ir import Graph, Node, Tensor
-from converter.ir.spec import CallSite
-from converter.passes.masking import KERAS2_MASK_PASSING, MASK_CONSUMERS, MASK_PASSING, mask_origin, returns_sequences
+from converter.ir.spec import CallSite, LayerSpec, NoArgs
+from converter.layers.mask_layers import AnySpec
+from converter.passes.masking import (
+    KERAS2_MASK_PASSING,
+    MASK_CONSUMERS,
+    MASK_PASSING,
+    makes_zero_mask,
+    mask_origin,
+    mask_value,
+    returns_sequences,
+)
 
 PASSING = MASK_PASSING | KERAS2_MASK_PASSING
 
@@ -40,12 +49,13 @@ def _mask_of(graph: Graph, tensor: Tensor, made: dict[int, Tensor]) -> Tensor | 
     producer, tensor = origin
     if id(producer) in made:
         return made[id(producer)]
-    if producer.kind == "Embedding" and producer.attr("mask_zero", False):
+    if producer.kind == "Embedding" and makes_zero_mask(producer):
         made[id(producer)] = _op(graph, producer, "NotEqual", producer.inputs[0], {"positional_constants": [0]})
     elif producer.kind == "Masking":
         differs = _op(graph, producer, "NotEqual", producer.inputs[0],
-                      {"positional_constants": [float(producer.attr("mask_value", 0.0))]})
-        made[id(producer)] = _op(graph, producer, "Any", differs, {}, {"axis": -1, "keepdims": False})
+                      {"positional_constants": [mask_value(producer)]})
+        made[id(producer)] = _op(graph, producer, "Any", differs, {}, {"axis": -1, "keepdims": False},
+                                 AnySpec(axis=-1, keepdims=False))
     elif producer.kind in MASK_CONSUMERS and returns_sequences(producer) and tensor is producer.outputs[0]:
         found = producer.call.tensor_kwargs.get("mask")  # added already: nodes are in order
         return producer.inputs[found[0]] if found else None
@@ -53,13 +63,13 @@ def _mask_of(graph: Graph, tensor: Tensor, made: dict[int, Tensor]) -> Tensor | 
 
 
 def _op(graph: Graph, source: Node, kind: str, x: Tensor, call_kwargs: dict[str, Any],
-        attrs: dict[str, Any] | None = None) -> Tensor:
-    """A Keras 3 op node right after `source` (or after the op it reads)."""
-    name = f"{source.layer_name}_{'not_equal' if kind == 'NotEqual' else 'any'}"
+        attrs: dict[str, Any] | None = None, spec: LayerSpec | None = None) -> Tensor:
+    """A Keras 3 op node right after `source` (or after the op it reads); `attrs` are for the writer."""
+    name = graph.names.unique(f"{source.layer_name}_{'not_equal' if kind == 'NotEqual' else 'any'}")
     shape = x.shape if kind == "NotEqual" or x.shape is None else tuple(x.shape[:-1])
     out = Tensor(name=name, shape=shape, dtype="bool")
-    node = Node(kind=kind, name=name, attrs=dict(attrs or {}), call=CallSite(kwargs=call_kwargs), inputs=[x],
-                outputs=[out], layer_name=name)
+    node = Node(kind=kind, name=name, attrs=dict(attrs or {}), spec=spec or NoArgs(), call=CallSite(kwargs=call_kwargs),
+                inputs=[x], outputs=[out], layer_name=name)
     out.producer = node
     after = x.producer if x.producer is not None and x.producer.kind in ("NotEqual",) else source
     graph.insert_after(after, node)

@@ -19,7 +19,7 @@ Weights are stored forward first, then backward.
 
 from __future__ import annotations
 
-import copy
+from dataclasses import dataclass
 
 from converter.errors import UnsupportedLayerError
 from converter.ir import Node, Shape
@@ -32,7 +32,7 @@ from converter.layers.recurrent import (
     static_time,
 )
 from converter.layers.registry import LAYERS, LayerHandler, expect_rank
-from converter.layers.rnn_cells import CellParams, cell_params, cell_weight_names, cell_weight_shapes, check_cell
+from converter.layers.rnn_cells import CellParams, RecurrentSpec, cell_params, cell_weight_names, cell_weight_shapes
 from converter.layers.rnn_emit import (
     compact,
     expand,
@@ -41,50 +41,67 @@ from converter.layers.rnn_emit import (
     recurrent_op,
     to_time_major,
 )
-from converter.layers.rnn_wrapper import single_cell_view
+from converter.layers.rnn_wrapper import single_cell
+from converter.layers.spec import Config, LayerSpec
 
 SIDES = ("forward", "backward")
 MERGE_REDUCE = {"sum": "ReduceSum", "ave": "ReduceMean", "mul": "ReduceProd"}
+MERGE_MODES = ("concat", "sum", "ave", "mul", None)
 
 
-def directions(node: Node) -> tuple[Node, Node]:
+@dataclass(frozen=True)
+class BidirectionalSpec(LayerSpec):
+    """The wrapper's own argument; the wrapped layers are `node.children`, parsed by their handlers."""
+
+    merge_mode: str | None = "concat"  # None: the two directions are two outputs
+
+
+def _recurrent(child: Node) -> RecurrentSpec:
+    spec = single_cell(child.spec)
+    if spec is None:
+        raise UnsupportedLayerError(f"'{child.layer_name}' wraps a {child.kind}, not a SimpleRNN, GRU or LSTM",
+                                    layer=child.layer_name, hint="only the built-in recurrent layers convert")
+    return spec
+
+
+def directions(node: Node) -> tuple[RecurrentSpec, RecurrentSpec]:
     if not node.children:
         raise UnsupportedLayerError(f"Bidirectional '{node.layer_name}' has no wrapped layer config",
                                     layer=node.layer_name, hint="is the config complete?")
-    forward = single_cell_view(node.children[0])
+    forward = _recurrent(node.children[0])
     if len(node.children) > 1:
-        return forward, single_cell_view(node.children[1])
-    backward = copy.copy(forward)
-    backward.attrs = {**forward.attrs, "go_backwards": not forward.attr("go_backwards", False)}
-    return forward, backward
+        return forward, _recurrent(node.children[1])
+    return forward, forward.replace(go_backwards=not forward.go_backwards)
 
 
-def merge_mode(node: Node) -> str | None:
-    return node.attrs.get("merge_mode", "concat")
-
-
-def _num_states(node: Node) -> int:
-    return 2 if directions(node)[0].kind == "LSTM" else 1
+def _check_directions(node: Node, forward: RecurrentSpec, backward: RecurrentSpec) -> None:
+    if forward.cell_kind != backward.cell_kind or forward.units != backward.units:
+        raise UnsupportedLayerError(
+            f"Bidirectional '{node.layer_name}' pairs a {forward.cell_kind}({forward.units}) with a "
+            f"{backward.cell_kind}({backward.units}): one ONNX op needs one cell type and size",
+            layer=node.layer_name, hint="use the same layer class and units for both directions")
+    if forward.go_backwards or not backward.go_backwards:
+        raise UnsupportedLayerError(
+            f"Bidirectional '{node.layer_name}' wraps a forward layer with go_backwards=True",
+            layer=node.layer_name, hint="wrap a layer with go_backwards=False")
 
 
 @LAYERS.register("Bidirectional")
-class Bidirectional(LayerHandler):
+class Bidirectional(LayerHandler[BidirectionalSpec]):
+    consumes_mask = True
+    consumes_sequence = True
+
+    def parse(self, config: Config) -> BidirectionalSpec:
+        # A missing merge_mode is Keras' default; an explicit null means two outputs.
+        mode = config.raw.get("merge_mode", "concat")
+        if mode not in MERGE_MODES:
+            raise UnsupportedLayerError(f"Bidirectional '{config.ctx.layer_name}' has merge_mode={mode!r}",
+                                        layer=config.ctx.layer_name, hint="use concat, sum, ave, mul or None")
+        return BidirectionalSpec(merge_mode=mode)
+
     def check(self, node: Node) -> None:
-        forward, backward = directions(node)
-        check_cell(forward)
-        check_cell(backward)
-        if forward.kind != backward.kind or forward.attrs["units"] != backward.attrs["units"]:
-            raise UnsupportedLayerError(
-                f"Bidirectional '{node.layer_name}' pairs a {forward.kind}({forward.attrs['units']}) with a "
-                f"{backward.kind}({backward.attrs['units']}): one ONNX op needs one cell type and size",
-                layer=node.layer_name, hint="use the same layer class and units for both directions")
-        if forward.attr("go_backwards", False) or not backward.attr("go_backwards", False):
-            raise UnsupportedLayerError(
-                f"Bidirectional '{node.layer_name}' wraps a forward layer with go_backwards=True",
-                layer=node.layer_name, hint="wrap a layer with go_backwards=False")
-        if merge_mode(node) not in ("concat", "sum", "ave", "mul", None):
-            raise UnsupportedLayerError(f"Bidirectional '{node.layer_name}' has merge_mode={merge_mode(node)!r}",
-                                        layer=node.layer_name, hint="use concat, sum, ave, mul or None")
+        # The children are parsed on their own; whether they pair into one ONNX op is the wrapper's question.
+        _check_directions(node, *directions(node))
 
     def weight_names(self, node: Node) -> list[str]:
         return [f"{side}/{name}" for side, cell in zip(SIDES, directions(node)) for name in cell_weight_names(cell)]
@@ -96,48 +113,52 @@ class Bidirectional(LayerHandler):
                 for name, shape in cell_weight_shapes(cell, features).items()}
 
     def num_outputs(self, node: Node) -> int:
-        merged = 2 if merge_mode(node) is None else 1
-        forward = directions(node)[0]
-        return merged + (2 * _num_states(node) if forward.attr("return_state", False) else 0)
+        # The graph builder asks also when the parse or check refused the node (one output then).
+        spec = node.spec
+        if not isinstance(spec, BidirectionalSpec):
+            return 1
+        merged = 2 if spec.merge_mode is None else 1
+        forward = single_cell(node.children[0].spec) if node.children else None
+        return merged + (2 * forward.num_states if forward is not None and forward.return_state else 0)
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
         shape = input_shapes[0]
         expect_rank(node, shape, 3, SEQUENCE_MEANING)
-        forward = directions(node)[0]
-        units = int(forward.attrs["units"])
-        width = 2 * units if merge_mode(node) == "concat" else units
-        lead = (shape[0], shape[1]) if forward.attr("return_sequences", False) else (shape[0],)
-        merged = 2 if merge_mode(node) is None else 1
-        return [(*lead, width)] * merged + [(shape[0], units)] * (self.num_outputs(node) - merged)
+        forward, mode = directions(node)[0], self.spec(node).merge_mode
+        width = 2 * forward.units if mode == "concat" else forward.units
+        lead = (shape[0], shape[1]) if forward.return_sequences else (shape[0],)
+        merged = 2 if mode is None else 1
+        return [(*lead, width)] * merged + [(shape[0], forward.units)] * (self.num_outputs(node) - merged)
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
-        forward, backward = directions(node)
-        cells = _cells(node, b)
+        forward = directions(node)[0]
+        cells = _cells(node)
         count = cells[0].num_states
         init = initial_states(b, state_inputs(node, inputs), count, 2)
         mask = mask_input(node, inputs)
         packed = None if mask is None else compact(b, inputs[0], mask, static_time(node))
         x_tbf = to_time_major(b, inputs[0]) if packed is None else packed.x_tbf
         outs = recurrent_op(b, x_tbf, cells, "bidirectional", init, None if packed is None else packed.seq_lens)
-        if forward.attr("return_sequences", False):
+        mode = self.spec(node).merge_mode
+        if forward.return_sequences:
             y = b.transpose(outs[0], [2, 0, 1, 3])  # (batch, time, 2, units)
             if packed is not None:
                 y = expand(b, y, 4, packed.steps, mask)
-            merged = _merge(b, node, y, axis=2)
+            merged = _merge(b, mode, y, axis=2)
         else:
-            merged = _merge(b, node, outs[1], axis=0)
-        if not forward.attr("return_state", False):
+            merged = _merge(b, mode, outs[1], axis=0)
+        if not forward.return_state:
             return merged
         kept = final_states(b, outs[1:1 + count], init, None if packed is None else packed.seq_lens)
         states = [_pick(b, state, d) for d in (0, 1) for state in kept]
         return [*merged, *states]
 
 
-def _cells(node: Node, b: OpBuilder) -> list[CellParams]:
+def _cells(node: Node) -> list[CellParams]:
     cells = []
     for side, cell in zip(SIDES, directions(node)):
         own = {key.split("/", 1)[1]: value for key, value in node.weights.items() if key.startswith(side + "/")}
-        cells.append(cell_params(cell, own, b.keras_major))
+        cells.append(cell_params(cell, own))
     return cells
 
 
@@ -145,9 +166,8 @@ def _pick(b: OpBuilder, x: str, index: int, axis: int = 0) -> str:
     return b.op("Gather", x, b.ints(index, "direction"), axis=axis)
 
 
-def _merge(b: OpBuilder, node: Node, y: str, axis: int) -> list[str]:
+def _merge(b: OpBuilder, mode: str | None, y: str, axis: int) -> list[str]:
     """y holds both directions along `axis` (2 for sequences (b, t, 2, u), 0 for Y_h (2, b, u))."""
-    mode = merge_mode(node)
     if mode is None:
         return [_pick(b, y, 0, axis), _pick(b, y, 1, axis)]
     if mode in MERGE_REDUCE:

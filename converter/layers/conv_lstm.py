@@ -17,38 +17,88 @@ data_format) are read; masks are refused (Keras' ConvLSTM masks are rare and nee
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 
 from converter.errors import ShapeError, UnsupportedLayerError
 from converter.ir import Node, OpGraph, Shape
 from converter.ir.ops import ValueInfo
 from converter.ir.shape import Dim
-from converter.layers.activations import AXIS_ACTIVATIONS, activation_name, apply_activation, check_activation
+from converter.layers.activations import AXIS_ACTIVATIONS, apply_activation, parse_activation
 from converter.layers.builder import OpBuilder
 from converter.layers.conv import keras_to_onnx_kernel
 from converter.layers.limits import check_elements
 from converter.layers.recurrent import state_inputs
 from converter.layers.registry import LAYERS, LayerHandler, expect_rank
-from converter.layers.windows import CHANNELS_FIRST, check_padding, data_format, ints, window_lengths, window_pads
+from converter.layers.spec import Config, LayerSpec, parse_fields
+from converter.layers.windows import CHANNELS_FIRST, CHANNELS_LAST, window_lengths, window_pads
 
-RANKS = {"ConvLSTM1D": 1, "ConvLSTM2D": 2, "ConvLSTM3D": 3}
 INT64_MAX = 2**63 - 1
+PADDINGS = ("valid", "same")
 
 
-def _geometry(node: Node) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
-    rank = RANKS[node.kind]
-    return (ints(node, "kernel_size", rank, None), ints(node, "strides", rank, 1),
-            ints(node, "dilation_rate", rank, 1))
+@dataclass(frozen=True)
+class ConvLSTMSpec(LayerSpec):
+    rank: int  # spatial axes: 1, 2 or 3
+    filters: int
+    kernel_size: tuple[int, ...]
+    strides: tuple[int, ...]
+    dilation_rate: tuple[int, ...]
+    padding: str = "valid"
+    data_format: str = CHANNELS_LAST
+    activation: str = "tanh"
+    recurrent_activation: str = "sigmoid"
+    use_bias: bool = True
+    return_sequences: bool = False
+    return_state: bool = False
+    go_backwards: bool = False
+
+    @property
+    def channels_first(self) -> bool:
+        return self.data_format == CHANNELS_FIRST
 
 
-def _split_input(node: Node, shape: Shape) -> tuple[int, list[int]]:
+def _refuse(config: Config, key: str, value: Any, hint: str) -> UnsupportedLayerError:
+    layer = config.ctx.layer_name
+    return UnsupportedLayerError(f"{config.ctx.kind} '{layer}' has {key}={value!r}", layer=layer, hint=hint)
+
+
+def _choice(config: Config, key: str, value: Any, allowed: tuple[str, ...], hint: str) -> str:
+    if value not in allowed:
+        raise _refuse(config, key, value, hint)
+    return str(value)
+
+
+def _activation(config: Config, key: str, default: str) -> str:
+    """Known and elementwise (the gates are per element); a missing one is the layer's default."""
+    name = parse_activation(config, key) if key in config.raw else default
+    if name in AXIS_ACTIVATIONS:
+        raise UnsupportedLayerError(f"{config.ctx.kind} '{config.ctx.layer_name}' uses {key}={name!r}",
+                                    layer=config.ctx.layer_name, hint="use an elementwise activation")
+    return name
+
+
+def parse_conv_lstm(config: Config, rank: int) -> ConvLSTMSpec:
+    data_format = _choice(config, "data_format", config.value("data_format", CHANNELS_LAST),
+                          (CHANNELS_LAST, CHANNELS_FIRST), "use channels_last or channels_first")
+    padding = _choice(config, "padding", config.text("padding", "valid").lower(), PADDINGS,
+                      "supported: " + ", ".join(PADDINGS))
+    geometry = {"kernel_size": config.ints("kernel_size", rank), "strides": config.ints("strides", rank, 1),
+                "dilation_rate": config.ints("dilation_rate", rank, 1)}
+    activations = {key: _activation(config, key, default)
+                   for key, default in (("activation", "tanh"), ("recurrent_activation", "sigmoid"))}
+    return parse_fields(ConvLSTMSpec, config, rank=rank, data_format=data_format, padding=padding,
+                        **geometry, **activations)
+
+
+def _split_input(node: Node, spec: ConvLSTMSpec, shape: Shape) -> tuple[int, list[int]]:
     """(channels, spatial dims) of the (batch, time, ...) input; Keras needs them all static."""
-    rank = RANKS[node.kind]
-    axes = ", ".join(f"dim{i + 1}" for i in range(rank))
-    meaning = f"(batch, time, channels, {axes})" if data_format(node) == CHANNELS_FIRST \
-        else f"(batch, time, {axes}, channels)"
-    expect_rank(node, shape, rank + 3, meaning)
-    channels, spatial = (shape[2], shape[3:]) if data_format(node) == CHANNELS_FIRST else (shape[-1], shape[2:-1])
+    axes = ", ".join(f"dim{i + 1}" for i in range(spec.rank))
+    meaning = f"(batch, time, channels, {axes})" if spec.channels_first else f"(batch, time, {axes}, channels)"
+    expect_rank(node, shape, spec.rank + 3, meaning)
+    channels, spatial = (shape[2], shape[3:]) if spec.channels_first else (shape[-1], shape[2:-1])
     dims = [d for d in (channels, *spatial) if isinstance(d, int)]
     if len(dims) != len(spatial) + 1:
         raise ShapeError(f"{node.kind} '{node.layer_name}' needs static channel and spatial dims, got {meaning} = "
@@ -56,79 +106,83 @@ def _split_input(node: Node, shape: Shape) -> tuple[int, list[int]]:
     return dims[0], dims[1:]
 
 
-def _out_spatial(node: Node, spatial: list[int]) -> list[int]:
-    kernel, strides, dilations = _geometry(node)
-    padding = str(node.attr("padding", "valid"))
-    lengths = window_lengths(node, "kernel_size", spatial, kernel, strides, dilations, padding)
+def _out_spatial(node: Node, spec: ConvLSTMSpec, spatial: list[int]) -> list[int]:
+    lengths = window_lengths(node, "kernel_size", spatial, spec.kernel_size, spec.strides, spec.dilation_rate,
+                             spec.padding)
     return [n for n in lengths if isinstance(n, int)]  # all of them: static lengths give static outputs
 
 
-def _keras_state_shape(node: Node, batch: Dim, filters: int, spatial: list[int]) -> Shape:
-    return (batch, filters, *spatial) if data_format(node) == CHANNELS_FIRST else (batch, *spatial, filters)
+def _keras_state_shape(spec: ConvLSTMSpec, batch: Dim, spatial: list[int]) -> Shape:
+    return (batch, spec.filters, *spatial) if spec.channels_first else (batch, *spatial, spec.filters)
 
 
-@LAYERS.register("ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D")
-class ConvLSTM(LayerHandler):
+class ConvLSTM(LayerHandler[ConvLSTMSpec]):
     """An ONNX Scan whose body holds one Conv and the LSTM gates; see the module docstring."""
 
+    def __init__(self, rank: int) -> None:
+        self.rank = rank
+        # ConvLSTM1D reads (batch, steps, features)-like sequences an input_dim shorthand may spell.
+        self.consumes_sequence = rank == 1
+
+    def parse(self, config: Config) -> ConvLSTMSpec:
+        return parse_conv_lstm(config, self.rank)
+
     def check(self, node: Node) -> None:
-        data_format(node)
-        check_padding(node, ("valid", "same"))
-        _geometry(node)
-        for key in ("activation", "recurrent_activation"):
-            check_activation(node, key)
-            if activation_name(node.attrs.get(key)) in AXIS_ACTIVATIONS:
-                raise UnsupportedLayerError(f"{node.kind} '{node.layer_name}' uses {key}="
-                                            f"{activation_name(node.attrs.get(key))!r}", layer=node.layer_name,
-                                            hint="use an elementwise activation")
         if "mask" in node.call.tensor_kwargs:
             raise UnsupportedLayerError(f"{node.kind} '{node.layer_name}' is called with a mask",
                                         layer=node.layer_name, hint="masked ConvLSTM layers do not convert")
 
     def weight_names(self, node: Node) -> list[str]:
         names = ["kernel", "recurrent_kernel", "bias"]
-        return names if node.attr("use_bias", True) else names[:2]
+        return names if self.spec(node).use_bias else names[:2]
 
     def weight_shapes(self, node: Node, input_shapes: list[Shape]) -> dict[str, tuple[int | None, ...]]:
-        channels, _ = _split_input(node, input_shapes[0])
-        kernel, filters = _geometry(node)[0], int(node.attrs["filters"])
+        spec = self.spec(node)
+        channels, _ = _split_input(node, spec, input_shapes[0])
+        kernel, filters = spec.kernel_size, spec.filters
         return {"kernel": (*kernel, channels, 4 * filters), "recurrent_kernel": (*kernel, filters, 4 * filters),
                 "bias": (4 * filters,)}
 
     def num_outputs(self, node: Node) -> int:
-        return 3 if node.attr("return_state", False) else 1
+        # A node whose parse was refused keeps a bare spec; the graph builder still asks (one output then).
+        spec = node.spec
+        return 3 if isinstance(spec, ConvLSTMSpec) and spec.return_state else 1
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
-        shape = input_shapes[0]
-        _, spatial = _split_input(node, shape)
-        out_spatial = _out_spatial(node, spatial)
-        check_elements(node, (int(node.attrs["filters"]), *out_spatial), "a zero initial state",
-                       "filters and input shape")
-        state = _keras_state_shape(node, shape[0], int(node.attrs["filters"]), out_spatial)
+        spec, shape = self.spec(node), input_shapes[0]
+        _, spatial = _split_input(node, spec, shape)
+        out_spatial = _out_spatial(node, spec, spatial)
+        check_elements(node, (spec.filters, *out_spatial), "a zero initial state", "filters and input shape")
+        state = _keras_state_shape(spec, shape[0], out_spatial)
         _check_initial_states(node, input_shapes[1:], state)
-        out = (state[0], shape[1], *state[1:]) if node.attr("return_sequences", False) else state
+        out = (state[0], shape[1], *state[1:]) if spec.return_sequences else state
         return [out] + [state] * (self.num_outputs(node) - 1)
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
-        rank, filters = RANKS[node.kind], int(node.attrs["filters"])
-        channels, spatial = _split_input(node, node.inputs[0].shape or ())
-        out_spatial = _out_spatial(node, spatial)
-        last = data_format(node) != CHANNELS_FIRST
+        spec = self.spec(node)
+        rank, filters = spec.rank, spec.filters
+        channels, spatial = _split_input(node, spec, node.inputs[0].shape or ())
+        out_spatial = _out_spatial(node, spec, spatial)
+        last = not spec.channels_first
         x = b.transpose(inputs[0], [0, 1, rank + 2, *range(2, rank + 2)]) if last else inputs[0]
-        gates = _input_convolution(node, b, x, channels, spatial, out_spatial)
+        gates = _input_convolution(node, spec, b, x, channels, spatial, out_spatial)
         given = state_inputs(node, inputs)
         to_cf = [0, rank + 1, *range(1, rank + 1)]
         init = [b.transpose(s, to_cf) if last else s for s in given] or _zero_states(b, x, filters, out_spatial)
-        outs = _scan(node, b, gates, init, filters, out_spatial)
+        outs = _scan(node, spec, b, gates, init, out_spatial)
         to_cl = [0, *range(2, rank + 2), 1]
         seq_to_cl = [0, 1, *range(3, rank + 3), 2]
-        if node.attr("return_sequences", False):
+        if spec.return_sequences:
             y = b.transpose(outs[2], seq_to_cl) if last else outs[2]
         else:  # an Identity keeps the output and the h state two values (each becomes a graph output)
             y = b.transpose(outs[0], to_cl) if last else b.op("Identity", outs[0])
-        if not node.attr("return_state", False):
+        if not spec.return_state:
             return [y]
         return [y, *(b.transpose(s, to_cl) if last else s for s in outs[:2])]
+
+
+for _rank in (1, 2, 3):
+    LAYERS.add(f"ConvLSTM{_rank}D", ConvLSTM(rank=_rank))
 
 
 def _check_initial_states(node: Node, given: list[Shape], state: Shape) -> None:
@@ -141,15 +195,15 @@ def _check_initial_states(node: Node, given: list[Shape], state: Shape) -> None:
                          hint="pass initial_state=[h, c] shaped like the layer's output state")
 
 
-def _input_convolution(node: Node, b: OpBuilder, x: str, channels: int, spatial: list[int],
+def _input_convolution(node: Node, spec: ConvLSTMSpec, b: OpBuilder, x: str, channels: int, spatial: list[int],
                        out_spatial: list[int]) -> str:
     """(batch, time, C, *space) -> (batch, time, 4 * filters, *out_space): every step's input gates."""
-    kernel, strides, dilations = _geometry(node)
-    filters = int(node.attrs["filters"])
+    kernel, strides, dilations = spec.kernel_size, spec.strides, spec.dilation_rate
+    filters = spec.filters
     merged = b.reshape(x, [-1, channels, *spatial])
-    pads = window_pads(spatial, kernel, strides, dilations, str(node.attr("padding", "valid")))
+    pads = window_pads(spatial, kernel, strides, dilations, spec.padding)
     args = [merged, b.weight("kernel", keras_to_onnx_kernel(node.weights["kernel"]))]
-    if node.attr("use_bias", True):
+    if spec.use_bias:
         args.append(b.weight("bias"))
     conv = b.op("Conv", *args, kernel_shape=list(kernel), strides=list(strides), dilations=list(dilations),
                 pads=pads)
@@ -166,20 +220,20 @@ def _zero_states(b: OpBuilder, x: str, filters: int, out_spatial: list[int]) -> 
     return [state, state]
 
 
-def _scan(node: Node, b: OpBuilder, gates: str, init: list[str], filters: int, out_spatial: list[int]) -> list[str]:
+def _scan(node: Node, spec: ConvLSTMSpec, b: OpBuilder, gates: str, init: list[str],
+          out_spatial: list[int]) -> list[str]:
     """Scan over axis 1 of `gates`; returns [h_T, c_T, (h sequence (batch, time, F, *space))]."""
-    sequences = bool(node.attr("return_sequences", False))
-    body = _body(node, b, filters, out_spatial, sequences)
+    sequences = spec.return_sequences
+    body = _body(node, spec, b, out_spatial)
     return list(b.multi("Scan", *init, gates, outputs=3 if sequences else 2, num_scan_inputs=1, scan_input_axes=[1],
-                     body=body, scan_input_directions=[1] if node.attr("go_backwards", False) else None,
+                     body=body, scan_input_directions=[1] if spec.go_backwards else None,
                      scan_output_axes=[1] if sequences else None))
 
 
-def _body(node: Node, b: OpBuilder, filters: int, out_spatial: list[int], sequences: bool) -> OpGraph:
+def _body(node: Node, spec: ConvLSTMSpec, b: OpBuilder, out_spatial: list[int]) -> OpGraph:
     """One step: (h, c, input gates) -> (h, c[, h]). Shares the outer graph's names (ONNX forbids a
     subgraph to shadow an outer name) and reads the recurrent kernel from the outer graph's initializers."""
-    rank = RANKS[node.kind]
-    kernel = _geometry(node)[0]
+    rank, kernel, filters, sequences = spec.rank, spec.kernel_size, spec.filters, spec.return_sequences
     recurrent = b.weight("recurrent_kernel", keras_to_onnx_kernel(node.weights["recurrent_kernel"]))
     graph = OpGraph(name=b.graph.unique(f"{b.scope}/step"), opset=b.opset, _used_names=b.graph._used_names)
     s = OpBuilder(graph, b.keras_version)
@@ -191,7 +245,7 @@ def _body(node: Node, b: OpBuilder, filters: int, out_spatial: list[int], sequen
     pads = window_pads(out_spatial, kernel, [1] * rank, [1] * rank, "same")
     z = s.op("Add", x, s.op("Conv", h, recurrent, kernel_shape=list(kernel), pads=pads))
     zi, zf, zc, zo = s.split(z, [filters] * 4, axis=1)
-    rec, act = node.attrs.get("recurrent_activation", "sigmoid"), node.attrs.get("activation", "tanh")
+    rec, act = spec.recurrent_activation, spec.activation
     i, f, o = (apply_activation(s, g, rec) for g in (zi, zf, zo))
     c_new = s.op("Add", s.op("Mul", f, c), s.op("Mul", i, apply_activation(s, zc, act)))
     h_new = s.op("Mul", o, apply_activation(s, c_new, act))

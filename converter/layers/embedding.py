@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from converter.errors import UnsupportedLayerError
 from converter.ir import Node, Shape
 from converter.layers.builder import OpBuilder
 from converter.layers.registry import LAYERS, LayerHandler
+from converter.layers.spec import Config, LayerSpec
+
+
+@dataclass(frozen=True)
+class EmbeddingSpec(LayerSpec):
+    input_dim: int
+    output_dim: int
+    mask_zero: bool = False  # read by the masking pass: the ids' mask, not the values
 
 
 def _quantized(dtype: Any) -> bool:
@@ -17,8 +26,24 @@ def _quantized(dtype: Any) -> bool:
     return isinstance(dtype, str) and (dtype.startswith("int8_from") or dtype.startswith("int4_from"))
 
 
+def refuse_quantized(config: Config) -> None:
+    if _quantized(config.value("dtype")) or config.has("quantization_config"):
+        layer = config.ctx.layer_name
+        raise UnsupportedLayerError(f"Embedding '{layer}' is quantised (int8/int4)", layer=layer,
+                                    hint="save the float model before keras quantize() and convert that")
+
+
+def integer_dim(config: Config, key: str) -> int:
+    """input_dim / output_dim: a true int (a float or a missing value means a damaged config)."""
+    value = config.value(key)
+    if not isinstance(value, int):
+        raise UnsupportedLayerError(f"Embedding '{config.ctx.layer_name}' has no integer {key}",
+                                    layer=config.ctx.layer_name, hint="the config is incomplete")
+    return value
+
+
 @LAYERS.register("Embedding")
-class Embedding(LayerHandler):
+class Embedding(LayerHandler[EmbeddingSpec]):
     """Row lookup: (batch, ...) integer ids -> (batch, ..., output_dim).
 
     The model input keeps the dtype Keras declared (often float32 in Keras 2 Sequential models); the
@@ -26,24 +51,20 @@ class Embedding(LayerHandler):
     mask only matters to layers that consume it.
     """
 
-    def check(self, node: Node) -> None:
-        if _quantized(node.attrs.get("dtype")) or node.attrs.get("quantization_config") is not None:
-            raise UnsupportedLayerError(f"Embedding '{node.layer_name}' is quantised (int8/int4)",
-                                        layer=node.layer_name,
-                                        hint="save the float model before keras quantize() and convert that")
-        for key in ("input_dim", "output_dim"):
-            if not isinstance(node.attrs.get(key), int):
-                raise UnsupportedLayerError(f"Embedding '{node.layer_name}' has no integer {key}",
-                                            layer=node.layer_name, hint="the config is incomplete")
+    def parse(self, config: Config) -> EmbeddingSpec:
+        refuse_quantized(config)
+        return EmbeddingSpec(input_dim=integer_dim(config, "input_dim"), output_dim=integer_dim(config, "output_dim"),
+                             mask_zero=config.flag("mask_zero", False))
 
     def weight_names(self, node: Node) -> list[str]:
         return ["embeddings"]
 
     def weight_shapes(self, node: Node, input_shapes: list[Shape]) -> dict[str, tuple[int | None, ...]]:
-        return {"embeddings": (int(node.attrs["input_dim"]), int(node.attrs["output_dim"]))}
+        spec = self.spec(node)
+        return {"embeddings": (spec.input_dim, spec.output_dim)}
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
-        return [(*input_shapes[0], int(node.attrs["output_dim"]))]
+        return [(*input_shapes[0], self.spec(node).output_dim)]
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
         ids = inputs[0]

@@ -7,11 +7,41 @@ mask-consuming layers; here it is an explicit tensor made by a TimestepMask node
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from converter.errors import UnsupportedLayerError
 from converter.ir import Dim, Node, Shape
 from converter.ir.graph import INTERNAL_ATTENTION_MASK, INTERNAL_TIMESTEP_MASK
 from converter.layers.builder import OpBuilder
 from converter.layers.registry import LAYERS, LayerHandler, expect_min_rank
+from converter.layers.spec import Config, LayerSpec, parse_fields
+
+
+@dataclass(frozen=True)
+class MaskingSpec(LayerSpec):
+    mask_value: float = 0.0
+
+
+@dataclass(frozen=True)
+class TimestepMaskSpec(LayerSpec):
+    """`source` = "masking" (input: the Masking layer's input, compared with `mask_value`) or
+    "embedding" (input: the token ids, masked where 0)."""
+
+    source: str = "masking"
+    mask_value: float = 0.0
+
+
+@dataclass(frozen=True)
+class AnySpec(LayerSpec):
+    axis: int
+    keepdims: bool = False
+
+
+@dataclass(frozen=True)
+class AttentionMaskSpec(LayerSpec):
+    """One of "query" / "value" / "key" / "given" per input."""
+
+    roles: tuple[str, ...] = ()
 
 
 def valid_steps(b: OpBuilder, x: str, mask_value: float) -> str:
@@ -26,33 +56,35 @@ def nonzero_ids(b: OpBuilder, ids: str) -> str:
 
 
 @LAYERS.register("Masking")
-class Masking(LayerHandler):
+class Masking(LayerHandler[MaskingSpec]):
+    def parse(self, config: Config) -> MaskingSpec:
+        return parse_fields(MaskingSpec, config)
+
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
         expect_min_rank(node, input_shapes[0], 2)
         return [input_shapes[0]]
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
-        keep = valid_steps(b, inputs[0], float(node.attr("mask_value", 0.0)))
+        keep = valid_steps(b, inputs[0], self.spec(node).mask_value)
         return [b.op("Where", keep, inputs[0], b.scalar(0.0, "zero"))]
 
 
 @LAYERS.register(INTERNAL_TIMESTEP_MASK)
-class TimestepMask(LayerHandler):
-    """Internal: the (batch, time) bool mask a Masking layer or Embedding(mask_zero=True) produces.
-
-    attrs: `source` = "masking" (input: the Masking layer's input, `mask_value`) or "embedding"
-    (input: the token ids).
-    """
+class TimestepMask(LayerHandler[TimestepMaskSpec]):
+    """Internal: the (batch, time) bool mask a Masking layer or Embedding(mask_zero=True) produces
+    (the masking pass builds its spec)."""
 
     internal = True
+    spec_type = TimestepMaskSpec
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
         return [tuple(input_shapes[0][:2])]
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
-        if node.attrs["source"] == "embedding":
+        spec = self.spec(node)
+        if spec.source == "embedding":
             return [nonzero_ids(b, inputs[0])]
-        keep = valid_steps(b, inputs[0], float(node.attr("mask_value", 0.0)))
+        keep = valid_steps(b, inputs[0], spec.mask_value)
         return [b.squeeze(keep, [-1])]
 
 
@@ -86,18 +118,20 @@ class NotEqual(LayerHandler):
 
 
 @LAYERS.register("Any")
-class Any_(LayerHandler):
+class Any_(LayerHandler[AnySpec]):
     """Keras 3 op node `ops.any(x, axis, keepdims)` over one axis (the Masking mask)."""
 
-    def check(self, node: Node) -> None:
-        if not isinstance(node.attrs.get("axis"), int):
-            raise UnsupportedLayerError(f"Any '{node.layer_name}' reduces over {node.attrs.get('axis')!r}",
-                                        layer=node.layer_name, hint="only a single integer axis converts")
+    def parse(self, config: Config) -> AnySpec:
+        axis = config.value("axis")
+        if not isinstance(axis, int):
+            raise UnsupportedLayerError(f"Any '{config.ctx.layer_name}' reduces over {axis!r}",
+                                        layer=config.ctx.layer_name, hint="only a single integer axis converts")
+        return AnySpec(axis=axis, keepdims=config.flag("keepdims", False))
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
         shape = list(input_shapes[0])
-        axis = int(node.attrs["axis"]) % len(shape)
-        if node.attr("keepdims", False):
+        axis = self.spec(node).axis % len(shape)
+        if self.spec(node).keepdims:
             shape[axis] = 1
         else:
             del shape[axis]
@@ -105,26 +139,27 @@ class Any_(LayerHandler):
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
         as_float = b.op("Cast", inputs[0], to=1)
-        keepdims = bool(node.attr("keepdims", False))
-        reduced = b.reduce("ReduceMax", as_float, [int(node.attrs["axis"])], keepdims=keepdims)
+        spec = self.spec(node)
+        reduced = b.reduce("ReduceMax", as_float, [spec.axis], keepdims=spec.keepdims)
         return [b.op("Cast", reduced, to=9)]
 
 
 @LAYERS.register(INTERNAL_ATTENTION_MASK)
-class AttentionMask(LayerHandler):
+class AttentionMask(LayerHandler[AttentionMaskSpec]):
     """Internal: the attention mask Keras derives from implicit (batch, time) masks of an attention call.
 
     Keras' MultiHeadAttention ANDs `query_mask[:, :, None]`, `value_mask[:, None, :]` and `key_mask[:, None, :]`
-    with any given `attention_mask`. attrs: `roles`, one of "query" / "value" / "key" / "given" per input.
+    with any given `attention_mask`. The masking pass builds its spec: the role of each input.
     """
 
     internal = True
+    spec_type = AttentionMaskSpec
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
         batch: Dim = "batch"
         query: Dim = 1
         value: Dim = 1
-        for role, shape in zip(node.attrs["roles"], input_shapes):
+        for role, shape in zip(self.spec(node).roles, input_shapes):
             if role == "given":
                 return [tuple(shape)]
             batch = shape[0]
@@ -133,7 +168,7 @@ class AttentionMask(LayerHandler):
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
         masks = []
-        for role, mask in zip(node.attrs["roles"], inputs):
+        for role, mask in zip(self.spec(node).roles, inputs):
             flag = b.op("Cast", mask, to=9)
             masks.append(flag if role == "given" else b.unsqueeze(flag, [-1] if role == "query" else [-2]))
         keep = masks[0]

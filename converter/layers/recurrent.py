@@ -20,7 +20,14 @@ from __future__ import annotations
 from converter.ir import Node, Shape
 from converter.layers.builder import OpBuilder
 from converter.layers.registry import LAYERS, LayerHandler, expect_rank
-from converter.layers.rnn_cells import CellParams, cell_params, cell_weight_names, cell_weight_shapes, check_cell
+from converter.layers.rnn_cells import (
+    CellParams,
+    RecurrentSpec,
+    cell_params,
+    cell_weight_names,
+    cell_weight_shapes,
+    parse_cell,
+)
 from converter.layers.rnn_emit import (
     compact,
     expand,
@@ -30,6 +37,7 @@ from converter.layers.rnn_emit import (
     reverse_time,
     to_time_major,
 )
+from converter.layers.spec import Config
 
 SEQUENCE_MEANING = "(batch, timesteps, features)"
 
@@ -72,65 +80,71 @@ INT64_MAX = 2**63 - 1
 
 
 @LAYERS.register("SimpleRNN", "GRU", "LSTM")
-class Recurrent(LayerHandler):
+class Recurrent(LayerHandler[RecurrentSpec]):
     """One ONNX op of the same name; see the module docstring for inputs, outputs and masks."""
 
-    def check(self, node: Node) -> None:
-        check_cell(node)
+    consumes_mask = True
+    consumes_sequence = True
+
+    def parse(self, config: Config) -> RecurrentSpec:
+        return parse_cell(config)
 
     def weight_names(self, node: Node) -> list[str]:
-        return cell_weight_names(node)
+        return cell_weight_names(self.spec(node))
 
     def weight_shapes(self, node: Node, input_shapes: list[Shape]) -> dict[str, tuple[int | None, ...]]:
         # The rank error explains a wrong input_shape better than the weight mismatch it causes.
         expect_rank(node, input_shapes[0], 3, SEQUENCE_MEANING)
-        return cell_weight_shapes(node, features_of(input_shapes[0]))
+        return cell_weight_shapes(self.spec(node), features_of(input_shapes[0]))
 
     def num_outputs(self, node: Node) -> int:
-        states = 2 if node.kind == "LSTM" else 1
-        return 1 + states if node.attr("return_state", False) else 1
+        # A node whose parse was refused keeps a bare spec; the graph builder still asks (one output then).
+        spec = node.spec
+        return 1 + spec.num_states if isinstance(spec, RecurrentSpec) and spec.return_state else 1
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
         shape = input_shapes[0]
         expect_rank(node, shape, 3, SEQUENCE_MEANING)
-        units = int(node.attrs["units"])
-        out: Shape = (shape[0], shape[1], units) if node.attr("return_sequences", False) else (shape[0], units)
-        state: Shape = (shape[0], units)
+        spec = self.spec(node)
+        out: Shape = (shape[0], shape[1], spec.units) if spec.return_sequences else (shape[0], spec.units)
+        state: Shape = (shape[0], spec.units)
         return [out] + [state] * (self.num_outputs(node) - 1)
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
-        cell = cell_params(node, node.weights, b.keras_major)
+        spec = self.spec(node)
+        cell = cell_params(spec, node.weights)
         init = initial_states(b, state_inputs(node, inputs), cell.num_states, 1)
         mask = mask_input(node, inputs)
         if mask is None:
-            y, outs = _unmasked(node, b, inputs[0], cell, init)
+            y, outs = _unmasked(spec, b, inputs[0], cell, init)
             states = outs[1:]
         else:
-            y, outs, seq_lens = _masked(node, b, inputs[0], mask, cell, init)
+            y, outs, seq_lens = _masked(spec, b, inputs[0], mask, cell, init, static_time(node))
             states = final_states(b, outs[1:], init, seq_lens)
-        if not node.attr("return_state", False):
+        if not spec.return_state:
             return [y]
         return [y, *(b.squeeze(state, [0]) for state in states)]
 
 
-def _unmasked(node: Node, b: OpBuilder, x: str, cell: CellParams, init: list[str]) -> tuple[str, list[str]]:
-    go_backwards = bool(node.attr("go_backwards", False))
+def _unmasked(spec: RecurrentSpec, b: OpBuilder, x: str, cell: CellParams,
+              init: list[str]) -> tuple[str, list[str]]:
+    go_backwards = spec.go_backwards
     outs = recurrent_op(b, to_time_major(b, x), [cell], "reverse" if go_backwards else "forward", init, None)
-    if not node.attr("return_sequences", False):
+    if not spec.return_sequences:
         return b.squeeze(outs[1], [0]), outs
     y_tb = b.squeeze(outs[0], [1])
     # Keras returns the outputs in processing order: reversed time for go_backwards.
     return b.transpose(reverse_time(b, y_tb, axis=0) if go_backwards else y_tb, [1, 0, 2]), outs
 
 
-def _masked(node: Node, b: OpBuilder, x: str, mask: str, cell: CellParams,
-            init: list[str]) -> tuple[str, list[str], str]:
-    if node.attr("go_backwards", False):
+def _masked(spec: RecurrentSpec, b: OpBuilder, x: str, mask: str, cell: CellParams,
+            init: list[str], time_len: int | None) -> tuple[str, list[str], str]:
+    if spec.go_backwards:
         x, mask = reverse_time(b, x), reverse_time(b, mask)
-    packed = compact(b, x, mask, static_time(node))
+    packed = compact(b, x, mask, time_len)
     outs = recurrent_op(b, packed.x_tbf, [cell], "forward", init, packed.seq_lens)
-    zero_masked = bool(node.attr("zero_output_for_mask", False))
-    if node.attr("return_sequences", False):
+    zero_masked = spec.zero_output_for_mask
+    if spec.return_sequences:
         y = expand(b, batch_major(b, outs[0]), 3, packed.steps, mask if zero_masked else None)
     else:
         y = b.squeeze(outs[1], [0])

@@ -12,18 +12,19 @@ GRU with `linear_before_reset=1` (the recurrent bias sits inside r * (h @ R + Rb
 `linear_before_reset=0` with Rb = 0.
 
 Activations map onto ONNX's recurrent activation vocabulary; a Keras activation that vocabulary
-cannot express (swish, gelu, selu, ...) is refused by `check_cell`, never approximated.
+cannot express (swish, gelu, selu, ...) is refused by `parse_cell`, never approximated.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from converter.errors import UnsupportedLayerError
-from converter.ir import Node
 from converter.layers.activations import activation_name
+from converter.layers.spec import Config, LayerSpec, parse_fields
 
 ONNX_OP = {"SimpleRNN": "RNN", "GRU": "GRU", "LSTM": "LSTM"}
 GATES = {"SimpleRNN": 1, "GRU": 3, "LSTM": 4}
@@ -43,6 +44,34 @@ _FIXED: dict[str, tuple[str, float | None, float | None]] = {
     "leaky_relu": ("LeakyRelu", 0.2, None),
 }
 SUPPORTED_ACTIVATIONS = sorted([*_FIXED, "hard_sigmoid"])
+# hard_sigmoid's slope: Keras 2 clip(0.2 x + 0.5); Keras 3 relu6(x + 3) / 6 = clip(x / 6 + 0.5).
+KERAS2_HARD_SIGMOID_SLOPE = 0.2
+KERAS3_HARD_SIGMOID_SLOPE = 1.0 / 6.0
+
+
+@dataclass(frozen=True)
+class RecurrentSpec(LayerSpec):
+    """SimpleRNN / GRU / LSTM, or one cell of `RNN(cell)` with the RNN's flags folded in."""
+
+    cell_kind: str  # "SimpleRNN", "GRU" or "LSTM": which ONNX op and gate layout
+    units: int
+    activation: str = "tanh"
+    recurrent_activation: str = "sigmoid"
+    use_bias: bool = True
+    return_sequences: bool = False
+    return_state: bool = False
+    go_backwards: bool = False
+    stateful: bool = False  # converts as stateless (see recurrent.py)
+    unroll: bool = False  # a speed hint for Keras; the ONNX op is the same
+    zero_output_for_mask: bool = False
+    # GRU only; Keras < 2.1.3 GRUs predate the argument and all behave as reset_after=False.
+    reset_after: bool = False
+    time_major: bool = False
+    hard_sigmoid_slope: float = KERAS2_HARD_SIGMOID_SLOPE
+
+    @property
+    def num_states(self) -> int:
+        return 2 if self.cell_kind == "LSTM" else 1
 
 
 @dataclass
@@ -64,52 +93,54 @@ class CellParams:
         return 2 if self.op == "LSTM" else 1
 
 
-def cell_weight_names(node: Node) -> list[str]:
-    return CELL_WEIGHTS if node.attr("use_bias", True) else CELL_WEIGHTS[:2]
+def _activation_arg(config: Config, key: str, default: str) -> str:
+    """A missing activation is the layer's default; an explicit null is linear, as in Keras."""
+    value: Any = config.raw.get(key, default)
+    return activation_name(value)
 
 
-def reset_after(node: Node) -> bool:
-    # Keras < 2.1.3 GRUs predate the argument and all behave as reset_after=False.
-    return node.kind == "GRU" and bool(node.attr("reset_after", False))
+def parse_cell(config: Config) -> RecurrentSpec:
+    """The spec of a SimpleRNN / GRU / LSTM layer or cell config (`config.ctx.kind` names the layer class)."""
+    kind, layer = config.ctx.kind, config.ctx.layer_name
+    if not config.has("units"):
+        raise UnsupportedLayerError(f"{kind} '{layer}' has no units", layer=layer, hint="the config is incomplete")
+    spec = parse_fields(
+        RecurrentSpec, config, cell_kind=kind,
+        activation=_activation_arg(config, "activation", "tanh"),
+        recurrent_activation=_activation_arg(config, "recurrent_activation", "sigmoid"),
+        reset_after=kind == "GRU" and config.flag("reset_after", False),
+        hard_sigmoid_slope=KERAS3_HARD_SIGMOID_SLOPE if config.ctx.keras3 else KERAS2_HARD_SIGMOID_SLOPE)
+    for key, name in _activation_names(spec):
+        if name not in _FIXED and name != "hard_sigmoid":
+            raise UnsupportedLayerError(
+                f"{kind} '{layer}' uses {key}={name!r}, which the ONNX {ONNX_OP[kind]} op cannot express",
+                layer=layer, hint="recurrent activations ONNX supports: " + ", ".join(SUPPORTED_ACTIVATIONS))
+    return spec
 
 
-def cell_weight_shapes(node: Node, features: int | None) -> dict[str, tuple[int | None, ...]]:
-    units = int(node.attrs["units"])
-    width = GATES[node.kind] * units
-    bias: tuple[int | None, ...] = (2, width) if reset_after(node) else (width,)
-    return {"kernel": (features, width), "recurrent_kernel": (units, width), "bias": bias}
+def cell_weight_names(spec: RecurrentSpec) -> list[str]:
+    return CELL_WEIGHTS if spec.use_bias else CELL_WEIGHTS[:2]
 
 
-def _activation_names(node: Node) -> list[tuple[str, str]]:
+def cell_weight_shapes(spec: RecurrentSpec, features: int | None) -> dict[str, tuple[int | None, ...]]:
+    width = GATES[spec.cell_kind] * spec.units
+    bias: tuple[int | None, ...] = (2, width) if spec.reset_after else (width,)
+    return {"kernel": (features, width), "recurrent_kernel": (spec.units, width), "bias": bias}
+
+
+def _activation_names(spec: RecurrentSpec) -> list[tuple[str, str]]:
     """(config key, Keras name) in ONNX order: f (gates), g (candidate), h (LSTM output)."""
-    act = activation_name(node.attrs.get("activation", "tanh"))
-    rec = activation_name(node.attrs.get("recurrent_activation", "sigmoid"))
-    if node.kind == "SimpleRNN":
+    act, rec = spec.activation, spec.recurrent_activation
+    if spec.cell_kind == "SimpleRNN":
         return [("activation", act)]
-    if node.kind == "GRU":
+    if spec.cell_kind == "GRU":
         return [("recurrent_activation", rec), ("activation", act)]
     return [("recurrent_activation", rec), ("activation", act), ("activation", act)]
 
 
-def check_cell(node: Node) -> None:
-    if node.kind not in ONNX_OP:
-        raise UnsupportedLayerError(f"'{node.layer_name}' wraps a {node.kind}, not a SimpleRNN, GRU or LSTM",
-                                    layer=node.layer_name, hint="only the built-in recurrent layers convert")
-    if "units" not in node.attrs:
-        raise UnsupportedLayerError(f"{node.kind} '{node.layer_name}' has no units", layer=node.layer_name,
-                                    hint="the config is incomplete")
-    for key, name in _activation_names(node):
-        if name not in _FIXED and name != "hard_sigmoid":
-            raise UnsupportedLayerError(
-                f"{node.kind} '{node.layer_name}' uses {key}={name!r}, which the ONNX {ONNX_OP[node.kind]} op "
-                "cannot express", layer=node.layer_name,
-                hint="recurrent activations ONNX supports: " + ", ".join(SUPPORTED_ACTIVATIONS))
-
-
-def _onnx_activation(name: str, keras_major: int) -> tuple[str, float | None, float | None]:
+def _onnx_activation(name: str, hard_sigmoid_slope: float) -> tuple[str, float | None, float | None]:
     if name == "hard_sigmoid":
-        # Keras 2: clip(0.2 x + 0.5); Keras 3: relu6(x + 3) / 6 = clip(x / 6 + 0.5).
-        return ("HardSigmoid", 0.2 if keras_major < 3 else 1.0 / 6.0, 0.5)
+        return ("HardSigmoid", hard_sigmoid_slope, 0.5)
     return _FIXED[name]
 
 
@@ -119,9 +150,9 @@ def _gates_to_onnx(matrix: np.ndarray, kind: str) -> np.ndarray:
     return np.concatenate([parts[g] for g in GATE_ORDER[kind]], axis=-1).T
 
 
-def cell_params(node: Node, weights: dict[str, np.ndarray], keras_major: int) -> CellParams:
+def cell_params(spec: RecurrentSpec, weights: dict[str, np.ndarray]) -> CellParams:
     """`weights` holds this cell's kernel / recurrent_kernel / bias (already unprefixed)."""
-    kind, units = node.kind, int(node.attrs["units"])
+    kind, units = spec.cell_kind, spec.units
     width = GATES[kind] * units
     bias = weights.get("bias")
     if bias is None:
@@ -134,9 +165,9 @@ def cell_params(node: Node, weights: dict[str, np.ndarray], keras_major: int) ->
         op=ONNX_OP[kind], units=units, W=_gates_to_onnx(weights["kernel"], kind),
         R=_gates_to_onnx(weights["recurrent_kernel"], kind),
         B=np.concatenate([_gates_to_onnx(wb[None, :], kind)[:, 0], _gates_to_onnx(rb[None, :], kind)[:, 0]]),
-        linear_before_reset=int(reset_after(node)) if kind == "GRU" else None)
-    for _, name in _activation_names(node):
-        onnx_name, alpha, beta = _onnx_activation(name, keras_major)
+        linear_before_reset=int(spec.reset_after) if kind == "GRU" else None)
+    for _, name in _activation_names(spec):
+        onnx_name, alpha, beta = _onnx_activation(name, spec.hard_sigmoid_slope)
         params.activations.append(onnx_name)
         if alpha is not None:
             params.alphas.append(alpha)

@@ -16,7 +16,8 @@ by name; `settle_cell_order` takes whichever of the two orders fits the cells' w
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 
@@ -25,58 +26,87 @@ from converter.ir import Node, Shape
 from converter.layers.builder import OpBuilder
 from converter.layers.recurrent import SEQUENCE_MEANING, Recurrent, features_of, mask_input, state_inputs
 from converter.layers.registry import LAYERS, LayerHandler, expect_rank
-from converter.layers.rnn_cells import cell_weight_names, cell_weight_shapes
+from converter.layers.rnn_cells import RecurrentSpec, cell_weight_names, cell_weight_shapes, parse_cell
 from converter.layers.rnn_emit import reverse_time
+from converter.layers.spec import Config, LayerSpec, ParseContext, parse_fields
 
 CELL_KINDS = {"LSTMCell": "LSTM", "GRUCell": "GRU", "SimpleRNNCell": "SimpleRNN"}
-LAYER_FLAGS = ("return_sequences", "return_state", "go_backwards", "zero_output_for_mask", "stateful")
 RECURRENT = Recurrent()
 
 
-def _cell_entries(node: Node) -> list[dict[str, Any]]:
-    cell = node.attrs.get("cell")
+@dataclass(frozen=True)
+class RNNSpec(LayerSpec):
+    """RNN(cell): each cell's spec with the RNN's flags folded in (see `_cell_spec`), plus the flags."""
+
+    cells: tuple[RecurrentSpec, ...]
+    return_sequences: bool = False
+    return_state: bool = False
+    go_backwards: bool = False
+    zero_output_for_mask: bool = False
+    stateful: bool = False
+    unroll: bool = False
+    time_major: bool = False
+
+
+def _cell_entries(config: Config) -> list[dict[str, Any]]:
+    cell = config.value("cell")
     if not isinstance(cell, dict) or "class_name" not in cell:
-        raise UnsupportedLayerError(f"RNN '{node.layer_name}' has no cell config", layer=node.layer_name,
+        raise UnsupportedLayerError(f"RNN '{config.ctx.layer_name}' has no cell config", layer=config.ctx.layer_name,
                                     hint="is the config complete?")
     if cell["class_name"] == "StackedRNNCells":
         return list((cell.get("config") or {}).get("cells") or [])
     return [cell]
 
 
+def _cell_spec(config: Config, flags: RNNSpec, entry: dict[str, Any], first: bool, last: bool) -> RecurrentSpec:
+    """One cell as the SimpleRNN / GRU / LSTM layer it computes: the cell's config plus the RNN's flags
+    (only the last cell returns the RNN's choice of sequence, only the first walks backwards)."""
+    layer = config.ctx.layer_name
+    cls = str(entry.get("class_name"))
+    if cls not in CELL_KINDS:
+        raise UnsupportedLayerError(f"RNN '{layer}' wraps a {cls}", layer=layer,
+                                    hint="cells that convert: " + ", ".join(sorted(CELL_KINDS)) +
+                                    " (and StackedRNNCells of them)")
+    attrs = dict(entry.get("config") or {})
+    attrs.update({
+        "return_sequences": flags.return_sequences if last else True,
+        "return_state": flags.return_state,
+        "go_backwards": flags.go_backwards if first else False,
+        "zero_output_for_mask": flags.zero_output_for_mask,
+    })
+    return parse_cell(Config(attrs, ParseContext(CELL_KINDS[cls], layer, config.ctx.keras_major)))
+
+
+def parse_rnn(config: Config) -> RNNSpec:
+    flags = parse_fields(RNNSpec, config, cells=())
+    if flags.time_major:
+        raise UnsupportedLayerError(f"RNN '{config.ctx.layer_name}' is time_major", layer=config.ctx.layer_name,
+                                    hint="only batch-major (time_major=False) RNN layers convert")
+    entries = _cell_entries(config)
+    cells = tuple(_cell_spec(config, flags, entry, k == 0, k == len(entries) - 1) for k, entry in enumerate(entries))
+    return flags.replace(cells=cells)
+
+
 def cells(node: Node) -> list[Node]:
-    """One view node per cell (SimpleRNN / GRU / LSTM), the last one carrying the RNN's flags."""
-    entries = _cell_entries(node)
-    views = []
-    for k, entry in enumerate(entries):
-        cls = str(entry.get("class_name"))
-        if cls not in CELL_KINDS:
-            raise UnsupportedLayerError(f"RNN '{node.layer_name}' wraps a {cls}", layer=node.layer_name,
-                                        hint="cells that convert: " + ", ".join(sorted(CELL_KINDS)) +
-                                        " (and StackedRNNCells of them)")
-        attrs = dict(entry.get("config") or {})
-        if cls == "GRUCell":
-            attrs.setdefault("reset_after", False)  # cells from before Keras 2.1.3 behave as False
-        first, last = k == 0, k == len(entries) - 1
-        attrs.update({
-            "return_sequences": node.attr("return_sequences", False) if last else True,
-            "return_state": node.attr("return_state", False),
-            "go_backwards": node.attr("go_backwards", False) if first else False,
-            "zero_output_for_mask": node.attr("zero_output_for_mask", False),
-        })
-        views.append(Node(kind=CELL_KINDS[cls], name=node.name, attrs=attrs, inputs=node.inputs,
-                          outputs=node.outputs, layer_name=node.layer_name))
-    return views
+    """One view node per cell (SimpleRNN / GRU / LSTM), each with its cell's spec."""
+    spec = cast(RNNSpec, node.spec)
+    return [Node(kind=cell.cell_kind, name=node.name, spec=cell, inputs=node.inputs, outputs=node.outputs,
+                 layer_name=node.layer_name) for cell in spec.cells]
 
 
-def single_cell_view(node: Node) -> Node:
-    """An RNN layer of one cell as its SimpleRNN / GRU / LSTM view (a wrapper's child); others unchanged."""
-    if node.kind != "RNN" or len(_cell_entries(node)) != 1:
-        return node
-    return cells(node)[0]
+def single_cell(spec: LayerSpec) -> RecurrentSpec | None:
+    """A SimpleRNN / GRU / LSTM spec, or that of an RNN of one cell (a wrapper's child); else None."""
+    if isinstance(spec, RNNSpec) and len(spec.cells) == 1:
+        return spec.cells[0]
+    return spec if isinstance(spec, RecurrentSpec) else None
+
+
+def _num_states(view: Node) -> int:
+    return RECURRENT.spec(view).num_states
 
 
 def _names(view: Node, k: int) -> list[str]:
-    return [f"cell{k}/{name}" for name in cell_weight_names(view)]
+    return [f"cell{k}/{name}" for name in cell_weight_names(RECURRENT.spec(view))]
 
 
 def _own(node: Node, k: int) -> dict[str, np.ndarray]:
@@ -84,16 +114,13 @@ def _own(node: Node, k: int) -> dict[str, np.ndarray]:
     return {key[len(prefix):]: value for key, value in node.weights.items() if key.startswith(prefix)}
 
 
-def _num_states(view: Node) -> int:
-    return 2 if view.kind == "LSTM" else 1
-
-
 def _expected(views: list[Node], features: int | None) -> list[list[tuple[int | None, ...]]]:
     shapes = []
     for view in views:
-        wanted = cell_weight_shapes(view, features)
-        shapes.append([wanted[name] for name in cell_weight_names(view)])
-        features = int(view.attrs["units"])
+        spec = RECURRENT.spec(view)
+        wanted = cell_weight_shapes(spec, features)
+        shapes.append([wanted[name] for name in cell_weight_names(spec)])
+        features = spec.units
     return shapes
 
 
@@ -132,22 +159,21 @@ def settle_cell_order(node: Node, views: list[Node], features: int | None) -> No
         raise WeightsError(f"RNN '{node.layer_name}': the stacked cells' weights fit both the cell order and the "
                            "saved-name order, which differ", layer=node.layer_name,
                            hint="save the model as a legacy .h5 (weights in cell order)")
-    counts = [len(cell_weight_names(views[k])) for k in order]
+    counts = [len(cell_weight_names(RECURRENT.spec(views[k]))) for k in order]
     starts = np.cumsum([0, *counts])
     per_cell = {k: arrays[starts[i]:starts[i + 1]] for i, k in enumerate(order)}
     node.weights = {name: a for k, view in enumerate(views) for name, a in zip(_names(view, k), per_cell[k])}
 
 
 @LAYERS.register("RNN")
-class GenericRNN(LayerHandler):
+class GenericRNN(LayerHandler[RNNSpec]):
     """RNN(cell) as the matching SimpleRNN / GRU / LSTM op(s); see the module docstring."""
 
-    def check(self, node: Node) -> None:
-        if node.attr("time_major", False):
-            raise UnsupportedLayerError(f"RNN '{node.layer_name}' is time_major", layer=node.layer_name,
-                                        hint="only batch-major (time_major=False) RNN layers convert")
-        for view in cells(node):
-            RECURRENT.check(view)
+    consumes_mask = True
+    consumes_sequence = True
+
+    def parse(self, config: Config) -> RNNSpec:
+        return parse_rnn(config)
 
     def weight_names(self, node: Node) -> list[str]:
         return [name for k, view in enumerate(cells(node)) for name in _names(view, k)]
@@ -160,22 +186,25 @@ class GenericRNN(LayerHandler):
         return {name: shape for k, view in enumerate(views) for name, shape in zip(_names(view, k), expected[k])}
 
     def num_outputs(self, node: Node) -> int:
-        views = cells(node)
-        return 1 + (sum(_num_states(v) for v in views) if node.attr("return_state", False) else 0)
+        # A node whose parse was refused keeps a bare spec; the graph builder still asks (one output then).
+        spec = node.spec
+        if not isinstance(spec, RNNSpec) or not spec.return_state:
+            return 1
+        return 1 + sum(cell.num_states for cell in spec.cells)
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
         expect_rank(node, input_shapes[0], 3, SEQUENCE_MEANING)
         views = cells(node)
         out = RECURRENT.output_shapes(views[-1], input_shapes)[0]
         batch = input_shapes[0][0]
-        states: list[Shape] = [(batch, int(v.attrs["units"])) for v in views for _ in range(_num_states(v))]
-        return [out, *states] if node.attr("return_state", False) else [out]
+        states: list[Shape] = [(batch, cell.units) for cell in self.spec(node).cells for _ in range(cell.num_states)]
+        return [out, *states] if self.spec(node).return_state else [out]
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
         views = cells(node)
         mask = mask_input(node, inputs)
         given = state_inputs(node, inputs)
-        later_mask = reverse_time(b, mask) if mask is not None and node.attr("go_backwards", False) else mask
+        later_mask = reverse_time(b, mask) if mask is not None and self.spec(node).go_backwards else mask
         x, offset = inputs[0], 0
         states: list[str] = []
         for k, view in enumerate(views):

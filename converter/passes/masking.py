@@ -19,11 +19,10 @@ with any given `attention_mask`) as their `attention_mask`.
 from __future__ import annotations
 
 from converter.errors import UnsupportedLayerError
-from converter.ir import Graph, Node, Tensor
+from converter.ir import Graph, Node, Shape, Tensor
 from converter.ir.graph import INTERNAL_ATTENTION_MASK, INTERNAL_TIMESTEP_MASK
-from converter.layers.attention import positional
-from converter.layers.mask_layers import AttentionMask
-from converter.layers.multi_head_attention import call_tensors
+from converter.layers.mask_layers import AttentionMaskSpec, TimestepMaskSpec
+from converter.layers.registry import handler_for
 
 # GlobalAveragePooling1D averages over the unmasked steps only (its handler reads tensor_kwargs["mask"]).
 MASK_CONSUMERS = frozenset({"SimpleRNN", "GRU", "LSTM", "RNN", "Bidirectional", "GlobalAveragePooling1D"})
@@ -37,6 +36,8 @@ MASK_PASSING = frozenset({
 KERAS2_MASK_PASSING = frozenset({"SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D"})
 DOT_ATTENTION = frozenset({"Attention", "AdditiveAttention"})
 HEAD_ATTENTION = frozenset({"MultiHeadAttention", "GroupQueryAttention", "GroupedQueryAttention"})
+# The tensors an attention call takes positionally, in order (Keras' call signature).
+ATTENTION_CALL_NAMES = ("query", "value", "key")
 # Keras 3 replaces masked positions of these merges' inputs (1 for Multiply, -inf/+inf-like for
 # Maximum/Minimum); kconvert refuses that case rather than return other numbers.
 KERAS3_MASKED_MERGES = frozenset({"Multiply", "Maximum", "Minimum"})
@@ -77,8 +78,25 @@ def _refuse_masked_merge(graph: Graph, node: Node, passing: frozenset[str], made
             layer=node.layer_name, hint="kconvert does not reproduce masked merges; drop mask_zero/Masking before it")
 
 
+def _positional(node: Node) -> list[int]:
+    """Indices into node.inputs of the positional tensors (a Keras 3 `inputs=` kwarg counts as positional)."""
+    tensor_kwargs = node.call.tensor_kwargs
+    taken = {i for indices in tensor_kwargs.values() for i in indices}
+    return [i for i in range(len(node.inputs)) if i not in taken] + list(tensor_kwargs.get("inputs", []))
+
+
+def _call_tensors(node: Node) -> dict[str, int]:
+    """query/value/key (and a given attention_mask) -> index into node.inputs; key defaults to value."""
+    found = dict(zip(ATTENTION_CALL_NAMES, _positional(node)))
+    for name, indices in node.call.tensor_kwargs.items():
+        if name in ATTENTION_CALL_NAMES or name == "attention_mask":
+            found[name] = indices[0]
+    found.setdefault("key", found.get("value", -1))
+    return found
+
+
 def _mask_dot_attention(graph: Graph, node: Node, passing: frozenset[str], made: dict[int, Tensor]) -> None:
-    at = positional(node)
+    at = _positional(node)
     query, value = (_mask_of(graph, node.inputs[i], passing, made) for i in at[:2])
     if query is None and value is None:
         return
@@ -93,7 +111,7 @@ def _mask_dot_attention(graph: Graph, node: Node, passing: frozenset[str], made:
 
 
 def _mask_head_attention(graph: Graph, node: Node, passing: frozenset[str], made: dict[int, Tensor]) -> None:
-    found = call_tensors(node)
+    found = _call_tensors(node)
     roles, masks = [], []
     for role in ("query", "value", "key"):
         index = found.get(role, -1)
@@ -106,12 +124,11 @@ def _mask_head_attention(graph: Graph, node: Node, passing: frozenset[str], made
     if "attention_mask" in found:
         roles.append("given")
         masks.append(node.inputs[found["attention_mask"]])
-    out = Tensor(name=f"{node.name}/implicit_attention_mask", dtype="bool")
-    mask_node = Node(kind=INTERNAL_ATTENTION_MASK, name=out.name, attrs={"roles": roles}, inputs=masks, outputs=[out],
-                     layer_name=node.layer_name)
+    out = Tensor(name=graph.names.unique(f"{node.name}/implicit_attention_mask"), dtype="bool")
+    mask_node = Node(kind=INTERNAL_ATTENTION_MASK, name=out.name, spec=AttentionMaskSpec(roles=tuple(roles)),
+                     inputs=masks, outputs=[out], layer_name=node.layer_name)
     out.producer = mask_node
-    shapes = [t.shape or () for t in masks]
-    out.shape = AttentionMask().output_shapes(mask_node, shapes)[0]
+    out.shape = _output_shape(mask_node)
     graph.insert_before(node, mask_node)
     if "attention_mask" in found:  # the given mask now feeds the combined one, in its place
         node.inputs[found["attention_mask"]] = out
@@ -120,6 +137,12 @@ def _mask_head_attention(graph: Graph, node: Node, passing: frozenset[str], made
     graph.changed()
     kwargs = node.call.tensor_kwargs
     node.call.tensor_kwargs = {**kwargs, "attention_mask": [len(node.inputs) - 1]}
+
+
+def _output_shape(node: Node) -> Shape:
+    handler = handler_for(node)
+    assert handler is not None, f"no handler for kconvert's own {node.kind}"
+    return handler.output_shapes(node, [t.shape or () for t in node.inputs])[0]
 
 
 def mask_origin(tensor: Tensor, passing: frozenset[str]) -> tuple[Node, Tensor] | None:
@@ -136,35 +159,45 @@ def _mask_of(graph: Graph, tensor: Tensor, passing: frozenset[str], made: dict[i
     if origin is None:
         return None
     producer, tensor = origin
-    if producer.kind == "Embedding" and producer.attr("mask_zero", False):
-        return _source_mask(graph, producer, {"source": "embedding"}, made)
+    if producer.kind == "Embedding" and makes_zero_mask(producer):
+        return _source_mask(graph, producer, TimestepMaskSpec(source="embedding"), made)
     if producer.kind == "Masking":
-        return _source_mask(graph, producer, {"source": "masking", "mask_value": producer.attr("mask_value", 0.0)},
-                            made)
+        return _source_mask(graph, producer, TimestepMaskSpec(source="masking", mask_value=mask_value(producer)), made)
     if producer.kind in MASK_CONSUMERS and returns_sequences(producer) and _is_sequence(producer, tensor):
         found = producer.call.tensor_kwargs.get("mask")
         return producer.inputs[found[0]] if found else None
     return None
 
 
+# The spec fields read below are shared by several families' specs (recurrent layers, RNN, Bidirectional's
+# children, Embedding, Masking); a consumer whose spec lacks one (GlobalAveragePooling1D) has its default.
+def makes_zero_mask(embedding: Node) -> bool:
+    return bool(getattr(embedding.spec, "mask_zero", False))
+
+
+def mask_value(masking: Node) -> float:
+    return float(getattr(masking.spec, "mask_value", 0.0))
+
+
 def returns_sequences(node: Node) -> bool:
     layer = node.children[0] if node.kind == "Bidirectional" and node.children else node
-    return bool(layer.attr("return_sequences", False))
+    return bool(getattr(layer.spec, "return_sequences", False))
 
 
 def _is_sequence(node: Node, tensor: Tensor) -> bool:
     """The sequence outputs: the first, and for Bidirectional(merge_mode=None) the second too."""
-    sequences = 2 if node.kind == "Bidirectional" and node.attrs.get("merge_mode", "concat") is None else 1
+    two = node.kind == "Bidirectional" and getattr(node.spec, "merge_mode", "concat") is None
+    sequences = 2 if two else 1
     return any(t is tensor for t in node.outputs[:sequences])
 
 
-def _source_mask(graph: Graph, source: Node, attrs: dict[str, object], made: dict[int, Tensor]) -> Tensor:
+def _source_mask(graph: Graph, source: Node, spec: TimestepMaskSpec, made: dict[int, Tensor]) -> Tensor:
     if id(source) in made:
         return made[id(source)]
-    name = f"{source.name}/timestep_mask"
+    name = graph.names.unique(f"{source.name}/timestep_mask")
     shape = source.inputs[0].shape
     out = Tensor(name=name, shape=tuple(shape[:2]) if shape is not None else None, dtype="bool")
-    node = Node(kind=INTERNAL_TIMESTEP_MASK, name=name, attrs=dict(attrs), inputs=[source.inputs[0]], outputs=[out],
+    node = Node(kind=INTERNAL_TIMESTEP_MASK, name=name, spec=spec, inputs=[source.inputs[0]], outputs=[out],
                 layer_name=source.layer_name)
     out.producer = node
     graph.insert_after(source, node)
