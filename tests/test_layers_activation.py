@@ -11,7 +11,15 @@ from conftest import assert_close
 from kmodels import functional, input_layer, keras_tensor, layer, run_onnx, save_keras, save_legacy_h5, sequential
 
 import converter
-from converter.errors import WeightsError
+from converter.errors import UnsupportedLayerError, WeightsError
+from converter.layers.activations import (
+    HARD_SIGMOID_KERAS2,
+    HARD_SIGMOID_SLOPE,
+    keras_activation_name,
+    parse_activation,
+)
+from converter.layers.registry import LAYERS
+from converter.layers.spec import Config, ParseContext
 
 SAVERS = {"keras": save_keras, "h5": save_legacy_h5}
 
@@ -117,3 +125,40 @@ def test_softmax_with_mask_tensor(tmp_path: Path, rng: np.random.Generator, kera
     assert_close(y[:, 0], _softmax(np.where(mask[:, 0], x[:, 0], -1e9), (1,)))
     # A fully masked row: Keras 3 zeroes it, Keras 2 leaves the uniform softmax of equal penalties.
     assert_close(y[:, 1], np.full((3, 4), 0.25 if masked_value is None else masked_value, "float32"))
+
+
+# --- typed specs: parsed once, with the Keras major's meaning decided there ---------------------------
+
+
+def _parse(kind: str, config: dict[str, Any], keras_major: int = 3) -> Any:
+    handler = LAYERS.get(kind)
+    assert handler is not None
+    return handler.parse(Config(config, ParseContext(kind, "l", keras_major)))
+
+
+@pytest.mark.parametrize("keras_major", [2, 3])
+def test_hard_sigmoid_is_decided_by_the_parse(keras_major: int) -> None:
+    name = parse_activation(Config({"activation": "hard_sigmoid"}, ParseContext("Dense", "d", keras_major)))
+    assert name == ("hard_sigmoid" if keras_major >= 3 else HARD_SIGMOID_KERAS2)
+    assert keras_activation_name(name) == "hard_sigmoid"
+    assert HARD_SIGMOID_SLOPE[name] == (1.0 / 6.0 if keras_major >= 3 else 0.2)
+
+
+def test_decided_names_are_not_config_names() -> None:
+    with pytest.raises(UnsupportedLayerError, match="does not know"):
+        parse_activation(Config({"activation": HARD_SIGMOID_KERAS2}, ParseContext("Dense", "d", 2)))
+
+
+def test_activation_layer_specs() -> None:
+    assert _parse("ReLU", {"max_value": 6}).max_value == 6.0
+    assert _parse("LeakyReLU", {}).negative_slope == 0.3
+    assert _parse("PReLU", {"shared_axes": 1}).shared_axes == (1,)
+    assert _parse("Softmax", {"axis": [1, 2]}).axis == (1, 2)
+    assert _parse("Softmax", {}, keras_major=2).zero_masked is False
+    assert _parse("Activation", {"activation": "hard_sigmoid"}, keras_major=2).activation == HARD_SIGMOID_KERAS2
+
+
+def test_mask_traits() -> None:
+    for kind in ("Activation", "ReLU", "LeakyReLU", "ELU", "PReLU", "Softmax"):
+        assert LAYERS.get(kind).passes_mask, kind  # type: ignore[union-attr]
+    assert not LAYERS.get("ThresholdedReLU").passes_mask  # type: ignore[union-attr]

@@ -212,3 +212,24 @@ def test_einsum_dense(tmp_path: Path, rng: np.random.Generator, fmt: str, case: 
     x = rng.normal(size=(batch, *Q)).astype("float32")
     (y,) = run_onnx(converter.convert(path), x)
     assert_close(y, np.maximum(reference(x, kernel) + bias, 0).astype("float32"))
+
+
+def test_attention_specs_and_traits() -> None:
+    from converter.layers.registry import LAYERS
+    from converter.layers.spec import Config, ParseContext
+
+    def parse(kind: str, config: dict[str, Any], keras_major: int = 3) -> Any:
+        return LAYERS.get(kind).parse(Config(config, ParseContext(kind, "l", keras_major)))  # type: ignore[union-attr]
+
+    spec = parse("MultiHeadAttention", {"num_heads": 2, "key_dim": 3, "output_shape": 5, "attention_axes": [1]},
+                 keras_major=2)
+    assert (spec.value_size, spec.output_shape, spec.attention_axes, spec.zero_masked_weights) == (3, (5,), (1,), False)
+    with pytest.raises(UnsupportedLayerError, match="use_gate"):
+        parse("MultiHeadAttention", {"num_heads": 2, "key_dim": 3, "use_gate": True})
+    with pytest.raises(UnsupportedLayerError, match="score_mode"):
+        parse("Attention", {"score_mode": "cosine"})
+    assert parse("AdditiveAttention", {}).use_scale is True
+    assert parse("EinsumDense", {"equation": "ab,bc->ac", "bias_axes": "c"}).has_bias
+    for kind, mask_kind in (("Attention", "dot"), ("AdditiveAttention", "dot"), ("MultiHeadAttention", "heads"),
+                            ("GroupQueryAttention", "heads"), ("GroupedQueryAttention", "heads")):
+        assert LAYERS.get(kind).attention_mask_kind == mask_kind  # type: ignore[union-attr]

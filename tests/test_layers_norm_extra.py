@@ -88,3 +88,24 @@ def test_unit_normalization(tmp_path: Path, rng: np.random.Generator, fmt: str, 
     (y,) = run_onnx(converter.convert(path), x)
     norm = np.sqrt((x**2).sum(axis=axes, keepdims=True))
     assert_close(y, np.where(norm > 0, x / np.maximum(norm, 1e-12), 0).astype("float32"))
+
+
+def _parse(kind: str, config: dict[str, Any], keras_major: int = 3) -> Any:
+    from converter.layers.registry import LAYERS
+    from converter.layers.spec import Config, ParseContext
+    handler = LAYERS.get(kind)
+    assert handler is not None
+    return handler.parse(Config(config, ParseContext(kind, "l", keras_major)))
+
+
+def test_norm_specs_and_traits() -> None:
+    from converter.errors import UnsupportedLayerError
+    from converter.layers.registry import LAYERS
+    assert _parse("LayerNormalization", {"axis": [1, 3], "center": False}).axis == (1, 3)
+    assert _parse("LayerNormalization", {"axis": None}).axis == -1
+    assert _parse("UnitNormalization", {}, keras_major=2).cap_inverse_norm is False
+    assert _parse("GroupNormalization", {"groups": -1}).groups == -1
+    with pytest.raises(UnsupportedLayerError, match="groups=0"):
+        _parse("GroupNormalization", {"groups": 0})
+    for kind in ("LayerNormalization", "UnitNormalization", "GroupNormalization"):
+        assert LAYERS.get(kind).passes_mask, kind  # type: ignore[union-attr]

@@ -7,13 +7,14 @@ activation vocabulary lives here once.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from converter.errors import UnsupportedLayerError
 from converter.ir import Node
 from converter.layers.builder import OpBuilder
 from converter.layers.registry import LAYERS, LayerHandler
-from converter.layers.spec import Config
+from converter.layers.spec import Config, LayerSpec
 
 ActivationFn = Callable[[OpBuilder, str, dict[str, Any]], str]
 ACTIVATIONS: dict[str, ActivationFn] = {}
@@ -104,11 +105,25 @@ def _exponential(b: OpBuilder, x: str, kw: dict[str, Any]) -> str:
     return b.op("Exp", x)
 
 
-@activation("hard_sigmoid")
+# Keras 2 defined hard_sigmoid as clip(0.2x + 0.5); Keras 3 as relu6(x + 3) / 6 = clip(x / 6 + 0.5).
+# `parse_activation` decides which one a file means, from its Keras major, and names the decision:
+# "hard_sigmoid" is Keras 3's, "hard_sigmoid_keras2" Keras 1/2's (a name no Keras config spells, so
+# `apply_activation(b, x, spec.activation)` keeps its signature and needs no version).
+HARD_SIGMOID = "hard_sigmoid"
+HARD_SIGMOID_KERAS2 = "hard_sigmoid_keras2"
+HARD_SIGMOID_SLOPE = {HARD_SIGMOID: 1.0 / 6.0, HARD_SIGMOID_KERAS2: 0.2}
+# Names only `parse_activation` gives, never accepted from a config; each maps to Keras' spelling.
+DECIDED_NAMES = {HARD_SIGMOID_KERAS2: HARD_SIGMOID}
+
+
+@activation(HARD_SIGMOID)
 def _hard_sigmoid(b: OpBuilder, x: str, kw: dict[str, Any]) -> str:
-    # Keras 2 defined it as clip(0.2x + 0.5); Keras 3 as relu6(x + 3) / 6.
-    alpha = 0.2 if b.keras_major < 3 else 1.0 / 6.0
-    return b.op("HardSigmoid", x, alpha=alpha, beta=0.5)
+    return b.op("HardSigmoid", x, alpha=HARD_SIGMOID_SLOPE[HARD_SIGMOID], beta=0.5)
+
+
+@activation(HARD_SIGMOID_KERAS2)
+def _hard_sigmoid_keras2(b: OpBuilder, x: str, kw: dict[str, Any]) -> str:
+    return b.op("HardSigmoid", x, alpha=HARD_SIGMOID_SLOPE[HARD_SIGMOID_KERAS2], beta=0.5)
 
 
 @activation("hard_silu", "hard_swish")
@@ -213,41 +228,68 @@ def activation_name(value: Any) -> str:
     return str(value).lower()
 
 
+def keras_activation_name(name: str) -> str:
+    """The Keras spelling of a parsed activation name ("hard_sigmoid_keras2" is Keras' "hard_sigmoid"),
+    for families that compare names with Keras' vocabulary."""
+    return DECIDED_NAMES.get(name, name)
+
+
+def decide_activation(name: str, keras_major: int) -> str:
+    """A known Keras activation name as the computation the file's Keras means by it."""
+    return HARD_SIGMOID_KERAS2 if name == HARD_SIGMOID and keras_major < 3 else name
+
+
 def check_activation(node: Node, key: str = "activation") -> None:
+    """For families that do not parse yet: refuses an unknown activation in the node's config."""
     _known_activation(activation_name(node.attrs.get(key)), node.kind, node.layer_name)
 
 
 def parse_activation(config: Config, key: str = "activation") -> str:
-    """The canonical name of an activation argument, refused here when kconvert does not know it."""
-    return _known_activation(activation_name(config.value(key)), config.ctx.kind, config.ctx.layer_name)
+    """The canonical name of an activation argument, refused here when kconvert does not know it, and
+    decided for the file's Keras major (see HARD_SIGMOID above): store it in the spec and hand it to
+    `apply_activation`."""
+    name = _known_activation(activation_name(config.value(key)), config.ctx.kind, config.ctx.layer_name)
+    return decide_activation(name, config.ctx.keras_major)
 
 
 def _known_activation(name: str, kind: str, layer: str) -> str:
-    if name not in ACTIVATIONS:
+    if name not in ACTIVATIONS or name in DECIDED_NAMES:
         raise UnsupportedLayerError(
             f"{kind} '{layer}' uses activation {name!r}, which kconvert does not know",
             layer=layer,
-            hint="supported activations: " + ", ".join(sorted(ACTIVATIONS)),
+            hint="supported activations: " + ", ".join(sorted(set(ACTIVATIONS) - set(DECIDED_NAMES))),
         )
     return name
 
 
 def apply_activation(b: OpBuilder, x: str, value: Any, **kw: Any) -> str:
-    return ACTIVATIONS[activation_name(value)](b, x, kw)
+    """Emit the activation `value` names: preferably a name from `parse_activation`, already decided
+    for the Keras major. A raw config value (from a family that does not parse yet) still means what
+    the graph's Keras means by it; that fallback goes once every family parses."""
+    name = activation_name(value)
+    if name == HARD_SIGMOID:
+        name = decide_activation(name, b.keras_major)
+    return ACTIVATIONS[name](b, x, kw)
+
+
+@dataclass(frozen=True)
+class ActivationSpec(LayerSpec):
+    activation: str = "linear"
 
 
 @LAYERS.register("Activation")
-class Activation(LayerHandler):
+class Activation(LayerHandler[ActivationSpec]):
     layout_agnostic = True
+    passes_mask = True
+
+    def parse(self, config: Config) -> ActivationSpec:
+        return ActivationSpec(activation=parse_activation(config))
 
     def is_layout_agnostic(self, node: Node) -> bool:
-        return activation_name(node.attrs.get("activation")) not in AXIS_ACTIVATIONS
-
-    def check(self, node: Node) -> None:
-        check_activation(node)
+        return self.spec(node).activation not in AXIS_ACTIVATIONS
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
-        return [apply_activation(b, inputs[0], node.attrs.get("activation"))]
+        return [apply_activation(b, inputs[0], self.spec(node).activation)]
 
 
 # These act along the last axis, so they are not elementwise for the layout pass.

@@ -8,11 +8,14 @@ tensor kwarg; Keras 2 writes the same (its kwargs tensors arrive as tensor kwarg
 from __future__ import annotations
 
 from abc import abstractmethod
+from dataclasses import dataclass
+from typing import TypeVar
 
 from converter.errors import UnsupportedLayerError
 from converter.ir import Node, Shape
 from converter.layers.builder import OpBuilder
 from converter.layers.registry import LAYERS, LayerHandler, expect_min_rank
+from converter.layers.spec import Config, LayerSpec, parse_fields
 
 # Keras' padding value for masked scores (both versions subtract 1e9 from a masked score).
 MASK_PENALTY = 1e9
@@ -31,6 +34,12 @@ def call_flag(node: Node, key: str) -> bool:
 
 def refuse(node: Node, what: str, hint: str) -> None:
     raise UnsupportedLayerError(f"{node.kind} '{node.layer_name}' {what}", layer=node.layer_name, hint=hint)
+
+
+def config_refusal(config: Config, what: str, hint: str) -> UnsupportedLayerError:
+    """`refuse`'s error, worded the same, for a parse (which has the config, not the node)."""
+    return UnsupportedLayerError(f"{config.ctx.kind} '{config.ctx.layer_name}' {what}",
+                                 layer=config.ctx.layer_name, hint=hint)
 
 
 def scalar_dim(b: OpBuilder, x: str, axis: int) -> str:
@@ -64,11 +73,11 @@ def as_bool(b: OpBuilder, x: str) -> str:
     return b.op("Cast", x, to=9)
 
 
-def given_and_band(node: Node, b: OpBuilder, inputs: list[str], tensors: dict[str, int]) -> str | None:
+def given_and_band(node: Node, b: OpBuilder, inputs: list[str], tensors: dict[str, int],
+                   window: int | None) -> str | None:
     """A head-attention call's `attention_mask` AND its causal / sliding-window band (None: no mask)."""
-    window = node.attrs.get("sliding_window")
     keep = band_mask(b, inputs[tensors["query"]], inputs[tensors["value"]], call_flag(node, "use_causal_mask"),
-                     None if window is None else int(window))
+                     window)
     if "attention_mask" in tensors:
         given = as_bool(b, inputs[tensors["attention_mask"]])
         keep = given if keep is None else both(b, given, keep)
@@ -85,8 +94,29 @@ def attended_shapes(node: Node, input_shapes: list[Shape]) -> tuple[Shape, Shape
     return query, value, key
 
 
-class DotAttentionBase(LayerHandler):
+@dataclass(frozen=True)
+class DotAttentionSpec(LayerSpec):
+    causal: bool = False  # Keras 2's constructor flag; Keras 3 takes use_causal_mask at the call
+
+
+@dataclass(frozen=True)
+class AttentionSpec(DotAttentionSpec):
+    use_scale: bool = False
+    score_mode: str = "dot"
+
+
+@dataclass(frozen=True)
+class AdditiveAttentionSpec(DotAttentionSpec):
+    use_scale: bool = True
+
+
+D = TypeVar("D", bound=DotAttentionSpec)
+
+
+class DotAttentionBase(LayerHandler[D]):
     """Shared shape rule and masking of Attention and AdditiveAttention."""
+
+    attention_mask_kind = "dot"
 
     def check(self, node: Node) -> None:
         count = len(positional(node))
@@ -117,7 +147,7 @@ class DotAttentionBase(LayerHandler):
         rank = len(node.inputs[at[0]].shape or ())
         scores = self.scores(node, b, query, key, rank)
         masks = node.call.tensor_kwargs.get("mask")
-        causal = call_flag(node, "use_causal_mask") or bool(node.attr("causal", False))
+        causal = call_flag(node, "use_causal_mask") or self.spec(node).causal
         keep = band_mask(b, query, key, causal, None, rank - 2)
         if masks is not None:
             keep = both(b, b.unsqueeze(as_bool(b, inputs[masks[1]]), [-2]), keep)
@@ -135,23 +165,25 @@ def swap_last(rank: int) -> list[int]:
 
 
 @LAYERS.register("Attention")
-class Attention(DotAttentionBase):
+class Attention(DotAttentionBase[AttentionSpec]):
     """Luong attention: scores = q . k (optionally scaled), or concat: w * sum(tanh(scale * (q + k)))."""
 
-    def check(self, node: Node) -> None:
-        super().check(node)
-        if node.attr("score_mode", "dot") not in ("dot", "concat"):
-            refuse(node, f"has score_mode={node.attr('score_mode')!r}", "Keras knows only 'dot' and 'concat'")
+    def parse(self, config: Config) -> AttentionSpec:
+        spec = parse_fields(AttentionSpec, config)
+        if spec.score_mode not in ("dot", "concat"):
+            raise config_refusal(config, f"has score_mode={spec.score_mode!r}", "Keras knows only 'dot' and 'concat'")
+        return spec
 
     def weight_names(self, node: Node) -> list[str]:
-        names = ["scale"] if node.attr("use_scale", False) else []
-        return names + (["concat_score_weight"] if node.attr("score_mode", "dot") == "concat" else [])
+        spec = self.spec(node)
+        names = ["scale"] if spec.use_scale else []
+        return names + (["concat_score_weight"] if spec.score_mode == "concat" else [])
 
     def weight_shapes(self, node: Node, input_shapes: list[Shape]) -> dict[str, tuple[int | None, ...]]:
         return {"scale": (), "concat_score_weight": ()}
 
     def scores(self, node: Node, b: OpBuilder, query: str, key: str, rank: int) -> str:
-        if node.attr("score_mode", "dot") == "dot":
+        if self.spec(node).score_mode == "dot":
             scores = b.op("MatMul", query, b.transpose(key, swap_last(rank)))
             return b.op("Mul", scores, b.weight("scale")) if "scale" in node.weights else scores
         summed = b.op("Add", b.unsqueeze(query, [-2]), b.unsqueeze(key, [-3]))
@@ -162,11 +194,14 @@ class Attention(DotAttentionBase):
 
 
 @LAYERS.register("AdditiveAttention")
-class AdditiveAttention(DotAttentionBase):
+class AdditiveAttention(DotAttentionBase[AdditiveAttentionSpec]):
     """Bahdanau attention: scores = sum(scale * tanh(q + k)) over features; scale has shape (dim,)."""
 
+    def parse(self, config: Config) -> AdditiveAttentionSpec:
+        return parse_fields(AdditiveAttentionSpec, config)
+
     def weight_names(self, node: Node) -> list[str]:
-        return ["scale"] if node.attr("use_scale", True) else []
+        return ["scale"] if self.spec(node).use_scale else []
 
     def weight_shapes(self, node: Node, input_shapes: list[Shape]) -> dict[str, tuple[int | None, ...]]:
         dim = attended_shapes(node, input_shapes)[0][-1]

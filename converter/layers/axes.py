@@ -11,6 +11,7 @@ from typing import Any
 
 from converter.errors import ShapeError
 from converter.ir import Node
+from converter.layers.spec import Config
 
 
 def resolve_axes(node: Node, key: str, value: Any, rank: int, batch: bool = False) -> list[int]:
@@ -34,3 +35,34 @@ def resolve_axis(node: Node, key: str, value: Any, rank: int) -> int:
         raise ShapeError(f"{node.kind} '{node.layer_name}' has {key}={value!r}; it takes one axis",
                          layer=node.layer_name, hint=f"give {key} as a single int")
     return resolve_axes(node, key, value, rank)[0]
+
+
+# A parsed axis argument: one int, or a tuple of ints (Keras writes a list). Specs keep the two apart,
+# so that messages show the value as the file spelled it.
+AxisArg = int | tuple[int, ...]
+
+
+def parse_axis_arg(config: Config, key: str, default: AxisArg = -1) -> AxisArg:
+    """An `axis`-like config value as an int or a tuple of ints (null: the default)."""
+    value = config.value(key, default)
+    return int(value) if isinstance(value, (int, float)) else tuple(int(a) for a in value)
+
+
+def optional_axis_arg(config: Config, key: str) -> AxisArg | None:
+    """Like `parse_axis_arg`, with null kept as None (the layer's own meaning of 'no axes given')."""
+    return parse_axis_arg(config, key) if config.has(key) else None
+
+
+def _as_config_value(value: AxisArg) -> int | list[int]:
+    """The value as the config held it (a list), for the resolvers' messages and their one-item rule."""
+    return value if isinstance(value, int) else list(value)
+
+
+def resolve_spec_axes(node: Node, key: str, value: AxisArg, rank: int, batch: bool = False) -> list[int]:
+    """`resolve_axes` for a spec's parsed axis argument."""
+    return resolve_axes(node, key, _as_config_value(value), rank, batch)
+
+
+def resolve_spec_axis(node: Node, key: str, value: AxisArg, rank: int) -> int:
+    """`resolve_axis` for a spec's parsed axis argument."""
+    return resolve_axis(node, key, _as_config_value(value), rank)

@@ -13,9 +13,10 @@ import numpy as np
 
 from converter.errors import ShapeError, UnsupportedLayerError
 from converter.ir import Node, Shape
-from converter.layers.activations import apply_activation, check_activation
+from converter.layers.activations import apply_activation, parse_activation
 from converter.layers.builder import OpBuilder
 from converter.layers.registry import LAYERS, LayerHandler
+from converter.layers.spec import Config, LayerSpec
 
 ELLIPSIS = "..."
 
@@ -53,16 +54,17 @@ class Equation:
         return dims
 
 
-def check_equation(node: Node, text: str) -> Equation:
+def check_equation(kind: str, layer: str, text: str) -> Equation:
+    """The equation of layer `layer` (a `kind`), refused unless it is one Keras accepts."""
     try:
         eq = Equation.parse(text)
     except ValueError:
-        raise UnsupportedLayerError(f"{node.kind} '{node.layer_name}' has equation {text!r}, which is not "
-                                    "of the form 'input,kernel->output'", layer=node.layer_name,
+        raise UnsupportedLayerError(f"{kind} '{layer}' has equation {text!r}, which is not "
+                                    "of the form 'input,kernel->output'", layer=layer,
                                     hint="Keras writes equations such as 'ab,bc->ac'") from None
     if ELLIPSIS in eq.kernel or not (eq.x + eq.kernel + eq.out).isalpha():
-        raise UnsupportedLayerError(f"{node.kind} '{node.layer_name}' has equation {text!r}, which Keras "
-                                    "itself does not accept", layer=node.layer_name)
+        raise UnsupportedLayerError(f"{kind} '{layer}' has equation {text!r}, which Keras "
+                                    "itself does not accept", layer=layer)
     return eq
 
 
@@ -94,25 +96,34 @@ def _as_matmul(b: OpBuilder, x: str, rank: int, eq: Equation, kernel: np.ndarray
     return b.reshape(y, [0] * lead + r_dims) if len(r_dims) != 1 else y
 
 
+@dataclass(frozen=True)
+class EinsumDenseSpec(LayerSpec):
+    equation: Equation
+    activation: str = "linear"
+    has_bias: bool = False  # `bias_axes` names at least one output axis
+
+
 @LAYERS.register("EinsumDense")
-class EinsumDense(LayerHandler):
+class EinsumDense(LayerHandler[EinsumDenseSpec]):
     """activation(einsum(equation, x, kernel) + bias); the bias covers `bias_axes` of the output."""
 
-    def check(self, node: Node) -> None:
-        check_activation(node)
-        check_equation(node, str(node.attrs.get("equation")))
-        if node.attrs.get("lora_rank"):
-            raise UnsupportedLayerError(f"EinsumDense '{node.layer_name}' has LoRA enabled",
-                                        layer=node.layer_name, hint="merge the LoRA weights before saving")
-        if node.attrs.get("quantization_config") or node.attrs.get("quantization_mode"):
-            raise UnsupportedLayerError(f"EinsumDense '{node.layer_name}' is quantized", layer=node.layer_name,
+    def parse(self, config: Config) -> EinsumDenseSpec:
+        kind, layer = config.ctx.kind, config.ctx.layer_name
+        activation = parse_activation(config)
+        equation = check_equation(kind, layer, str(config.value("equation")))
+        if config.value("lora_rank"):
+            raise UnsupportedLayerError(f"EinsumDense '{layer}' has LoRA enabled",
+                                        layer=layer, hint="merge the LoRA weights before saving")
+        if config.value("quantization_config") or config.value("quantization_mode"):
+            raise UnsupportedLayerError(f"EinsumDense '{layer}' is quantized", layer=layer,
                                         hint="save the float model")
+        return EinsumDenseSpec(equation=equation, activation=activation, has_bias=bool(config.value("bias_axes")))
 
     def weight_names(self, node: Node) -> list[str]:
-        return ["kernel", "bias"] if node.attrs.get("bias_axes") else ["kernel"]
+        return ["kernel", "bias"] if self.spec(node).has_bias else ["kernel"]
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
-        eq = Equation.parse(str(node.attrs["equation"]))
+        eq = self.spec(node).equation
         shape = input_shapes[0]
         if eq.elided(len(shape)) < 0 or (eq.elided(len(shape)) and not (eq.left_elided or eq.right_elided)):
             raise ShapeError(f"EinsumDense '{node.layer_name}': equation {eq.text!r} does not fit an input "
@@ -121,7 +132,7 @@ class EinsumDense(LayerHandler):
         return [eq.output_shape(shape, tuple(node.weights["kernel"].shape))]
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
-        eq = Equation.parse(str(node.attrs["equation"]))
+        eq = self.spec(node).equation
         y = project(b, inputs[0], len(node.inputs[0].shape or ()), eq, node.weights["kernel"],
                     node.weights.get("bias"), "")
-        return [apply_activation(b, y, node.attrs.get("activation"))]
+        return [apply_activation(b, y, self.spec(node).activation)]

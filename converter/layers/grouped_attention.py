@@ -13,25 +13,48 @@ values, optional sigmoid gate (a projection of the query) multiplied in, output 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
 from converter.errors import ShapeError
 from converter.ir import Node, Shape
 from converter.layers.activation_layers import softmax
-from converter.layers.attention import call_flag, given_and_band, refuse
+from converter.layers.attention import call_flag, config_refusal, given_and_band, refuse
 from converter.layers.builder import OpBuilder
 from converter.layers.multi_head_attention import MASK_VALUE, call_tensors
 from converter.layers.registry import LAYERS, LayerHandler, expect_rank
+from converter.layers.spec import Config, LayerSpec, parse_fields
 
 
-def _projections(node: Node) -> tuple[str, ...]:
-    return ("query", "key", "gate", "value", "output") if node.attr("use_gate", False) \
-        else ("query", "key", "value", "output")
+@dataclass(frozen=True)
+class GroupQueryAttentionSpec(LayerSpec):
+    num_query_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    use_bias: bool = True
+    use_gate: bool = False
+    dropout: float = 0.0
+    sliding_window: int | None = None
+
+    @property
+    def projections(self) -> tuple[str, ...]:
+        """The projections in the order their weights are stored."""
+        return ("query", "key", "gate", "value", "output") if self.use_gate else ("query", "key", "value", "output")
 
 
 @LAYERS.register("GroupQueryAttention", "GroupedQueryAttention")
-class GroupQueryAttention(LayerHandler):
+class GroupQueryAttention(LayerHandler[GroupQueryAttentionSpec]):
+    attention_mask_kind = "heads"
+
+    def parse(self, config: Config) -> GroupQueryAttentionSpec:
+        spec = parse_fields(GroupQueryAttentionSpec, config)
+        heads, kv_heads = spec.num_query_heads, spec.num_key_value_heads
+        if kv_heads <= 0 or heads % kv_heads:
+            raise config_refusal(config, f"has num_query_heads={heads}, num_key_value_heads={kv_heads}",
+                                 "num_query_heads must be a multiple of num_key_value_heads")
+        return spec
+
     def check(self, node: Node) -> None:
         tensors = call_tensors(node)
         if "query" not in tensors or "value" not in tensors:
@@ -39,14 +62,11 @@ class GroupQueryAttention(LayerHandler):
         extra = set(node.call.tensor_kwargs) - {"query", "value", "key", "attention_mask"}
         if extra:
             refuse(node, f"is called with {sorted(extra)}", "pass an explicit attention_mask tensor instead")
-        heads, kv_heads = int(node.attrs["num_query_heads"]), int(node.attrs["num_key_value_heads"])
-        if kv_heads <= 0 or heads % kv_heads:
-            refuse(node, f"has num_query_heads={heads}, num_key_value_heads={kv_heads}",
-                   "num_query_heads must be a multiple of num_key_value_heads")
 
     def weight_names(self, node: Node) -> list[str]:
-        suffixes = ("kernel", "bias") if node.attr("use_bias", True) else ("kernel",)
-        return [f"{p}_{s}" for p in _projections(node) for s in suffixes]
+        spec = self.spec(node)
+        suffixes = ("kernel", "bias") if spec.use_bias else ("kernel",)
+        return [f"{p}_{s}" for p in spec.projections for s in suffixes]
 
     def num_outputs(self, node: Node) -> int:
         return 2 if call_flag(node, "return_attention_scores") else 1
@@ -57,8 +77,8 @@ class GroupQueryAttention(LayerHandler):
             expect_rank(node, input_shapes[tensors[name]], 3, "(batch, sequence, features)")
         dim = input_shapes[tensors["query"]][-1]
         feature = dim if isinstance(dim, int) else None
-        heads, kv_heads, head_dim = (int(node.attrs[k]) for k in ("num_query_heads", "num_key_value_heads",
-                                                                   "head_dim"))
+        spec = self.spec(node)
+        heads, kv_heads, head_dim = spec.num_query_heads, spec.num_key_value_heads, spec.head_dim
         shapes: dict[str, tuple[int | None, ...]] = {"output_kernel": (heads, head_dim, feature),
                                                      "output_bias": (feature,)}
         for name, count in (("query", heads), ("gate", heads), ("key", kv_heads), ("value", kv_heads)):
@@ -79,13 +99,13 @@ class GroupQueryAttention(LayerHandler):
                              hint="Keras projects query and value with kernels of one input size")
         shapes: list[Shape] = [query]
         if self.num_outputs(node) == 2:
-            shapes.append((query[0], int(node.attrs["num_query_heads"]), query[1], key[1]))
+            shapes.append((query[0], self.spec(node).num_query_heads, query[1], key[1]))
         return shapes
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
         tensors = call_tensors(node)
-        heads, kv_heads = int(node.attrs["num_query_heads"]), int(node.attrs["num_key_value_heads"])
-        head_dim = int(node.attrs["head_dim"])
+        spec = self.spec(node)
+        heads, kv_heads, head_dim = spec.num_query_heads, spec.num_key_value_heads, spec.head_dim
         query = self._project(node, b, inputs[tensors["query"]], "query")
         key = _repeat_heads(b, self._project(node, b, inputs[tensors["key"]], "key"), kv_heads, heads, head_dim)
         value = _repeat_heads(b, self._project(node, b, inputs[tensors["value"]], "value"), kv_heads, heads,
@@ -97,7 +117,7 @@ class GroupQueryAttention(LayerHandler):
         if mask is not None:
             scores = b.op("Where", mask, scores, b.scalar(MASK_VALUE, "mask_value"))
         weights = softmax(b, scores, [3])
-        explicit = self.num_outputs(node) == 2 or float(node.attr("dropout", 0.0)) > 0.0
+        explicit = self.num_outputs(node) == 2 or spec.dropout > 0.0
         if mask is not None and explicit:
             # The explicit-scores path (returned scores, or dropout configured) uses Keras' Softmax layer,
             # which zeroes masked entries; the fused dot_product_attention path leaves fully masked rows
@@ -126,7 +146,7 @@ class GroupQueryAttention(LayerHandler):
 
     def _mask(self, node: Node, b: OpBuilder, inputs: list[str], tensors: dict[str, int]) -> str | None:
         """attention_mask AND causal AND sliding window, as (B|1, 1, T, S) bool."""
-        keep = given_and_band(node, b, inputs, tensors)
+        keep = given_and_band(node, b, inputs, tensors, self.spec(node).sliding_window)
         if keep is None:
             return None
         given_rank = len(node.inputs[tensors["attention_mask"]].shape or ()) if "attention_mask" in tensors else 3

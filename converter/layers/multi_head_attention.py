@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import math
 import string
+from dataclasses import dataclass
 
 from converter.errors import ShapeError
 from converter.ir import Node, Shape
 from converter.layers.activation_layers import softmax
-from converter.layers.attention import call_flag, given_and_band, positional, refuse
+from converter.layers.attention import call_flag, config_refusal, given_and_band, positional, refuse
+from converter.layers.axes import AxisArg, optional_axis_arg
 from converter.layers.builder import OpBuilder
 from converter.layers.einsum_dense import Equation, project
 from converter.layers.registry import LAYERS, LayerHandler, expect_min_rank
+from converter.layers.spec import Config, LayerSpec, parse_fields
 
 PROJECTIONS = ("query", "key", "value", "output")
 CALL_NAMES = ("query", "value", "key")
@@ -56,15 +59,33 @@ def call_tensors(node: Node) -> dict[str, int]:
     return found
 
 
-def attention_axes(node: Node, query_rank: int) -> tuple[int, ...]:
+@dataclass(frozen=True)
+class MultiHeadAttentionSpec(LayerSpec):
+    num_heads: int
+    key_dim: int
+    value_dim: int | None = None  # None: key_dim
+    dropout: float = 0.0
+    use_bias: bool = True
+    output_shape: tuple[int, ...] | None = None  # None: the query's feature size
+    attention_axes: AxisArg | None = None  # None: every axis between batch and features
+    sliding_window: int | None = None
+    # Keras 3's Softmax zeroes masked weights outside its fused rank-4 path; Keras 2's does not.
+    zero_masked_weights: bool = True
+
+    @property
+    def value_size(self) -> int:
+        return self.key_dim if self.value_dim is None else self.value_dim
+
+
+def attention_axes(node: Node, axes: AxisArg | None, query_rank: int) -> tuple[int, ...]:
     rank = query_rank + 1  # projected: (batch, ..., heads, channels)
-    axes = node.attrs.get("attention_axes")
     if axes is None:
         return tuple(range(1, rank - 2))
     values = [axes] if isinstance(axes, int) else list(axes)
     found = tuple(int(a) if int(a) >= 0 else (rank - 1) + int(a) for a in values)
     if not found or len(set(found)) != len(found) or not all(1 <= a < query_rank - 1 for a in found):
-        raise ShapeError(f"MultiHeadAttention '{node.layer_name}' has attention_axes={axes!r}, which does not name "
+        shown = axes if isinstance(axes, int) else values  # as the config spelled it (a list)
+        raise ShapeError(f"MultiHeadAttention '{node.layer_name}' has attention_axes={shown!r}, which does not name "
                          f"the attention axes of its rank-{query_rank} query", layer=node.layer_name,
                          hint=f"attention_axes are axes of the query between 1 and {query_rank - 2} (not the batch "
                               "or the feature axis), each once")
@@ -72,7 +93,16 @@ def attention_axes(node: Node, query_rank: int) -> tuple[int, ...]:
 
 
 @LAYERS.register("MultiHeadAttention")
-class MultiHeadAttention(LayerHandler):
+class MultiHeadAttention(LayerHandler[MultiHeadAttentionSpec]):
+    attention_mask_kind = "heads"
+
+    def parse(self, config: Config) -> MultiHeadAttentionSpec:
+        if config.flag("use_gate", False):
+            raise config_refusal(config, "uses use_gate=True", "kconvert does not convert the gated variant")
+        return parse_fields(MultiHeadAttentionSpec, config, output_shape=config.int_list("output_shape") or None,
+                            attention_axes=optional_axis_arg(config, "attention_axes"),
+                            zero_masked_weights=config.ctx.keras3)
+
     def check(self, node: Node) -> None:
         tensors = call_tensors(node)
         if "query" not in tensors or "value" not in tensors:
@@ -80,24 +110,25 @@ class MultiHeadAttention(LayerHandler):
         extra = set(node.call.tensor_kwargs) - {*CALL_NAMES, "attention_mask"}
         if extra:
             refuse(node, f"is called with {sorted(extra)}", "pass an explicit attention_mask tensor instead")
-        if node.attr("use_gate", False):
-            refuse(node, "uses use_gate=True", "kconvert does not convert the gated variant")
 
     def weight_names(self, node: Node) -> list[str]:
-        suffixes = ("kernel", "bias") if node.attr("use_bias", True) else ("kernel",)
+        suffixes = ("kernel", "bias") if self.spec(node).use_bias else ("kernel",)
         return [f"{p}_{s}" for p in PROJECTIONS for s in suffixes]
 
     def num_outputs(self, node: Node) -> int:
         return 2 if call_flag(node, "return_attention_scores") else 1
 
     def _dims(self, node: Node) -> tuple[int, int, int]:
-        heads, key_dim = int(node.attrs["num_heads"]), int(node.attrs["key_dim"])
-        return heads, key_dim, int(node.attr("value_dim", key_dim))
+        spec = self.spec(node)
+        return spec.num_heads, spec.key_dim, spec.value_size
+
+    def _axes(self, node: Node, query_rank: int) -> tuple[int, ...]:
+        return attention_axes(node, self.spec(node).attention_axes, query_rank)
 
     def _out_dims(self, node: Node, query: Shape) -> list[int]:
-        shape = node.attrs.get("output_shape")
+        shape = self.spec(node).output_shape
         if shape:
-            return [int(shape)] if isinstance(shape, int) else [int(d) for d in shape]
+            return list(shape)
         return [int(query[-1])] if isinstance(query[-1], int) else [int(node.weights["output_kernel"].shape[-1])]
 
     def weight_shapes(self, node: Node, input_shapes: list[Shape]) -> dict[str, tuple[int | None, ...]]:
@@ -108,7 +139,7 @@ class MultiHeadAttention(LayerHandler):
             raise ShapeError(f"MultiHeadAttention '{node.layer_name}' gets query, value and key of different ranks "
                              f"{[tuple(input_shapes[tensors[n]]) for n in CALL_NAMES]}", layer=node.layer_name,
                              hint="Keras projects all three with one equation: give them the same rank")
-        attention_axes(node, len(input_shapes[tensors["query"]]))
+        self._axes(node, len(input_shapes[tensors["query"]]))
         heads, key_dim, value_dim = self._dims(node)
         feature = {n: input_shapes[tensors[n]][-1] for n in CALL_NAMES}
         dims = {n: d if isinstance(d, int) else None for n, d in feature.items()}
@@ -121,10 +152,10 @@ class MultiHeadAttention(LayerHandler):
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
         tensors = call_tensors(node)
         query, key = input_shapes[tensors["query"]], input_shapes[tensors["key"]]
-        heads = int(node.attrs["num_heads"])
+        heads = self.spec(node).num_heads
         shapes: list[Shape] = [(*query[:-1], *self._out_dims(node, query))]
         if self.num_outputs(node) == 2:
-            axes = attention_axes(node, len(query))
+            axes = self._axes(node, len(query))
             batch = [query[i] for i in range(len(query) - 1) if i not in axes]
             shapes.append((*batch, heads, *(query[a] for a in axes), *(key[a] for a in axes)))
         return shapes
@@ -133,7 +164,7 @@ class MultiHeadAttention(LayerHandler):
         tensors = call_tensors(node)
         q_rank = len(node.inputs[tensors["query"]].shape or ())
         projected = {name: self._project(node, b, inputs[tensors[name]], name) for name in CALL_NAMES}
-        axes = attention_axes(node, q_rank)
+        axes = self._axes(node, q_rank)
         rank = q_rank + 1
         query = b.op("Mul", projected["query"], b.scalar(1.0 / math.sqrt(self._dims(node)[1]), "inv_sqrt_key_dim"))
         dot_eq, combine_eq, scores_rank = attention_equations(rank, axes)
@@ -144,7 +175,7 @@ class MultiHeadAttention(LayerHandler):
         if mask is not None:
             scores = b.op("Where", mask, scores, b.scalar(MASK_VALUE, "mask_value"))
         weights = softmax(b, scores, list(range(scores_rank - len(axes), scores_rank)))
-        if mask is not None and b.keras_major >= 3 and not self._keras3_fused_path(node, rank):
+        if mask is not None and self.spec(node).zero_masked_weights and not self._keras3_fused_path(node, rank):
             weights = b.op("Where", mask, weights, b.scalar(0.0, "zero"))  # Keras' Softmax zeroes masked entries
         if fast:
             context = b.transpose(b.op("MatMul", weights, b.transpose(projected["value"], [0, 2, 1, 3])), [0, 2, 1, 3])
@@ -164,12 +195,12 @@ class MultiHeadAttention(LayerHandler):
     def _keras3_fused_path(self, node: Node, rank: int) -> bool:
         """Keras 3 sends rank-4 attention without dropout or returned scores to dot_product_attention,
         which leaves a fully masked row uniform instead of zero."""
-        return rank == 4 and not float(node.attr("dropout", 0.0)) and not call_flag(node, "return_attention_scores")
+        return rank == 4 and not self.spec(node).dropout and not call_flag(node, "return_attention_scores")
 
     def _mask(self, node: Node, b: OpBuilder, inputs: list[str], tensors: dict[str, int], n_axes: int,
               scores_rank: int) -> str | None:
         """attention_mask AND causal AND sliding window, expanded to the scores' rank as Keras expands it."""
-        keep = given_and_band(node, b, inputs, tensors)
+        keep = given_and_band(node, b, inputs, tensors, self.spec(node).sliding_window)
         if keep is None:
             return None
         given_rank = len(node.inputs[tensors["attention_mask"]].shape or ()) if "attention_mask" in tensors else 0

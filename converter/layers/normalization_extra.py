@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from converter.errors import ShapeError, UnsupportedLayerError
 from converter.ir import Node, Shape
-from converter.layers.axes import resolve_axes, resolve_axis
+from converter.layers.axes import AxisArg, parse_axis_arg, resolve_spec_axes, resolve_spec_axis
 from converter.layers.builder import OpBuilder
 from converter.layers.registry import LAYERS, LayerHandler
+from converter.layers.spec import Config, LayerSpec, parse_fields
 
 
-def norm_axes(node: Node, value: Any, rank: int) -> list[int]:
-    """Config axis (int, list, or None meaning the last) -> sorted positive sample axes."""
-    return resolve_axes(node, "axis", -1 if value is None else value, rank)
+def norm_axes(node: Node, value: AxisArg, rank: int) -> list[int]:
+    """A spec's axis (an int or a tuple; the parse made a null the last axis) -> sorted positive sample axes."""
+    return resolve_spec_axes(node, "axis", value, rank)
 
 
 def moments(b: OpBuilder, x: str, axes: Sequence[int]) -> tuple[str, str]:
@@ -32,26 +34,40 @@ def broadcast_param(node: Node, b: OpBuilder, key: str, axes: Sequence[int], dim
     return b.weight(key, np.reshape(node.weights[key], shape))
 
 
+@dataclass(frozen=True)
+class LayerNormSpec(LayerSpec):
+    axis: AxisArg = -1
+    epsilon: float = 1e-3
+    center: bool = True
+    scale: bool = True
+    rms_scaling: bool = False
+
+
 @LAYERS.register("LayerNormalization")
-class LayerNormalization(LayerHandler):
+class LayerNormalization(LayerHandler[LayerNormSpec]):
     """(x - mean) / sqrt(var + eps) * gamma + beta over `axis` (an int or a list of axes)."""
 
+    passes_mask = True
+
+    def parse(self, config: Config) -> LayerNormSpec:
+        return parse_fields(LayerNormSpec, config, axis=parse_axis_arg(config, "axis"))
+
     def weight_names(self, node: Node) -> list[str]:
-        rms = bool(node.attr("rms_scaling", False))
-        names = ["gamma"] if node.attr("scale", True) or rms else []
-        return names + (["beta"] if node.attr("center", True) and not rms else [])
+        spec = self.spec(node)
+        names = ["gamma"] if spec.scale or spec.rms_scaling else []
+        return names + (["beta"] if spec.center and not spec.rms_scaling else [])
 
     def weight_shapes(self, node: Node, input_shapes: list[Shape]) -> dict[str, tuple[int | None, ...]]:
         # Keras stores gamma/beta with the normalised axes' dims in its own axis order (which differs
         # between Keras 2 and 3) and reshapes their flat values; only the element count must agree.
         shape = input_shapes[0]
-        dims = [shape[a] for a in norm_axes(node, node.attrs.get("axis"), len(shape))]
+        dims = [shape[a] for a in norm_axes(node, self.spec(node).axis, len(shape))]
         count = int(np.prod([d for d in dims if isinstance(d, int)]))
         return {k: tuple(w.shape) if w.size == count else (count,) for k, w in node.weights.items()}
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
         shape = input_shapes[0]
-        for a in norm_axes(node, node.attrs.get("axis"), len(shape)):
+        for a in norm_axes(node, self.spec(node).axis, len(shape)):
             if a == 0 or not isinstance(shape[a], int):
                 raise ShapeError(f"LayerNormalization '{node.layer_name}' normalises axis {a}, "
                                  f"whose size is unknown in {shape}", layer=node.layer_name,
@@ -61,9 +77,10 @@ class LayerNormalization(LayerHandler):
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
         x, shape = inputs[0], node.inputs[0].shape or ()
         rank = len(shape)
-        axes = norm_axes(node, node.attrs.get("axis"), rank)
-        eps = float(node.attr("epsilon", 1e-3))
-        if node.attr("rms_scaling", False):
+        spec = self.spec(node)
+        axes = norm_axes(node, spec.axis, rank)
+        eps = spec.epsilon
+        if spec.rms_scaling:
             # Keras' deprecated rms_scaling: x * rsqrt(var + eps) * gamma (the variance, not the RMS).
             _, var = moments(b, x, axes)
             y = b.op("Div", x, b.op("Sqrt", b.op("Add", var, b.scalar(eps, "epsilon"))))
@@ -90,28 +107,43 @@ def _fused(node: Node, b: OpBuilder, x: str, axes: list[int], shape: Shape, eps:
     return b.op("LayerNormalization", *args, axis=axes[0], epsilon=eps)
 
 
+@dataclass(frozen=True)
+class GroupNormSpec(LayerSpec):
+    groups: int = 32  # -1: one group per channel
+    axis: AxisArg = -1
+    epsilon: float = 1e-3
+    center: bool = True
+    scale: bool = True
+
+
 @LAYERS.register("GroupNormalization")
-class GroupNormalization(LayerHandler):
+class GroupNormalization(LayerHandler[GroupNormSpec]):
     """Channels split into `groups`; each group normalised over itself and every non-batch axis."""
 
-    def check(self, node: Node) -> None:
-        if node.attr("groups", 32) == 0:
-            raise UnsupportedLayerError(f"GroupNormalization '{node.layer_name}' has groups=0",
-                                        layer=node.layer_name, hint="groups must divide the channels")
+    passes_mask = True
+
+    def parse(self, config: Config) -> GroupNormSpec:
+        spec = parse_fields(GroupNormSpec, config, axis=parse_axis_arg(config, "axis"))
+        if spec.groups == 0:
+            name = config.ctx.layer_name
+            raise UnsupportedLayerError(f"GroupNormalization '{name}' has groups=0",
+                                        layer=name, hint="groups must divide the channels")
+        return spec
 
     def weight_names(self, node: Node) -> list[str]:
-        return (["gamma"] if node.attr("scale", True) else []) + (["beta"] if node.attr("center", True) else [])
+        spec = self.spec(node)
+        return (["gamma"] if spec.scale else []) + (["beta"] if spec.center else [])
 
     def weight_shapes(self, node: Node, input_shapes: list[Shape]) -> dict[str, tuple[int | None, ...]]:
         shape = input_shapes[0]
-        channels = shape[_group_axis(node, len(shape))]
+        channels = shape[_group_axis(node, self.spec(node), len(shape))]
         dim = channels if isinstance(channels, int) else None
         return {"gamma": (dim,), "beta": (dim,)}
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
         shape = input_shapes[0]
-        channels = shape[_group_axis(node, len(shape))]
-        groups = _groups(node, channels)
+        channels = shape[_group_axis(node, self.spec(node), len(shape))]
+        groups = _groups(self.spec(node), channels)
         if not isinstance(channels, int) or channels % groups:
             raise ShapeError(f"GroupNormalization '{node.layer_name}': {groups} groups do not divide "
                              f"{channels} channels", layer=node.layer_name,
@@ -121,9 +153,9 @@ class GroupNormalization(LayerHandler):
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
         x, shape = inputs[0], node.inputs[0].shape or ()
         rank = len(shape)
-        axis = _group_axis(node, rank)
+        axis = _group_axis(node, self.spec(node), rank)
         channels = int(shape[axis])  # type: ignore[arg-type]
-        groups = _groups(node, channels)
+        groups = _groups(self.spec(node), channels)
         dims = b.op("Shape", x)
         grouped_shape = b.op("Concat", b.slice(dims, [0], [axis], [0]),
                              b.ints([groups, channels // groups], "groups"),
@@ -131,7 +163,7 @@ class GroupNormalization(LayerHandler):
         grouped = b.op("Reshape", x, grouped_shape)
         reduce_axes = [a for a in range(1, rank + 1) if a != axis]
         mean, var = moments(b, grouped, reduce_axes)
-        eps = b.scalar(float(node.attr("epsilon", 1e-3)), "epsilon")
+        eps = b.scalar(self.spec(node).epsilon, "epsilon")
         y = b.op("Reshape", b.op("Div", b.op("Sub", grouped, mean), b.op("Sqrt", b.op("Add", var, eps))), dims)
         if "gamma" in node.weights:
             y = b.op("Mul", y, broadcast_param(node, b, "gamma", [axis], shape))
@@ -140,24 +172,35 @@ class GroupNormalization(LayerHandler):
         return [y]
 
 
-def _group_axis(node: Node, rank: int) -> int:
-    return resolve_axis(node, "axis", node.attr("axis", -1), rank)
+def _group_axis(node: Node, spec: GroupNormSpec, rank: int) -> int:
+    return resolve_spec_axis(node, "axis", spec.axis, rank)
 
 
-def _groups(node: Node, channels: Any) -> int:
-    groups = int(node.attr("groups", 32))
-    return channels if groups == -1 and isinstance(channels, int) else groups
+def _groups(spec: GroupNormSpec, channels: Any) -> int:
+    return channels if spec.groups == -1 and isinstance(channels, int) else spec.groups
+
+
+@dataclass(frozen=True)
+class UnitNormSpec(LayerSpec):
+    axis: AxisArg = -1
+    # Keras 3 caps 1 / norm at 1e12; Keras 1/2 floor the squared norm at 1e-12 (different at tiny norms).
+    cap_inverse_norm: bool = True
 
 
 @LAYERS.register("UnitNormalization")
-class UnitNormalization(LayerHandler):
+class UnitNormalization(LayerHandler[UnitNormSpec]):
     """x / ||x||_2 over `axis`; the floor on the norm differs: Keras 3 1e-12, Keras 2 1e-6 (sqrt of 1e-12)."""
+
+    passes_mask = True
+
+    def parse(self, config: Config) -> UnitNormSpec:
+        return UnitNormSpec(axis=parse_axis_arg(config, "axis"), cap_inverse_norm=config.ctx.keras3)
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
         x = inputs[0]
-        axes = norm_axes(node, node.attr("axis", -1), len(node.inputs[0].shape or ()))
+        axes = norm_axes(node, self.spec(node).axis, len(node.inputs[0].shape or ()))
         square_sum = b.reduce("ReduceSum", b.op("Mul", x, x), axes, keepdims=True)
-        if b.keras_major >= 3:
+        if self.spec(node).cap_inverse_norm:
             inv = b.op("Min", b.op("Reciprocal", b.op("Sqrt", square_sum)), b.scalar(1e12, "max_inv_norm"))
         else:
             inv = b.op("Reciprocal", b.op("Sqrt", b.op("Max", square_sum, b.scalar(1e-12, "epsilon"))))

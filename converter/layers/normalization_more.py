@@ -11,41 +11,51 @@ at inference it runs the wrapped layer on the stored kernel, so it converts as t
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 from converter.errors import UnsupportedLayerError
 from converter.ir import Node, Shape, Tensor
-from converter.layers.axes import resolve_axes
+from converter.layers.axes import AxisArg, parse_axis_arg, resolve_spec_axes
 from converter.layers.builder import OpBuilder
 from converter.layers.preprocessing import FLOAT_DTYPES
 from converter.layers.registry import LAYERS, LayerHandler
+from converter.layers.spec import Config, LayerSpec, parse_fields
 from converter.layers.wrappers import check_wrapped_child, emit_wrapped, wrapped_child
 
 
-def _rms_axes(node: Node, value: Any, rank: int) -> list[int]:
-    return resolve_axes(node, "axis", -1 if value is None else value, rank)
+@dataclass(frozen=True)
+class RMSNormSpec(LayerSpec):
+    axis: AxisArg = -1
+    epsilon: float = 1e-6
+
+
+def _rms_axes(node: Node, spec: RMSNormSpec, rank: int) -> list[int]:
+    return resolve_spec_axes(node, "axis", spec.axis, rank)
 
 
 @LAYERS.register("RMSNormalization")
-class RMSNormalization(LayerHandler):
+class RMSNormalization(LayerHandler[RMSNormSpec]):
+    def parse(self, config: Config) -> RMSNormSpec:
+        return parse_fields(RMSNormSpec, config, axis=parse_axis_arg(config, "axis"))
+
     def weight_names(self, node: Node) -> list[str]:
         return ["scale"]
 
     def weight_shapes(self, node: Node, input_shapes: list[Shape]) -> dict[str, tuple[int | None, ...]]:
         shape = input_shapes[0]
-        dims = [shape[a] for a in _rms_axes(node, node.attrs.get("axis"), len(shape))]
+        dims = [shape[a] for a in _rms_axes(node, self.spec(node), len(shape))]
         return {"scale": tuple(d if isinstance(d, int) else None for d in dims)}
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
         shape = input_shapes[0]
-        _rms_axes(node, node.attrs.get("axis"), len(shape))
+        _rms_axes(node, self.spec(node), len(shape))
         return [shape]
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
         x = inputs[0]
-        axes = _rms_axes(node, node.attrs.get("axis"), len(node.inputs[0].shape or ()))
+        axes = _rms_axes(node, self.spec(node), len(node.inputs[0].shape or ()))
         mean_square = b.reduce("ReduceMean", b.op("Mul", x, x), axes, keepdims=True)
-        eps = b.scalar(float(node.attr("epsilon", 1e-6)), "epsilon")
+        eps = b.scalar(self.spec(node).epsilon, "epsilon")
         inv_rms = b.op("Reciprocal", b.op("Sqrt", b.op("Add", mean_square, eps)))
         return [b.op("Mul", b.op("Mul", x, inv_rms), b.weight("scale"))]
 
@@ -56,13 +66,24 @@ def _wrapped(node: Node) -> tuple[Node, LayerHandler]:
     return child, handler
 
 
+@dataclass(frozen=True)
+class SpectralNormSpec(LayerSpec):
+    # Keras 3 casts the wrapped layer's output back to a non-float input's dtype; Keras 2 does not.
+    cast_to_input_dtype: bool = True
+
+
 @LAYERS.register("SpectralNormalization")
-class SpectralNormalization(LayerHandler):
+class SpectralNormalization(LayerHandler[SpectralNormSpec]):
     """The wrapped layer with its stored (already normalised while training) kernel.
 
     Both file layouts arrive as the child's arrays followed by `vector_u` (legacy_weights.py puts a
-    Keras 3 zip's `[kernel alias, vector_u, layer vars...]` in that order).
+    Keras 3 zip's `[kernel alias, vector_u, layer vars...]` in that order). The wrapped layer is
+    `node.children[0]`, parsed with its own handler at the boundary (layer_configs.parse_node).
     """
+
+    def parse(self, config: Config) -> SpectralNormSpec:
+        # power_iterations acts only while training: the stored kernel is already normalised.
+        return SpectralNormSpec(cast_to_input_dtype=config.ctx.keras3)
 
     def check(self, node: Node) -> None:
         _wrapped(node)
@@ -86,7 +107,7 @@ class SpectralNormalization(LayerHandler):
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
         child, handler = _wrapped(node)
         y = emit_wrapped(node, child, handler, b, inputs[0], inputs[1:])
-        if b.keras_major >= 3 and node.inputs[0].dtype not in FLOAT_DTYPES:
+        if self.spec(node).cast_to_input_dtype and node.inputs[0].dtype not in FLOAT_DTYPES:
             # Keras 3 casts the wrapped layer's output back to the input dtype (an Embedding's ids).
             to = {"int32": 6, "int64": 7, "uint8": 2, "int8": 3}.get(node.inputs[0].dtype)
             if to is None:
