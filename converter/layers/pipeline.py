@@ -1,19 +1,29 @@
 """keras.layers.Pipeline: its layers (`node.children`, built from the config's `layers` list) applied in
-order, each emitted through its own handler.
+order.
 
 The topology reads each inner layer's weights by its own path and stores them on the Pipeline node as
-`<index>/<name>`; they are handed to the children before any of their handlers' methods run. The layout
-pass does not see inside the Pipeline, so a channels_first_only child runs between two Transposes, as in
-TimeDistributed.
+`<index>/<name>`. The unwrap pass (passes/unwrap.py) replaces the Pipeline by its layers as ordinary
+graph nodes in a chain (`unwrap`), named `<pipeline>/<layer>`, each with its own weights, so every later
+pass sees them (a Dropout inside is removed, a BatchNormalization folds, the layout pass places the
+Transposes). A graph lowered without the pass still emits the Pipeline as one opaque sub-graph, where a
+channels_first_only child runs between two Transposes, as in TimeDistributed.
 """
 
 from __future__ import annotations
 
+import numpy as np
+
 from converter.errors import UnsupportedLayerError
 from converter.ir import Node, Shape, Tensor
+from converter.ir.names import NameAuthority
 from converter.layers.builder import OpBuilder
 from converter.layers.registry import LAYERS, LayerHandler, handler_for
-from converter.layers.wrappers import emit_wrapped
+from converter.layers.wrappers import emit_wrapped, graph_node_of
+
+
+def _child_weights(node: Node, index: int) -> dict[str, np.ndarray]:
+    prefix = f"{index}/"
+    return {k[len(prefix):]: v for k, v in node.weights.items() if k.startswith(prefix)}
 
 
 def _children(node: Node) -> list[tuple[Node, LayerHandler]]:
@@ -27,8 +37,7 @@ def _children(node: Node) -> list[tuple[Node, LayerHandler]]:
             raise UnsupportedLayerError(
                 f"Pipeline '{node.layer_name}' holds {child.kind} '{child.name}', which kconvert cannot convert",
                 layer=node.layer_name, hint="register a handler for that layer (see README, 'Custom layers')")
-        prefix = f"{i}/"
-        child.weights = {k[len(prefix):]: v for k, v in node.weights.items() if k.startswith(prefix)}
+        child.weights = _child_weights(node, i)
         pairs.append((child, handler))
     return pairs
 
@@ -68,6 +77,18 @@ class Pipeline(LayerHandler):
             child.outputs = [Tensor(f"{node.name}/{child.name}", out, producer=child)]
             shape = out
         return [shape]
+
+    def unwrap(self, node: Node, names: NameAuthority) -> list[Node]:
+        """The layers as a chain of graph nodes; the last produces the Pipeline's own output tensor."""
+        chain: list[Node] = []
+        x = node.inputs[0]
+        children = [child for child, _ in _children(node)]
+        for i, child in enumerate(children):
+            name = names.unique(f"{node.name}/{child.name}")
+            out = node.outputs[0] if i == len(children) - 1 else Tensor(name)
+            chain.append(graph_node_of(child, name, [x], out, _child_weights(node, i)))
+            x = out
+        return chain
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
         x = inputs[0]

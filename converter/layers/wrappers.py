@@ -1,22 +1,38 @@
-"""Wrappers: TimeDistributed.
+"""Wrappers: TimeDistributed, and the internal nodes it unwraps into.
 
 TimeDistributed applies its wrapped layer (`node.children[0]`) to every time step. Instead of
-Keras' loop over steps, batch and time are merged into one axis, the child is emitted once through
-its own handler, and the result is split back: (batch, time, ...) -> (batch*time, ...) -> child ->
-(batch, time, ...). The wrapper stores the child's weights (Keras 3: `time_distributed/layer/vars`),
-so they are handed to the child node before any of its handler's methods run.
+Keras' loop over steps, batch and time are merged into one axis, the child runs once, and the result is
+split back: (batch, time, ...) -> (batch*time, ...) -> child -> (batch, time, ...). The unwrap pass
+(passes/unwrap.py) makes that three ordinary nodes (`unwrap`): kconvert:MergeBatchTime, the child, and
+kconvert:SplitBatchTime, so cleanup, BN folding and the layout pass see the child like any other node
+(a split feeding a merge cancels in cleanup, so TimeDistributed layers in a row run on one merged
+tensor). The wrapper stores the child's weights (Keras 3: `time_distributed/layer/vars`), which the
+unwrapped child gets.
+
+A graph lowered without the pass (load(optimize=False)) still emits the wrapper as one opaque sub-graph
+(`emit`, `emit_wrapped`); SpectralNormalization emits its child that way too.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
 
 from converter.errors import UnsupportedLayerError
-from converter.ir import Node, Shape, Tensor
+from converter.ir import Dim, Node, Shape, Tensor
+from converter.ir.names import NameAuthority
 from converter.ir.shape import permute
+from converter.ir.spec import CallSite, LayerSpec
 from converter.layers.builder import OpBuilder
 from converter.layers.registry import LAYERS, LayerHandler, expect_min_rank, handler_for
+
+# The unwrap pass's own node kinds (the ':' keeps them apart from Keras class names, as ir/graph.py's
+# INTERNAL_* kinds; they live here, with their only producer).
+INTERNAL_MERGE_BATCH_TIME = "kconvert:MergeBatchTime"
+INTERNAL_SPLIT_BATCH_TIME = "kconvert:SplitBatchTime"
 
 
 def wrapped_child(node: Node) -> tuple[Node, LayerHandler]:
@@ -49,8 +65,22 @@ def _step_shape(shape: Shape) -> Shape:
     return ("batch", *shape[2:])
 
 
+def graph_node_of(child: Node, name: str, inputs: list[Tensor], output: Tensor,
+                  weights: dict[str, np.ndarray]) -> Node:
+    """A wrapped layer as an ordinary graph node of its own (a copy: a shared wrapper's calls share their
+    children, and passes rewrite a node's spec and attrs in place). Its ONNX scope is `name`."""
+    node = dataclasses.replace(child, name=name, layer_name=child.layer_name, attrs=dict(child.attrs),
+                               call=CallSite(), weights=dict(weights), inputs=inputs, outputs=[output],
+                               children=list(child.children))
+    output.producer = node
+    return node
+
+
 @LAYERS.register("TimeDistributed")
 class TimeDistributed(LayerHandler):
+    passes_mask = True  # Keras' TimeDistributed.compute_mask returns the incoming (batch, time) mask
+    consumes_sequence = True  # an input_dim/input_length shorthand spells (batch, steps, features)
+
     def check(self, node: Node) -> None:
         check_wrapped_child(node)
 
@@ -74,12 +104,99 @@ class TimeDistributed(LayerHandler):
         child.outputs = [Tensor(f"{node.name}/step_output", tuple(out), producer=child)]
         return [(shape[0], shape[1], *out[1:])]
 
+    def unwrap(self, node: Node, names: NameAuthority) -> list[Node]:
+        """Merge batch and time, the child as an ordinary node on the merged tensor, split back; the
+        split produces the wrapper's own output tensor, so its readers need no rewiring."""
+        child, _ = wrapped_child(node)
+        x, out = node.inputs[0], node.outputs[0]
+        merge = _internal_node(INTERNAL_MERGE_BATCH_TIME, names.unique(f"{node.name}/merge_batch_time"), node,
+                               [x], Tensor("", dtype=x.dtype))
+        inner_name = names.unique(f"{node.name}/{child.name}")
+        inner = graph_node_of(child, inner_name, [merge.outputs[0]], Tensor(inner_name), node.weights)
+        shape = x.shape or ()
+        # Unknown sizes after the batch are read from the wrapper's input at run time.
+        head = [] if all(isinstance(d, int) for d in (out.shape or ())[1:]) else [x]
+        split = _internal_node(INTERNAL_SPLIT_BATCH_TIME, names.unique(f"{node.name}/split_batch_time"), node,
+                               [inner.outputs[0], *head], out, SplitBatchTimeSpec(shape[0], shape[1]))
+        return [merge, inner, split]
+
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
         child, handler = wrapped_child(node)
         x = inputs[0]
         steps = _merge_batch_and_time(b, x, node.inputs[0].shape or ())
         y = emit_wrapped(node, child, handler, b, steps)
         return [_split_batch_and_time(b, y, x, node.outputs[0].shape or ())]
+
+
+@dataclass(frozen=True)
+class SplitBatchTimeSpec(LayerSpec):
+    """The (batch, time) dims the merged axis splits back into: the wrapper's input's."""
+
+    batch: Dim = None
+    time: Dim = None
+
+
+def _internal_node(kind: str, name: str, wrapper: Node, inputs: list[Tensor], output: Tensor,
+                   spec: LayerSpec | None = None) -> Node:
+    """An unwrap node, under the wrapper's layer name (errors and weights name the Keras layer)."""
+    if not output.name:
+        output.name = name
+    node = Node(kind=kind, name=name, inputs=inputs, outputs=[output], layer_name=wrapper.layer_name)
+    if spec is not None:
+        node.spec = spec
+    output.producer = node
+    return node
+
+
+def _undoes(node: Node, kind: str) -> Tensor | None:
+    """The input of the `kind` node feeding `node`, when `node` reshapes it back to that very shape."""
+    producer = node.inputs[0].producer
+    if producer is None or producer.kind != kind or not producer.inputs:
+        return None
+    source = producer.inputs[0]
+    return source if source.shape is not None and source.shape == node.outputs[0].shape else None
+
+
+@LAYERS.register(INTERNAL_MERGE_BATCH_TIME)
+class MergeBatchTime(LayerHandler):
+    """(batch, time, ...) -> (batch*time, ...): a Reshape, before a time-distributed layer."""
+
+    internal = True
+
+    def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
+        return [_step_shape(input_shapes[0])]
+
+    def undone(self, node: Node) -> Tensor | None:
+        """Cleanup: a merge of a split gives back the split's input (TimeDistributed layers in a row)."""
+        return _undoes(node, INTERNAL_SPLIT_BATCH_TIME)
+
+    def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
+        node.outputs[0].dtype = node.inputs[0].dtype
+        return [_merge_batch_and_time(b, inputs[0], node.inputs[0].shape or ())]
+
+
+@LAYERS.register(INTERNAL_SPLIT_BATCH_TIME)
+class SplitBatchTime(LayerHandler[SplitBatchTimeSpec]):
+    """(batch*time, ...) -> (batch, time, ...): a Reshape, after a time-distributed layer. A second input
+    (the wrapper's input) gives batch and time at run time when the static sizes do not."""
+
+    internal = True
+    spec_type = SplitBatchTimeSpec
+
+    def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
+        spec = self.spec(node)
+        return [(spec.batch, spec.time, *input_shapes[0][1:])]
+
+    def undone(self, node: Node) -> Tensor | None:
+        """Cleanup: a split of a merge gives back the merge's input (a time-distributed identity)."""
+        return _undoes(node, INTERNAL_MERGE_BATCH_TIME)
+
+    def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
+        node.outputs[0].dtype = node.inputs[0].dtype
+        out_shape = node.outputs[0].shape or ()
+        if len(inputs) == 1:
+            return [b.reshape(inputs[0], [-1, *out_shape[1:]])]  # type: ignore[list-item]
+        return [_split_batch_and_time(b, inputs[0], inputs[1], out_shape)]
 
 
 def _to_channels_first(rank: int) -> tuple[int, ...]:
@@ -110,17 +227,18 @@ def emit_wrapped(node: Node, child: Node, handler: LayerHandler, b: OpBuilder, x
 
 def runnable_child(child: Node, handler: LayerHandler) -> tuple[Node, bool]:
     """A channels_first_only child emits only for channels_first data, and the layout pass does not see
-    inside the wrapper; so a channels_last child runs as a channels_first copy between two Transposes
-    (True when the caller must add them)."""
-    if not handler.channels_first_only or child.attr("data_format") == "channels_first":
+    inside a wrapper left opaque; so a channels_last child runs as a channels_first copy between two
+    Transposes (True when the caller must add them)."""
+    if not handler.channels_first_only or handler.is_channels_first(child):
         return child, False
     in_shape, out_shape = child.inputs[0].shape or (), child.outputs[0].shape or ()
     perm = _to_channels_first(len(in_shape))
     twin = dataclasses.replace(
-        child, attrs={**child.attrs, "data_format": "channels_first"},
+        child, attrs=dict(child.attrs),
         inputs=[Tensor(child.inputs[0].name, permute(in_shape, perm), child.inputs[0].dtype)],
         outputs=[Tensor(child.outputs[0].name, out_shape if len(out_shape) < 3
                         else permute(out_shape, _to_channels_first(len(out_shape))))])
+    handler.switch_to_channels_first(twin)
     return twin, True
 
 

@@ -15,6 +15,7 @@ from converter.passes import (
     masking,
     shape_inference,
     shape_semantics,
+    unwrap,
 )
 from converter.passes.layout import LayoutOptions
 
@@ -33,6 +34,11 @@ def pipeline(options: LayoutOptions | None = None) -> tuple[tuple[str, Pass], ..
         # Before cleanup: Keras 3 drops a mask at SpatialDropout but Keras 2 passes it, so the walk
         # back to the mask source must still see the Dropout family that cleanup removes.
         ("masking", masking.run),
+        # After masking, which walks back through a TimeDistributed as one mask-passing layer (its
+        # unwrapped Reshapes would drop the mask); before every pass that should reach the wrapped layers
+        # (cleanup, BN and padding folding, layout). Shape inference has checked the wrapped weights
+        # against the wrapper's shapes; the pass infers the new nodes' shapes itself.
+        ("unwrap", unwrap.run),
         # Cleanup before folding and layout: a Dropout between Conv and BatchNormalization would
         # block the fold, and removed identities need no layout.
         ("cleanup", cleanup.run),

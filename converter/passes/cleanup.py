@@ -1,9 +1,21 @@
-"""Cleanup: inference-time identities (Dropout family, GaussianNoise, ...) removed; dead nodes dropped."""
+"""Cleanup: inference-time identities (Dropout family, GaussianNoise, ...) removed; nodes that undo their
+input's producer (TimeDistributed's split of batch and time feeding the next one's merge) removed; dead
+nodes dropped."""
 
 from __future__ import annotations
 
+from typing import Protocol, runtime_checkable
+
 from converter.ir import Graph, Node, Tensor
-from converter.layers.registry import handler_for
+from converter.layers.registry import LayerHandler, handler_for
+
+
+@runtime_checkable
+class Undoes(Protocol):
+    """A handler whose node may undo the node producing its input."""
+
+    def undone(self, node: Node) -> Tensor | None:
+        """The tensor equal to the node's output when it undoes its producer (the producer's input), else None."""
 
 
 def run(graph: Graph) -> Graph:
@@ -13,15 +25,24 @@ def run(graph: Graph) -> Graph:
     kept: list[Node] = []
     for node in graph.nodes:
         node.inputs = [alias.get(id(t), t) for t in node.inputs]
-        handler = handler_for(node)
-        if handler is not None and handler.inference_identity and len(node.inputs) == 1:
-            alias[id(node.outputs[0])] = node.inputs[0]
+        same = _same_as(node, handler_for(node))
+        if same is not None:
+            alias[id(node.outputs[0])] = same
         else:
             kept.append(node)
     graph.nodes = kept
     graph.outputs = [alias.get(id(t), t) for t in graph.outputs]
     _remove_dead(graph)
     return graph
+
+
+def _same_as(node: Node, handler: LayerHandler | None) -> Tensor | None:
+    """The tensor the node's one output equals, when the node computes nothing at inference."""
+    if handler is None or not node.inputs:
+        return None
+    if handler.inference_identity and len(node.inputs) == 1:
+        return node.inputs[0]
+    return handler.undone(node) if isinstance(handler, Undoes) and len(node.outputs) == 1 else None
 
 
 def _remove_dead(graph: Graph) -> None:

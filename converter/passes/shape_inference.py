@@ -13,14 +13,20 @@ from converter.layers.registry import handler_for
 
 def run(graph: Graph) -> Graph:
     for node in graph.nodes:
-        handler = handler_for(node)
-        if handler is None:
-            continue
-        input_shapes: list[Shape] = [t.shape or () for t in node.inputs]
-        _check_weights(node, handler.weight_shapes(node, input_shapes))
-        for tensor, shape in zip(node.outputs, handler.output_shapes(node, input_shapes)):
-            tensor.shape = tuple(shape)
+        infer(node)
     return graph
+
+
+def infer(node: Node) -> None:
+    """One node's output shapes from its inputs' (and its weights checked against them): also for the
+    nodes a later pass creates (the unwrap pass's former wrapper children)."""
+    handler = handler_for(node)
+    if handler is None:
+        return
+    input_shapes: list[Shape] = [t.shape or () for t in node.inputs]
+    _check_weights(node, handler.weight_shapes(node, input_shapes))
+    for tensor, shape in zip(node.outputs, handler.output_shapes(node, input_shapes)):
+        tensor.shape = tuple(shape)
 
 
 def _check_weights(node: Node, expected: dict[str, tuple[int | None, ...]]) -> None:
