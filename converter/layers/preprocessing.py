@@ -41,11 +41,12 @@ def shown(value: Any) -> Any:
     return [shown(v) for v in value] if isinstance(value, tuple) else value
 
 
-def checked_format(node: Node, value: str) -> str:
-    """The node's data_format, refused unless Keras' two layouts (windows.data_format's wording)."""
+def parse_format(config: Config) -> str:
+    """data_format, refused unless one of Keras' two layouts (windows.data_format's wording)."""
+    value = config.text("data_format", CHANNELS_LAST)
     if value not in (CHANNELS_LAST, CHANNELS_FIRST):
-        raise UnsupportedLayerError(f"{node.kind} '{node.layer_name}' has data_format={value!r}",
-                                    layer=node.layer_name, hint="use channels_last or channels_first")
+        raise UnsupportedLayerError(f"{config.ctx.kind} '{config.ctx.layer_name}' has data_format={value!r}",
+                                    layer=config.ctx.layer_name, hint="use channels_last or channels_first")
     return value
 
 
@@ -160,6 +161,7 @@ class Normalization(LayerHandler[NormalizationSpec]):
             return False
         if keep:
             node.spec = self.spec(node).replace(axis=perm.index(keep[0]))
+            node.attrs["axis"] = perm.index(keep[0])  # mirrored, as switch_to_channels_first mirrors data_format
         return True
 
     def weight_shapes(self, node: Node, input_shapes: list[Shape]) -> dict[str, tuple[int | None, ...]]:
@@ -274,11 +276,10 @@ class Resizing(LayerHandler[ResizingSpec]):
     channels_first_only = True
 
     def parse(self, config: Config) -> ResizingSpec:
-        return parse_fields(ResizingSpec, config)
+        return parse_fields(ResizingSpec, config, data_format=parse_format(config))
 
     def check(self, node: Node) -> None:
         spec = self.spec(node)
-        checked_format(node, spec.data_format)
         if spec.interpolation not in INTERPOLATIONS:
             _refuse(node, f"interpolation={spec.interpolation!r}", "supported: " + ", ".join(INTERPOLATIONS))
         if spec.antialias:
@@ -359,10 +360,7 @@ class CenterCrop(LayerHandler[CenterCropSpec]):
     """The centred (height, width) window; smaller inputs (which Keras resizes instead) are refused."""
 
     def parse(self, config: Config) -> CenterCropSpec:
-        return parse_fields(CenterCropSpec, config)
-
-    def check(self, node: Node) -> None:
-        checked_format(node, self.spec(node).data_format)
+        return parse_fields(CenterCropSpec, config, data_format=parse_format(config))
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
         shape = input_shapes[0]
