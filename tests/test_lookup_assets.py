@@ -16,6 +16,7 @@ import converter
 from converter.errors import FormatError, UnsupportedLayerError
 from converter.keras import artifacts
 from converter.keras.assets import vocabulary_lines
+from converter.layers.categorical import IntegerLookupSpec
 
 
 def _save_with_assets(path: Path, config: dict[str, Any], assets: dict[str, bytes],
@@ -138,3 +139,14 @@ def test_oversized_asset_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(artifacts, "MAX_ASSET_BYTES", 64)
     with pytest.raises(FormatError, match="refusing an oversized asset|claims 106 bytes"):
         converter.convert(path)
+
+
+def test_adapted_vocabulary_is_typed_in_the_spec(tmp_path: Path) -> None:
+    """The assets' lines reach the parsed spec as the lookup's tokens: ints for IntegerLookup."""
+    cfg = layer("IntegerLookup", "ilk", vocabulary=None, mask_token=None, oov_token=-1, output_mode="int")
+    config = sequential([input_layer("in", (4,), "int64"), cfg])
+    path = _save_with_assets(tmp_path / "m.keras", config, {"layers/integer_lookup": b"-1\n7\n9\n5"})
+    loaded = converter.api.load(path)
+    (node,) = [n for n in loaded.graph.nodes if n.kind == "IntegerLookup"]
+    assert isinstance(node.spec, IntegerLookupSpec) and node.spec.vocabulary == (-1, 7, 9, 5)
+    loaded.artifact.close()

@@ -4,8 +4,9 @@ An `IntegerLookup` / `StringLookup` whose vocabulary came from `adapt()` (or, in
 vocabulary file) has `vocabulary: null` in its config; `save_assets` writes the vocabulary, special
 tokens included, as `assets/<inner path>/vocabulary.txt`, one token per line joined by "\\n". The inner
 path is the one the weights use (`layers/<saved name>` per level, nested models included). The text is
-read back here exactly as Keras' `load_assets` reads it, and becomes the node's `vocabulary` attribute,
-so the handlers see what `vocabulary=[...]` would have put in the config. Nothing is executed.
+read back here exactly as Keras' `load_assets` reads it, and becomes the node's `vocabulary` config
+value before the handler parses the config: the typed spec then holds it as `vocabulary=[...]` in the
+config would have put it (and the Keras archive writer writes it). Nothing is executed.
 
 The `.h5` formats have no assets: Keras 3 and tf_keras write no vocabulary there for an adapted layer,
 and the handlers refuse it.

@@ -5,24 +5,35 @@ saved application models contain: ConvNeXt's LayerScale and StochasticDepth
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from converter.ir import Node, Shape
 from converter.layers.builder import OpBuilder
 from converter.layers.registry import LAYERS, LayerHandler, expect_min_rank
+from converter.layers.spec import Config, LayerSpec, parse_fields
+
+
+@dataclass(frozen=True)
+class LayerScaleSpec(LayerSpec):
+    projection_dim: int | None = None  # None: gamma's length is the input's last dim
 
 
 @LAYERS.register("LayerScale")
-class LayerScale(LayerHandler):
+class LayerScale(LayerHandler[LayerScaleSpec]):
     """`x * gamma`, gamma of shape (projection_dim,) broadcast over the last axis."""
+
+    def parse(self, config: Config) -> LayerScaleSpec:
+        return parse_fields(LayerScaleSpec, config)
 
     def weight_names(self, node: Node) -> list[str]:
         return ["gamma"]
 
     def weight_shapes(self, node: Node, input_shapes: list[Shape]) -> dict[str, tuple[int | None, ...]]:
-        dim = node.attrs.get("projection_dim")
+        dim = self.spec(node).projection_dim
         last = input_shapes[0][-1]
         if dim is None:
             dim = last if isinstance(last, int) else None
-        return {"gamma": (None if dim is None else int(dim),)}
+        return {"gamma": (dim,)}
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
         expect_min_rank(node, input_shapes[0], 2)

@@ -8,18 +8,26 @@ min * 255 / (max - min), 0, 255), map back to `value_range`, and keep the input 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from converter.errors import UnsupportedLayerError
 from converter.ir import Node, Shape
 from converter.layers.builder import OpBuilder
 from converter.layers.preprocessing import as_float
 from converter.layers.registry import LAYERS, LayerHandler, expect_rank
+from converter.layers.spec import Config, LayerSpec
 
 
-def _range(node: Node) -> tuple[float, float]:
-    value = node.attr("value_range", [0, 255])
+@dataclass(frozen=True)
+class AutoContrastSpec(LayerSpec):
+    value_range: tuple[float, float] = (0.0, 255.0)  # sorted: (min, max)
+
+
+def _range(config: Config) -> tuple[float, float]:
+    value = config.value("value_range", [0, 255])
     if not isinstance(value, (list, tuple)) or len(value) != 2:
-        raise UnsupportedLayerError(f"AutoContrast '{node.layer_name}' has value_range={value!r}",
-                                    layer=node.layer_name, hint="value_range must be (min, max)")
+        raise UnsupportedLayerError(f"AutoContrast '{config.ctx.layer_name}' has value_range={value!r}",
+                                    layer=config.ctx.layer_name, hint="value_range must be (min, max)")
     low, high = sorted(float(v) for v in value)
     return low, high
 
@@ -33,9 +41,9 @@ def _rescale(b: OpBuilder, x: str, source: tuple[float, float], target: tuple[fl
 
 
 @LAYERS.register("AutoContrast")
-class AutoContrast(LayerHandler):
-    def check(self, node: Node) -> None:
-        _range(node)
+class AutoContrast(LayerHandler[AutoContrastSpec]):
+    def parse(self, config: Config) -> AutoContrastSpec:
+        return AutoContrastSpec(value_range=_range(config))
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
         expect_rank(node, input_shapes[0], 4, "(batch, height, width, channels)")
@@ -43,7 +51,7 @@ class AutoContrast(LayerHandler):
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
         original = as_float(node, b, inputs[0])
-        value_range = _range(node)
+        value_range = self.spec(node).value_range
         images = _rescale(b, original, value_range, (0.0, 255.0))
         low = b.reduce("ReduceMin", images, [1, 2], keepdims=True)
         high = b.reduce("ReduceMax", images, [1, 2], keepdims=True)

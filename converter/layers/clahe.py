@@ -11,37 +11,48 @@ pixel's value is the bilinear blend of the four neighbouring tiles' CDFs at its 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from converter.errors import ShapeError, UnsupportedLayerError
 from converter.ir import Node, Shape
 from converter.layers.builder import OpBuilder
 from converter.layers.limits import check_elements
+from converter.layers.preprocessing import parse_format
 from converter.layers.registry import LAYERS, LayerHandler, expect_rank
-from converter.layers.windows import data_format
+from converter.layers.spec import Config, LayerSpec, parse_fields
 
 NAME = "ContrastLimitedAdaptiveHistogramEqualization"
 
 
-def _pair(node: Node, key: str, default: list[float]) -> tuple[float, float]:
-    value = node.attr(key, default)
+@dataclass(frozen=True)
+class ClaheSpec(LayerSpec):
+    value_range: tuple[float, float] = (0.0, 255.0)
+    tile_grid_size: tuple[int, int] = (8, 8)
+    clip_limit: float = 4.0
+    data_format: str = "channels_last"
+
+
+def _pair(config: Config, key: str, default: list[float]) -> tuple[float, float]:
+    value = config.value(key, default)
     if not isinstance(value, (list, tuple)) or len(value) != 2:
-        raise UnsupportedLayerError(f"{NAME} '{node.layer_name}' has {key}={value!r}",
-                                    layer=node.layer_name, hint=f"{key} must be a pair")
+        raise UnsupportedLayerError(f"{NAME} '{config.ctx.layer_name}' has {key}={value!r}",
+                                    layer=config.ctx.layer_name, hint=f"{key} must be a pair")
     return float(value[0]), float(value[1])
 
 
-def _grid(node: Node) -> tuple[int, int]:
-    grid_h, grid_w = _pair(node, "tile_grid_size", [8, 8])
+def _grid(config: Config) -> tuple[int, int]:
+    grid_h, grid_w = _pair(config, "tile_grid_size", [8, 8])
     if grid_h != int(grid_h) or grid_w != int(grid_w) or grid_h < 1 or grid_w < 1:
-        raise UnsupportedLayerError(f"{NAME} '{node.layer_name}' has tile_grid_size={(grid_h, grid_w)}",
-                                    layer=node.layer_name, hint="tile_grid_size must be two positive integers")
+        raise UnsupportedLayerError(f"{NAME} '{config.ctx.layer_name}' has tile_grid_size={(grid_h, grid_w)}",
+                                    layer=config.ctx.layer_name, hint="tile_grid_size must be two positive integers")
     return int(grid_h), int(grid_w)
 
 
-def _static_hwc(node: Node, shape: Shape) -> tuple[int, int, int]:
+def _static_hwc(node: Node, spec: ClaheSpec, shape: Shape) -> tuple[int, int, int]:
     """(height, width, channels) of the Keras-layout input; CLAHE's tiling needs them known."""
-    dims = shape[1:] if node.attr("data_format", "channels_last") == "channels_last" else (*shape[2:], shape[1])
+    dims = shape[1:] if spec.data_format == "channels_last" else (*shape[2:], shape[1])
     known = [d for d in dims if isinstance(d, int)]
     if len(known) != 3:
         raise ShapeError(f"{NAME} '{node.layer_name}' needs a static image size, got {tuple(shape[1:])}",
@@ -136,11 +147,14 @@ def _interpolate(b: OpBuilder, cdf: str, bins: str, hwc: tuple[int, int, int], g
 
 
 @LAYERS.register(NAME)
-class ContrastLimitedAdaptiveHistogramEqualization(LayerHandler):
+class ContrastLimitedAdaptiveHistogramEqualization(LayerHandler[ClaheSpec]):
+    def parse(self, config: Config) -> ClaheSpec:
+        """data_format, then the two pairs, are checked here: a bad one is refused before the rest."""
+        data_format = parse_format(config)
+        return parse_fields(ClaheSpec, config, data_format=data_format,
+                            value_range=_pair(config, "value_range", [0, 255]), tile_grid_size=_grid(config))
+
     def check(self, node: Node) -> None:
-        data_format(node)
-        _pair(node, "value_range", [0, 255])
-        _grid(node)
         dtype = node.inputs[0].dtype if node.inputs else "float32"
         if dtype != "float32":
             raise UnsupportedLayerError(f"{NAME} '{node.layer_name}' receives {dtype} images",
@@ -148,9 +162,10 @@ class ContrastLimitedAdaptiveHistogramEqualization(LayerHandler):
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
         expect_rank(node, input_shapes[0], 4, "(batch, height, width, channels)")
-        height, width, channels = _static_hwc(node, input_shapes[0])
+        spec = self.spec(node)
+        height, width, channels = _static_hwc(node, spec, input_shapes[0])
         check_elements(node, (height, width, channels), "per-pixel index tables", "input shape")
-        grid_h, grid_w = _grid(node)
+        grid_h, grid_w = spec.tile_grid_size
         check_elements(node, (grid_h + 2, grid_w + 2, channels, 256), "tile histograms", "tile_grid_size")
         # Keras pads with tf.pad(mode="SYMMETRIC"), which fails when the padding exceeds the image.
         if -(-height // grid_h) * grid_h - height > height or -(-width // grid_w) * grid_w - width > width:
@@ -160,14 +175,14 @@ class ContrastLimitedAdaptiveHistogramEqualization(LayerHandler):
         return [input_shapes[0]]
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
-        first = node.attr("data_format", "channels_last") == "channels_first"
+        spec = self.spec(node)
+        first = spec.data_format == "channels_first"
         shape = node.inputs[0].shape
         assert shape is not None  # shape inference ran
-        hwc, grid = _static_hwc(node, shape), _grid(node)
-        value_range = _pair(node, "value_range", [0, 255])
+        hwc, grid = _static_hwc(node, spec, shape), spec.tile_grid_size
         images = b.transpose(inputs[0], [0, 2, 3, 1]) if first else inputs[0]
-        bins = _bins(b, _rescale(b, images, value_range, (0.0, 255.0)))
+        bins = _bins(b, _rescale(b, images, spec.value_range, (0.0, 255.0)))
         tile_pixels = -(-hwc[0] // grid[0]) * -(-hwc[1] // grid[1])
-        cdf = _cdf(b, _histograms(b, bins, hwc, grid), float(node.attr("clip_limit", 4.0)), tile_pixels)
-        result = _rescale(b, _interpolate(b, cdf, bins, hwc, grid), (0.0, 255.0), value_range)
+        cdf = _cdf(b, _histograms(b, bins, hwc, grid), spec.clip_limit, tile_pixels)
+        result = _rescale(b, _interpolate(b, cdf, bins, hwc, grid), (0.0, 255.0), spec.value_range)
         return [b.transpose(result, [0, 3, 1, 2]) if first else result]

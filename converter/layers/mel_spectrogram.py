@@ -14,7 +14,7 @@ reproduces that, so it matches Keras for the same batch. Output: (batch, num_mel
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -24,24 +24,64 @@ from converter.layers.builder import OpBuilder
 from converter.layers.limits import check_elements
 from converter.layers.preprocessing import as_float
 from converter.layers.registry import LAYERS, LayerHandler, expect_rank
+from converter.layers.spec import Config, LayerSpec, parse_fields
 
 MEL_BREAK_HZ, MEL_HIGH_Q = 700.0, 1127.0
+
+
+@dataclass(frozen=True)
+class MelSpectrogramSpec(LayerSpec):
+    fft_length: int = 2048
+    sequence_length: int = 2048  # Keras' default is fft_length: decided at parse
+    sequence_stride: int = 512
+    # A window name, its weights, or None (an explicit null: no window at all).
+    window: str | tuple[float, ...] | None = "hann"
+    sampling_rate: float = 16000.0
+    num_mel_bins: int = 128
+    min_freq: float = 20.0
+    max_freq: float = 8000.0  # Keras' default is int(sampling_rate / 2): decided at parse
+    power_to_db: bool = True
+    top_db: float | None = 80.0  # None: an explicit null (refused with power_to_db)
+    mag_exp: float = 2.0
+    min_power: float = 1e-10
+    ref_power: float = 1.0
+
+
+def parse_mel(config: Config) -> MelSpectrogramSpec:
+    """The defaults that depend on other arguments are decided here; `window` and `top_db` tell an
+    explicit null (no window; no top_db) from a missing value (Keras' default)."""
+    fft = config.integer("fft_length", 2048)
+    rate = config.number("sampling_rate", 16000)
+    window = config.raw.get("window", "hann")
+    top_db = config.raw.get("top_db", 80.0)
+    return parse_fields(MelSpectrogramSpec, config, fft_length=fft, sampling_rate=rate,
+                        sequence_length=config.integer("sequence_length", fft),
+                        max_freq=config.number("max_freq", int(rate / 2)),
+                        window=window if window is None or isinstance(window, str) else
+                        tuple(float(w) for w in window),
+                        top_db=float(top_db) if isinstance(top_db, (int, float)) else None)
 
 
 def _refuse(node: Node, what: str, hint: str) -> UnsupportedLayerError:
     return UnsupportedLayerError(f"MelSpectrogram '{node.layer_name}' has {what}", layer=node.layer_name, hint=hint)
 
 
+def _spec(node: Node) -> MelSpectrogramSpec:
+    spec = node.spec
+    assert isinstance(spec, MelSpectrogramSpec)  # parsed at the boundary
+    return spec
+
+
 def _lengths(node: Node) -> tuple[int, int, int]:
     """(fft_length, sequence_length, sequence_stride)."""
-    fft = int(node.attr("fft_length", 2048))
-    return fft, int(node.attr("sequence_length", fft)), int(node.attr("sequence_stride", 512))
+    spec = _spec(node)
+    return spec.fft_length, spec.sequence_length, spec.sequence_stride
 
 
 def frame_window(node: Node) -> np.ndarray:
     """The fft_length weights applied to each frame, as the backend stft builds them (float64)."""
     fft, length, _ = _lengths(node)
-    window: Any = node.attrs.get("window", "hann")
+    window = _spec(node).window
     if window is None:
         return np.ones(fft)  # tf.signal.stft without window_fn uses the whole fft_length frame
     if isinstance(window, str):
@@ -85,9 +125,8 @@ def mel_matrix(node: Node) -> np.ndarray:
 
     Computed in float32 step by step as Keras does: the slopes cancel, so float64 would differ more."""
     f32 = np.float32
-    rate = float(node.attr("sampling_rate", 16000))
-    mels = int(node.attr("num_mel_bins", 128))
-    low, high = float(node.attr("min_freq", 20.0)), float(node.attr("max_freq", int(rate / 2)))
+    spec = _spec(node)
+    rate, mels, low, high = spec.sampling_rate, spec.num_mel_bins, spec.min_freq, spec.max_freq
     bins = _lengths(node)[0] // 2 + 1
     spectrum = _hz_to_mel(_linspace(f32(0.0), f32(rate) / f32(2.0), bins)[1:])[:, None]
     edges = _linspace(_hz_to_mel(np.asarray(low)), _hz_to_mel(np.asarray(high)), mels + 2)
@@ -104,7 +143,10 @@ def _frames(node: Node, time: object) -> int | None:
 
 
 @LAYERS.register("MelSpectrogram")
-class MelSpectrogram(LayerHandler):
+class MelSpectrogram(LayerHandler[MelSpectrogramSpec]):
+    def parse(self, config: Config) -> MelSpectrogramSpec:
+        return parse_mel(config)
+
     def check(self, node: Node) -> None:
         fft, length, stride = _lengths(node)
         if not 0 < length <= fft or stride < 1:
@@ -112,10 +154,10 @@ class MelSpectrogram(LayerHandler):
                           "need 0 < sequence_length <= fft_length and sequence_stride >= 1")
         bins = fft // 2 + 1
         check_elements(node, (2 * bins, fft), "a DFT kernel", "fft_length")
-        check_elements(node, (bins, int(node.attr("num_mel_bins", 128)) + 2), "a mel filter bank",
+        check_elements(node, (bins, self.spec(node).num_mel_bins + 2), "a mel filter bank",
                        "fft_length and num_mel_bins")
         frame_window(node)
-        if node.attr("power_to_db", True) and not isinstance(node.attrs.get("top_db", 80.0), (int, float)):
+        if self.spec(node).power_to_db and self.spec(node).top_db is None:
             raise _refuse(node, "power_to_db=True with top_db=None",
                           "Keras itself cannot run this configuration; give top_db a number")
 
@@ -127,7 +169,7 @@ class MelSpectrogram(LayerHandler):
             raise ShapeError(f"MelSpectrogram '{node.layer_name}' reflects {half} samples at each end of a "
                              f"{shape[1]}-sample input, which needs more than {half} samples",
                              layer=node.layer_name, hint="use a longer input or a smaller fft_length")
-        return [(shape[0], int(node.attr("num_mel_bins", 128)), _frames(node, shape[1]))]
+        return [(shape[0], self.spec(node).num_mel_bins, _frames(node, shape[1]))]
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
         fft, _, stride = _lengths(node)
@@ -141,21 +183,23 @@ class MelSpectrogram(LayerHandler):
         power = b.op("Add", b.op("Mul", real, real), b.op("Mul", imag, imag))
         magnitude = self._magnitude(node, b, power)
         mel = b.op("MatMul", b.const(np.ascontiguousarray(mel_matrix(node).T), "mel_matrix"), magnitude)
-        return [self._db(node, b, mel) if node.attr("power_to_db", True) else mel]
+        return [self._db(node, b, mel) if self.spec(node).power_to_db else mel]
 
     def _magnitude(self, node: Node, b: OpBuilder, power: str) -> str:
         """sqrt(power) ** mag_exp; exponents 1 and 2 skip the Pow (the same value, fewer roundings)."""
-        exponent = float(node.attr("mag_exp", 2.0))
+        exponent = self.spec(node).mag_exp
         if exponent == 2.0:
             return power
         root = b.op("Sqrt", power)
         return root if exponent == 1.0 else b.op("Pow", root, b.scalar(exponent, "mag_exp"))
 
     def _db(self, node: Node, b: OpBuilder, x: str) -> str:
-        floor = float(node.attr("min_power", 1e-10))
-        ref = 10.0 * math.log10(max(abs(float(node.attr("ref_power", 1.0))), floor))
+        spec = self.spec(node)
+        floor = spec.min_power
+        ref = 10.0 * math.log10(max(abs(spec.ref_power), floor))
         log10 = b.op("Mul", b.op("Log", b.op("Max", x, b.scalar(floor, "min_power"))),
                      b.scalar(10.0 / math.log(10.0), "ten_over_ln10"))
         db = b.op("Sub", log10, b.scalar(ref, "ref_db"))
         peak = b.reduce("ReduceMax", db, [0, 1, 2], keepdims=True)
-        return b.op("Max", db, b.op("Sub", peak, b.scalar(float(node.attr("top_db", 80.0)), "top_db")))
+        top_db = 80.0 if spec.top_db is None else spec.top_db  # None only without power_to_db: never here
+        return b.op("Max", db, b.op("Sub", peak, b.scalar(top_db, "top_db")))

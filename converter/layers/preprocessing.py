@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -13,11 +14,16 @@ from converter.layers.builder import OpBuilder
 from converter.layers.limits import MAX_TABLE_ENTRIES, check_elements, check_output
 from converter.layers.registry import LAYERS, LayerHandler, expect_rank
 from converter.layers.resampling import tf_bicubic_matrix, tf_nearest_indices
-from converter.layers.windows import data_format
+from converter.layers.spec import Config, LayerSpec, parse_fields
+from converter.layers.windows import CHANNELS_FIRST, CHANNELS_LAST
 
 FLOAT_DTYPES = frozenset({"float32", "float16", "float64", "bfloat16"})
 # Keras' backend.epsilon(), the floor on Normalization's standard deviation (Keras 2 and 3).
 KERAS_EPSILON = 1e-7
+
+
+# A number, or a (nested) list of numbers kept as tuples: Rescaling's constants, Normalization's statistics.
+Numbers = float | tuple[Any, ...]
 
 
 def as_float(node: Node, b: OpBuilder, x: str) -> str:
@@ -25,38 +31,78 @@ def as_float(node: Node, b: OpBuilder, x: str) -> str:
     return x if node.inputs[0].dtype in FLOAT_DTYPES else b.op("Cast", x, to=1)
 
 
+def frozen(value: Any) -> Any:
+    """A config list as nested tuples (specs are frozen); numbers stay as they are."""
+    return tuple(frozen(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def shown(value: Any) -> Any:
+    """A frozen value as the config wrote it (lists), for messages that quote it."""
+    return [shown(v) for v in value] if isinstance(value, tuple) else value
+
+
+def parse_format(config: Config) -> str:
+    """data_format, refused unless one of Keras' two layouts (windows.data_format's wording)."""
+    value = config.text("data_format", CHANNELS_LAST)
+    if value not in (CHANNELS_LAST, CHANNELS_FIRST):
+        raise UnsupportedLayerError(f"{config.ctx.kind} '{config.ctx.layer_name}' has data_format={value!r}",
+                                    layer=config.ctx.layer_name, hint="use channels_last or channels_first")
+    return value
+
+
+@dataclass(frozen=True)
+class RescalingSpec(LayerSpec):
+    scale: Numbers = 1.0
+    offset: Numbers = 0.0
+    # Where the per-channel constants broadcast once the layout pass moved the channels (None: last axis).
+    constants_axis: int | None = None
+
+
 @LAYERS.register("Rescaling")
-class Rescaling(LayerHandler):
+class Rescaling(LayerHandler[RescalingSpec]):
     """x * scale + offset; scale and offset are scalars or per-channel lists (last axis)."""
 
+    passes_mask = True
+
+    def parse(self, config: Config) -> RescalingSpec:
+        return RescalingSpec(scale=frozen(config.value("scale", 1.0)), offset=frozen(config.value("offset", 0.0)))
+
     def is_layout_agnostic(self, node: Node) -> bool:
-        return all(np.size(node.attr(k, 0.0)) == 1 for k in ("scale", "offset"))
+        spec = self.spec(node)
+        return all(_size(value) == 1 for value in (spec.scale, spec.offset))
 
     def remap_axes(self, node: Node, perm: tuple[int, ...]) -> bool:
         """Per-channel constants broadcast on Keras' last axis, which then sits at perm.index(rank - 1)."""
         if not all(len(t.shape or ()) == len(perm) for t in (*node.inputs, *node.outputs)):
             return False
         if not self.is_layout_agnostic(node):
-            node.attrs["constants_axis"] = perm.index(len(perm) - 1)
+            node.spec = self.spec(node).replace(constants_axis=perm.index(len(perm) - 1))
         return True
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
-        for key, default in (("scale", 1.0), ("offset", 0.0)):
-            _channel_constant(node, key, default, input_shapes[0])
+        spec = self.spec(node)
+        for key, value in (("scale", spec.scale), ("offset", spec.offset)):
+            _channel_constant(node, key, value, input_shapes[0])
         return [input_shapes[0]]
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
-        x = as_float(node, b, inputs[0])
-        scale = _along(node, np.asarray(node.attr("scale", 1.0), np.float32))
-        offset = _along(node, np.asarray(node.attr("offset", 0.0), np.float32))
+        x, spec = as_float(node, b, inputs[0]), self.spec(node)
+        scale = _along(node, spec.constants_axis, np.asarray(spec.scale, np.float32))
+        offset = _along(node, spec.constants_axis, np.asarray(spec.offset, np.float32))
         # x * 1 and x + 0 are x: the common Rescaling(1/255) needs no Add (each is a pass over the image)
         y = x if np.all(scale == 1) else b.op("Mul", x, b.const(scale, "scale"))
         return [y if np.all(offset == 0) else b.op("Add", y, b.const(offset, "offset"))]
 
 
-def _channel_constant(node: Node, key: str, default: float, shape: Shape) -> np.ndarray:
+def _size(value: Numbers) -> int:
+    try:
+        return int(np.size(value))
+    except ValueError:  # a ragged nested list: not one number (output_shapes says why)
+        return 2
+
+
+def _channel_constant(node: Node, key: str, value: Numbers, shape: Shape) -> np.ndarray:
     """Rescaling's scale / offset: a number, or one value per channel (the last axis, as Keras broadcasts)."""
-    value = node.attr(key, default)
     try:
         array: np.ndarray | None = np.asarray(value, np.float32)
     except ValueError:  # a ragged nested list
@@ -65,26 +111,44 @@ def _channel_constant(node: Node, key: str, default: float, shape: Shape) -> np.
     per_channel = array is not None and 1 <= array.ndim <= len(shape) and array.size == array.shape[-1] and \
         (not isinstance(last, int) or array.size == last)
     if array is None or not (array.size == 1 or per_channel):
-        raise ShapeError(f"Rescaling '{node.layer_name}' has {key}={value!r:.60}, which does not broadcast over the "
-                         f"last axis of its input {tuple(shape)}", layer=node.layer_name,
+        raise ShapeError(f"Rescaling '{node.layer_name}' has {key}={shown(value)!r:.60}, which does not broadcast "
+                         f"over the last axis of its input {tuple(shape)}", layer=node.layer_name,
                          hint=f"{key} is a number or one value per channel (the input's last axis)")
     return array
 
 
-def _along(node: Node, constant: np.ndarray) -> np.ndarray:
+def _along(node: Node, axis: int | None, constant: np.ndarray) -> np.ndarray:
     """A per-channel constant shaped to broadcast where the layout pass put the channels."""
-    axis, rank = node.attrs.get("constants_axis"), len(node.inputs[0].shape or ())
+    rank = len(node.inputs[0].shape or ())
     if axis is None or constant.size == 1:
         return constant
-    return constant.reshape(constant.size, *([1] * (rank - 1 - int(axis))))
+    return constant.reshape(constant.size, *([1] * (rank - 1 - axis)))
+
+
+@dataclass(frozen=True)
+class NormalizationSpec(LayerSpec):
+    # The kept axes as the config gave them (an int or a list; () when null: no axis kept).
+    axis: int | tuple[int, ...] = -1
+    # Statistics given in the config; None: adapted, stored as weights.
+    mean: Numbers | None = None
+    variance: Numbers | None = None
+    invert: bool = False
 
 
 @LAYERS.register("Normalization")
-class Normalization(LayerHandler):
+class Normalization(LayerHandler[NormalizationSpec]):
     """(x - mean) / max(sqrt(variance), 1e-7), or its inverse; statistics adapted (weights) or given."""
 
+    passes_mask = True
+
+    def parse(self, config: Config) -> NormalizationSpec:
+        raw_axis = config.raw.get("axis", -1)  # an explicit null keeps no axis; a missing one is Keras' -1
+        axis = raw_axis if isinstance(raw_axis, int) else tuple(int(a) for a in raw_axis or ())
+        return parse_fields(NormalizationSpec, config, axis=axis, mean=frozen(config.value("mean")),
+                            variance=frozen(config.value("variance")))
+
     def weight_names(self, node: Node) -> list[str]:
-        return ["mean", "variance", "count"] if node.attrs.get("mean") is None else []
+        return ["mean", "variance", "count"] if self.spec(node).mean is None else []
 
     def remap_axes(self, node: Node, perm: tuple[int, ...]) -> bool:
         """One kept axis (the channels) moves to where the layout pass puts it; statistics over
@@ -96,7 +160,8 @@ class Normalization(LayerHandler):
         if len(keep) > 1:
             return False
         if keep:
-            node.attrs["axis"] = perm.index(keep[0])
+            node.spec = self.spec(node).replace(axis=perm.index(keep[0]))
+            node.attrs["axis"] = perm.index(keep[0])  # mirrored, as switch_to_channels_first mirrors data_format
         return True
 
     def weight_shapes(self, node: Node, input_shapes: list[Shape]) -> dict[str, tuple[int | None, ...]]:
@@ -109,7 +174,7 @@ class Normalization(LayerHandler):
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
         _kept_dims(node, input_shapes[0])
-        if node.attrs.get("mean") is not None:
+        if self.spec(node).mean is not None:
             _statistics(node, input_shapes[0])  # statistics given in the config must fit the kept axes
         return [input_shapes[0]]
 
@@ -117,14 +182,22 @@ class Normalization(LayerHandler):
         x, shape = as_float(node, b, inputs[0]), node.inputs[0].shape or ()
         mean, variance = _statistics(node, shape)
         std = np.maximum(np.sqrt(variance), np.float32(KERAS_EPSILON)).astype(np.float32)
-        if node.attr("invert", False):
+        if self.spec(node).invert:
             return [b.op("Add", b.op("Mul", x, b.const(std, "std")), b.const(mean, "mean"))]
         return [b.op("Div", b.op("Sub", x, b.const(mean, "mean")), b.const(std, "std"))]
 
 
+def _normalization(node: Node) -> NormalizationSpec:
+    spec = node.spec
+    assert isinstance(spec, NormalizationSpec)  # parsed at the boundary
+    return spec
+
+
 def _keep_axes(node: Node, rank: int) -> list[int]:
-    axis = node.attrs.get("axis", -1)
-    return [] if axis is None or axis == [] else resolve_axes(node, "axis", axis, rank)
+    axis = _normalization(node).axis
+    if axis == ():
+        return []
+    return resolve_axes(node, "axis", axis if isinstance(axis, int) else list(axis), rank)
 
 
 def _kept_dims(node: Node, shape: Shape) -> list[int]:
@@ -142,17 +215,17 @@ def _kept_dims(node: Node, shape: Shape) -> list[int]:
 
 def _statistics(node: Node, shape: Shape) -> tuple[np.ndarray, np.ndarray]:
     """Mean and variance in the input's rank, reshaped the way Keras broadcasts them."""
-    keep = _keep_axes(node, len(shape))
+    keep, spec = _keep_axes(node, len(shape)), _normalization(node)
     broadcast = [int(d) if a in keep and isinstance(d, int) else 1 for a, d in enumerate(shape)]
-    if node.attrs.get("mean") is None:
+    if spec.mean is None:
         return (np.reshape(node.weights["mean"], broadcast).astype(np.float32),
                 np.reshape(node.weights["variance"], broadcast).astype(np.float32))
-    return _given(node, "mean", keep, broadcast), _given(node, "variance", keep, broadcast)
+    return (_given(node, "mean", spec.mean, keep, broadcast),
+            _given(node, "variance", spec.variance, keep, broadcast))
 
 
-def _given(node: Node, key: str, keep: list[int], broadcast: list[int]) -> np.ndarray:
+def _given(node: Node, key: str, value: Numbers | None, keep: list[int], broadcast: list[int]) -> np.ndarray:
     """A config mean/variance: a scalar broadcasts; an array fills the last kept axes (Keras' rule)."""
-    value = node.attrs.get(key)
     try:
         array = np.asarray(value, np.float32) if value is not None else None
     except ValueError:  # a ragged nested list
@@ -160,8 +233,8 @@ def _given(node: Node, key: str, keep: list[int], broadcast: list[int]) -> np.nd
     fits = array is not None and (array.ndim == 0 or (array.ndim <= len(keep) and all(
         array.shape[-i] in (1, broadcast[keep[-i]]) for i in range(1, array.ndim + 1))))
     if array is None or not fits:
-        raise FormatError(f"Normalization '{node.layer_name}' has {key}={value!r:.60}, which does not fit the kept "
-                          f"axes {keep} of sizes {[broadcast[a] for a in keep]}", layer=node.layer_name,
+        raise FormatError(f"Normalization '{node.layer_name}' has {key}={shown(value)!r:.60}, which does not fit "
+                          f"the kept axes {keep} of sizes {[broadcast[a] for a in keep]}", layer=node.layer_name,
                           hint="give mean and variance both, as scalars or with one value per kept position")
     if array.ndim == 0:
         return np.broadcast_to(array, broadcast).astype(np.float32)
@@ -181,38 +254,57 @@ RESIZE_MODES: dict[str, dict[str, Any]] = {
 INTERPOLATIONS = (*RESIZE_MODES, "bicubic")
 
 
+@dataclass(frozen=True)
+class CenterCropSpec(LayerSpec):
+    height: int
+    width: int
+    data_format: str = CHANNELS_LAST
+
+
+@dataclass(frozen=True)
+class ResizingSpec(CenterCropSpec):
+    interpolation: str = "bilinear"
+    crop_to_aspect_ratio: bool = False
+    pad_to_aspect_ratio: bool = False
+    antialias: bool = False
+
+
 @LAYERS.register("Resizing")
-class Resizing(LayerHandler):
+class Resizing(LayerHandler[ResizingSpec]):
     """tf.image.resize to (height, width); runs channels_first (ONNX Resize's home layout)."""
 
     channels_first_only = True
 
+    def parse(self, config: Config) -> ResizingSpec:
+        return parse_fields(ResizingSpec, config, data_format=parse_format(config))
+
     def check(self, node: Node) -> None:
-        data_format(node)
-        interpolation = str(node.attr("interpolation", "bilinear"))
-        if interpolation not in INTERPOLATIONS:
-            _refuse(node, f"interpolation={interpolation!r}", "supported: " + ", ".join(INTERPOLATIONS))
-        if node.attr("antialias", False):
+        spec = self.spec(node)
+        if spec.interpolation not in INTERPOLATIONS:
+            _refuse(node, f"interpolation={spec.interpolation!r}", "supported: " + ", ".join(INTERPOLATIONS))
+        if spec.antialias:
             _refuse(node, "antialias=True", "ONNX Resize has no antialiasing filter matching TF's")
-        if node.attr("pad_to_aspect_ratio", False):
+        if spec.pad_to_aspect_ratio:
             _refuse(node, "pad_to_aspect_ratio=True", "use crop_to_aspect_ratio or pad before the model")
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
-        shape = input_shapes[0]
+        shape, spec = input_shapes[0], self.spec(node)
         expect_rank(node, shape, 4, "(batch, height, width, channels)")
-        size = (int(node.attrs["height"]), int(node.attrs["width"]))
-        _check_tables(node, size, (shape[2], shape[3]) if node.attr("data_format") == "channels_first" else shape[1:3])
-        if node.attr("data_format") == "channels_first":
+        size = (spec.height, spec.width)
+        first = spec.data_format == CHANNELS_FIRST
+        _check_tables(node, size, (shape[2], shape[3]) if first else shape[1:3])
+        if first:
             return [check_output(node, (shape[0], shape[1], *size), "height and width")]
         return [check_output(node, (shape[0], *size, shape[3]), "height and width")]
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
         x, shape = as_float(node, b, inputs[0]), node.inputs[0].shape or ()
-        height, width = int(node.attrs["height"]), int(node.attrs["width"])
+        spec = self.spec(node)
+        height, width = spec.height, spec.width
         in_hw: Shape = (shape[2], shape[3])
-        if node.attr("crop_to_aspect_ratio", False):
+        if spec.crop_to_aspect_ratio:
             x, in_hw = _crop_to_aspect(node, b, x, in_hw, height, width)
-        interpolation = str(node.attr("interpolation", "bilinear"))
+        interpolation = spec.interpolation
         if interpolation == "bicubic":
             return [_bicubic(node, b, x, in_hw, height, width)]
         if interpolation == "nearest" and all(isinstance(d, int) for d in in_hw):
@@ -264,17 +356,17 @@ def _crop_to_aspect(node: Node, b: OpBuilder, x: str, in_hw: Shape, height: int,
 
 
 @LAYERS.register("CenterCrop")
-class CenterCrop(LayerHandler):
+class CenterCrop(LayerHandler[CenterCropSpec]):
     """The centred (height, width) window; smaller inputs (which Keras resizes instead) are refused."""
 
-    def check(self, node: Node) -> None:
-        data_format(node)
+    def parse(self, config: Config) -> CenterCropSpec:
+        return parse_fields(CenterCropSpec, config, data_format=parse_format(config))
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
         shape = input_shapes[0]
         expect_rank(node, shape, 4, "(batch, height, width, channels)")
-        h_axis, w_axis = _spatial_axes(node)
-        size = (int(node.attrs["height"]), int(node.attrs["width"]))
+        h_axis, w_axis = _spatial_axes(self.spec(node))
+        size = (self.spec(node).height, self.spec(node).width)
         for axis, want in zip((h_axis, w_axis), size):
             have = shape[axis]
             if not isinstance(have, int) or have < want:
@@ -286,12 +378,12 @@ class CenterCrop(LayerHandler):
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
         shape = node.inputs[0].shape or ()
-        h_axis, w_axis = _spatial_axes(node)
-        height, width = int(node.attrs["height"]), int(node.attrs["width"])
+        h_axis, w_axis = _spatial_axes(self.spec(node))
+        height, width = self.spec(node).height, self.spec(node).width
         top, left = (int(shape[h_axis]) - height) // 2, (int(shape[w_axis]) - width) // 2  # type: ignore[arg-type]
         x = as_float(node, b, inputs[0])
         return [b.slice(x, [top, left], [top + height, left + width], [h_axis, w_axis])]
 
 
-def _spatial_axes(node: Node) -> tuple[int, int]:
-    return (2, 3) if node.attr("data_format") == "channels_first" else (1, 2)
+def _spatial_axes(spec: CenterCropSpec) -> tuple[int, int]:
+    return (2, 3) if spec.data_format == CHANNELS_FIRST else (1, 2)

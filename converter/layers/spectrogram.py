@@ -12,6 +12,7 @@ MelSpectrogram lives in `mel_spectrogram.py`.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -21,34 +22,48 @@ from converter.layers.builder import OpBuilder
 from converter.layers.limits import check_elements
 from converter.layers.preprocessing import as_float
 from converter.layers.registry import LAYERS, LayerHandler, expect_rank
+from converter.layers.spec import Config, LayerSpec, parse_fields
 from converter.layers.windows import CHANNELS_FIRST, CHANNELS_LAST, pad_attrs, window_lengths, window_pads
 
 MODES = ("log", "magnitude", "psd", "real", "imag", "angle", "stft")
 EPSILON = 1e-7  # keras.backend.epsilon()
 
 
+@dataclass(frozen=True)
+class STFTSpectrogramSpec(LayerSpec):
+    mode: str = "log"
+    frame_length: int = 256
+    frame_step: int = 128  # Keras' default is frame_length // 2: decided at parse
+    fft_length: int = 256  # Keras' default is the power of 2 >= frame_length: decided at parse
+    padding: str = "valid"
+    data_format: str = CHANNELS_LAST
+    expand_dims: bool = False
+
+    @property
+    def bins(self) -> int:
+        return self.fft_length // 2 + 1
+
+    @property
+    def output_bins(self) -> int:
+        """Frequency rows per channel: mode 'stft' stacks the real and imaginary parts."""
+        return self.bins * (2 if self.mode == "stft" else 1)
+
+
 def _refuse(node: Node, what: str, hint: str) -> UnsupportedLayerError:
     return UnsupportedLayerError(f"{node.kind} '{node.layer_name}' has {what}", layer=node.layer_name, hint=hint)
 
 
-def _fft_length(node: Node) -> int:
-    frame_length = int(node.attr("frame_length", 256))
-    return int(node.attr("fft_length", 2 ** int(math.ceil(math.log2(frame_length)))))
-
-
-def _bins(node: Node) -> int:
-    return _fft_length(node) // 2 + 1
-
-
-def _frame_step(node: Node) -> int:
-    return int(node.attr("frame_step", int(node.attr("frame_length", 256)) // 2))
+def _spec(node: Node) -> STFTSpectrogramSpec:
+    spec = node.spec
+    assert isinstance(spec, STFTSpectrogramSpec)  # parsed at the boundary
+    return spec
 
 
 def _format(node: Node) -> str:
-    value = node.attr("data_format", CHANNELS_LAST)
+    value = _spec(node).data_format
     if value not in (CHANNELS_LAST, CHANNELS_FIRST):
         raise _refuse(node, f"data_format={value!r}", "use channels_last or channels_first")
-    return str(value)
+    return value
 
 
 def _channels(node: Node, shape: Shape) -> int:
@@ -70,38 +85,42 @@ def atan2(b: OpBuilder, y: str, x: str) -> str:
 
 
 @LAYERS.register("STFTSpectrogram")
-class STFTSpectrogram(LayerHandler):
+class STFTSpectrogram(LayerHandler[STFTSpectrogramSpec]):
+    def parse(self, config: Config) -> STFTSpectrogramSpec:
+        frame_length = config.integer("frame_length", 256)
+        fft_length = config.integer("fft_length", 2 ** int(math.ceil(math.log2(frame_length))))
+        return parse_fields(STFTSpectrogramSpec, config, frame_length=frame_length, fft_length=fft_length,
+                            frame_step=config.integer("frame_step", frame_length // 2))
+
     def check(self, node: Node) -> None:
-        mode = node.attr("mode", "log")
-        if mode not in MODES:
-            raise _refuse(node, f"mode={mode!r}", "supported: " + ", ".join(MODES))
-        padding = node.attr("padding", "valid")
-        if padding not in ("valid", "same"):
-            raise _refuse(node, f"padding={padding!r}", "use 'valid' or 'same'")
+        spec = self.spec(node)
+        if spec.mode not in MODES:
+            raise _refuse(node, f"mode={spec.mode!r}", "supported: " + ", ".join(MODES))
+        if spec.padding not in ("valid", "same"):
+            raise _refuse(node, f"padding={spec.padding!r}", "use 'valid' or 'same'")
         _format(node)
-        if mode == "psd" and _bins(node) < 2:
+        if spec.mode == "psd" and spec.bins < 2:
             raise _refuse(node, "mode='psd' with a single frequency bin", "use fft_length >= 2")
 
     def weight_names(self, node: Node) -> list[str]:
-        mode = node.attr("mode", "log")
+        mode = self.spec(node).mode
         return [name for name, skip in (("real_kernel", "imag"), ("imag_kernel", "real")) if mode != skip]
 
     def weight_shapes(self, node: Node, input_shapes: list[Shape]) -> dict[str, tuple[int | None, ...]]:
-        shape = (int(node.attr("frame_length", 256)), 1, _bins(node))
+        shape = (self.spec(node).frame_length, 1, self.spec(node).bins)
         return {name: shape for name in self.weight_names(node)}
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
-        shape = input_shapes[0]
+        shape, spec = input_shapes[0], self.spec(node)
         expect_rank(node, shape, 3, "(batch, time, channels)")
         first = _format(node) == CHANNELS_FIRST
         channels, time = _channels(node, shape), shape[2 if first else 1]
-        check_elements(node, (channels, int(node.attr("frame_length", 256)), _bins(node)),
+        check_elements(node, (channels, spec.frame_length, spec.bins),
                        "channel-tiled STFT kernels", "frame_length, fft_length and input channels")
-        bins = _bins(node) * (2 if node.attr("mode", "log") == "stft" else 1)
-        frame = [int(node.attr("frame_length", 256))]
-        (steps,) = window_lengths(node, "frame_length", [time], frame, [_frame_step(node)], [1],
-                                  str(node.attr("padding", "valid")))
-        if node.attr("expand_dims", False):
+        bins = spec.output_bins
+        (steps,) = window_lengths(node, "frame_length", [time], [spec.frame_length], [spec.frame_step], [1],
+                                  spec.padding)
+        if spec.expand_dims:
             return [(shape[0], channels, steps, bins) if first else (shape[0], steps, bins, channels)]
         return [(shape[0], channels * bins, steps) if first else (shape[0], steps, channels * bins)]
 
@@ -122,20 +141,20 @@ class STFTSpectrogram(LayerHandler):
     def _conv(self, node: Node, b: OpBuilder, x: str, key: str, channels: int, time: object) -> str:
         """(batch, channels, time) -> (batch, channels * F, steps), each channel with the same kernel."""
         kernel = np.transpose(node.weights[key], (2, 1, 0))  # (F, 1, frame_length)
-        stride = _frame_step(node)
+        stride = self.spec(node).frame_step
         pads = window_pads([time if isinstance(time, int) else None], [kernel.shape[-1]], [stride], [1],
-                           str(node.attr("padding", "valid")))
+                           self.spec(node).padding)
         return b.op("Conv", x, b.weight(key, np.tile(kernel, (channels, 1, 1))), group=channels,
                     kernel_shape=[kernel.shape[-1]], strides=[stride], **pad_attrs(pads))
 
     def _mode(self, node: Node, b: OpBuilder, convs: dict[str, str], channels: int) -> str:
-        mode = node.attr("mode", "log")
+        mode = self.spec(node).mode
         if mode in ("real", "imag"):
             return convs[f"{mode}_kernel"]
         real, imag = convs["real_kernel"], convs["imag_kernel"]
         if mode == "angle":
             return atan2(b, imag, real)
-        bins = _bins(node)
+        bins = self.spec(node).bins
         if mode == "stft":
             parts = [b.reshape(t, [0, channels, bins, -1]) for t in (real, imag)]
             return b.reshape(b.op("Concat", *parts, axis=2), [0, channels * 2 * bins, -1])
@@ -153,8 +172,8 @@ class STFTSpectrogram(LayerHandler):
 
     def _layout(self, node: Node, b: OpBuilder, y: str, channels: int, first: bool) -> str:
         """(batch, channels * F', steps) -> the layer's output layout."""
-        if node.attr("expand_dims", False):
-            bins = _bins(node) * (2 if node.attr("mode", "log") == "stft" else 1)
+        if self.spec(node).expand_dims:
+            bins = self.spec(node).output_bins
             split = b.reshape(y, [0, channels, bins, -1])
             return b.transpose(split, [0, 1, 3, 2] if first else [0, 3, 2, 1])
         return y if first else b.transpose(y, [0, 2, 1])
