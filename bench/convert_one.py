@@ -23,7 +23,7 @@ def main(tool: str, model: str, output: str) -> None:
                    metadata=loaded.graph.metadata, release_weights=True)
         loaded.artifact.close()
     elif tool == "kconvert-cli":
-        from converter.cli import main as cli
+        from application.cli import main as cli
 
         sys.argv = ["kconvert", "convert", model, "-o", output]
         cli()

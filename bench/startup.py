@@ -27,7 +27,7 @@ HEAVY = ("numpy", "h5py", "onnx", "ml_dtypes", "onnxruntime", "rich", "tensorflo
 CHILD = """
 import json, sys
 sys.argv = ["kconvert", *json.loads(sys.argv[1])]
-from converter.cli import main
+from application.cli import main
 try:
     main()
 except SystemExit:

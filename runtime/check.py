@@ -23,16 +23,6 @@ CHECK_BATCHES = (1, 3)
 Reference = tuple[dict[str, np.ndarray], list[np.ndarray]]
 
 
-def __getattr__(name: str) -> Any:
-    # TODO(coordinator): tests/test_type_check.py and tests/test_determinism.py still import these from
-    # here; once they import application.service (convert / ConvertRequest), delete this forwarding.
-    if name in ("ConvertRequest", "run_convert"):
-        from application import service
-
-        return service.ConvertRequest if name == "ConvertRequest" else service.convert
-    raise AttributeError(f"module 'runtime.check' has no attribute {name!r}")
-
-
 def to_keras_layout(tensor: Tensor, array: np.ndarray) -> np.ndarray:
     """A channels-first graph input/output (--nchw-inputs/--nchw-outputs) in Keras' channels_last order."""
     return np.transpose(array, to_channels_last(array.ndim)) if tensor.layout == CHANNELS_FIRST else array

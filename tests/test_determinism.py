@@ -35,7 +35,8 @@ CHILD = """
 import hashlib, sys
 from pathlib import Path
 import converter
-from runtime.check import ConvertRequest, run_convert
+from application.options import ConvertRequest
+from application.service import convert as run_convert
 out = Path(sys.argv[1])
 for i, spec in enumerate(sys.argv[2:]):
     model, _, weights = spec.partition("::")

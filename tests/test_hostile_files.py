@@ -22,7 +22,7 @@ from click.testing import CliRunner
 from kmodels import layer, run_onnx, sequential
 
 import converter
-from converter.cli import main
+from application.cli import main
 from converter.errors import FormatError, KconvertError, WeightsError
 
 CONFIG = sequential([layer("Dense", "dense", units=2, use_bias=False, activation="linear")], (3,))

@@ -19,7 +19,7 @@ from k1models import k1layer, k1sequential, save_keras1_h5
 from kmodels import functional, input_layer, layer, run_onnx, save_keras, save_legacy_h5, sequential
 
 import converter
-from converter.cli import main
+from application.cli import main
 from converter.errors import UnsupportedLayerError
 from converter.export.keras_weights import KERAS2_HARD_SIGMOID_GAIN
 

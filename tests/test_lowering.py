@@ -15,8 +15,8 @@ from conftest import assert_close
 from kmodels import layer, run_onnx, save_keras, sequential
 
 import converter
-from converter.cli import EXIT_INTERNAL, main
-from converter.errors import UnsupportedLayerError
+from application.cli import main
+from converter.errors import EXIT_INTERNAL, UnsupportedLayerError
 from converter.export import onnx as onnx_export
 from converter.ir import OpGraph
 from converter.layers.core import Dense

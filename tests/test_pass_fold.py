@@ -187,8 +187,8 @@ def test_folded_kernel_is_laid_out_as_onnx_reads_it(tmp_path: Path, rng: np.rand
 def test_foldable_layers_are_named_by_their_trait() -> None:
     """The pass knows no kind: each channel-wise linear handler carries `folds_batch_norm` and does the
     fold itself (FoldsChannelScale); BatchNormalization is not one of them."""
-    from converter.layers.channel_linear import FoldsChannelScale
     from converter.layers.registry import LAYERS
+    from converter.layers.traits import FoldsChannelScale
 
     foldable = {name for name in LAYERS.names() if LAYERS.get(name).folds_batch_norm}  # type: ignore[union-attr]
     assert foldable == {"Dense", *(f"Conv{r}D" for r in (1, 2, 3)), *(f"Conv{r}DTranspose" for r in (1, 2, 3)),

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from kmodels import layer, sequential
 
 import converter
-from converter.cli import main
+from application.cli import main
 from converter.errors import FormatError, WeightsError
 from converter.keras.artifacts import check_zip_entries
 

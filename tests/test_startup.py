@@ -19,7 +19,7 @@ FIXTURE = ROOT / "fixtures" / "small_cnn" / "model.keras"
 CHILD = """
 import json, sys
 sys.argv = ["kconvert", *json.loads(sys.argv[1])]
-from converter.cli import main
+from application.cli import main
 try:
     main()
 except SystemExit as done:

@@ -9,8 +9,9 @@ import pytest
 from kmodels import functional, input_layer, layer, save_keras
 
 import converter
+from application.options import ConvertRequest
+from application.service import convert as run_convert
 from converter.errors import UnsupportedLayerError
-from runtime.check import ConvertRequest, run_convert
 
 KERNEL = np.arange(6, dtype="float32").reshape(3, 2) / 10
 

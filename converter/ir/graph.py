@@ -9,15 +9,14 @@ from typing import Any
 import numpy as np
 
 from converter.errors import FormatError
+from converter.ir.internal import (  # noqa: F401  (re-exported: the internal kinds' names)
+    INTERNAL_ATTENTION_MASK,
+    INTERNAL_TIMESTEP_MASK,
+    INTERNAL_TRANSPOSE,
+)
 from converter.ir.names import NameAuthority
 from converter.ir.shape import Shape
 from converter.ir.spec import CallSite, LayerSpec, NoArgs
-
-# kconvert's own node kinds, inserted by passes. The ':' keeps them apart from Keras class names, which
-# are Python identifiers (a Keras 3 model may hold a `Transpose` op node of its own).
-INTERNAL_TRANSPOSE = "kconvert:Transpose"
-INTERNAL_TIMESTEP_MASK = "kconvert:TimestepMask"
-INTERNAL_ATTENTION_MASK = "kconvert:AttentionMask"
 
 _WIRING_HINT = "the model's layers are not wired into one graph; is the config complete and undamaged?"
 

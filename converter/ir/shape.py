@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Union
-
-from converter.ir.spec import LayerSpec
 
 Dim = Union[int, None, str]
 Shape = tuple[Dim, ...]
@@ -66,11 +63,3 @@ def to_channels_last(rank: int) -> Perm:
 
 def identity_perm(rank: int) -> Perm:
     return tuple(range(rank))
-
-
-@dataclass(frozen=True)
-class PermSpec(LayerSpec):
-    """The spec of kconvert's own Transpose node (the layout pass builds it): `y = transpose(x, perm)`,
-    batch axis included. It lives here, with `Perm`, so passes build it without importing a layer family."""
-
-    perm: Perm

@@ -51,6 +51,10 @@ class ReLU(LayerHandler[ReLUSpec]):
     layout_agnostic = True
     passes_mask = True
 
+    def output_non_negative(self, node: Node) -> bool:
+        spec = self.spec(node)
+        return spec.negative_slope == 0.0 and spec.threshold >= 0.0
+
     def parse(self, config: Config) -> ReLUSpec:
         return parse_fields(ReLUSpec, config)
 

@@ -18,6 +18,8 @@ from converter.layers.spec import Config, LayerSpec
 
 ActivationFn = Callable[[OpBuilder, str, dict[str, Any]], str]
 ACTIVATIONS: dict[str, ActivationFn] = {}
+# Activations whose every output is >= 0 (the ZeroPadding -> MaxPooling fold relies on it).
+NON_NEGATIVE = frozenset({"relu", "relu6", "sigmoid", "softplus", "softmax", "exponential"})
 
 
 def activation(*names: str) -> Callable[[ActivationFn], ActivationFn]:

@@ -7,22 +7,10 @@ knows which weight holds the channels or how the handler lays it out for ONNX.
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
-
 import numpy as np
 
 from converter.ir import Node
-
-
-@runtime_checkable
-class FoldsChannelScale(Protocol):
-    def channel_axis(self, node: Node, rank: int) -> int | None:
-        """The axis of the node's rank-`rank` output holding its channels, or None when its output is
-        not linear in its weights (a fused activation)."""
-
-    def fold_channel_scale(self, node: Node, scale: np.ndarray, shift: np.ndarray) -> np.ndarray | None:
-        """Make the node compute `y * scale + shift` (float64 per-channel vectors); returns the weight
-        array it replaced (the caller releases it), or None, changing nothing, when it cannot fold."""
+from converter.layers.traits import FoldsChannelScale  # noqa: F401  (the protocol ChannelLinear implements)
 
 
 class ChannelLinear:

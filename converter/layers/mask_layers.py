@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from converter.errors import UnsupportedLayerError
 from converter.ir import Dim, Node, Shape
-from converter.ir.graph import INTERNAL_ATTENTION_MASK, INTERNAL_TIMESTEP_MASK
+from converter.ir.internal import INTERNAL_ATTENTION_MASK, INTERNAL_TIMESTEP_MASK, AttentionMaskSpec, TimestepMaskSpec
 from converter.layers.builder import OpBuilder
 from converter.layers.registry import LAYERS, LayerHandler, expect_min_rank
 from converter.layers.spec import Config, LayerSpec, parse_fields
@@ -23,25 +23,9 @@ class MaskingSpec(LayerSpec):
 
 
 @dataclass(frozen=True)
-class TimestepMaskSpec(LayerSpec):
-    """`source` = "masking" (input: the Masking layer's input, compared with `mask_value`) or
-    "embedding" (input: the token ids, masked where 0)."""
-
-    source: str = "masking"
-    mask_value: float = 0.0
-
-
-@dataclass(frozen=True)
 class AnySpec(LayerSpec):
     axis: int
     keepdims: bool = False
-
-
-@dataclass(frozen=True)
-class AttentionMaskSpec(LayerSpec):
-    """One of "query" / "value" / "key" / "given" per input."""
-
-    roles: tuple[str, ...] = ()
 
 
 def valid_steps(b: OpBuilder, x: str, mask_value: float) -> str:

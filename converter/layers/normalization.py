@@ -75,6 +75,14 @@ class BatchNormalization(LayerHandler[BatchNormSpec]):
         node.attrs["axis"] = perm.index(axes[0])  # the Keras writer's config
         return True
 
+    def channel_affine(self, node: Node, rank: int) -> tuple[np.ndarray, np.ndarray, int] | None:
+        """BN folding (layers/traits.ChannelAffine): float64 scale and shift along the one normalised axis."""
+        axes = self.spec(node).axis
+        if len(axes) != 1 or "moving_mean" not in node.weights:
+            return None
+        scale, shift = (a.astype(np.float64) for a in bn_scale_shift(node))
+        return scale, shift, axes[0] + rank if axes[0] < 0 else axes[0]
+
     def weight_names(self, node: Node) -> list[str]:
         spec = self.spec(node)
         names = ["gamma"] if spec.scale else []

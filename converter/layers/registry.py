@@ -90,6 +90,13 @@ class LayerHandler(ABC, Generic[S]):
         shapes = [t.shape for t in (*node.inputs, *node.outputs)]
         return self.is_layout_agnostic(node) and all(s is not None and len(s) == len(perm) for s in shapes)
 
+    def output_non_negative(self, node: Node) -> bool:
+        """Whether every output value is >= 0 (a ReLU, or a fused non-negative activation): the padding
+        fold asks. Layers with an `activation` argument answer from it; others override."""
+        from converter.layers.activations import NON_NEGATIVE  # activations register handlers: import late
+
+        return getattr(node.spec, "activation", None) in NON_NEGATIVE
+
     def is_channels_first(self, node: Node) -> bool:
         """Whether the node computes channels_first now (the file asked for it, or the layout pass switched it)."""
         return getattr(node.spec, "data_format", None) == "channels_first" or \

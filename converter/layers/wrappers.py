@@ -17,22 +17,17 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
 from converter.errors import UnsupportedLayerError
-from converter.ir import Dim, Node, Shape, Tensor
+from converter.ir import Node, Shape, Tensor
+from converter.ir.internal import INTERNAL_MERGE_BATCH_TIME, INTERNAL_SPLIT_BATCH_TIME, SplitBatchTimeSpec
 from converter.ir.names import NameAuthority
 from converter.ir.shape import permute
 from converter.ir.spec import CallSite, LayerSpec
 from converter.layers.builder import OpBuilder
 from converter.layers.registry import LAYERS, LayerHandler, expect_min_rank, handler_for
-
-# The unwrap pass's own node kinds (the ':' keeps them apart from Keras class names, as ir/graph.py's
-# INTERNAL_* kinds; they live here, with their only producer).
-INTERNAL_MERGE_BATCH_TIME = "kconvert:MergeBatchTime"
-INTERNAL_SPLIT_BATCH_TIME = "kconvert:SplitBatchTime"
 
 
 def wrapped_child(node: Node) -> tuple[Node, LayerHandler]:
@@ -126,14 +121,6 @@ class TimeDistributed(LayerHandler):
         steps = _merge_batch_and_time(b, x, node.inputs[0].shape or ())
         y = emit_wrapped(node, child, handler, b, steps)
         return [_split_batch_and_time(b, y, x, node.outputs[0].shape or ())]
-
-
-@dataclass(frozen=True)
-class SplitBatchTimeSpec(LayerSpec):
-    """The (batch, time) dims the merged axis splits back into: the wrapper's input's."""
-
-    batch: Dim = None
-    time: Dim = None
 
 
 def _internal_node(kind: str, name: str, wrapper: Node, inputs: list[Tensor], output: Tensor,

@@ -4,18 +4,9 @@ nodes dropped."""
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
-
 from converter.ir import Graph, Node, Tensor
 from converter.layers.registry import LayerHandler, handler_for
-
-
-@runtime_checkable
-class Undoes(Protocol):
-    """A handler whose node may undo the node producing its input."""
-
-    def undone(self, node: Node) -> Tensor | None:
-        """The tensor equal to the node's output when it undoes its producer (the producer's input), else None."""
+from converter.layers.traits import Undoes
 
 
 def run(graph: Graph) -> Graph:

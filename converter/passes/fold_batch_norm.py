@@ -12,9 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from converter.ir import Graph, Node, Tensor
-from converter.layers.channel_linear import FoldsChannelScale
-from converter.layers.normalization import BatchNormalization, bn_scale_shift
 from converter.layers.registry import handler_for
+from converter.layers.traits import ChannelAffine, FoldsChannelScale
 
 
 def run(graph: Graph) -> Graph:
@@ -28,7 +27,7 @@ def run(graph: Graph) -> Graph:
     for node in graph.nodes:
         node.inputs = [alias.get(id(t), t) for t in node.inputs]
         found = _foldable_producer(node, uses, outputs, present)
-        replaced = None if found is None else _fold(*found, node)
+        replaced = None if found is None else found[1].fold_channel_scale(found[0], *found[2])
         if found is None or replaced is None:
             kept.append(node)
             continue
@@ -43,11 +42,12 @@ def run(graph: Graph) -> Graph:
     return graph
 
 
-def _foldable_producer(bn: Node, uses: dict[int, int], outputs: set[int],
-                       present: set[int]) -> tuple[Node, FoldsChannelScale] | None:
-    """The layer BN reads (and its handler), when BN is its only reader and the fold computes the same."""
-    bn_handler = handler_for(bn)
-    if not isinstance(bn_handler, BatchNormalization) or len(bn.inputs) != 1:
+def _foldable_producer(bn: Node, uses: dict[int, int], outputs: set[int], present: set[int]
+                       ) -> tuple[Node, FoldsChannelScale, tuple[np.ndarray, np.ndarray]] | None:
+    """The layer a per-channel affine node (BN) reads, its handler, and the (scale, shift) to fold: when
+    the node is the layer's only reader and the fold computes the same."""
+    affine = handler_for(bn)
+    if not isinstance(affine, ChannelAffine) or len(bn.inputs) != 1:
         return None
     tensor = bn.inputs[0]
     layer = tensor.producer
@@ -55,22 +55,11 @@ def _foldable_producer(bn: Node, uses: dict[int, int], outputs: set[int],
     if layer is None or handler is None or not handler.folds_batch_norm or \
             not isinstance(handler, FoldsChannelScale) or id(layer) not in present or len(layer.outputs) != 1:
         return None
-    if uses.get(id(tensor)) != 1 or id(tensor) in outputs or "moving_mean" not in bn.weights or tensor.shape is None:
+    if uses.get(id(tensor)) != 1 or id(tensor) in outputs or tensor.shape is None:
         return None
     rank = len(tensor.shape)
     channel = handler.channel_axis(layer, rank)  # None under a fused activation
-    return (layer, handler) if channel is not None and _bn_axis(bn_handler.spec(bn).axis, rank) == channel else None
-
-
-def _bn_axis(axes: tuple[int, ...], rank: int) -> int | None:
-    """The one axis BN normalises, positive; None for several (no layer has several channel axes)."""
-    if len(axes) != 1:
+    found = affine.channel_affine(bn, rank)
+    if channel is None or found is None or found[2] != channel:
         return None
-    return axes[0] + rank if axes[0] < 0 else axes[0]
-
-
-def _fold(layer: Node, handler: FoldsChannelScale, bn: Node) -> np.ndarray | None:
-    """Hand the layer BN's per-channel scale and shift (float64 of BN's float32 values); the weight it
-    replaced, or None when it did not fold."""
-    scale, shift = (a.astype(np.float64) for a in bn_scale_shift(bn))
-    return handler.fold_channel_scale(layer, scale, shift)
+    return layer, handler, (found[0], found[1])

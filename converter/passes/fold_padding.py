@@ -13,20 +13,9 @@ not into a MaxPool, since it cannot know the input is non-negative.
 
 from __future__ import annotations
 
-from typing import Protocol, cast
-
 from converter.ir import Graph, Node
-from converter.layers.activations import activation_name
 from converter.layers.registry import handler_for
-
-NON_NEGATIVE = frozenset({"relu", "relu6", "sigmoid", "softplus", "softmax", "exponential"})
-
-
-class _PaddingAbsorber(Protocol):
-    """What an `absorbs_zero_padding` handler answers (layers/pooling.py Pooling): whether it took the
-    ZeroPadding before it into its own pads (it checks the padding's kind, amounts and format)."""
-
-    def absorb_zero_padding(self, pool: Node, padding: Node) -> bool: ...
+from converter.layers.traits import AbsorbsZeroPadding
 
 
 def run(graph: Graph) -> Graph:
@@ -37,7 +26,8 @@ def run(graph: Graph) -> Graph:
         pool = _only_absorbing_reader(padding, readers, outputs)
         if pool is None or not _non_negative(padding.inputs[0].producer):
             continue
-        if cast(_PaddingAbsorber, handler_for(pool)).absorb_zero_padding(pool, padding):
+        absorber = handler_for(pool)
+        if isinstance(absorber, AbsorbsZeroPadding) and absorber.absorb_zero_padding(pool, padding):
             pool.inputs = [padding.inputs[0]]
             folded.add(id(padding))
     graph.set_nodes([node for node in graph.nodes if id(node) not in folded])
@@ -54,10 +44,6 @@ def _only_absorbing_reader(padding: Node, readers: dict[int, list[Node]], output
 
 
 def _non_negative(producer: Node | None) -> bool:
-    if producer is None or len(producer.outputs) != 1:
-        return False
-    if producer.kind == "ReLU":
-        slope = producer.attr("negative_slope", 0.0) or 0.0
-        threshold = producer.attr("threshold", 0.0) or 0.0
-        return float(slope) == 0.0 and float(threshold) >= 0.0
-    return activation_name(producer.attrs.get("activation")) in NON_NEGATIVE
+    handler = None if producer is None else handler_for(producer)
+    return producer is not None and handler is not None and len(producer.outputs) == 1 and \
+        handler.output_non_negative(producer)

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 
 from converter.ir import Graph, Node, Tensor
 from converter.ir.graph import CHANNELS_FIRST, INTERNAL_TRANSPOSE
-from converter.ir.shape import Perm, PermSpec, identity_perm, inverse, permute, to_channels_first, to_channels_last
+from converter.ir.internal import PermSpec
+from converter.ir.shape import Perm, identity_perm, inverse, permute, to_channels_first, to_channels_last
 from converter.layers.registry import LayerHandler, handler_for
 from converter.passes.layout_folds import fold_flatten_dense, fold_pool_reshape, merge_concatenations
 

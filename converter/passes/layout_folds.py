@@ -13,7 +13,8 @@ import numpy as np
 
 from converter.ir import Graph, Node, Shape, Tensor
 from converter.ir.graph import INTERNAL_TRANSPOSE
-from converter.ir.shape import PermSpec, inverse
+from converter.ir.internal import PermSpec
+from converter.ir.shape import inverse
 from converter.layers.registry import handler_for
 
 

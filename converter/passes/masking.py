@@ -21,7 +21,7 @@ from __future__ import annotations
 from converter.errors import UnsupportedLayerError
 from converter.ir import Graph, Node, Shape, Tensor
 from converter.ir.graph import INTERNAL_ATTENTION_MASK, INTERNAL_TIMESTEP_MASK
-from converter.layers.mask_layers import AttentionMaskSpec, TimestepMaskSpec
+from converter.ir.internal import AttentionMaskSpec, TimestepMaskSpec
 from converter.layers.registry import handler_for
 
 # GlobalAveragePooling1D averages over the unmasked steps only (its handler reads tensor_kwargs["mask"]).

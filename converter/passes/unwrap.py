@@ -15,19 +15,11 @@ Bidirectional is not a wrapper here: it is one ONNX RNN op.
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
-
 from converter.ir import Graph, Node
 from converter.ir.names import NameAuthority
 from converter.layers.registry import handler_for
+from converter.layers.traits import Unwraps
 from converter.passes import shape_inference
-
-
-@runtime_checkable
-class Unwraps(Protocol):
-    """A wrapper handler: the nodes that replace one of its nodes."""
-
-    def unwrap(self, node: Node, names: NameAuthority) -> list[Node]: ...
 
 
 def run(graph: Graph) -> Graph:

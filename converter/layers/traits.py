@@ -1,0 +1,64 @@
+"""What passes may ask a handler beyond its flags: capability protocols, one per question.
+
+A pass never names a layer class or imports a family module: it finds a node's handler through the
+registry, checks a trait flag (`folds_batch_norm`, `absorbs_zero_padding`, ...; see LayerHandler) or one
+of these protocols, and lets the handler answer in its own terms. A family implements a protocol by
+having the method; nothing registers it anywhere else.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from converter.ir import Node, Tensor
+from converter.ir.names import NameAuthority
+
+
+@runtime_checkable
+class FoldsChannelScale(Protocol):
+    """A layer linear per output channel (Dense, Conv, ...), into which a following per-channel affine
+    map folds (passes/fold_batch_norm.py)."""
+
+    def channel_axis(self, node: Node, rank: int) -> int | None:
+        """The axis of the node's rank-`rank` output holding its channels, or None when its output is
+        not linear in its weights (a fused activation)."""
+
+    def fold_channel_scale(self, node: Node, scale: np.ndarray, shift: np.ndarray) -> np.ndarray | None:
+        """Make the node compute `y * scale + shift` (float64 per-channel vectors); returns the weight
+        array it replaced (the caller releases it), or None, changing nothing, when it cannot fold."""
+
+
+@runtime_checkable
+class ChannelAffine(Protocol):
+    """A layer computing `x * scale + shift` per channel at inference (BatchNormalization)."""
+
+    def channel_affine(self, node: Node, rank: int) -> tuple[np.ndarray, np.ndarray, int] | None:
+        """(scale, shift, the one positive axis they apply along) for a rank-`rank` input, in float64;
+        None when the node normalises several axes."""
+
+
+@runtime_checkable
+class AbsorbsZeroPadding(Protocol):
+    """A max pooling that can take the ZeroPadding before it into its own pads (passes/fold_padding.py)."""
+
+    def absorb_zero_padding(self, pool: Node, padding: Node) -> bool:
+        """Take the padding node's amounts into the pool's pads when the fold computes the same (the
+        handler checks the padding's kind, amounts and format); False, changing nothing, otherwise."""
+
+
+@runtime_checkable
+class Unwraps(Protocol):
+    """A wrapper (TimeDistributed, Pipeline) whose node becomes the ordinary nodes it wraps (passes/unwrap.py)."""
+
+    def unwrap(self, node: Node, names: NameAuthority) -> list[Node]:
+        """The nodes replacing the wrapper's node, in order; the last produces the wrapper's output tensor."""
+
+
+@runtime_checkable
+class Undoes(Protocol):
+    """A node that may undo the node producing its input (a split of batch and time before a merge)."""
+
+    def undone(self, node: Node) -> Tensor | None:
+        """The tensor equal to the node's output when it undoes its producer, else None."""
