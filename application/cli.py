@@ -150,7 +150,7 @@ def _finish(command: str | None, outcome: Any, as_json: bool, warning_lines: lis
 
 
 @click.group(cls=KconvertGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="kconvert", message="kconvert %(version)s")
+@click.version_option(version=__version__, message="kconvert %(version)s")
 @click.option("--debug", is_flag=True, help="Show Python tracebacks and library warnings (for bug reports).")
 def main(debug: bool) -> None:
     """Convert Keras model files (.h5, .keras, model.json + weights) to ONNX, without TensorFlow.
@@ -181,7 +181,7 @@ def main(debug: bool) -> None:
 @click.option("--nchw-inputs", is_flag=True, help="Spatial inputs channels-first (no Transpose at the input).")
 @click.option("--nchw-outputs", is_flag=True, help="Spatial outputs channels-first (no Transpose at the output).")
 @click.option("--check", is_flag=True,
-              help="Cross-check against Keras on generated inputs (needs kconvert[tf]); unknown dimensions take "
+              help="Cross-check against Keras on generated inputs (needs kconvert-onnx[tf]); unknown dimensions take "
                    "the first of 4, 8, 16, ..., 256 at which the converted model runs.")
 @click.option("--reference", type=click.Path(dir_okay=False, path_type=Path),
               help="Check against stored Keras outputs (.npz with input:NAME/output:NAME or x0../y0..); no TF needed.")

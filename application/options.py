@@ -12,7 +12,7 @@ from pathlib import Path
 from converter.errors import UsageError
 
 OUTPUT_SUFFIXES = (".onnx", ".keras")
-TF_HINT = "install the cross-check extra (pip install 'kconvert[tf]'), or compare with stored outputs: --reference"
+TF_HINT = "install the cross-check extra (pip install 'kconvert-onnx[tf]'), or compare with stored outputs: --reference"
 
 
 @dataclass

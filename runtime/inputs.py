@@ -25,9 +25,6 @@ NUMPY_DTYPES: dict[str, Any] = {"float32": np.float32, "float16": np.float16, "f
 UNKNOWN_DIM_SIZES = (4, 8, 16, 32, 64, 128, 256)
 DEFAULT_UNKNOWN_DIM = UNKNOWN_DIM_SIZES[0]
 OUT_OF_VOCABULARY = "[kconvert-out-of-vocabulary]"
-# TODO(coordinator): the handlers' `shape_only` trait decides alone once Reshape/Flatten/Permute/RepeatVector
-# set it (other branches); until that merge these kinds count as shape-only too. InputLayer has no handler.
-SHAPE_ONLY_FALLBACK_KINDS = ("Reshape", "Flatten", "Permute", "RepeatVector", "InputLayer")
 
 
 def generate_inputs(graph: Graph, batch: int, seed: int = 0,
@@ -81,7 +78,7 @@ def _reached(graph: Graph, tensor: Tensor, kinds: tuple[str, ...]) -> list[Node]
 def _shape_only(node: Node) -> bool:
     """The layer only moves values (Reshape, Flatten, ...): ids and tokens pass through it unchanged."""
     handler = handler_for(node)
-    return bool(handler is not None and handler.shape_only) or node.kind in SHAPE_ONLY_FALLBACK_KINDS
+    return handler is not None and handler.shape_only
 
 
 def _vocabulary(graph: Graph, tensor: Tensor) -> int | None:

@@ -30,7 +30,7 @@ import numpy as np
 from converter.errors import KconvertError, UnsupportedLayerError
 from converter.keras.artifacts import KerasArtifact
 
-TF_HINT = "install the cross-check extra: pip install 'kconvert[tf]'"
+TF_HINT = "install the cross-check extra: pip install 'kconvert-onnx[tf]'"
 ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
 
 

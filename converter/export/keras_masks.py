@@ -15,17 +15,10 @@ from typing import Any
 from converter.ir import Graph, Node, Tensor
 from converter.ir.spec import CallSite, LayerSpec, NoArgs
 from converter.layers.mask_layers import AnySpec
-from converter.passes.masking import (
-    KERAS2_MASK_PASSING,
-    MASK_CONSUMERS,
-    MASK_PASSING,
-    makes_zero_mask,
-    mask_origin,
-    mask_value,
-    returns_sequences,
-)
+from converter.passes.masking import consumes_mask, mask_carrying, mask_origin, mask_passing, mask_source
 
-PASSING = MASK_PASSING | KERAS2_MASK_PASSING
+# The Keras 1/2 rule: SpatialDropout passes masks on (the graph here is such a file's).
+PASSING = mask_passing(keras2=True)
 
 
 def explicit_masks(graph: Graph) -> None:
@@ -33,7 +26,7 @@ def explicit_masks(graph: Graph) -> None:
     made: dict[int, Tensor] = {}
     for node in list(graph.nodes):
         kwargs = node.call.tensor_kwargs
-        if node.kind not in MASK_CONSUMERS or "mask" in kwargs or not node.inputs:
+        if not consumes_mask(node) or "mask" in kwargs or not node.inputs:
             continue
         mask = _mask_of(graph, node.inputs[0], made)
         if mask is not None:
@@ -49,14 +42,15 @@ def _mask_of(graph: Graph, tensor: Tensor, made: dict[int, Tensor]) -> Tensor | 
     producer, tensor = origin
     if id(producer) in made:
         return made[id(producer)]
-    if producer.kind == "Embedding" and makes_zero_mask(producer):
+    source = mask_source(producer)
+    if source is not None and source.source == "embedding":
         made[id(producer)] = _op(graph, producer, "NotEqual", producer.inputs[0], {"positional_constants": [0]})
-    elif producer.kind == "Masking":
+    elif source is not None:
         differs = _op(graph, producer, "NotEqual", producer.inputs[0],
-                      {"positional_constants": [mask_value(producer)]})
+                      {"positional_constants": [source.mask_value]})
         made[id(producer)] = _op(graph, producer, "Any", differs, {}, {"axis": -1, "keepdims": False},
                                  AnySpec(axis=-1, keepdims=False))
-    elif producer.kind in MASK_CONSUMERS and returns_sequences(producer) and tensor is producer.outputs[0]:
+    elif mask_carrying(producer, tensor) and tensor is producer.outputs[0]:
         found = producer.call.tensor_kwargs.get("mask")  # added already: nodes are in order
         return producer.inputs[found[0]] if found else None
     return made.get(id(producer))

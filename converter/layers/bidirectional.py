@@ -91,6 +91,12 @@ class Bidirectional(LayerHandler[BidirectionalSpec]):
     consumes_mask = True
     consumes_sequence = True
 
+    def mask_carrying_outputs(self, node: Node) -> int:
+        """layers/traits.MaskedSequences: the sequence output(s), two for merge_mode=None."""
+        if not directions(node)[0].return_sequences:
+            return 0
+        return 2 if self.spec(node).merge_mode is None else 1
+
     def parse(self, config: Config) -> BidirectionalSpec:
         # A missing merge_mode is Keras' default; an explicit null means two outputs.
         mode = config.raw.get("merge_mode", "concat")

@@ -7,6 +7,7 @@ from typing import Any
 
 from converter.errors import UnsupportedLayerError
 from converter.ir import Node, Shape
+from converter.ir.internal import TimestepMaskSpec
 from converter.layers.builder import OpBuilder
 from converter.layers.registry import LAYERS, LayerHandler
 from converter.layers.spec import Config, LayerSpec
@@ -50,6 +51,12 @@ class Embedding(LayerHandler[EmbeddingSpec]):
     ids are cast to int64 inside, truncating like Keras' own cast. `mask_zero` changes no values: the
     mask only matters to layers that consume it.
     """
+
+    takes_token_ids = True
+
+    def timestep_mask(self, node: Node) -> TimestepMaskSpec | None:
+        """layers/traits.MaskSource: with mask_zero, the ids equal to 0 are masked steps."""
+        return TimestepMaskSpec(source="embedding") if self.spec(node).mask_zero else None
 
     def parse(self, config: Config) -> EmbeddingSpec:
         refuse_quantized(config)

@@ -41,6 +41,10 @@ def nonzero_ids(b: OpBuilder, ids: str) -> str:
 
 @LAYERS.register("Masking")
 class Masking(LayerHandler[MaskingSpec]):
+    def timestep_mask(self, node: Node) -> TimestepMaskSpec | None:
+        """layers/traits.MaskSource: steps whose features all equal mask_value are masked."""
+        return TimestepMaskSpec(source="masking", mask_value=self.spec(node).mask_value)
+
     def parse(self, config: Config) -> MaskingSpec:
         return parse_fields(MaskingSpec, config)
 

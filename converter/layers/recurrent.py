@@ -86,6 +86,10 @@ class Recurrent(LayerHandler[RecurrentSpec]):
     consumes_mask = True
     consumes_sequence = True
 
+    def mask_carrying_outputs(self, node: Node) -> int:
+        """layers/traits.MaskedSequences: the sequence output carries the mask on."""
+        return 1 if self.spec(node).return_sequences else 0
+
     def parse(self, config: Config) -> RecurrentSpec:
         return parse_cell(config)
 

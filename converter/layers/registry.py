@@ -51,6 +51,8 @@ class LayerHandler(ABC, Generic[S]):
     masked_merge_refused_in_keras3: bool = False
     # A 1-D sequence reader: an `input_dim`/`input_length` shorthand spells (batch, steps, features).
     consumes_sequence: bool = False
+    # Reads integer token ids (batch, steps): its `input_dim` is a vocabulary size, not a feature count.
+    takes_token_ids: bool = False
     # The channel-wise linear layer a following BatchNormalization can fold into (see `fold_scale`).
     folds_batch_norm: bool = False
     # A max pooling, which a ZeroPadding before it folds into when the padded values cannot win.

@@ -13,6 +13,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from converter.ir import Node, Tensor
+from converter.ir.internal import TimestepMaskSpec
 from converter.ir.names import NameAuthority
 
 
@@ -62,3 +63,20 @@ class Undoes(Protocol):
 
     def undone(self, node: Node) -> Tensor | None:
         """The tensor equal to the node's output when it undoes its producer, else None."""
+
+
+@runtime_checkable
+class MaskSource(Protocol):
+    """A layer whose output carries a timestep mask it computes itself (Embedding(mask_zero=True),
+    Masking): passes/masking.py builds that mask where a mask consumer needs it."""
+
+    def timestep_mask(self, node: Node) -> TimestepMaskSpec | None:
+        """How the mask is computed from the node's input, or None when this node makes none."""
+
+
+@runtime_checkable
+class MaskedSequences(Protocol):
+    """A mask consumer whose sequence outputs carry on the mask it was given (recurrent layers)."""
+
+    def mask_carrying_outputs(self, node: Node) -> int:
+        """How many of the node's first outputs are sequences carrying its input mask (0: none)."""

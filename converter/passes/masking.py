@@ -18,38 +18,54 @@ with any given `attention_mask`) as their `attention_mask`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from converter.errors import UnsupportedLayerError
 from converter.ir import Graph, Node, Shape, Tensor
-from converter.ir.graph import INTERNAL_ATTENTION_MASK, INTERNAL_TIMESTEP_MASK
-from converter.ir.internal import AttentionMaskSpec, TimestepMaskSpec
+from converter.ir.internal import INTERNAL_ATTENTION_MASK, INTERNAL_TIMESTEP_MASK, AttentionMaskSpec, TimestepMaskSpec
 from converter.layers.registry import handler_for
+from converter.layers.traits import MaskedSequences, MaskSource
 
-# GlobalAveragePooling1D averages over the unmasked steps only (its handler reads tensor_kwargs["mask"]).
-MASK_CONSUMERS = frozenset({"SimpleRNN", "GRU", "LSTM", "RNN", "Bidirectional", "GlobalAveragePooling1D"})
-# Layers whose Keras `compute_mask` returns the incoming mask unchanged (supports_masking, default).
-MASK_PASSING = frozenset({
-    "Dropout", "GaussianNoise", "GaussianDropout", "AlphaDropout", "ActivityRegularization", "Identity",
-    "Activation", "ReLU", "LeakyReLU", "ELU", "PReLU", "Softmax", "Dense", "BatchNormalization",
-    "LayerNormalization", "UnitNormalization", "GroupNormalization", "Normalization", "Rescaling",
-    "TimeDistributed",
-})
-KERAS2_MASK_PASSING = frozenset({"SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D"})
-DOT_ATTENTION = frozenset({"Attention", "AdditiveAttention"})
-HEAD_ATTENTION = frozenset({"MultiHeadAttention", "GroupQueryAttention", "GroupedQueryAttention"})
+# Which layers consume, pass, source or carry masks is each handler's to say (its traits: consumes_mask,
+# passes_mask, passes_mask_before_keras3, attention_mask_kind, masked_merge_refused_in_keras3; and the
+# MaskSource / MaskedSequences protocols of layers/traits.py). This pass never names a layer class.
+Passing = Callable[[Node], bool]
 # The tensors an attention call takes positionally, in order (Keras' call signature).
 ATTENTION_CALL_NAMES = ("query", "value", "key")
-# Keras 3 replaces masked positions of these merges' inputs (1 for Multiply, -inf/+inf-like for
-# Maximum/Minimum); kconvert refuses that case rather than return other numbers.
-KERAS3_MASKED_MERGES = frozenset({"Multiply", "Maximum", "Minimum"})
+
+
+def mask_passing(keras2: bool) -> Passing:
+    """Whether a node's output carries its input's mask unchanged, by the rules of the file's Keras: Keras 1/2
+    SpatialDropout layers (Dropouts) passed masks on, Keras 3's drop them."""
+    def passes(node: Node) -> bool:
+        handler = handler_for(node)
+        return handler is not None and (handler.passes_mask or (keras2 and handler.passes_mask_before_keras3))
+
+    return passes
+
+
+def consumes_mask(node: Node) -> bool:
+    handler = handler_for(node)
+    return handler is not None and handler.consumes_mask
+
+
+def _attention_kind(node: Node) -> str | None:
+    handler = handler_for(node)
+    return None if handler is None else handler.attention_mask_kind
+
+
+def _refuses_masked_merge(node: Node) -> bool:
+    handler = handler_for(node)
+    return handler is not None and handler.masked_merge_refused_in_keras3
 
 
 def run(graph: Graph) -> Graph:
     keras2 = graph.keras_major < 3
-    passing = MASK_PASSING | KERAS2_MASK_PASSING if keras2 else MASK_PASSING
+    passing = mask_passing(keras2)
     made: dict[int, Tensor] = {}
     for node in list(graph.nodes):
         kwargs = node.call.tensor_kwargs
-        if node.kind not in MASK_CONSUMERS or "mask" in kwargs or not node.inputs:
+        if not consumes_mask(node) or "mask" in kwargs or not node.inputs:
             continue
         if not keras2 and len(node.inputs) > 1:
             # Keras 3 fills in an implicit mask only for a call with one tensor argument: with
@@ -62,16 +78,17 @@ def run(graph: Graph) -> Graph:
         graph.changed()
         node.call.tensor_kwargs = {**kwargs, "mask": [len(node.inputs) - 1]}
     for node in list(graph.nodes):
-        if not keras2 and node.kind in KERAS3_MASKED_MERGES:
+        if not keras2 and _refuses_masked_merge(node):
             _refuse_masked_merge(graph, node, passing, made)
-        if node.kind in DOT_ATTENTION and "mask" not in node.call.tensor_kwargs:
+        kind = _attention_kind(node)
+        if kind == "dot" and "mask" not in node.call.tensor_kwargs:
             _mask_dot_attention(graph, node, passing, made)
-        elif node.kind in HEAD_ATTENTION:
+        elif kind == "heads":
             _mask_head_attention(graph, node, passing, made)
     return graph
 
 
-def _refuse_masked_merge(graph: Graph, node: Node, passing: frozenset[str], made: dict[int, Tensor]) -> None:
+def _refuse_masked_merge(graph: Graph, node: Node, passing: Passing, made: dict[int, Tensor]) -> None:
     if any(_mask_of(graph, t, passing, made) is not None for t in node.inputs):
         raise UnsupportedLayerError(
             f"{node.kind} '{node.layer_name}' receives an implicit mask, which Keras 3 applies to its inputs",
@@ -95,7 +112,7 @@ def _call_tensors(node: Node) -> dict[str, int]:
     return found
 
 
-def _mask_dot_attention(graph: Graph, node: Node, passing: frozenset[str], made: dict[int, Tensor]) -> None:
+def _mask_dot_attention(graph: Graph, node: Node, passing: Passing, made: dict[int, Tensor]) -> None:
     at = _positional(node)
     query, value = (_mask_of(graph, node.inputs[i], passing, made) for i in at[:2])
     if query is None and value is None:
@@ -110,7 +127,7 @@ def _mask_dot_attention(graph: Graph, node: Node, passing: frozenset[str], made:
     node.call.tensor_kwargs = {**kwargs, "mask": [len(node.inputs) - 2, len(node.inputs) - 1]}
 
 
-def _mask_head_attention(graph: Graph, node: Node, passing: frozenset[str], made: dict[int, Tensor]) -> None:
+def _mask_head_attention(graph: Graph, node: Node, passing: Passing, made: dict[int, Tensor]) -> None:
     found = _call_tensors(node)
     roles, masks = [], []
     for role in ("query", "value", "key"):
@@ -145,50 +162,41 @@ def _output_shape(node: Node) -> Shape:
     return handler.output_shapes(node, [t.shape or () for t in node.inputs])[0]
 
 
-def mask_origin(tensor: Tensor, passing: frozenset[str]) -> tuple[Node, Tensor] | None:
+def mask_origin(tensor: Tensor, passing: Passing) -> tuple[Node, Tensor] | None:
     """Walk back through mask-passing layers to the layer whose output may carry a mask, and that output."""
     producer = tensor.producer
-    while producer is not None and producer.kind in passing and producer.inputs:
+    while producer is not None and passing(producer) and producer.inputs:
         tensor = producer.inputs[0]
         producer = tensor.producer
     return None if producer is None else (producer, tensor)
 
 
-def _mask_of(graph: Graph, tensor: Tensor, passing: frozenset[str], made: dict[int, Tensor]) -> Tensor | None:
+def _mask_of(graph: Graph, tensor: Tensor, passing: Passing, made: dict[int, Tensor]) -> Tensor | None:
     origin = mask_origin(tensor, passing)
     if origin is None:
         return None
     producer, tensor = origin
-    if producer.kind == "Embedding" and makes_zero_mask(producer):
-        return _source_mask(graph, producer, TimestepMaskSpec(source="embedding"), made)
-    if producer.kind == "Masking":
-        return _source_mask(graph, producer, TimestepMaskSpec(source="masking", mask_value=mask_value(producer)), made)
-    if producer.kind in MASK_CONSUMERS and returns_sequences(producer) and _is_sequence(producer, tensor):
+    source = mask_source(producer)
+    if source is not None:
+        return _source_mask(graph, producer, source, made)
+    if mask_carrying(producer, tensor):
         found = producer.call.tensor_kwargs.get("mask")
         return producer.inputs[found[0]] if found else None
     return None
 
 
-# The spec fields read below are shared by several families' specs (recurrent layers, RNN, Bidirectional's
-# children, Embedding, Masking); a consumer whose spec lacks one (GlobalAveragePooling1D) has its default.
-def makes_zero_mask(embedding: Node) -> bool:
-    return bool(getattr(embedding.spec, "mask_zero", False))
+def mask_source(node: Node) -> TimestepMaskSpec | None:
+    """How the node computes a mask of its own (Embedding(mask_zero=True), Masking), if it does."""
+    handler = handler_for(node)
+    return handler.timestep_mask(node) if isinstance(handler, MaskSource) else None
 
 
-def mask_value(masking: Node) -> float:
-    return float(getattr(masking.spec, "mask_value", 0.0))
-
-
-def returns_sequences(node: Node) -> bool:
-    layer = node.children[0] if node.kind == "Bidirectional" and node.children else node
-    return bool(getattr(layer.spec, "return_sequences", False))
-
-
-def _is_sequence(node: Node, tensor: Tensor) -> bool:
-    """The sequence outputs: the first, and for Bidirectional(merge_mode=None) the second too."""
-    two = node.kind == "Bidirectional" and getattr(node.spec, "merge_mode", "concat") is None
-    sequences = 2 if two else 1
-    return any(t is tensor for t in node.outputs[:sequences])
+def mask_carrying(node: Node, tensor: Tensor) -> bool:
+    """Whether `tensor`, an output of a mask consumer, is a sequence carrying the mask that consumer got."""
+    handler = handler_for(node)
+    if not consumes_mask(node) or not isinstance(handler, MaskedSequences):
+        return False
+    return any(t is tensor for t in node.outputs[:handler.mask_carrying_outputs(node)])
 
 
 def _source_mask(graph: Graph, source: Node, spec: TimestepMaskSpec, made: dict[int, Tensor]) -> Tensor:

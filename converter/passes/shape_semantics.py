@@ -20,11 +20,8 @@ from typing import Any
 from converter.errors import ShapeError
 from converter.ir import Graph, Shape
 from converter.ir.shape import BATCH
+from converter.layers.registry import LAYERS
 
-SEQUENCE_CONSUMERS = frozenset({
-    "SimpleRNN", "GRU", "LSTM", "Conv1D", "Bidirectional", "MaxPooling1D", "AveragePooling1D",
-    "TimeDistributed", "ConvLSTM1D",
-})
 # TensorFlow's own kernels index with int32 in many places: no Keras model holds a larger tensor.
 MAX_ELEMENTS = 2**31 - 1
 # Keras sets no limit, but no real model comes near; a long dims list is damage.
@@ -45,7 +42,7 @@ def canonical_input_shape(name: str, spec: dict[str, Any]) -> tuple[int | None, 
 
 
 def _stated_shape(name: str, spec: dict[str, Any]) -> tuple[int | None, ...]:
-    consumer = str(spec.get("consumer", ""))
+    consumer = LAYERS.get(str(spec.get("consumer", "")))  # the first layer reading the input
     for key in ("batch_shape", "batch_input_shape"):
         if spec.get(key) is not None:
             dims = _dims(spec[key], name, key)
@@ -58,11 +55,12 @@ def _stated_shape(name: str, spec: dict[str, Any]) -> tuple[int | None, ...]:
         if spec.get(key) is not None:
             return (batch, *_dims(spec[key], name, key))
     length = _dim(spec.get("input_length"), name, "input_length")
-    if consumer == "Embedding":
+    if consumer is not None and consumer.takes_token_ids:
         return (batch, length)
     dim = _dim(spec.get("input_dim"), name, "input_dim")
     if dim is not None:
-        return (batch, length, dim) if length is not None or consumer in SEQUENCE_CONSUMERS else (batch, dim)
+        return (batch, length, dim) if length is not None or (consumer is not None and consumer.consumes_sequence) \
+            else (batch, dim)
     raise ShapeError(
         f"model input '{name}' has no shape: none of batch_shape, batch_input_shape, input_shape, shape "
         "or input_dim is given",
