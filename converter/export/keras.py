@@ -29,6 +29,7 @@ from converter.export.keras_masks import explicit_masks
 from converter.export.keras_order import keras_order
 from converter.export.keras_weights import write_layer_vars
 from converter.ir import Graph, Node, Tensor
+from converter.ir.names import NameAuthority
 from converter.keras.weights import saved_names
 
 # The Keras 3 release whose reader this writer is checked against (tests/test_tf_upgrade.py).
@@ -89,15 +90,10 @@ def _collect(graph: Graph) -> tuple[dict[str, _Layer], dict[int, TensorRef]]:
     layers: dict[str, _Layer] = {}
     by_source: dict[str, str] = {}
     producer: dict[int, TensorRef] = {}
-    taken: set[str] = set()
+    names = NameAuthority()
 
     def unique(name: str) -> str:
-        base, i = _sanitize(name), 1
-        name = base
-        while name in taken:
-            name, i = f"{base}_{i}", i + 1
-        taken.add(name)
-        return name
+        return names.unique(_sanitize(name))
 
     for tensor in graph.inputs:
         name = unique(tensor.name)

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from converter.ir.names import first_free
+from converter.ir.names import NameAuthority
 from converter.ir.shape import Shape
 
 
@@ -42,12 +42,11 @@ class OpGraph:
     inputs: list[ValueInfo] = field(default_factory=list)
     outputs: list[ValueInfo] = field(default_factory=list)
     metadata: dict[str, str] = field(default_factory=dict)
-    _used_names: set[str] = field(default_factory=set)
-    _next_suffix: dict[str, int] = field(default_factory=dict)
+    names: NameAuthority = field(default_factory=NameAuthority)
 
     def unique(self, base: str) -> str:
         """Deterministic, collision-free names derived from Keras names."""
-        return first_free(base, self._used_names, self._next_suffix)
+        return self.names.unique(base)
 
     def reserve(self, name: str) -> None:
-        self._used_names.add(name)
+        self.names.reserve(name)

@@ -15,7 +15,7 @@ from converter.errors import FormatError, UnsupportedLayerError, WeightsError
 from converter.ir import Graph, Node, Tensor
 from converter.ir.dtypes import input_dtype
 from converter.ir.graph import INPUT_SPEC_KEYS, SHAPE_KEYS
-from converter.ir.names import first_free
+from converter.ir.names import NameAuthority
 from converter.ir.spec import CallSite
 from converter.keras.artifacts import KerasArtifact
 from converter.keras.assets import attach_vocabulary
@@ -44,8 +44,6 @@ class _Context:
     graph: Graph
     weights: WeightAttacher
     unsupported: list[UnsupportedEntry] = field(default_factory=list)
-    node_names: set[str] = field(default_factory=set)
-    name_suffixes: dict[str, int] = field(default_factory=dict)
     weight_errors: list[WeightsError] = field(default_factory=list)
     depth: int = 0  # models being built, one inside the other
 
@@ -72,9 +70,8 @@ def build_graph(artifact: KerasArtifact, require_weights: bool = True) -> Graph:
 
 def _distinct(names: list[str]) -> list[str]:
     """A model may return one tensor twice; ONNX output names must still differ."""
-    seen: set[str] = set()
-    suffixes: dict[str, int] = {}
-    return [first_free(name, seen, suffixes) for name in names]
+    distinct = NameAuthority()
+    return [distinct.unique(name) for name in names]
 
 
 def model_class_and_config(raw: Any) -> tuple[str, Any]:
@@ -240,7 +237,7 @@ def _tensor_at(ctx: _Context, produced: dict[tuple[str, int], list[Tensor]], ref
 
 
 def _unique(ctx: _Context, name: str) -> str:
-    return first_free(name, ctx.node_names, ctx.name_suffixes)
+    return ctx.graph.names.unique(name)
 
 
 def _file_handler(node: Node) -> LayerHandler | None:

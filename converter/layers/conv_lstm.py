@@ -235,7 +235,7 @@ def _body(node: Node, spec: ConvLSTMSpec, b: OpBuilder, out_spatial: list[int]) 
     subgraph to shadow an outer name) and reads the recurrent kernel from the outer graph's initializers."""
     rank, kernel, filters, sequences = spec.rank, spec.kernel_size, spec.filters, spec.return_sequences
     recurrent = b.weight("recurrent_kernel", keras_to_onnx_kernel(node.weights["recurrent_kernel"]))
-    graph = OpGraph(name=b.graph.unique(f"{b.scope}/step"), opset=b.opset, _used_names=b.graph._used_names)
+    graph = OpGraph(name=b.graph.unique(f"{b.scope}/step"), opset=b.opset, names=b.graph.names)
     s = OpBuilder(graph, b.keras_version)
     s.enter(node)
     state_shape: Shape = (None, filters, *out_spatial)
