@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from converter.ir import Node, Shape
 from converter.layers.activations import apply_activation, parse_activation
 from converter.layers.builder import OpBuilder
@@ -26,6 +28,16 @@ class Dense(ChannelLinear, LayerHandler[DenseSpec]):
 
     passes_mask = True
     folds_batch_norm = True
+
+    def permute_input_features(self, node: Node, dims: tuple[int, ...], perm: tuple[int, ...]) -> bool:
+        """layers/traits.PermutesInputFeatures: the kernel's rows, read as a (dims...) block, transposed by
+        `perm`. A new dict: a shared Dense layer's other calls keep their own kernel."""
+        kernel = node.weights.get("kernel")
+        if kernel is None or kernel.ndim != 2 or int(np.prod(dims)) != kernel.shape[0]:
+            return False
+        rows = kernel.reshape(*dims, kernel.shape[1]).transpose(*perm, len(dims))
+        node.weights = {**node.weights, "kernel": np.ascontiguousarray(rows.reshape(kernel.shape))}
+        return True
 
     def parse(self, config: Config) -> DenseSpec:
         return parse_fields(DenseSpec, config, activation=parse_activation(config))

@@ -37,6 +37,10 @@ class Flatten(LayerHandler[FlattenSpec]):
 
     shape_only = True
 
+    def reshapes_only(self, node: Node) -> bool:
+        """layers/traits.PureReshape: only a channels_last Flatten keeps the element order."""
+        return self.spec(node).data_format != CHANNELS_FIRST
+
     def parse(self, config: Config) -> FlattenSpec:
         return FlattenSpec(data_format=parse_data_format(config))
 
@@ -77,6 +81,10 @@ class Reshape(LayerHandler[ReshapeSpec]):
     """Sample shape -> target_shape (which excludes the batch); one -1 is inferred."""
 
     shape_only = True
+
+    def reshapes_only(self, node: Node) -> bool:
+        """layers/traits.PureReshape."""
+        return True
 
     def parse(self, config: Config) -> ReshapeSpec:
         return ReshapeSpec(target_shape=_target_shape(config))

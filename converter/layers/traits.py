@@ -12,7 +12,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from converter.ir import Node, Tensor
+from converter.ir import Node, Shape, Tensor
 from converter.ir.internal import TimestepMaskSpec
 from converter.ir.names import NameAuthority
 
@@ -80,3 +80,41 @@ class MaskedSequences(Protocol):
 
     def mask_carrying_outputs(self, node: Node) -> int:
         """How many of the node's first outputs are sequences carrying its input mask (0: none)."""
+
+
+@runtime_checkable
+class PureReshape(Protocol):
+    """A layer that may only regroup its input's elements, in order (Reshape; Flatten unless it first moves
+    channels): layout folds look through it."""
+
+    def reshapes_only(self, node: Node) -> bool:
+        """Whether this node's output is its input's elements in the same order."""
+
+
+@runtime_checkable
+class PermutesInputFeatures(Protocol):
+    """A layer reading a flat feature vector through a weight matrix (Dense), which can read the features
+    in another order by permuting that matrix's rows instead of the data."""
+
+    def permute_input_features(self, node: Node, dims: tuple[int, ...], perm: tuple[int, ...]) -> bool:
+        """The flat input is now the (dims...) block transposed by `perm` (sample axes, 0-based): permute the
+        weight rows to match and return True; False, changing nothing, when it cannot."""
+
+
+@runtime_checkable
+class GlobalPooling(Protocol):
+    """A global pooling (the `global_pooling` trait) that can keep its pooled dims (keepdims)."""
+
+    def kept_shape(self, node: Node) -> Shape | None:
+        """The output shape with keepdims=True, or None when that is not known."""
+
+    def keep_dims(self, node: Node) -> None:
+        """Switch the node to keepdims=True."""
+
+
+@runtime_checkable
+class Joins(Protocol):
+    """A concatenation along one axis."""
+
+    def joined_axis(self, node: Node) -> int | None:
+        """The axis this node joins on, counted from 0."""

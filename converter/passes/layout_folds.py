@@ -7,30 +7,13 @@ Each fold asks who reads a tensor many times, so each builds the graph's reader 
 
 from __future__ import annotations
 
-from typing import Protocol, cast
+from typing import cast
 
-import numpy as np
-
-from converter.ir import Graph, Node, Shape, Tensor
-from converter.ir.graph import INTERNAL_TRANSPOSE
-from converter.ir.internal import PermSpec
+from converter.ir import Graph, Node, Tensor
+from converter.ir.internal import INTERNAL_TRANSPOSE, PermSpec
 from converter.ir.shape import inverse
 from converter.layers.registry import handler_for
-
-
-class _GlobalPooling(Protocol):
-    """What a `global_pooling` handler answers (layers/pooling.py GlobalPooling)."""
-
-    def kept_shape(self, node: Node) -> Shape | None: ...
-
-    def keep_dims(self, node: Node) -> None: ...
-
-
-class _Joining(Protocol):
-    """What Concatenate's handler answers (layers/merge.py)."""
-
-    def joined_axis(self, node: Node) -> int | None: ...
-
+from converter.layers.traits import GlobalPooling, Joins, PermutesInputFeatures, PureReshape
 
 Readers = dict[int, dict[int, Node]]  # tensor id -> {node id: node}, in node order
 
@@ -50,24 +33,22 @@ def fold_flatten_dense(graph: Graph) -> None:
     outputs = {id(t) for t in graph.outputs}
     removed: set[int] = set()
     for flatten in graph.nodes:
-        transpose = flatten.inputs[0].producer if flatten.kind == "Flatten" and flatten.inputs else None
-        if transpose is None or transpose.kind != INTERNAL_TRANSPOSE or _channels_first(flatten):
+        transpose = flatten.inputs[0].producer if _reshapes_only(flatten) and flatten.inputs else None
+        if transpose is None or transpose.kind != INTERNAL_TRANSPOSE or len(flatten.outputs[0].shape or ()) != 2:
             continue
         dense = _only_reader(readers, flatten.outputs[0])
-        if dense is None or dense.kind != "Dense" or id(flatten.outputs[0]) in outputs:
+        reader = None if dense is None else handler_for(dense)
+        if dense is None or not isinstance(reader, PermutesInputFeatures) or id(flatten.outputs[0]) in outputs:
             continue
         source = transpose.inputs[0]
-        kernel = dense.weights.get("kernel")
         keras_shape = transpose.outputs[0].shape or ()
-        if kernel is None or kernel.ndim != 2 or not all(isinstance(d, int) for d in keras_shape[1:]):
+        if not all(isinstance(d, int) for d in keras_shape[1:]):
             continue
         rank, perm = len(keras_shape), cast(PermSpec, transpose.spec).perm
         inv = inverse(perm)
-        dims = [int(d) for d in keras_shape[1:] if isinstance(d, int)]
-        rows = kernel.reshape(*dims, kernel.shape[1])
-        rows = rows.transpose(*(inv[i] - 1 for i in range(1, rank)), rank - 1)
-        # A new dict: a shared Dense layer's other calls keep their own kernel.
-        dense.weights = {**dense.weights, "kernel": np.ascontiguousarray(rows.reshape(kernel.shape))}
+        dims = tuple(int(d) for d in keras_shape[1:] if isinstance(d, int))
+        if not reader.permute_input_features(dense, dims, tuple(inv[i] - 1 for i in range(1, rank))):
+            continue
         flatten.inputs[0] = source
         readers[id(transpose.outputs[0])].pop(id(flatten), None)
         readers.setdefault(id(source), {})[id(flatten)] = flatten
@@ -76,14 +57,15 @@ def fold_flatten_dense(graph: Graph) -> None:
     graph.set_nodes([n for n in graph.nodes if id(n) not in removed])
 
 
-def _channels_first(node: Node) -> bool:
+def _reshapes_only(node: Node) -> bool:
     handler = handler_for(node)
-    return handler is not None and handler.is_channels_first(node)
+    return isinstance(handler, PureReshape) and handler.reshapes_only(node)
 
 
-def _global_pooling(node: Node) -> _GlobalPooling | None:
+def _global_pooling(node: Node) -> GlobalPooling | None:
     handler = handler_for(node)
-    return cast(_GlobalPooling, handler) if handler is not None and handler.global_pooling else None
+    ok = handler is not None and handler.global_pooling and isinstance(handler, GlobalPooling)
+    return cast(GlobalPooling, handler) if ok else None
 
 
 def fold_pool_reshape(graph: Graph) -> None:
@@ -96,7 +78,7 @@ def fold_pool_reshape(graph: Graph) -> None:
         if pooling is None or len(pool.outputs) != 1:
             continue
         reshape = _only_reader(readers, pool.outputs[0])
-        reshape = reshape if reshape is not None and reshape.kind == "Reshape" else None
+        reshape = reshape if reshape is not None and _reshapes_only(reshape) else None
         if reshape is None or id(pool.outputs[0]) in outputs:
             continue
         kept = pooling.kept_shape(pool)
@@ -109,8 +91,9 @@ def fold_pool_reshape(graph: Graph) -> None:
     graph.set_nodes([n for n in graph.nodes if id(n) not in removed])
 
 
-def _concat_axis(node: Node) -> int | None:
-    return cast(_Joining, handler_for(node)).joined_axis(node)
+def _concat_axis(node: Node | None) -> int | None:
+    handler = None if node is None else handler_for(node)
+    return handler.joined_axis(node) if node is not None and isinstance(handler, Joins) else None
 
 
 def merge_concatenations(graph: Graph) -> None:
@@ -119,12 +102,12 @@ def merge_concatenations(graph: Graph) -> None:
     outputs = {id(t) for t in graph.outputs}
     present = {id(n) for n in graph.nodes}
     for outer in graph.nodes:
-        if outer.kind != "Concatenate" or id(outer) not in present:
+        if _concat_axis(outer) is None or id(outer) not in present:
             continue
         spliced: list[Tensor] = []
         for tensor in outer.inputs:
             inner = tensor.producer
-            mergeable = (inner is not None and inner.kind == "Concatenate" and id(inner) in present
+            mergeable = (inner is not None and id(inner) in present
                          and _concat_axis(inner) == _concat_axis(outer) is not None
                          and _only_reader(readers, tensor) is outer and id(tensor) not in outputs)
             if mergeable and inner is not None:
