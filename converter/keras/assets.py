@@ -18,9 +18,9 @@ from converter.errors import FormatError
 from converter.ir import Node
 from converter.keras.artifacts import KerasArtifact
 from converter.keras.weights import LayerKey
+from converter.layers.registry import handler_for
 
 VOCABULARY_FILE = "vocabulary.txt"
-LOOKUP_CLASSES = ("IntegerLookup", "StringLookup")
 
 
 def asset_path(path: tuple[LayerKey, ...]) -> str:
@@ -44,21 +44,21 @@ def vocabulary_lines(raw: bytes, keras3: bool, what: str) -> list[str]:
     return lines
 
 
-def _is_keras3(version: str | None) -> bool:
-    return version is None or not version.startswith(("1.", "2."))
-
-
 def attach_vocabulary(artifact: KerasArtifact, node: Node, path: tuple[LayerKey, ...]) -> None:
     """Give a lookup layer without a config vocabulary the one its assets hold (if they hold one)."""
-    if node.kind not in LOOKUP_CLASSES or node.attrs.get("vocabulary") is not None:
+    handler = handler_for(node)
+    tokens = None if handler is None else handler.vocabulary_asset
+    if tokens is None or node.attrs.get("vocabulary") is not None:
         return
     inner = asset_path(path)
     raw = artifact.assets(inner).get(VOCABULARY_FILE)
     if raw is None:
         return
     what = f"{artifact.path.name} asset assets/{inner}/{VOCABULARY_FILE} of layer '{node.layer_name}'"
-    lines = vocabulary_lines(raw, _is_keras3(artifact.keras_version), what)
-    if node.kind == "StringLookup":
+    # Archives are Keras 3's unless they say otherwise (tf_keras records its 2.x version).
+    keras3 = artifact.keras_version is None or artifact.keras_major >= 3
+    lines = vocabulary_lines(raw, keras3, what)
+    if tokens == "str":
         node.attrs["vocabulary"] = lines
         return
     try:

@@ -217,6 +217,8 @@ class IntegerLookup(LayerHandler[IntegerLookupSpec]):
     (with several, `token mod num_oov_indices`: Keras' default 'floormod'), the mask token to 0 ('int')
     or nowhere (the encoded modes). The vocabulary comes from the config or the .keras assets."""
 
+    vocabulary_asset = "int"
+
     def parse(self, config: Config) -> IntegerLookupSpec:
         vocabulary, vocabulary_file = parse_vocabulary(config, int)
         return parse_fields(IntegerLookupSpec, config, vocabulary=vocabulary, vocabulary_file=vocabulary_file,

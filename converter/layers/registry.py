@@ -53,6 +53,9 @@ class LayerHandler(ABC, Generic[S]):
     consumes_sequence: bool = False
     # Reads integer token ids (batch, steps): its `input_dim` is a vocabulary size, not a feature count.
     takes_token_ids: bool = False
+    # A lookup whose adapted vocabulary a .keras archive keeps as an asset (keras/assets.py reads it before
+    # the parse): the type of its tokens, "str" or "int"; None for layers without one.
+    vocabulary_asset: str | None = None
     # The channel-wise linear layer a following BatchNormalization can fold into (see `fold_scale`).
     folds_batch_norm: bool = False
     # A max pooling, which a ZeroPadding before it folds into when the padded values cannot win.

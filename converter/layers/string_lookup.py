@@ -47,6 +47,8 @@ def _layout(spec: StringLookupSpec) -> tuple[list[str], int, int]:
 
 @LAYERS.register("StringLookup")
 class StringLookup(LayerHandler[StringLookupSpec]):
+    vocabulary_asset = "str"
+
     def parse(self, config: Config) -> StringLookupSpec:
         vocabulary, vocabulary_file = parse_vocabulary(config, str)
         return parse_fields(StringLookupSpec, config, vocabulary=vocabulary, vocabulary_file=vocabulary_file)
