@@ -51,6 +51,9 @@ class Embedding(LayerHandler[EmbeddingSpec]):
     mask only matters to layers that consume it.
     """
 
+    keras3_args: str | None = ("input_dim output_dim embeddings_initializer embeddings_regularizer "
+                               "embeddings_constraint mask_zero lora_rank lora_alpha quantization_config")
+
     def parse(self, config: Config) -> EmbeddingSpec:
         refuse_quantized(config)
         return EmbeddingSpec(input_dim=integer_dim(config, "input_dim"), output_dim=integer_dim(config, "output_dim"),
