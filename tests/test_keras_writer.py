@@ -21,6 +21,7 @@ from kmodels import functional, input_layer, layer, run_onnx, save_keras, save_l
 import converter
 from application.cli import main
 from converter.errors import UnsupportedLayerError
+from converter.export.keras_args import BASE_ARGS, keras3_args, op_args, op_module
 from converter.export.keras_weights import KERAS2_HARD_SIGMOID_GAIN
 
 SAVERS = {"keras": save_keras, "h5": save_legacy_h5}
@@ -281,3 +282,16 @@ def test_cli_writes_a_keras_archive(tmp_path: Path, rng: np.random.Generator) ->
     refused = CliRunner().invoke(main, [str(source), "-o", str(tmp_path / "x.keras"), "--check"])
     assert refused.exit_code == 2 and "do not apply" in refused.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.h5", "upgraded.keras"]  # no temporary files left
+
+
+def test_keras3_arguments_come_from_the_handlers_traits() -> None:
+    # One value for every class of a family, a mapping by class where they differ, none: no built-in.
+    assert keras3_args("Conv2D") == keras3_args("Conv3D") and "groups" in (keras3_args("Conv2D") or ())
+    assert keras3_args("UpSampling1D") == BASE_ARGS | {"size"}
+    assert keras3_args("LSTM") - keras3_args("GRU") == {"unit_forget_bias"}  # type: ignore[operator]
+    assert keras3_args("SpatialDropout1D") == {"rate", "seed", "name", "dtype"}  # no **kwargs: no trainable
+    assert keras3_args("LocallyConnected2D") is None and keras3_args("ReversibleEmbedding") is None
+    assert keras3_args("NoSuchLayer") is None
+    assert op_module("Any") == "keras.src.ops.numpy" and op_args("Any") == {"axis", "keepdims"}
+    assert op_module("Dense") is None
+

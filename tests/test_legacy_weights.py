@@ -13,7 +13,14 @@ from kmodels import run_onnx
 
 import converter
 from converter.ir import Node
-from converter.keras.legacy_weights import WeightOrigin, flip_spatial, merge_gates, upgrade_weights
+from converter.keras.legacy_weights import (
+    CONV_KINDS,
+    WeightOrigin,
+    flip_spatial,
+    kernel_rank,
+    merge_gates,
+    upgrade_weights,
+)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -184,3 +191,11 @@ def test_time_distributed_inner_layer_arrays(rng: np.random.Generator) -> None:
 def test_flip_spatial_reverses_only_spatial_axes() -> None:
     kernel = np.arange(2 * 3 * 1 * 2).reshape(2, 3, 1, 2)
     np.testing.assert_array_equal(flip_spatial(kernel), kernel[::-1, ::-1, :, :])
+
+
+def test_legacy_kernel_ranks_are_the_handlers_traits() -> None:
+    kinds = ("Conv1D", "Conv2D", "Conv3D", "Conv2DTranspose", "ConvLSTM2D")
+    assert [kernel_rank(k) for k in kinds] == [3, 4, 5, 4, 4]
+    assert kernel_rank("Conv1DTranspose") is None and kernel_rank("ConvLSTM1D") is None and kernel_rank("Dense") is None
+    assert "Conv2DTranspose" in CONV_KINDS and "DepthwiseConv2D" not in CONV_KINDS
+

@@ -23,7 +23,7 @@ import h5py
 
 from converter.errors import UnsupportedLayerError
 from converter.export.files import cannot_write, fresh_file, staged
-from converter.export.keras_args import OP_CLASSES
+from converter.export.keras_args import op_module
 from converter.export.keras_config import Notes, keras3_class, layer_entry
 from converter.export.keras_masks import explicit_masks
 from converter.export.keras_order import keras_order
@@ -31,13 +31,10 @@ from converter.export.keras_weights import write_layer_vars
 from converter.ir import Graph, Node, Tensor
 from converter.ir.names import NameAuthority
 from converter.keras.weights import saved_names
+from converter.layers.registry import handler_for
 
 # The Keras 3 release whose reader this writer is checked against (tests/test_tf_upgrade.py).
 KERAS_FORMAT_VERSION = "3.15.1"
-# Layers called on one list of tensors rather than on several positional arguments.
-LIST_INPUT_KINDS = frozenset({"Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate",
-                              "Dot", "Attention", "AdditiveAttention"})
-RNN_CALL_KINDS = frozenset({"SimpleRNN", "GRU", "LSTM", "Bidirectional"})
 TensorRef = list[Any]  # [layer name, call index, output index]
 
 
@@ -166,9 +163,10 @@ def _inbound(node: Node, producer: dict[int, TensorRef]) -> dict[str, Any]:
     constants = list(call_kwargs.pop("positional_constants", None) or [])
     # Keras 2 wrote every keyword, unset ones as None (`constants=None`, which Keras 3 RNNs lack).
     kwargs: dict[str, Any] = {k: v for k, v in call_kwargs.items() if v is not None}
-    if node.kind in LIST_INPUT_KINDS and len(positional) > 1:
+    handler = handler_for(node)
+    if handler is not None and handler.keras_list_input and len(positional) > 1:
         args: list[Any] = [positional]
-    elif node.kind in RNN_CALL_KINDS and len(positional) > 1:
+    elif handler is not None and handler.keras_rnn_call and len(positional) > 1:
         args, kwargs["initial_state"] = positional[:1], positional[1:]
     else:
         args = positional
@@ -201,7 +199,7 @@ def _atomic_zip(output: Path, config: dict[str, Any], ordered: list[_Layer], maj
 
 def _write_weights(handle: h5py.File, ordered: list[_Layer], major: int) -> None:
     """`layers/<saved name>` for every layer (operations such as NotEqual are not layers), then `vars`."""
-    real = [layer for layer in ordered if layer.class_name not in OP_CLASSES]
+    real = [layer for layer in ordered if op_module(layer.class_name) is None]
     names = saved_names([(layer.name, layer.class_name) for layer in real])
     root = handle.create_group("layers")
     for layer in real:

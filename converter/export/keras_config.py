@@ -12,20 +12,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from converter.errors import UnsupportedLayerError
-from converter.export.keras_args import OP_CLASSES, keras3_args
+from converter.export.keras_args import class_fact, keras3_args, op_args, op_module
 from converter.export.keras_objects import keras3_object, object_kind
 from converter.ir import Node
+from converter.layers.registry import handler_for
 from converter.layers.windows import KERAS_FORMAT
 
 LAYER_MODULE = "keras.layers"
 HARD_SIGMOID = "hard_sigmoid"
-# Layers whose activation is applied to an affine map of their weights: a Keras 2 hard_sigmoid
-# (clip(0.2 x + 0.5)) is Keras 3's (clip(x / 6 + 0.5)) of the same map scaled by 1.2 (keras_weights).
-AFFINE_ACTIVATION_KINDS = frozenset({
-    "Dense", "Conv1D", "Conv2D", "Conv3D", "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose",
-    "DepthwiseConv1D", "DepthwiseConv2D", "SeparableConv1D", "SeparableConv2D", "EinsumDense",
-    "SimpleRNN", "GRU",
-})
 # Call arguments only Keras 1/2 passed; Keras 3 layers do not take them.
 _STALE_CALL_KWARGS = frozenset({"positional_constants"})
 
@@ -58,9 +52,10 @@ def keras3_class(node: Node) -> tuple[str, dict[str, Any]]:
 
 def layer_entry(node: Node, name: str, source_major: int, notes: Notes) -> dict[str, Any]:
     """The serialised layer (without `name`/`inbound_nodes`); raises UnsupportedLayerError."""
-    if node.kind in OP_CLASSES:
-        module, op_args = OP_CLASSES[node.kind]
-        return serialized(node.kind, {"name": name, **{k: v for k, v in node.attrs.items() if k in op_args}},
+    module = op_module(node.kind)
+    if module is not None:
+        own = op_args(node.kind)
+        return serialized(node.kind, {"name": name, **{k: v for k, v in node.attrs.items() if k in own}},
                           module, node.kind)
     class_name, attrs = keras3_class(node)
     accepted = keras3_args(class_name)
@@ -138,8 +133,9 @@ def _check_activations(node: Node, source_major: int) -> None:
     uses = [k for k in ("activation", "recurrent_activation") if node.attrs.get(k) == HARD_SIGMOID]
     if not uses:
         return
-    lstm = node.kind == "LSTM" or node.kind.startswith("ConvLSTM")
-    fits = node.kind in AFFINE_ACTIVATION_KINDS or (lstm and uses == ["recurrent_activation"])
+    handler = handler_for(node)
+    affine = () if handler is None else class_fact(handler.affine_activations, node.kind, ())
+    fits = all(use in affine for use in uses)
     if not fits:
         raise UnsupportedLayerError(
             f"layer '{node.layer_name}' ({node.kind}) uses the Keras 2 hard_sigmoid (clip(0.2 x + 0.5)) as "

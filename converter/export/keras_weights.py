@@ -12,24 +12,26 @@ from __future__ import annotations
 import h5py
 import numpy as np
 
+from converter.export.keras_args import class_fact
 from converter.export.keras_config import HARD_SIGMOID
 from converter.ir import Node
+from converter.layers.registry import LayerHandler, handler_for
 
-RNN_KINDS = frozenset({"SimpleRNN", "GRU", "LSTM", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D"})
 MHA_PROJECTIONS = ("query", "key", "value", "output")
 # clip(0.2 x + 0.5) == clip((1.2 x) / 6 + 0.5): Keras 2's hard_sigmoid is Keras 3's of 1.2 x.
 KERAS2_HARD_SIGMOID_GAIN = 0.2 * 6.0
-# Per kind, the weights forming the pre-activation (scaled together keeps the function).
-_AFFINE_WEIGHTS = {
-    "DepthwiseConv1D": ("depthwise_kernel", "bias"), "DepthwiseConv2D": ("depthwise_kernel", "bias"),
-    "SeparableConv1D": ("pointwise_kernel", "bias"), "SeparableConv2D": ("pointwise_kernel", "bias"),
-}
+
+
+def _gates(node: Node) -> tuple[str, ...]:
+    """The activation argument of each gate of a Keras RNN (whose weights live in its `cell`); () otherwise."""
+    handler = handler_for(node)
+    return () if handler is None else class_fact(handler.recurrent_gates, node.kind, ())
 
 
 def var_groups(node: Node, weights: dict[str, np.ndarray] | None = None) -> list[tuple[str, list[np.ndarray]]]:
     """(sub-path below the layer's group, arrays in `vars/` order)."""
     weights = node.weights if weights is None else weights
-    if node.kind in RNN_KINDS:
+    if _gates(node):
         return [("cell", list(weights.values()))]
     if node.kind == "Bidirectional" and node.children:
         return [(f"{side}_layer/cell", [a for k, a in weights.items() if k.startswith(side + "/")])
@@ -58,27 +60,24 @@ def keras3_weights(node: Node, source_major: int) -> dict[str, np.ndarray]:
 
 def _rescaled(node: Node, weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     gain = KERAS2_HARD_SIGMOID_GAIN
-    if node.kind in RNN_KINDS:
+    gates = _gates(node)
+    if gates:
         units = int(node.attrs["units"] if "units" in node.attrs else node.attrs["filters"])
-        columns = _rnn_columns(node, units)
+        columns = _rnn_columns(node, gates, units)
         if columns:
             weights = {k: _scale_columns(a, columns, gain) for k, a in weights.items()}
         return weights
     if node.attrs.get("activation") != HARD_SIGMOID:
         return weights
-    names = _AFFINE_WEIGHTS.get(node.kind, ("kernel", "bias"))
+    names = (handler_for(node) or LayerHandler).affine_weights
     return {k: (a * a.dtype.type(gain) if k in names else a) for k, a in weights.items()}
 
 
-def _rnn_columns(node: Node, units: int) -> list[slice]:
-    """Gate columns (along the last weight axis) whose activation is a Keras 2 hard_sigmoid."""
-    recurrent = node.attrs.get("recurrent_activation") == HARD_SIGMOID
-    activation = node.attrs.get("activation") == HARD_SIGMOID
-    if node.kind == "LSTM" or node.kind.startswith("ConvLSTM"):  # gates i, f, c, o; recurrent_activation on i, f, o
-        return [slice(0, 2 * units), slice(3 * units, 4 * units)] if recurrent else []
-    if node.kind == "GRU":  # gates z, r, h; recurrent_activation on z, r, activation on h
-        return ([slice(0, 2 * units)] if recurrent else []) + ([slice(2 * units, 3 * units)] if activation else [])
-    return [slice(0, units)] if activation else []
+def _rnn_columns(node: Node, gates: tuple[str, ...], units: int) -> list[slice]:
+    """Gate columns (blocks of `units` along the last weight axis) whose activation is a Keras 2 hard_sigmoid
+    (LSTM: gates i, f, c, o, recurrent_activation on i, f, o; GRU: z, r, h, recurrent_activation on z, r)."""
+    hard = {key for key in set(gates) if node.attrs.get(key) == HARD_SIGMOID}
+    return [slice(i * units, (i + 1) * units) for i, key in enumerate(gates) if key in hard]
 
 
 def _scale_columns(array: np.ndarray, columns: list[slice], gain: float) -> np.ndarray:

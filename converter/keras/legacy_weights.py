@@ -22,8 +22,24 @@ import numpy as np
 from converter.errors import WeightsError
 from converter.ir import Node
 from converter.keras.cudnn import cudnn_to_canonical, is_cudnn_weights
+from converter.layers.registry import LAYERS
 
-CONV_KINDS = frozenset({"Conv1D", "Conv2D", "Conv3D", "Conv2DTranspose", "ConvLSTM2D"})
+
+def kernel_rank(kind: str) -> int | None:
+    """The rank of the class's kernel where Keras 1 / Theano files lay its axes out differently (the
+    handler's `legacy_kernel_rank`; Conv1D: 4 in Keras 1 files, handled before the check); else None."""
+    handler = LAYERS.get(kind)
+    return None if handler is None else handler.legacy_kernel_rank.get(kind)
+
+
+class _LegacyKernelKinds:
+    """`kind in CONV_KINDS`: the classes whose kernels the rules below move (asked of the handlers)."""
+
+    def __contains__(self, kind: object) -> bool:
+        return isinstance(kind, str) and kernel_rank(kind) is not None
+
+
+CONV_KINDS = _LegacyKernelKinds()
 
 
 @dataclass(frozen=True)
@@ -60,7 +76,7 @@ def upgrade_weights(node: Node, arrays: list[np.ndarray], origin: WeightOrigin) 
         arrays = merge_gates(_same_gate_shapes(node, arrays), (0, 1, 2))  # stored z, r, h, the canonical order
     if node.kind == "BatchNormalization" and origin.keras1 and len(arrays) == 4 and _std_era(origin.keras_version):
         arrays = std_to_variance(arrays, float(node.attr("epsilon", 1e-3)))
-    if node.kind in CONV_KINDS and arrays:
+    if kernel_rank(node.kind) is not None and arrays:
         arrays = _upgrade_conv(node, arrays, origin)
     return arrays
 
@@ -98,10 +114,6 @@ def std_to_variance(arrays: list[np.ndarray], epsilon: float) -> list[np.ndarray
     return [gamma, beta, mean, (np.square(std.astype(np.float64) + epsilon) - epsilon).astype(std.dtype)]
 
 
-# The kernel rank each convolution kind has (Conv1D: 4 in Keras 1 files, handled before the check).
-KERNEL_RANK = {"Conv1D": 3, "Conv2D": 4, "Conv3D": 5, "Conv2DTranspose": 4, "ConvLSTM2D": 4}
-
-
 def _upgrade_conv(node: Node, arrays: list[np.ndarray], origin: WeightOrigin) -> list[np.ndarray]:
     arrays = list(arrays)
     channels_first = node.attr("data_format") == "channels_first"
@@ -127,7 +139,7 @@ def _upgrade_conv(node: Node, arrays: list[np.ndarray], origin: WeightOrigin) ->
 def _check_kernel_ranks(node: Node, arrays: list[np.ndarray]) -> None:
     """The transposes and flips below index the kernel's axes: a kernel of another rank is refused here."""
     kernels = arrays[:2] if node.kind == "ConvLSTM2D" else arrays[:1]
-    want = KERNEL_RANK[node.kind]
+    want = kernel_rank(node.kind)
     for name, kernel in zip(("kernel", "recurrent_kernel"), kernels):
         if kernel.ndim != want:
             raise WeightsError(f"{node.kind} '{node.layer_name}': the file's {name} has shape {kernel.shape}, "

@@ -48,6 +48,7 @@ class ReLUSpec(LayerSpec):
 
 @LAYERS.register("ReLU")
 class ReLU(LayerHandler[ReLUSpec]):
+    keras3_args = "max_value negative_slope threshold"
     layout_agnostic = True
     passes_mask = True
 
@@ -72,6 +73,8 @@ class LeakyReLUSpec(LayerSpec):
 class LeakyReLU(LayerHandler[LeakyReLUSpec]):
     """Keras 2's `alpha` arrives renamed to `negative_slope`; both default to 0.3."""
 
+    keras3_args = "negative_slope"
+
     layout_agnostic = True
     passes_mask = True
 
@@ -89,6 +92,7 @@ class ELUSpec(LayerSpec):
 
 @LAYERS.register("ELU")
 class ELU(LayerHandler[ELUSpec]):
+    keras3_args = "alpha"
     layout_agnostic = True
     passes_mask = True
 
@@ -108,6 +112,8 @@ class ThresholdedReLUSpec(LayerSpec):
 class ThresholdedReLU(LayerHandler[ThresholdedReLUSpec]):
     """Keras 2 only: x where x > theta, else 0 (ONNX ThresholdedRelu is exactly that)."""
 
+    keras_availability = "keras2"
+
     layout_agnostic = True
 
     def parse(self, config: Config) -> ThresholdedReLUSpec:
@@ -125,6 +131,8 @@ class PReLUSpec(LayerSpec):
 @LAYERS.register("PReLU")
 class PReLU(LayerHandler[PReLUSpec]):
     """relu(x) - alpha * relu(-x); alpha has the sample shape with 1 on each shared axis."""
+
+    keras3_args = "alpha_initializer alpha_regularizer alpha_constraint shared_axes"
 
     passes_mask = True
 
@@ -154,6 +162,8 @@ class SoftmaxSpec(LayerSpec):
 @LAYERS.register("Softmax")
 class Softmax(LayerHandler[SoftmaxSpec]):
     """Softmax over one axis or several (Keras 3 accepts a list); an optional `mask` tensor kwarg."""
+
+    keras3_args = "axis"
 
     passes_mask = True
 

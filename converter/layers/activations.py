@@ -281,6 +281,7 @@ class ActivationSpec(LayerSpec):
 
 @LAYERS.register("Activation")
 class Activation(LayerHandler[ActivationSpec]):
+    keras3_args = "activation"
     layout_agnostic = True
     passes_mask = True
 

@@ -39,6 +39,7 @@ class AdaptivePoolSpec(LayerSpec):
 
 
 class AdaptivePooling(LayerHandler[AdaptivePoolSpec]):
+    keras_availability = "keras3"
     channels_first_only = True
 
     def __init__(self, rank: int, op_type: str) -> None:

@@ -22,6 +22,8 @@ class LayerScaleSpec(LayerSpec):
 class LayerScale(LayerHandler[LayerScaleSpec]):
     """`x * gamma`, gamma of shape (projection_dim,) broadcast over the last axis."""
 
+    keras_availability = "file"
+
     def parse(self, config: Config) -> LayerScaleSpec:
         return parse_fields(LayerScaleSpec, config)
 
@@ -46,6 +48,8 @@ class LayerScale(LayerHandler[LayerScaleSpec]):
 @LAYERS.register("StochasticDepth")
 class StochasticDepth(LayerHandler):
     """Drops whole residual branches only when called with training=True; returns x at inference."""
+
+    keras_availability = "file"
 
     inference_identity = True
     layout_agnostic = True

@@ -168,6 +168,9 @@ def swap_last(rank: int) -> list[int]:
 class Attention(DotAttentionBase[AttentionSpec]):
     """Luong attention: scores = q . k (optionally scaled), or concat: w * sum(tanh(scale * (q + k)))."""
 
+    keras3_args = "use_scale score_mode dropout seed"
+    keras_list_input = True
+
     def parse(self, config: Config) -> AttentionSpec:
         spec = parse_fields(AttentionSpec, config)
         if spec.score_mode not in ("dot", "concat"):
@@ -196,6 +199,9 @@ class Attention(DotAttentionBase[AttentionSpec]):
 @LAYERS.register("AdditiveAttention")
 class AdditiveAttention(DotAttentionBase[AdditiveAttentionSpec]):
     """Bahdanau attention: scores = sum(scale * tanh(q + k)) over features; scale has shape (dim,)."""
+
+    keras3_args = "use_scale dropout seed"
+    keras_list_input = True
 
     def parse(self, config: Config) -> AdditiveAttentionSpec:
         return parse_fields(AdditiveAttentionSpec, config)

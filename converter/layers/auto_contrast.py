@@ -42,6 +42,8 @@ def _rescale(b: OpBuilder, x: str, source: tuple[float, float], target: tuple[fl
 
 @LAYERS.register("AutoContrast")
 class AutoContrast(LayerHandler[AutoContrastSpec]):
+    keras_availability = "keras3"
+
     def parse(self, config: Config) -> AutoContrastSpec:
         return AutoContrastSpec(value_range=_range(config))
 

@@ -88,6 +88,8 @@ def _check_directions(node: Node, forward: RecurrentSpec, backward: RecurrentSpe
 
 @LAYERS.register("Bidirectional")
 class Bidirectional(LayerHandler[BidirectionalSpec]):
+    keras3_args = "layer merge_mode backward_layer"
+    keras_rnn_call = True
     consumes_mask = True
     consumes_sequence = True
 

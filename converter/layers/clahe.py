@@ -148,6 +148,8 @@ def _interpolate(b: OpBuilder, cdf: str, bins: str, hwc: tuple[int, int, int], g
 
 @LAYERS.register(NAME)
 class ContrastLimitedAdaptiveHistogramEqualization(LayerHandler[ClaheSpec]):
+    keras_availability = "keras3"
+
     def parse(self, config: Config) -> ClaheSpec:
         """data_format, then the two pairs, are checked here: a bad one is refused before the rest."""
         data_format = parse_format(config)

@@ -183,6 +183,16 @@ class ConvBase(LayerHandler[C]):
 class Conv(ChannelLinear, ConvBase[FiltersConvSpec]):
     """Conv1D/2D/3D, grouped; kernel (k..., in / groups, filters), output channels last."""
 
+    keras3_args = ("filters kernel_size strides padding data_format dilation_rate groups activation "
+                   "use_bias kernel_initializer bias_initializer kernel_regularizer bias_regularizer "
+                   "kernel_constraint bias_constraint")
+    affine_activations = ("activation",)
+    legacy_kernel_rank = {
+        "Conv1D": 3,
+        "Conv2D": 4,
+        "Conv3D": 5,
+    }
+
     spec_type = FiltersConvSpec
 
     def parse_more(self, config: Config) -> dict[str, Any]:
@@ -218,6 +228,12 @@ class Conv(ChannelLinear, ConvBase[FiltersConvSpec]):
 class Depthwise(ChannelLinear, ConvBase[DepthwiseSpec]):
     """Keras 3 names the depthwise kernel `kernel`; Keras 2 `depthwise_kernel`: the order is the same.
     Output channel c * multiplier + m is the kernel's (c, m) entry: the last two axes flattened."""
+
+    keras3_args = ("kernel_size strides padding depth_multiplier data_format dilation_rate activation "
+                   "use_bias depthwise_initializer bias_initializer depthwise_regularizer "
+                   "bias_regularizer depthwise_constraint bias_constraint")
+    affine_activations = ("activation",)
+    affine_weights = ("depthwise_kernel", "bias")
 
     spec_type = DepthwiseSpec
     scaled_weight = "depthwise_kernel"
@@ -255,6 +271,13 @@ class Depthwise(ChannelLinear, ConvBase[DepthwiseSpec]):
 class Separable(ChannelLinear, ConvBase[SeparableSpec]):
     """A depthwise conv (strides, dilation, padding) then a 1x1 conv to `filters`, bias on the second
     (which a per-channel fold scales: its kernel's last axis)."""
+
+    keras3_args = ("filters kernel_size strides padding data_format dilation_rate depth_multiplier "
+                   "activation use_bias depthwise_initializer pointwise_initializer bias_initializer "
+                   "depthwise_regularizer pointwise_regularizer bias_regularizer depthwise_constraint "
+                   "pointwise_constraint bias_constraint")
+    affine_activations = ("activation",)
+    affine_weights = ("pointwise_kernel", "bias")
 
     spec_type = SeparableSpec
     scaled_weight = "pointwise_kernel"

@@ -119,6 +119,18 @@ def _keras_state_shape(spec: ConvLSTMSpec, batch: Dim, spatial: list[int]) -> Sh
 class ConvLSTM(LayerHandler[ConvLSTMSpec]):
     """An ONNX Scan whose body holds one Conv and the LSTM gates; see the module docstring."""
 
+    keras3_args = ("filters kernel_size strides padding data_format dilation_rate activation "
+                   "recurrent_activation use_bias kernel_initializer recurrent_initializer "
+                   "bias_initializer unit_forget_bias kernel_regularizer recurrent_regularizer "
+                   "bias_regularizer kernel_constraint recurrent_constraint bias_constraint dropout "
+                   "recurrent_dropout seed return_sequences return_state go_backwards stateful unroll "
+                   "zero_output_for_mask")
+    recurrent_gates = ("recurrent_activation", "recurrent_activation", "activation", "recurrent_activation")
+    affine_activations = ("recurrent_activation",)
+    legacy_kernel_rank = {
+        "ConvLSTM2D": 4,
+    }
+
     def __init__(self, rank: int) -> None:
         self.rank = rank
         # ConvLSTM1D reads (batch, steps, features)-like sequences an input_dim shorthand may spell.

@@ -57,6 +57,14 @@ class ConvTransposeSpec(ConvSpec):
 class ConvTranspose(ChannelLinear, ConvBase[ConvTransposeSpec]):
     """Kernel (k..., filters, in): a per-channel fold scales its second-last axis."""
 
+    keras3_args = ("filters kernel_size strides padding output_padding data_format dilation_rate "
+                   "activation use_bias kernel_initializer bias_initializer kernel_regularizer "
+                   "bias_regularizer kernel_constraint bias_constraint")
+    affine_activations = ("activation",)
+    legacy_kernel_rank = {
+        "Conv2DTranspose": 4,
+    }
+
     spec_type = ConvTransposeSpec
 
     def parse_more(self, config: Config) -> dict[str, Any]:

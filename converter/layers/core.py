@@ -26,6 +26,11 @@ class Dense(ChannelLinear, LayerHandler[DenseSpec]):
     """y = activation(x @ kernel + bias) over the last axis; kernel is stored (in, units), which a
     per-channel fold scales on its last axis, in the order MatMul reads it (ChannelLinear's default)."""
 
+    keras3_args = ("units activation use_bias kernel_initializer bias_initializer kernel_regularizer "
+                   "bias_regularizer kernel_constraint bias_constraint lora_rank lora_alpha "
+                   "quantization_config")
+    affine_activations = ("activation",)
+
     passes_mask = True
     folds_batch_norm = True
 
@@ -89,12 +94,77 @@ class InferenceIdentity(LayerHandler):
     """Layers that only act while training; at inference they pass their input through. One configured
     instance per kind, as their masking traits differ."""
 
+    keras3_args = {
+        "ActivityRegularization": "l1 l2",
+        "AlphaDropout": "rate noise_shape seed",
+        "AugMix": ("value_range num_chains chain_depth factor alpha all_ops interpolation seed "
+                   "data_format"),
+        "CutMix": "factor seed data_format",
+        "Dropout": "rate noise_shape seed",
+        "GaussianDropout": "rate seed",
+        "GaussianNoise": "stddev seed",
+        "Identity": "",
+        "MixUp": "alpha data_format seed",
+        "RandAugment": "value_range num_ops factor interpolation seed data_format",
+        "RandomBrightness": "factor value_range seed",
+        "RandomColorDegeneration": "factor value_range data_format seed",
+        "RandomColorJitter": ("value_range brightness_factor contrast_factor saturation_factor "
+                              "hue_factor seed data_format"),
+        "RandomContrast": "factor value_range seed",
+        "RandomElasticTransform": ("factor scale interpolation fill_mode fill_value value_range seed "
+                                   "data_format"),
+        "RandomErasing": "factor scale fill_value value_range seed data_format",
+        "RandomFlip": "mode seed data_format",
+        "RandomGaussianBlur": "factor kernel_size sigma value_range data_format seed",
+        "RandomGrayscale": "factor data_format seed",
+        "RandomHue": "factor value_range data_format seed",
+        "RandomInvert": "factor value_range seed data_format",
+        "RandomPerspective": "factor scale interpolation fill_value seed data_format",
+        "RandomPosterization": "factor value_range data_format seed",
+        "RandomRotation": "factor fill_mode interpolation seed fill_value data_format",
+        "RandomSaturation": "factor value_range data_format seed",
+        "RandomSharpness": "factor value_range data_format seed",
+        "RandomShear": "x_factor y_factor interpolation fill_mode fill_value data_format seed",
+        "RandomTranslation": ("height_factor width_factor fill_mode interpolation seed fill_value "
+                              "data_format"),
+        "RandomZoom": "height_factor width_factor fill_mode interpolation seed fill_value data_format",
+        "SpatialDropout1D": "rate seed name dtype",
+        "SpatialDropout2D": "rate data_format seed name dtype",
+        "SpatialDropout3D": "rate data_format seed name dtype",
+    }
+    keras_availability = {
+        "AugMix": "keras3",
+        "CutMix": "keras3",
+        "Equalization": "keras3",
+        "MaxNumBoundingBoxes": "keras3",
+        "MixUp": "keras3",
+        "RandAugment": "keras3",
+        "RandomColorDegeneration": "keras3",
+        "RandomColorJitter": "keras3",
+        "RandomElasticTransform": "keras3",
+        "RandomErasing": "keras3",
+        "RandomGaussianBlur": "keras3",
+        "RandomGrayscale": "keras3",
+        "RandomHeight": "keras2",
+        "RandomHue": "keras3",
+        "RandomInvert": "keras3",
+        "RandomPerspective": "keras3",
+        "RandomPosterization": "keras3",
+        "RandomSaturation": "keras3",
+        "RandomSharpness": "keras3",
+        "RandomShear": "keras3",
+        "RandomWidth": "keras2",
+        "Solarization": "keras3",
+    }
+
     inference_identity = True
     layout_agnostic = True
 
-    def __init__(self, passes_mask: bool = False, passes_mask_before_keras3: bool = False) -> None:
+    def __init__(self, passes_mask: bool = False, passes_mask_before_keras3: bool = False,
+                 keras3_closed: bool = False) -> None:
         self.passes_mask = passes_mask
         self.passes_mask_before_keras3 = passes_mask_before_keras3
+        self.keras3_closed = keras3_closed
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
         return [inputs[0]]
@@ -105,6 +175,6 @@ class InferenceIdentity(LayerHandler):
 for _kind in ("Dropout", "GaussianNoise", "GaussianDropout", "AlphaDropout", "ActivityRegularization", "Identity"):
     LAYERS.add(_kind, InferenceIdentity(passes_mask=True))
 for _kind in ("SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D"):
-    LAYERS.add(_kind, InferenceIdentity(passes_mask_before_keras3=True))
+    LAYERS.add(_kind, InferenceIdentity(passes_mask_before_keras3=True, keras3_closed=True))
 for _kind in RANDOM_AUGMENTATION:
     LAYERS.add(_kind, InferenceIdentity())

@@ -107,6 +107,11 @@ class EinsumDenseSpec(LayerSpec):
 class EinsumDense(LayerHandler[EinsumDenseSpec]):
     """activation(einsum(equation, x, kernel) + bias); the bias covers `bias_axes` of the output."""
 
+    keras3_args = ("equation output_shape activation bias_axes kernel_initializer bias_initializer "
+                   "kernel_regularizer bias_regularizer kernel_constraint bias_constraint lora_rank "
+                   "lora_alpha gptq_unpacked_column_size quantization_config")
+    affine_activations = ("activation",)
+
     def parse(self, config: Config) -> EinsumDenseSpec:
         kind, layer = config.ctx.kind, config.ctx.layer_name
         activation = parse_activation(config)

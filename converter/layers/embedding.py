@@ -52,8 +52,10 @@ class Embedding(LayerHandler[EmbeddingSpec]):
     mask only matters to layers that consume it.
     """
 
-    takes_token_ids = True
+    keras3_args: str | None = ("input_dim output_dim embeddings_initializer embeddings_regularizer "
+                               "embeddings_constraint mask_zero lora_rank lora_alpha quantization_config")
 
+    takes_token_ids = True
     def timestep_mask(self, node: Node) -> TimestepMaskSpec | None:
         """layers/traits.MaskSource: with mask_zero, the ids equal to 0 are masked steps."""
         return TimestepMaskSpec(source="embedding") if self.spec(node).mask_zero else None

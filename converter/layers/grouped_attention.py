@@ -45,6 +45,10 @@ class GroupQueryAttentionSpec(LayerSpec):
 
 @LAYERS.register("GroupQueryAttention", "GroupedQueryAttention")
 class GroupQueryAttention(LayerHandler[GroupQueryAttentionSpec]):
+    keras_availability = {
+        "GroupQueryAttention": "keras3",
+        "GroupedQueryAttention": "file",
+    }
     attention_mask_kind = "heads"
 
     def parse(self, config: Config) -> GroupQueryAttentionSpec:

@@ -132,6 +132,8 @@ def dense_matrix(kernel: np.ndarray, g: Geometry, mode: int) -> np.ndarray:
 
 
 class LocallyConnected(LayerHandler[LocallyConnectedSpec]):
+    keras_availability = "keras2"
+
     def __init__(self, rank: int) -> None:
         self.rank = rank
 

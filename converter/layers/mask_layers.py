@@ -41,6 +41,8 @@ def nonzero_ids(b: OpBuilder, ids: str) -> str:
 
 @LAYERS.register("Masking")
 class Masking(LayerHandler[MaskingSpec]):
+    keras3_args = "mask_value"
+
     def timestep_mask(self, node: Node) -> TimestepMaskSpec | None:
         """layers/traits.MaskSource: steps whose features all equal mask_value are masked."""
         return TimestepMaskSpec(source="masking", mask_value=self.spec(node).mask_value)
@@ -88,6 +90,10 @@ class NotEqual(LayerHandler):
     Compared in float32, exact for integer ids below 2**24.
     """
 
+    keras3_args = ""
+    keras_op_module = "keras.src.ops.numpy"
+    keras_availability = "file"
+
     def check(self, node: Node) -> None:
         constants = node.call.kwargs.get("positional_constants") or []
         if len(node.inputs) + len(constants) != 2 or not all(isinstance(c, (int, float)) for c in constants):
@@ -108,6 +114,10 @@ class NotEqual(LayerHandler):
 @LAYERS.register("Any")
 class Any_(LayerHandler[AnySpec]):
     """Keras 3 op node `ops.any(x, axis, keepdims)` over one axis (the Masking mask)."""
+
+    keras3_args = "axis keepdims"
+    keras_op_module = "keras.src.ops.numpy"
+    keras_availability = "file"
 
     def parse(self, config: Config) -> AnySpec:
         axis = config.value("axis")

@@ -144,6 +144,8 @@ def _frames(node: Node, time: object) -> int | None:
 
 @LAYERS.register("MelSpectrogram")
 class MelSpectrogram(LayerHandler[MelSpectrogramSpec]):
+    keras_availability = "keras3"
+
     def parse(self, config: Config) -> MelSpectrogramSpec:
         return parse_mel(config)
 

@@ -34,6 +34,8 @@ def _expanded(shape: Shape, rank: int) -> Shape:
 class ElementwiseMerge(LayerHandler):
     """Shared shape rule and rank alignment; subclasses give the ONNX reduction of the aligned inputs."""
 
+    keras3_args = ""
+    keras_list_input = True
     layout_agnostic = True
     min_inputs = 1
     max_inputs: int | None = None
@@ -161,6 +163,9 @@ def _concat_axis(node: Node, axis: int, rank: int) -> int:
 class Concatenate(LayerHandler[ConcatSpec]):
     """Joins the inputs along `axis` (negative counts from the end; the batch axis is refused)."""
 
+    keras3_args = "axis"
+    keras_list_input = True
+
     def parse(self, config: Config) -> ConcatSpec:
         return ConcatSpec(axis=config.integer("axis", -1))
 
@@ -243,6 +248,9 @@ def _dot_axes(node: Node, spec: DotSpec, ranks: tuple[int, int]) -> tuple[int, i
 class Dot(LayerHandler[DotSpec]):
     """Batchwise dot product (keras/src/layers/merging/dot.py `batch_dot`): the output keeps x's axes
     but the contracted one, then y's axes but the batch and the contracted one; rank 1 becomes (batch, 1)."""
+
+    keras3_args = "axes normalize"
+    keras_list_input = True
 
     def parse(self, config: Config) -> DotSpec:
         return _parse_dot(config)

@@ -94,6 +94,10 @@ def attention_axes(node: Node, axes: AxisArg | None, query_rank: int) -> tuple[i
 
 @LAYERS.register("MultiHeadAttention")
 class MultiHeadAttention(LayerHandler[MultiHeadAttentionSpec]):
+    keras3_args = ("num_heads key_dim value_dim dropout use_bias output_shape attention_axes "
+                   "sliding_window flash_attention kernel_initializer bias_initializer "
+                   "kernel_regularizer bias_regularizer kernel_constraint bias_constraint use_gate "
+                   "seed")
     attention_mask_kind = "heads"
 
     def parse(self, config: Config) -> MultiHeadAttentionSpec:

@@ -54,6 +54,11 @@ class BatchNormalization(LayerHandler[BatchNormSpec]):
     axis works without a layout rule (the node is neither channels_first_only nor layout-agnostic).
     """
 
+    keras3_args = ("axis momentum epsilon center scale beta_initializer gamma_initializer "
+                   "moving_mean_initializer moving_variance_initializer beta_regularizer "
+                   "gamma_regularizer beta_constraint gamma_constraint renorm renorm_clipping "
+                   "renorm_momentum synchronized")
+
     passes_mask = True
 
     def parse(self, config: Config) -> BatchNormSpec:

@@ -47,6 +47,9 @@ class LayerNormSpec(LayerSpec):
 class LayerNormalization(LayerHandler[LayerNormSpec]):
     """(x - mean) / sqrt(var + eps) * gamma + beta over `axis` (an int or a list of axes)."""
 
+    keras3_args = ("axis epsilon center scale beta_initializer gamma_initializer beta_regularizer "
+                   "gamma_regularizer beta_constraint gamma_constraint rms_scaling")
+
     passes_mask = True
 
     def parse(self, config: Config) -> LayerNormSpec:
@@ -120,6 +123,9 @@ class GroupNormSpec(LayerSpec):
 class GroupNormalization(LayerHandler[GroupNormSpec]):
     """Channels split into `groups`; each group normalised over itself and every non-batch axis."""
 
+    keras3_args = ("groups axis epsilon center scale beta_initializer gamma_initializer "
+                   "beta_regularizer gamma_regularizer beta_constraint gamma_constraint")
+
     passes_mask = True
 
     def parse(self, config: Config) -> GroupNormSpec:
@@ -190,6 +196,8 @@ class UnitNormSpec(LayerSpec):
 @LAYERS.register("UnitNormalization")
 class UnitNormalization(LayerHandler[UnitNormSpec]):
     """x / ||x||_2 over `axis`; the floor on the norm differs: Keras 3 1e-12, Keras 2 1e-6 (sqrt of 1e-12)."""
+
+    keras3_args = "axis"
 
     passes_mask = True
 

@@ -35,6 +35,8 @@ def _rms_axes(node: Node, spec: RMSNormSpec, rank: int) -> list[int]:
 
 @LAYERS.register("RMSNormalization")
 class RMSNormalization(LayerHandler[RMSNormSpec]):
+    keras_availability = "keras3"
+
     def parse(self, config: Config) -> RMSNormSpec:
         return parse_fields(RMSNormSpec, config, axis=parse_axis_arg(config, "axis"))
 

@@ -44,6 +44,8 @@ def _children(node: Node) -> list[tuple[Node, LayerHandler]]:
 
 @LAYERS.register("Pipeline")
 class Pipeline(LayerHandler):
+    keras_availability = "keras3"
+
     def check(self, node: Node) -> None:
         if len(node.inputs) > 1:
             raise UnsupportedLayerError(f"Pipeline '{node.layer_name}' is called on several tensors",

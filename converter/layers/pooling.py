@@ -41,6 +41,7 @@ class PoolSpec(LayerSpec):
 
 
 class Pooling(LayerHandler[PoolSpec]):
+    keras3_args = "pool_size strides padding data_format"
     channels_first_only = True
 
     def __init__(self, rank: int, op_type: str) -> None:
@@ -106,6 +107,8 @@ class GlobalPoolSpec(LayerSpec):
 
 class GlobalPooling(LayerHandler[GlobalPoolSpec]):
     """Reduce every spatial axis; (batch, channels), or with keepdims the input rank with 1s."""
+
+    keras3_args = "data_format keepdims"
 
     channels_first_only = True
     global_pooling = True

@@ -62,6 +62,8 @@ class RescalingSpec(LayerSpec):
 class Rescaling(LayerHandler[RescalingSpec]):
     """x * scale + offset; scale and offset are scalars or per-channel lists (last axis)."""
 
+    keras3_args = "scale offset"
+
     passes_mask = True
 
     def parse(self, config: Config) -> RescalingSpec:
@@ -138,6 +140,8 @@ class NormalizationSpec(LayerSpec):
 @LAYERS.register("Normalization")
 class Normalization(LayerHandler[NormalizationSpec]):
     """(x - mean) / max(sqrt(variance), 1e-7), or its inverse; statistics adapted (weights) or given."""
+
+    keras3_args = "axis mean variance invert"
 
     passes_mask = True
 
@@ -273,6 +277,9 @@ class ResizingSpec(CenterCropSpec):
 class Resizing(LayerHandler[ResizingSpec]):
     """tf.image.resize to (height, width); runs channels_first (ONNX Resize's home layout)."""
 
+    keras3_args = ("height width interpolation crop_to_aspect_ratio pad_to_aspect_ratio fill_mode "
+                   "fill_value antialias data_format")
+
     channels_first_only = True
 
     def parse(self, config: Config) -> ResizingSpec:
@@ -358,6 +365,8 @@ def _crop_to_aspect(node: Node, b: OpBuilder, x: str, in_hw: Shape, height: int,
 @LAYERS.register("CenterCrop")
 class CenterCrop(LayerHandler[CenterCropSpec]):
     """The centred (height, width) window; smaller inputs (which Keras resizes instead) are refused."""
+
+    keras3_args = "height width data_format"
 
     def parse(self, config: Config) -> CenterCropSpec:
         return parse_fields(CenterCropSpec, config, data_format=parse_format(config))

@@ -83,6 +83,35 @@ INT64_MAX = 2**63 - 1
 class Recurrent(LayerHandler[RecurrentSpec]):
     """One ONNX op of the same name; see the module docstring for inputs, outputs and masks."""
 
+    keras3_args = {
+        "GRU": ("units activation recurrent_activation use_bias kernel_initializer "
+                "recurrent_initializer bias_initializer kernel_regularizer recurrent_regularizer "
+                "bias_regularizer kernel_constraint recurrent_constraint bias_constraint dropout "
+                "recurrent_dropout seed return_sequences return_state go_backwards stateful unroll "
+                "reset_after use_cudnn zero_output_for_mask"),
+        "LSTM": ("units activation recurrent_activation use_bias kernel_initializer "
+                 "recurrent_initializer bias_initializer unit_forget_bias kernel_regularizer "
+                 "recurrent_regularizer bias_regularizer kernel_constraint recurrent_constraint "
+                 "bias_constraint dropout recurrent_dropout seed return_sequences return_state "
+                 "go_backwards stateful unroll use_cudnn zero_output_for_mask"),
+        "SimpleRNN": ("units activation use_bias kernel_initializer recurrent_initializer "
+                      "bias_initializer kernel_regularizer recurrent_regularizer bias_regularizer "
+                      "kernel_constraint recurrent_constraint bias_constraint dropout "
+                      "recurrent_dropout return_sequences return_state go_backwards stateful unroll "
+                      "seed zero_output_for_mask"),
+    }
+    keras_rnn_call = True
+    recurrent_gates = {
+        "GRU": ("recurrent_activation", "recurrent_activation", "activation"),
+        "LSTM": ("recurrent_activation", "recurrent_activation", "activation", "recurrent_activation"),
+        "SimpleRNN": ("activation",),
+    }
+    affine_activations = {
+        "GRU": ("activation", "recurrent_activation"),
+        "LSTM": ("recurrent_activation",),
+        "SimpleRNN": ("activation",),
+    }
+
     consumes_mask = True
     consumes_sequence = True
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Generic, TypeVar, cast
 
 import numpy as np
@@ -64,6 +64,35 @@ class LayerHandler(ABC, Generic[S]):
     global_pooling: bool = False
     # Changes only the shape of its input, never a value (runtime input generation looks through it).
     shape_only: bool = False
+
+    # Facts about the Keras classes themselves, read by the Keras-archive writer (export/keras*.py), the
+    # legacy weight upgrade (keras/legacy_weights.py) and the README table (docs.py). A handler serving
+    # several class names whose facts differ gives a mapping by class name instead of one value.
+    # The Keras 3 class's own `__init__` arguments (Keras 3.15, space-separated, without Layer's `name`,
+    # `trainable`, `dtype`, `activity_regularizer`); None: Keras 3 has no built-in equivalent.
+    keras3_args: str | Mapping[str, str] | None = None
+    # The Keras 3 class takes no `**kwargs`: it accepts exactly `keras3_args`, not Layer's arguments.
+    keras3_closed: bool = False
+    # Keras 3 records this class as a tensor operation of that module (`keras.src.ops.numpy`), not a layer.
+    keras_op_module: str | None = None
+    # Called on one list of tensors (`Add()([a, b])`) rather than on several positional arguments.
+    keras_list_input: bool = False
+    # An RNN layer call: tensors after the sequence are its `initial_state`.
+    keras_rnn_call: bool = False
+    # A Keras RNN (its weights live in the `cell` sub-object): the activation argument of each gate,
+    # in the order the gates' column blocks have in its kernels.
+    recurrent_gates: tuple[str, ...] | Mapping[str, tuple[str, ...]] = ()
+    # The activation arguments applied to an affine map of `affine_weights` only: a Keras 2 hard_sigmoid
+    # there is Keras 3's of the map scaled by 1.2, so the writer can upgrade it.
+    affine_activations: tuple[str, ...] | Mapping[str, tuple[str, ...]] = ()
+    # The weights forming that pre-activation (scaled together, the function stays the same).
+    affine_weights: tuple[str, ...] = ("kernel", "bias")
+    # Per class name, the rank of a kernel whose axes Keras 1 / Theano files order differently.
+    legacy_kernel_rank: Mapping[str, int] = {}
+    # Which Keras has the class (the README marks it; tests/test_readme.py checks it against Keras):
+    # "" both Keras 2 and 3, "keras3" or "keras2" only that one, "file" not a `keras.layers` class but
+    # found in saved files (Keras 3 op nodes, Keras Applications' own layers, legacy names).
+    keras_availability: str | Mapping[str, str] = ""
 
     spec_type: type[LayerSpec] = NoArgs
 

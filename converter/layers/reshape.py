@@ -35,6 +35,8 @@ class Flatten(LayerHandler[FlattenSpec]):
     """(batch, d1, ..., dn) -> (batch, d1*...*dn). With data_format=channels_first Keras first moves
     the channel axis last (keras/src/layers/reshaping/flatten.py), so the order is always NHWC's."""
 
+    keras3_args = "data_format"
+
     shape_only = True
 
     def reshapes_only(self, node: Node) -> bool:
@@ -79,6 +81,8 @@ def _target_shape(config: Config) -> tuple[int, ...]:
 @LAYERS.register("Reshape")
 class Reshape(LayerHandler[ReshapeSpec]):
     """Sample shape -> target_shape (which excludes the batch); one -1 is inferred."""
+
+    keras3_args = "target_shape"
 
     shape_only = True
 
@@ -140,6 +144,8 @@ def _permutation(node: Node, dims: tuple[int, ...], rank: int) -> tuple[int, ...
 class Permute(LayerHandler[PermuteSpec]):
     """Permutes the sample axes; `dims` are 1-based (the batch axis 0 never moves)."""
 
+    keras3_args = "dims"
+
     shape_only = True
 
     def parse(self, config: Config) -> PermuteSpec:
@@ -162,6 +168,8 @@ class RepeatSpec(LayerSpec):
 @LAYERS.register("RepeatVector")
 class RepeatVector(LayerHandler[RepeatSpec]):
     """(batch, features) -> (batch, n, features)."""
+
+    keras3_args = "n"
 
     shape_only = True
 

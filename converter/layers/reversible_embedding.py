@@ -39,6 +39,9 @@ def _reverse(node: Node) -> bool:
 
 @LAYERS.register("ReversibleEmbedding")
 class ReversibleEmbedding(Embedding):
+    keras3_args = None  # not among the Keras 3.15 built-ins the writer is checked against
+    keras_availability = "keras3"
+
     def parse(self, config: Config) -> ReversibleEmbeddingSpec:
         output_dim = _output_dim(config)
         refuse_quantized(config)

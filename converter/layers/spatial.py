@@ -198,6 +198,8 @@ class Spatial(LayerHandler[Any]):
 
 
 class ZeroPadding(Spatial):
+    keras3_args = "padding data_format"
+
     def parse(self, config: Config) -> PaddingSpec:
         return PaddingSpec(data_format=parse_data_format(config),
                            padding=parse_pairs(config, "padding", self.rank, 1))
@@ -216,6 +218,11 @@ class ZeroPadding(Spatial):
 
 
 class Cropping(Spatial):
+    keras3_args = {
+        "Cropping1D": "cropping",
+        "Cropping2D": "cropping data_format",
+        "Cropping3D": "cropping data_format",
+    }
     amounts_key = "cropping"
 
     def parse(self, config: Config) -> CroppingSpec:
@@ -248,6 +255,11 @@ class Cropping(Spatial):
 
 
 class UpSampling(Spatial):
+    keras3_args = {
+        "UpSampling1D": "size",
+        "UpSampling2D": "size data_format interpolation",
+        "UpSampling3D": "size data_format",
+    }
     amounts_key = "size"
 
     def parse(self, config: Config) -> UpSamplingSpec:

@@ -54,6 +54,10 @@ def _raw_axes(node: Node, spec: TransposeSpec) -> Any:
 class TransposeOp(LayerHandler[TransposeSpec]):
     """Keras 3 op node `ops.transpose(x, axes=None)`."""
 
+    keras3_args = "axes"
+    keras_op_module = "keras.src.ops.numpy"
+    keras_availability = "file"
+
     def parse(self, config: Config) -> TransposeSpec:
         return TransposeSpec(axes=config.value("axes"))
 

@@ -73,6 +73,7 @@ def graph_node_of(child: Node, name: str, inputs: list[Tensor], output: Tensor,
 
 @LAYERS.register("TimeDistributed")
 class TimeDistributed(LayerHandler):
+    keras3_args = "layer"
     passes_mask = True  # Keras' TimeDistributed.compute_mask returns the incoming (batch, time) mask
     consumes_sequence = True  # an input_dim/input_length shorthand spells (batch, steps, features)
 
