@@ -11,7 +11,8 @@ from conftest import assert_close
 from kmodels import layer, run_onnx, save_keras, save_legacy_h5, sequential
 
 import converter
-from converter.errors import UnsupportedLayerError
+from converter.errors import UnsupportedLayerError, UsageError
+from converter.export.onnx import export
 from converter.keras.legacy_weights import spectral_norm_order
 
 SAVERS = {"keras": save_keras, "h5": save_legacy_h5}
@@ -62,3 +63,25 @@ def test_spectral_normalization_of_unknown_layer_is_refused(tmp_path: Path) -> N
     config = sequential([layer("SpectralNormalization", "sn", layer=inner)], (4, 5))
     with pytest.raises(UnsupportedLayerError, match="wraps Lambda"):
         converter.convert(save_keras(tmp_path / "m.keras", config, {"sn": [np.zeros((1, 5), "float32")]}))
+
+
+def test_spectral_normalization_unwraps_into_its_layer(tmp_path: Path, rng: np.random.Generator) -> None:
+    """The unwrap pass replaces the wrapper by its layer on the stored kernel; the layout pass places that
+    Conv2D like any other (a wrapper left whole is not lowered)."""
+    kernel = rng.normal(size=(1, 1, 2, 3)).astype("float32")
+    conv = {"class_name": "Conv2D", "config": {"name": "conv", "filters": 3, "kernel_size": [1, 1], "use_bias": False}}
+    config = sequential([layer("SpectralNormalization", "sn", layer=conv)], (4, 4, 2))
+    path = save_keras(tmp_path / "m.keras", config, {"sn": {"": [kernel, np.ones((1, 3), "float32")],
+                                                              "layer": [kernel]}})
+    loaded = converter.load(path)
+    loaded.artifact.close()
+    (inner,) = [n for n in loaded.graph.nodes if n.kind == "Conv2D"]
+    assert "SpectralNormalization" not in {n.kind for n in loaded.graph.nodes}
+    assert inner.spec.data_format == "channels_first" and set(inner.weights) == {"kernel"}
+    x = rng.normal(size=(2, 4, 4, 2)).astype("float32")
+    (y,) = run_onnx(converter.convert(path), x)
+    assert_close(y, x @ kernel[0, 0])
+    unoptimized = converter.load(path, optimize=False)
+    unoptimized.artifact.close()
+    with pytest.raises(UsageError, match="still wrapped"):
+        export(unoptimized.graph)

@@ -81,7 +81,7 @@ def test_conv_stack_pays_one_transpose_per_spatial_input_and_output(
     config, weights, _ = _residual(rng)
     before, after = _graphs(SAVERS[fmt](tmp_path / f"m.{fmt}", config, weights))
     assert _kinds(after)[INTERNAL_TRANSPOSE] == 2
-    assert all(n.attr("data_format") == "channels_first" for n in after.nodes if n.kind in ("Conv2D", "MaxPooling2D"))
+    assert all(n.spec.data_format == "channels_first" for n in after.nodes if n.kind in ("Conv2D", "MaxPooling2D"))
     assert _ops(after)["Transpose"] == 2
     x = rng.normal(size=(batch, 8, 8, 3)).astype("float32")
     assert_close(run_onnx(export(after), x)[0], run_onnx(export(before), x)[0])
@@ -278,7 +278,7 @@ def test_input_transpose_climbs_above_the_preprocessing_layers(tmp_path: Path, r
     first = model.graph.node[0]
     assert first.op_type == "Transpose" and first.input[0] == "image"
     assert _ops(after)["Transpose"] == 2  # the input's, and the conv output's back to Keras' layout
-    assert [n.attr("axis") for n in after.nodes if n.kind == "Normalization"] == [1]
+    assert [n.spec.axis for n in after.nodes if n.kind == "Normalization"] == [1]
     assert Counter(n.op_type for n in model.graph.node)["Add"] == 1  # only the per-channel offset's
     x = rng.normal(size=(3, 8, 8, 3)).astype("float32")
     reference = ((x * [2.0, 0.5, 1.5] + [0.1, -0.2, 0.0]) - [0.4, 0.5, 0.6]) / [0.2, 0.3, 0.4] / 255

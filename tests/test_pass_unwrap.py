@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from conftest import assert_close
 from kmodels import input_layer, keras_tensor, layer, run_onnx, save_keras, sequential
 
 import converter
+from converter.errors import UsageError
 from converter.export.onnx import export
 from converter.ir import Graph
 from converter.ir.graph import INTERNAL_TRANSPOSE
@@ -166,14 +168,19 @@ def test_unwrap_infers_the_same_shapes(tmp_path: Path, rng: np.random.Generator)
     assert split.kind == INTERNAL_SPLIT_BATCH_TIME and len(split.inputs) == 2  # sizes read at run time
 
 
-def test_an_unoptimized_graph_still_lowers_wrappers_whole(tmp_path: Path, rng: np.random.Generator) -> None:
+def test_an_unoptimized_graph_lowers_wrappers_only_unwrapped(tmp_path: Path, rng: np.random.Generator) -> None:
+    """Handlers emit one layout and a wrapper has no emission of its own: lowering a wrapper left whole
+    (load(optimize=False)) is refused with what to run; once unwrapped the graph lowers."""
     conv = layer("Conv2D", "conv", filters=2, kernel_size=[1, 1], use_bias=False)
     config = sequential([_td(conv, "td")], (3, 2, 2, 2))
     kernel = rng.normal(size=(1, 1, 2, 2)).astype(F)
     graph = _load(save_keras(tmp_path / "m.keras", config, {"td": {"layer": [kernel]}}), optimize=False)
     assert [n.kind for n in graph.nodes] == ["TimeDistributed"]
+    with pytest.raises(UsageError, match="still wrapped") as refused:
+        export(graph)
+    assert "unwrap.run" in (refused.value.hint or "")
     x = rng.normal(size=(2, 3, 2, 2, 2)).astype(F)
-    (y,) = run_onnx(export(graph), x)
+    (y,) = run_onnx(export(unwrap.run(graph)), x)
     assert_close(y, x @ kernel[0, 0])
 
 

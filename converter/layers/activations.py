@@ -241,11 +241,6 @@ def decide_activation(name: str, keras_major: int) -> str:
     return HARD_SIGMOID_KERAS2 if name == HARD_SIGMOID and keras_major < 3 else name
 
 
-def check_activation(node: Node, key: str = "activation") -> None:
-    """For families that do not parse yet: refuses an unknown activation in the node's config."""
-    _known_activation(activation_name(node.attrs.get(key)), node.kind, node.layer_name)
-
-
 def parse_activation(config: Config, key: str = "activation") -> str:
     """The canonical name of an activation argument, refused here when kconvert does not know it, and
     decided for the file's Keras major (see HARD_SIGMOID above): store it in the spec and hand it to
@@ -264,13 +259,8 @@ def _known_activation(name: str, kind: str, layer: str) -> str:
     return name
 
 
-def apply_activation(b: OpBuilder, x: str, value: Any, **kw: Any) -> str:
-    """Emit the activation `value` names: preferably a name from `parse_activation`, already decided
-    for the Keras major. A raw config value (from a family that does not parse yet) still means what
-    the graph's Keras means by it; that fallback goes once every family parses."""
-    name = activation_name(value)
-    if name == HARD_SIGMOID:
-        name = decide_activation(name, b.keras_major)
+def apply_activation(b: OpBuilder, x: str, name: str, **kw: Any) -> str:
+    """Emit the activation `name`, as `parse_activation` decided it for the file's Keras major."""
     return ACTIVATIONS[name](b, x, kw)
 
 

@@ -18,8 +18,8 @@ from converter.ir.shape import Dim
 from converter.layers.builder import OpBuilder
 from converter.layers.limits import MAX_TABLE_ENTRIES, check_elements, check_output
 from converter.layers.registry import LAYERS, LayerHandler
-from converter.layers.spatial import channels_first_io, current_format, join_shape, parse_data_format, split_shape
 from converter.layers.spec import Config, LayerSpec
+from converter.layers.windows import channels_first_io, join_spatial, parse_data_format, split_spatial
 
 
 def windows(length: int, cells: int) -> list[tuple[int, int]]:
@@ -63,12 +63,12 @@ class AdaptivePooling(LayerHandler[AdaptivePoolSpec]):
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
         spec, shape = self.spec(node), input_shapes[0]
-        channels, spatial = split_shape(node, current_format(self, node), shape, self.rank)
+        channels, spatial = split_spatial(node, spec.data_format, shape, self.rank)
         if not all(isinstance(d, int) for d in spatial):
             raise ShapeError(f"{node.kind} '{node.layer_name}' needs static spatial sizes but its input is "
                              f"{shape}", layer=node.layer_name,
                              hint="Keras requires them too: give the Input a fixed spatial shape")
-        out = join_shape(current_format(self, node), shape[0], channels, list(spec.output_size))
+        out = join_spatial(spec.data_format, shape[0], channels, list(spec.output_size))
         return [check_output(node, out, "output_size")]
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
@@ -79,7 +79,7 @@ class AdaptivePooling(LayerHandler[AdaptivePoolSpec]):
                 x = self._pool_axis(b, x, axis, int(length), cells)  # type: ignore[arg-type]
             return x
 
-        return [channels_first_io(node, current_format(self, node), b, inputs[0], body)]
+        return [channels_first_io(node, spec.data_format, b, inputs[0], body)]
 
     def _pool_axis(self, b: OpBuilder, x: str, axis: int, length: int, cells: int) -> str:
         """Pool spatial axis `axis` of an NC... tensor from `length` to `cells`."""

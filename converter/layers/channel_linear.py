@@ -47,7 +47,6 @@ class ChannelLinear:
             "bias": (old_bias * scale + shift).astype(np.float32),
         }
         node.spec = node.spec.replace(use_bias=True)
-        node.attrs["use_bias"] = True  # the Keras writer's config
         return kernel
 
 

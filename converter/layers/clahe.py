@@ -19,9 +19,9 @@ from converter.errors import ShapeError, UnsupportedLayerError
 from converter.ir import Node, Shape
 from converter.layers.builder import OpBuilder
 from converter.layers.limits import check_elements
-from converter.layers.preprocessing import parse_format
 from converter.layers.registry import LAYERS, LayerHandler, expect_rank
 from converter.layers.spec import Config, LayerSpec, parse_fields
+from converter.layers.windows import parse_data_format
 
 NAME = "ContrastLimitedAdaptiveHistogramEqualization"
 
@@ -152,7 +152,7 @@ class ContrastLimitedAdaptiveHistogramEqualization(LayerHandler[ClaheSpec]):
 
     def parse(self, config: Config) -> ClaheSpec:
         """data_format, then the two pairs, are checked here: a bad one is refused before the rest."""
-        data_format = parse_format(config)
+        data_format = parse_data_format(config)
         return parse_fields(ClaheSpec, config, data_format=data_format,
                             value_range=_pair(config, "value_range", [0, 255]), tile_grid_size=_grid(config))
 

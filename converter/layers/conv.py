@@ -26,8 +26,8 @@ from converter.layers.windows import (
     CHANNELS_FIRST,
     CHANNELS_LAST,
     activate_in,
+    channels_first_io,
     join_spatial,
-    node_data_format,
     pad_attrs,
     parse_data_format,
     parse_padding,
@@ -35,7 +35,6 @@ from converter.layers.windows import (
     static,
     window_lengths,
     window_pads,
-    with_switched_format,
 )
 
 
@@ -60,17 +59,6 @@ def depthwise_to_onnx(kernel: np.ndarray) -> np.ndarray:
     """(k..., in, multiplier) -> (in * multiplier, 1, k...)."""
     chw = np.transpose(kernel, depthwise_axes(kernel.ndim))
     return chw.reshape(chw.shape[0] * chw.shape[1], 1, *chw.shape[2:])
-
-
-def channels_first_io(node: Node, b: OpBuilder, x: str, body: Callable[[str, list[Dim]], str]) -> str:
-    """Run `body` on an NC... tensor. After the layout pass it already is one; a node emitted outside
-    the pass (inside a wrapper) may still be channels_last, so transpose around it then."""
-    shape = node.inputs[0].shape or ()
-    rank = len(shape)
-    if node_data_format(node) == CHANNELS_FIRST:
-        return body(x, list(shape[2:]))
-    inner = body(b.transpose(x, [0, rank - 1, *range(1, rank - 1)]), list(shape[1:-1]))
-    return b.transpose(inner, [0, *range(2, rank), 1])
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -128,11 +116,6 @@ class ConvBase(LayerHandler[C]):
                             padding=padding, **windows, **self.parse_more(config))
         return cast(C, spec)  # spec_type is C's class
 
-    def spec(self, node: Node) -> C:
-        """The node's spec, in the format a wrapper's channels-first twin computes in (see
-        `with_switched_format`)."""
-        return with_switched_format(node, cast(C, node.spec))
-
     def parse_more(self, config: Config) -> dict[str, Any]:
         """Family-specific values `parse_fields` cannot read alone (checked, or shaped by the rank)."""
         return {}
@@ -145,7 +128,7 @@ class ConvBase(LayerHandler[C]):
         return 1 if spec.data_format == CHANNELS_FIRST else rank - 1
 
     def split(self, node: Node, shape: Shape) -> tuple[Dim, list[Dim]]:
-        return split_spatial(node, self.spec(node).data_format, shape, self.rank, self.meaning())
+        return split_spatial(node, self.spec(node).data_format, shape, self.rank)
 
     def out_channels(self, node: Node, channels: Dim) -> Dim:
         raise NotImplementedError  # each family knows its own
@@ -158,9 +141,8 @@ class ConvBase(LayerHandler[C]):
                              spec.padding)
         return [join_spatial(spec.data_format, shape[0], self.out_channels(node, channels), out)]
 
-    def meaning(self) -> str:
-        axes = ", ".join(["steps"] if self.rank == 1 else [f"dim{i + 1}" for i in range(self.rank)])
-        return f"(batch, {axes}, channels)"
+    def channels_first_io(self, node: Node, b: OpBuilder, x: str, body: Callable[[str, list[Dim]], str]) -> str:
+        return channels_first_io(node, self.spec(node).data_format, b, x, body)
 
     def activate(self, node: Node, b: OpBuilder, y: str) -> str:
         spec = self.spec(node)
@@ -221,7 +203,7 @@ class Conv(ChannelLinear, ConvBase[FiltersConvSpec]):
         weight = b.weight("kernel", keras_to_onnx_kernel(node.weights["kernel"]))
         bias = b.weight("bias") if "bias" in node.weights else None
         group = self.spec(node).groups
-        y = channels_first_io(node, b, inputs[0], lambda x, n: self.conv(node, b, x, n, weight, bias, group))
+        y = self.channels_first_io(node, b, inputs[0], lambda x, n: self.conv(node, b, x, n, weight, bias, group))
         return [self.activate(node, b, y)]
 
 
@@ -264,7 +246,7 @@ class Depthwise(ChannelLinear, ConvBase[DepthwiseSpec]):
         weight = b.weight("depthwise_kernel", depthwise_to_onnx(kernel))
         bias = b.weight("bias") if "bias" in node.weights else None
         group = int(kernel.shape[-2])
-        y = channels_first_io(node, b, inputs[0], lambda x, n: self.conv(node, b, x, n, weight, bias, group))
+        y = self.channels_first_io(node, b, inputs[0], lambda x, n: self.conv(node, b, x, n, weight, bias, group))
         return [self.activate(node, b, y)]
 
 
@@ -310,7 +292,7 @@ class Separable(ChannelLinear, ConvBase[SeparableSpec]):
             mid = self.conv(node, b, x, lengths, dw, None, group)
             return self.conv(node, b, mid, lengths, pw, bias, pointwise=True)
 
-        return [self.activate(node, b, channels_first_io(node, b, inputs[0], body))]
+        return [self.activate(node, b, self.channels_first_io(node, b, inputs[0], body))]
 
 
 def _register() -> None:

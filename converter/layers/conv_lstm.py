@@ -18,7 +18,6 @@ data_format) are read; masks are refused (Keras' ConvLSTM masks are rare and nee
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -33,7 +32,14 @@ from converter.layers.limits import check_elements
 from converter.layers.recurrent import state_inputs
 from converter.layers.registry import LAYERS, LayerHandler, expect_rank
 from converter.layers.spec import Config, LayerSpec, parse_fields
-from converter.layers.windows import CHANNELS_FIRST, CHANNELS_LAST, window_lengths, window_pads
+from converter.layers.windows import (
+    CHANNELS_FIRST,
+    CHANNELS_LAST,
+    parse_data_format,
+    parse_padding,
+    window_lengths,
+    window_pads,
+)
 
 INT64_MAX = 2**63 - 1
 PADDINGS = ("valid", "same")
@@ -60,17 +66,6 @@ class ConvLSTMSpec(LayerSpec):
         return self.data_format == CHANNELS_FIRST
 
 
-def _refuse(config: Config, key: str, value: Any, hint: str) -> UnsupportedLayerError:
-    layer = config.ctx.layer_name
-    return UnsupportedLayerError(f"{config.ctx.kind} '{layer}' has {key}={value!r}", layer=layer, hint=hint)
-
-
-def _choice(config: Config, key: str, value: Any, allowed: tuple[str, ...], hint: str) -> str:
-    if value not in allowed:
-        raise _refuse(config, key, value, hint)
-    return str(value)
-
-
 def _activation(config: Config, key: str, default: str) -> str:
     """Known and elementwise (the gates are per element); a missing one is the layer's default."""
     name = parse_activation(config, key) if key in config.raw else default
@@ -81,10 +76,7 @@ def _activation(config: Config, key: str, default: str) -> str:
 
 
 def parse_conv_lstm(config: Config, rank: int) -> ConvLSTMSpec:
-    data_format = _choice(config, "data_format", config.value("data_format", CHANNELS_LAST),
-                          (CHANNELS_LAST, CHANNELS_FIRST), "use channels_last or channels_first")
-    padding = _choice(config, "padding", config.text("padding", "valid").lower(), PADDINGS,
-                      "supported: " + ", ".join(PADDINGS))
+    data_format, padding = parse_data_format(config), parse_padding(config, PADDINGS)
     geometry = {"kernel_size": config.ints("kernel_size", rank), "strides": config.ints("strides", rank, 1),
                 "dilation_rate": config.ints("dilation_rate", rank, 1)}
     activations = {key: _activation(config, key, default)

@@ -21,7 +21,7 @@ from converter.ir import Node, Shape
 from converter.ir.shape import Dim
 from converter.layers.builder import OpBuilder
 from converter.layers.channel_linear import ChannelLinear
-from converter.layers.conv import ConvBase, ConvSpec, channels_first_io, keras_to_onnx_kernel, onnx_kernel_axes
+from converter.layers.conv import ConvBase, ConvSpec, keras_to_onnx_kernel, onnx_kernel_axes
 from converter.layers.limits import check_output
 from converter.layers.registry import LAYERS
 from converter.layers.spec import Config
@@ -130,7 +130,7 @@ class ConvTranspose(ChannelLinear, ConvBase[ConvTransposeSpec]):
                         dilations=list(spec.dilation_rate), pads=begins + ends,
                         output_padding=extend if any(extend) else None)
 
-        return [self.activate(node, b, channels_first_io(node, b, inputs[0], body))]
+        return [self.activate(node, b, self.channels_first_io(node, b, inputs[0], body))]
 
 
 for _rank in (1, 2, 3):

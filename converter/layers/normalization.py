@@ -77,7 +77,6 @@ class BatchNormalization(LayerHandler[BatchNormSpec]):
         if len(axes) != 1:
             return False
         node.spec = self.spec(node).replace(axis=(perm.index(axes[0]),))
-        node.attrs["axis"] = perm.index(axes[0])  # the Keras writer's config
         return True
 
     def channel_affine(self, node: Node, rank: int) -> tuple[np.ndarray, np.ndarray, int] | None:

@@ -5,8 +5,9 @@ where `scale` keeps the shape Keras built it with (the normalised dims, in sorte
 multiplied with numpy broadcasting, exactly as Keras multiplies it.
 
 SpectralNormalization only rewrites its layer's kernel while training (`call(..., training=True)`);
-at inference it runs the wrapped layer on the stored kernel, so it converts as that layer. Its own
-`vector_u` (the power-iteration state) does not enter the result.
+at inference it runs the wrapped layer on the stored kernel (already normalised when it was saved),
+so the unwrap pass replaces it by that layer as an ordinary node (`unwrap`), with no kernel to
+recompute. Its own `vector_u` (the power-iteration state) does not enter the result.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ from dataclasses import dataclass
 
 from converter.errors import UnsupportedLayerError
 from converter.ir import Node, Shape, Tensor
+from converter.ir.internal import NAMESPACE
+from converter.ir.names import NameAuthority
 from converter.layers.axes import AxisArg, parse_axis_arg, resolve_spec_axes
 from converter.layers.builder import OpBuilder
 from converter.layers.preprocessing import FLOAT_DTYPES
 from converter.layers.registry import LAYERS, LayerHandler
 from converter.layers.spec import Config, LayerSpec, parse_fields
-from converter.layers.wrappers import check_wrapped_child, emit_wrapped, wrapped_child
+from converter.layers.wrappers import check_wrapped_child, graph_node_of, refuse_wrapper_emit, wrapped_child
 
 
 @dataclass(frozen=True)
@@ -106,16 +109,54 @@ class SpectralNormalization(LayerHandler[SpectralNormSpec]):
         child.outputs = [Tensor(f"{node.name}/inner", tuple(shapes[0]), producer=child)]
         return shapes[:1]
 
+    def unwrap(self, node: Node, names: NameAuthority) -> list[Node]:
+        """The wrapped layer as an ordinary node on the stored kernel (`vector_u` stays behind), then,
+        where Keras 3 casts the result back to a non-float input's dtype, that Cast."""
+        child, _ = _wrapped(node)
+        weights = {k: v for k, v in node.weights.items() if k != "vector_u"}
+        inner_name = names.unique(f"{node.name}/{child.name}")
+        out = node.outputs[0]
+        cast_to = self.cast_to(node)
+        inner_out = out if cast_to is None else Tensor(inner_name)
+        inner = graph_node_of(child, inner_name, list(node.inputs), inner_out, weights)
+        if cast_to is None:
+            return [inner]
+        cast = Node(kind=CAST_TO_INPUT_DTYPE, name=names.unique(f"{node.name}/cast"), inputs=[inner_out],
+                    outputs=[out], layer_name=node.layer_name)
+        cast.spec = CastSpec(dtype=cast_to)
+        out.producer = cast
+        return [inner, cast]
+
+    def cast_to(self, node: Node) -> str | None:
+        """The input's dtype where Keras 3 casts the wrapped layer's output back to it (an Embedding's ids)."""
+        dtype = node.inputs[0].dtype
+        if not self.spec(node).cast_to_input_dtype or dtype in FLOAT_DTYPES:
+            return None
+        if dtype not in ONNX_INT_TYPES:
+            raise UnsupportedLayerError(f"SpectralNormalization '{node.layer_name}' gets a {dtype} input",
+                                        layer=node.layer_name, hint="kconvert converts float and int inputs here")
+        return dtype
+
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
-        child, handler = _wrapped(node)
-        y = emit_wrapped(node, child, handler, b, inputs[0], inputs[1:])
-        if self.spec(node).cast_to_input_dtype and node.inputs[0].dtype not in FLOAT_DTYPES:
-            # Keras 3 casts the wrapped layer's output back to the input dtype (an Embedding's ids).
-            to = {"int32": 6, "int64": 7, "uint8": 2, "int8": 3}.get(node.inputs[0].dtype)
-            if to is None:
-                raise UnsupportedLayerError(f"SpectralNormalization '{node.layer_name}' gets a "
-                                            f"{node.inputs[0].dtype} input", layer=node.layer_name,
-                                            hint="kconvert converts float and int inputs here")
-            node.outputs[0].dtype = node.inputs[0].dtype
-            y = b.op("Cast", y, to=to)
-        return [y]
+        raise refuse_wrapper_emit(node)
+
+
+# An unwrapped SpectralNormalization's cast of its layer's output back to the input's dtype.
+CAST_TO_INPUT_DTYPE = NAMESPACE + "CastToInputDtype"
+ONNX_INT_TYPES = {"int32": 6, "int64": 7, "uint8": 2, "int8": 3}
+
+
+@dataclass(frozen=True)
+class CastSpec(LayerSpec):
+    dtype: str
+
+
+@LAYERS.register(CAST_TO_INPUT_DTYPE)
+class CastToInputDtype(LayerHandler[CastSpec]):
+    internal = True
+    spec_type = CastSpec
+
+    def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
+        dtype = self.spec(node).dtype
+        node.outputs[0].dtype = dtype
+        return [b.op("Cast", inputs[0], to=ONNX_INT_TYPES[dtype])]

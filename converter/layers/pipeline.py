@@ -5,8 +5,7 @@ The topology reads each inner layer's weights by its own path and stores them on
 `<index>/<name>`. The unwrap pass (passes/unwrap.py) replaces the Pipeline by its layers as ordinary
 graph nodes in a chain (`unwrap`), named `<pipeline>/<layer>`, each with its own weights, so every later
 pass sees them (a Dropout inside is removed, a BatchNormalization folds, the layout pass places the
-Transposes). A graph lowered without the pass still emits the Pipeline as one opaque sub-graph, where a
-channels_first_only child runs between two Transposes, as in TimeDistributed.
+Transposes). A Pipeline node reaching lowering without the pass is refused (wrappers.refuse_wrapper_emit).
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from converter.ir import Node, Shape, Tensor
 from converter.ir.names import NameAuthority
 from converter.layers.builder import OpBuilder
 from converter.layers.registry import LAYERS, LayerHandler, handler_for
-from converter.layers.wrappers import emit_wrapped, graph_node_of
+from converter.layers.wrappers import graph_node_of, refuse_wrapper_emit
 
 
 def _child_weights(node: Node, index: int) -> dict[str, np.ndarray]:
@@ -93,7 +92,4 @@ class Pipeline(LayerHandler):
         return chain
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
-        x = inputs[0]
-        for child, handler in _children(node):
-            x = emit_wrapped(node, child, handler, b, x)
-        return [x]
+        raise refuse_wrapper_emit(node)

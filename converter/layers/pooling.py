@@ -16,18 +16,19 @@ from converter.ir.graph import CHANNELS_FIRST, CHANNELS_LAST
 from converter.ir.shape import Dim, to_channels_first
 from converter.layers.builder import OpBuilder
 from converter.layers.registry import LAYERS, LayerHandler
-from converter.layers.spatial import (
-    ZeroPadding,
+from converter.layers.spatial import ZeroPadding
+from converter.layers.spec import Config, LayerSpec
+from converter.layers.windows import (
     channels_first_io,
-    current_format,
-    join_shape,
+    join_spatial,
+    pad_attrs,
     parse_data_format,
     parse_padding,
     parse_window,
-    split_shape,
+    split_spatial,
+    window_lengths,
+    window_pads,
 )
-from converter.layers.spec import Config, LayerSpec
-from converter.layers.windows import pad_attrs, window_lengths, window_pads
 
 
 @dataclass(frozen=True)
@@ -58,12 +59,12 @@ class Pooling(LayerHandler[PoolSpec]):
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
         spec, shape = self.spec(node), input_shapes[0]
-        channels, spatial = split_shape(node, current_format(self, node), shape, self.rank)
+        channels, spatial = split_spatial(node, spec.data_format, shape, self.rank)
         if spec.explicit_pads is not None:  # a ZeroPadding folded in: pooled as padded
             ends = spec.explicit_pads[self.rank:]
             spatial = [n + b + e if isinstance(n, int) else None for n, b, e in zip(spatial, spec.explicit_pads, ends)]
         out = window_lengths(node, "pool_size", spatial, spec.pool_size, spec.strides, [1] * self.rank, spec.padding)
-        return [join_shape(current_format(self, node), shape[0], channels, out)]
+        return [join_spatial(spec.data_format, shape[0], channels, out)]
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
         spec = self.spec(node)
@@ -75,7 +76,7 @@ class Pooling(LayerHandler[PoolSpec]):
             return b.op(self.op_type, x, kernel_shape=list(spec.pool_size), strides=list(spec.strides),
                         **pad_attrs(pads), **extra)
 
-        return [channels_first_io(node, current_format(self, node), b, inputs[0], body)]
+        return [channels_first_io(node, spec.data_format, b, inputs[0], body)]
 
     def absorb_zero_padding(self, pool: Node, padding: Node) -> bool:
         """Take the ZeroPadding `padding` (the pool's only input) into the pool's own pads, when every
@@ -132,9 +133,9 @@ class GlobalPooling(LayerHandler[GlobalPoolSpec]):
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
         spec, shape = self.spec(node), input_shapes[0]
-        channels, spatial = split_shape(node, current_format(self, node), shape, self.rank)
+        channels, spatial = split_spatial(node, spec.data_format, shape, self.rank)
         if spec.keepdims:
-            return [join_shape(current_format(self, node), shape[0], channels, [1] * len(spatial))]
+            return [join_spatial(spec.data_format, shape[0], channels, [1] * len(spatial))]
         return [(shape[0], channels)]
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
@@ -147,12 +148,13 @@ class GlobalPooling(LayerHandler[GlobalPoolSpec]):
             return b.op(self.op_type, x)
 
         if spec.keepdims:
-            return [channels_first_io(node, current_format(self, node), b, inputs[0], body)]
+            return [channels_first_io(node, spec.data_format, b, inputs[0], body)]
         return [b.squeeze(body(self.first(node, b, inputs[0]), []), axes)]
 
     def first(self, node: Node, b: OpBuilder, x: str) -> str:
-        """The NC... view of the input (only a node emitted outside the layout pass needs a Transpose)."""
-        if current_format(self, node) == CHANNELS_FIRST:
+        """The NC... view of the input (only a graph lowered without the layout pass needs the Transpose,
+        as in windows.channels_first_io)."""
+        if self.spec(node).data_format == CHANNELS_FIRST:
             return x
         return b.transpose(x, list(to_channels_first(self.rank + 2)))
 
@@ -162,7 +164,7 @@ class GlobalPooling(LayerHandler[GlobalPoolSpec]):
         spec, source = self.spec(node), node.inputs[0].shape or ()
         if spec.keepdims or len(source) < 3:
             return None
-        channel = 1 if current_format(self, node) == CHANNELS_FIRST else len(source) - 1
+        channel = 1 if spec.data_format == CHANNELS_FIRST else len(source) - 1
         if not isinstance(source[channel], int):
             return None
         return tuple(1 if i not in (0, channel) else d for i, d in enumerate(source))

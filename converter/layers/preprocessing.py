@@ -15,7 +15,7 @@ from converter.layers.limits import MAX_TABLE_ENTRIES, check_elements, check_out
 from converter.layers.registry import LAYERS, LayerHandler, expect_rank
 from converter.layers.resampling import tf_bicubic_matrix, tf_nearest_indices
 from converter.layers.spec import Config, LayerSpec, parse_fields
-from converter.layers.windows import CHANNELS_FIRST, CHANNELS_LAST
+from converter.layers.windows import CHANNELS_FIRST, CHANNELS_LAST, parse_data_format
 
 FLOAT_DTYPES = frozenset({"float32", "float16", "float64", "bfloat16"})
 # Keras' backend.epsilon(), the floor on Normalization's standard deviation (Keras 2 and 3).
@@ -39,15 +39,6 @@ def frozen(value: Any) -> Any:
 def shown(value: Any) -> Any:
     """A frozen value as the config wrote it (lists), for messages that quote it."""
     return [shown(v) for v in value] if isinstance(value, tuple) else value
-
-
-def parse_format(config: Config) -> str:
-    """data_format, refused unless one of Keras' two layouts (windows.data_format's wording)."""
-    value = config.text("data_format", CHANNELS_LAST)
-    if value not in (CHANNELS_LAST, CHANNELS_FIRST):
-        raise UnsupportedLayerError(f"{config.ctx.kind} '{config.ctx.layer_name}' has data_format={value!r}",
-                                    layer=config.ctx.layer_name, hint="use channels_last or channels_first")
-    return value
 
 
 @dataclass(frozen=True)
@@ -165,7 +156,6 @@ class Normalization(LayerHandler[NormalizationSpec]):
             return False
         if keep:
             node.spec = self.spec(node).replace(axis=perm.index(keep[0]))
-            node.attrs["axis"] = perm.index(keep[0])  # mirrored, as switch_to_channels_first mirrors data_format
         return True
 
     def weight_shapes(self, node: Node, input_shapes: list[Shape]) -> dict[str, tuple[int | None, ...]]:
@@ -283,7 +273,7 @@ class Resizing(LayerHandler[ResizingSpec]):
     channels_first_only = True
 
     def parse(self, config: Config) -> ResizingSpec:
-        return parse_fields(ResizingSpec, config, data_format=parse_format(config))
+        return parse_fields(ResizingSpec, config, data_format=parse_data_format(config))
 
     def check(self, node: Node) -> None:
         spec = self.spec(node)
@@ -369,7 +359,7 @@ class CenterCrop(LayerHandler[CenterCropSpec]):
     keras3_args = "height width data_format"
 
     def parse(self, config: Config) -> CenterCropSpec:
-        return parse_fields(CenterCropSpec, config, data_format=parse_format(config))
+        return parse_fields(CenterCropSpec, config, data_format=parse_data_format(config))
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
         shape = input_shapes[0]

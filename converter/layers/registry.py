@@ -133,14 +133,13 @@ class LayerHandler(ABC, Generic[S]):
 
     def is_channels_first(self, node: Node) -> bool:
         """Whether the node computes channels_first now (the file asked for it, or the layout pass switched it)."""
-        return getattr(node.spec, "data_format", None) == "channels_first" or \
-            node.attrs.get("data_format") == "channels_first"
+        return getattr(node.spec, "data_format", None) == "channels_first"
 
     def switch_to_channels_first(self, node: Node) -> None:
-        """Layout-pass hook for `channels_first_only` handlers: the node computes channels_first from now on."""
+        """Layout-pass hook for `channels_first_only` handlers: the node computes channels_first from now on
+        (its spec's `data_format`; a handler whose spec has none overrides this and `is_channels_first`)."""
         if any(f.name == "data_format" for f in dataclasses.fields(node.spec)):
             node.spec = node.spec.replace(data_format="channels_first")
-        node.attrs["data_format"] = "channels_first"
 
     def check(self, node: Node) -> None:  # noqa: B027  (most layers accept every config)
         """Raise UnsupportedLayerError for configurations that cannot be converted."""

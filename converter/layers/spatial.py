@@ -1,18 +1,14 @@
 """Spatial resampling: UpSampling1D/2D/3D, ZeroPadding1D/2D/3D, Cropping1D/2D/3D.
 
 They are `channels_first_only` so a conv stack stays NC... through them (the layout pass would
-otherwise have to transpose back to channels_last around each); each also reads its spatial axes
-from the current data_format, so it is right in either layout. The 1-D layers have no
-data_format in Keras (always (batch, steps, features)); absent means channels_last.
-
-The spatial families (this one, pooling, adaptive pooling) share the spec-based helpers here:
-`parse_*` read a config once, and `split_shape`, `join_shape` and `channels_first_io` follow the
-node's typed `data_format`, which the layout pass switches.
+otherwise have to transpose back to channels_last around each); each reads its spatial axes from its
+spec's data_format, which the layout pass switches. The 1-D layers have no data_format in Keras
+(always (batch, steps, features)); absent means channels_last. Config parsing and the shape helpers
+are windows.py's, shared with the other spatial families.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,12 +16,21 @@ import numpy as np
 
 from converter.errors import ShapeError, UnsupportedLayerError
 from converter.ir import Node, Shape
-from converter.ir.graph import CHANNELS_FIRST, CHANNELS_LAST
-from converter.ir.shape import Dim, to_channels_first, to_channels_last
+from converter.ir.graph import CHANNELS_LAST
+from converter.ir.shape import Dim
 from converter.layers.builder import OpBuilder
 from converter.layers.limits import MAX_TABLE_ENTRIES, check_elements, check_output
-from converter.layers.registry import LAYERS, LayerHandler, expect_rank
+from converter.layers.registry import LAYERS, LayerHandler
 from converter.layers.spec import Config, LayerSpec
+from converter.layers.windows import (
+    channels_first_io,
+    join_spatial,
+    parse_data_format,
+    parse_pairs,
+    parse_window,
+    spatial_axes,
+    split_spatial,
+)
 
 INT64_MAX = 2**63 - 1
 # Keras interpolation -> ONNX Resize attributes. tf.image.resize is half-pixel, not align_corners.
@@ -64,93 +69,6 @@ def tf_bicubic_matrix(n_in: int, n_out: int) -> np.ndarray:
     return matrix.astype(np.float32)
 
 
-def meaning(rank: int) -> str:
-    axes = ["steps"] if rank == 1 else [f"dim{i + 1}" for i in range(rank)]
-    return f"(batch, {', '.join(axes)}, channels)"
-
-
-def parse_data_format(config: Config) -> str:
-    value = config.text("data_format", CHANNELS_LAST)
-    if value not in (CHANNELS_LAST, CHANNELS_FIRST):
-        raise UnsupportedLayerError(f"{config.ctx.kind} '{config.ctx.layer_name}' has data_format={value!r}",
-                                    layer=config.ctx.layer_name, hint="use channels_last or channels_first")
-    return value
-
-
-def parse_padding(config: Config, allowed: Sequence[str]) -> str:
-    padding = config.text("padding", "valid").lower()
-    if padding not in allowed:
-        raise UnsupportedLayerError(f"{config.ctx.kind} '{config.ctx.layer_name}' has padding={padding!r}",
-                                    layer=config.ctx.layer_name, hint="supported: " + ", ".join(allowed))
-    return padding
-
-
-def parse_window(config: Config, key: str, rank: int, default: int | None) -> tuple[int, ...]:
-    """An int-or-tuple window argument as `rank` ints, refused in windows.ints' words."""
-    value = config.value(key, default)
-    values = [value] * rank if isinstance(value, int) else list(value) if isinstance(value, (list, tuple)) else [value]
-    if len(values) == 1 and rank > 1:
-        values = values * rank
-    if len(values) != rank or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
-        raise config.refuse(key, value, f"expected {rank} ints")
-    return tuple(int(v) for v in values)
-
-
-def split_shape(node: Node, data_format: str, shape: Shape, rank: int) -> tuple[Dim, list[Dim]]:
-    """(channels, spatial dims) of a (batch, ..., channels) or (batch, channels, ...) input."""
-    expect_rank(node, shape, rank + 2, meaning(rank))
-    if data_format == CHANNELS_FIRST:
-        return shape[1], list(shape[2:])
-    return shape[-1], list(shape[1:-1])
-
-
-def join_shape(data_format: str, batch: Dim, channels: Dim, spatial: Sequence[Dim]) -> Shape:
-    if data_format == CHANNELS_FIRST:
-        return (batch, channels, *spatial)
-    return (batch, *spatial, channels)
-
-
-def current_format(handler: LayerHandler, node: Node) -> str:
-    """The layout the node computes in now: its spec's (the layout pass switches it). Asked through the
-    registry's `is_channels_first`, which also sees a wrapper's channels-first twin (wrappers.py marks it
-    in the twin's attrs)."""
-    return CHANNELS_FIRST if handler.is_channels_first(node) else CHANNELS_LAST
-
-
-def channels_first_io(node: Node, data_format: str, b: OpBuilder, x: str,
-                      body: Callable[[str, list[Dim]], str]) -> str:
-    """Run `body` on an NC... tensor. After the layout pass it already is one; a node emitted outside
-    the pass (inside a wrapper) may still be channels_last, so transpose around it then."""
-    shape = node.inputs[0].shape or ()
-    if data_format == CHANNELS_FIRST:
-        return body(x, list(shape[2:]))
-    inner = body(b.transpose(x, list(to_channels_first(len(shape)))), list(shape[1:-1]))
-    return b.transpose(inner, list(to_channels_last(len(shape))))
-
-
-
-def parse_pairs(config: Config, key: str, n: int, default: int) -> tuple[tuple[int, int], ...]:
-    """ZeroPadding / Cropping amounts: int, n ints (symmetric), or n (before, after) pairs."""
-    value = config.value(key, default)
-    items = [value] * n if isinstance(value, int) else list(value) if isinstance(value, (list, tuple)) else [value]
-    if n == 1 and len(items) == 2 and all(isinstance(v, int) for v in items):
-        items = [items]
-    if len(items) != n:
-        raise config.refuse(key, value, f"expected {n} entries")
-    out = []
-    for item in items:
-        pair = [item, item] if isinstance(item, int) else list(item) if isinstance(item, (list, tuple)) else [item]
-        if len(pair) != 2 or not all(isinstance(v, int) and v >= 0 for v in pair):
-            raise UnsupportedLayerError(f"{config.ctx.kind} '{config.ctx.layer_name}' has {key}={value!r}",
-                                        layer=config.ctx.layer_name, hint="amounts must be non-negative ints")
-        out.append((int(pair[0]), int(pair[1])))
-    return tuple(out)
-
-
-def spatial_axes(data_format: str, rank: int) -> list[int]:
-    return list(range(2, rank + 2)) if data_format == CHANNELS_FIRST else list(range(1, rank + 1))
-
-
 @dataclass(frozen=True)
 class PaddingSpec(LayerSpec):
     """ZeroPadding's `padding` (Keras' own name) as (before, after) per spatial axis."""
@@ -185,16 +103,16 @@ class Spatial(LayerHandler[Any]):
         raise UnsupportedLayerError(f"{node.kind} has no amounts", layer=node.layer_name, hint="a kconvert bug")
 
     def data_format(self, node: Node) -> str:
-        return current_format(self, node)
+        return str(self.spec(node).data_format)
 
     def new_length(self, length: Dim, before: int, after: int) -> Dim:
         return length
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
         shape, data_format = input_shapes[0], self.data_format(node)
-        channels, spatial = split_shape(node, data_format, shape, self.rank)
+        channels, spatial = split_spatial(node, data_format, shape, self.rank)
         out = [self.new_length(n, a, z) for n, (a, z) in zip(spatial, self.amounts(node))]
-        return [check_output(node, join_shape(data_format, shape[0], channels, out), self.amounts_key)]
+        return [check_output(node, join_spatial(data_format, shape[0], channels, out), self.amounts_key)]
 
 
 class ZeroPadding(Spatial):
@@ -239,7 +157,7 @@ class Cropping(Spatial):
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
         (shape,) = super().output_shapes(node, input_shapes)
-        _, spatial = split_shape(node, self.data_format(node), shape, self.rank)
+        _, spatial = split_spatial(node, self.data_format(node), shape, self.rank)
         if any(isinstance(n, int) and n <= 0 for n in spatial):
             raise ShapeError(
                 f"{node.kind} '{node.layer_name}' crops {self.amounts(node)} from an input of shape "
@@ -314,7 +232,7 @@ class UpSampling(Spatial):
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
         (shape,) = super().output_shapes(node, input_shapes)
-        _, spatial = split_shape(node, self.data_format(node), input_shapes[0], self.rank)
+        _, spatial = split_spatial(node, self.data_format(node), input_shapes[0], self.rank)
         if self.spec(node).interpolation == "bicubic":
             self._check_bicubic(node, input_shapes[0], spatial)
         return [shape]

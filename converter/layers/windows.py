@@ -7,81 +7,21 @@ windows; 'same' gives ceil(n / stride) outputs and pads the odd element at the e
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from converter.errors import ShapeError, UnsupportedLayerError
 from converter.ir import Node, Shape
-from converter.ir.shape import Dim
-from converter.ir.spec import S
-from converter.layers.activations import AXIS_ACTIVATIONS, activation_name, apply_activation, check_activation
+from converter.ir.shape import Dim, to_channels_first, to_channels_last
+from converter.layers.activations import AXIS_ACTIVATIONS, apply_activation
 from converter.layers.builder import OpBuilder
 from converter.layers.registry import expect_rank
 from converter.layers.spec import Config
 
 CHANNELS_LAST, CHANNELS_FIRST = "channels_last", "channels_first"
-# Where check() records the format the file asked for; the layout pass later rewrites `data_format`.
+# A config key kconvert once wrote (the file's data_format, before the layout pass switched it); nothing
+# writes it now (specs keep `keras_data_format`), but the Keras writer still strips it from a config.
 KERAS_FORMAT = "keras_data_format"
-
-
-def data_format(node: Node) -> str:
-    value = node.attr("data_format", CHANNELS_LAST)
-    if value not in (CHANNELS_LAST, CHANNELS_FIRST):
-        raise UnsupportedLayerError(f"{node.kind} '{node.layer_name}' has data_format={value!r}",
-                                    layer=node.layer_name, hint="use channels_last or channels_first")
-    return str(value)
-
-
-def record_format(node: Node) -> None:
-    """Remember the file's data_format before the layout pass switches the node to channels_first."""
-    node.attrs.setdefault(KERAS_FORMAT, data_format(node))
-
-
-def ints(node: Node, key: str, n: int, default: Any) -> tuple[int, ...]:
-    """An int-or-tuple argument (kernel_size, strides, ...) as n ints."""
-    value = node.attr(key, default)
-    values = [value] * n if isinstance(value, int) else list(value)
-    if len(values) == 1 and n > 1:
-        values = values * n
-    if len(values) != n or not all(isinstance(v, int) and v >= 0 for v in values):
-        raise UnsupportedLayerError(f"{node.kind} '{node.layer_name}' has {key}={value!r}; expected {n} ints",
-                                    layer=node.layer_name, hint="fix the layer config")
-    return tuple(int(v) for v in values)
-
-
-def pairs(node: Node, key: str, n: int, default: Any) -> tuple[tuple[int, int], ...]:
-    """ZeroPadding / Cropping amounts: int, n ints (symmetric), or n (before, after) pairs."""
-    value = node.attr(key, default)
-    if isinstance(value, int):
-        value = [value] * n
-    items = list(value)
-    if n == 1 and len(items) == 2 and all(isinstance(v, int) for v in items):
-        items = [items]
-    if len(items) != n:
-        raise UnsupportedLayerError(f"{node.kind} '{node.layer_name}' has {key}={value!r}; expected {n} entries",
-                                    layer=node.layer_name, hint="fix the layer config")
-    out = []
-    for item in items:
-        pair = [item, item] if isinstance(item, int) else list(item)
-        if len(pair) != 2 or not all(isinstance(v, int) and v >= 0 for v in pair):
-            raise UnsupportedLayerError(f"{node.kind} '{node.layer_name}' has {key}={value!r}",
-                                        layer=node.layer_name, hint="amounts must be non-negative ints")
-        out.append((int(pair[0]), int(pair[1])))
-    return tuple(out)
-
-
-def split_shape(node: Node, shape: Shape, rank: int, meaning: str) -> tuple[Dim, list[Dim]]:
-    """(channels, spatial dims) of a (batch, ..., channels) or (batch, channels, ...) input."""
-    expect_rank(node, shape, rank + 2, meaning)
-    if data_format(node) == CHANNELS_FIRST:
-        return shape[1], list(shape[2:])
-    return shape[-1], list(shape[1:-1])
-
-
-def join_shape(node: Node, batch: Dim, channels: Dim, spatial: Sequence[Dim]) -> Shape:
-    if data_format(node) == CHANNELS_FIRST:
-        return (batch, channels, *spatial)
-    return (batch, *spatial, channels)
 
 
 def static(dim: Dim) -> int | None:
@@ -139,37 +79,15 @@ def pad_attrs(pads: list[int] | None) -> dict[str, Any]:
     return {"auto_pad": "SAME_UPPER"} if pads is None else {"pads": pads}
 
 
-def check_padding(node: Node, allowed: Sequence[str]) -> str:
-    padding = str(node.attr("padding", "valid")).lower()
-    if padding not in allowed:
-        raise UnsupportedLayerError(
-            f"{node.kind} '{node.layer_name}' has padding={padding!r}", layer=node.layer_name,
-            hint="supported: " + ", ".join(allowed))
-    return padding
-
-
-def check_conv_common(node: Node) -> None:
-    """Config checks every convolution shares; also records the file's data_format."""
-    record_format(node)
-    check_activation(node)
-
-
-def activate(node: Node, b: OpBuilder, y: str) -> str:
-    """The fused `activation=`; axis activations (softmax) act on Keras' last axis, wherever it now is."""
-    name = activation_name(node.attrs.get("activation"))
-    if name not in AXIS_ACTIVATIONS:
-        return apply_activation(b, y, node.attrs.get("activation"))
-    moved = node.attr(KERAS_FORMAT, data_format(node)) != data_format(node)
-    return apply_activation(b, y, node.attrs.get("activation"), axis=1 if moved else -1)
-
-
 # --------------------------------------------------------------------------------------------------
-# Spec-based helpers: families with a typed spec parse these once and pass the values, never the node.
+# Config parsing (once, in a family's `parse`) and spec-based layout helpers: the spatial families
+# (convolutions, pooling, adaptive pooling, ZeroPadding/Cropping/UpSampling, locally connected,
+# ConvLSTM, image preprocessing) share these and pass spec values, never the node's config.
 # --------------------------------------------------------------------------------------------------
 
 
 def parse_data_format(config: Config) -> str:
-    """`data_format`, refused (with `data_format`'s words) unless Keras knows it."""
+    """`data_format`, refused unless it is one of Keras' two layouts."""
     value = config.value("data_format", CHANNELS_LAST)
     if value not in (CHANNELS_LAST, CHANNELS_FIRST):
         raise UnsupportedLayerError(f"{config.ctx.kind} '{config.ctx.layer_name}' has data_format={value!r}",
@@ -178,7 +96,7 @@ def parse_data_format(config: Config) -> str:
 
 
 def parse_padding(config: Config, allowed: Sequence[str]) -> str:
-    """`padding`, lower-cased, refused (with `check_padding`'s words) unless it is one of `allowed`."""
+    """`padding`, lower-cased, refused unless it is one of `allowed`."""
     padding = config.text("padding", "valid").lower()
     if padding not in allowed:
         raise UnsupportedLayerError(
@@ -187,38 +105,75 @@ def parse_padding(config: Config, allowed: Sequence[str]) -> str:
     return padding
 
 
-def node_data_format(node: Node) -> str:
-    """The format a node computes in now: its spec's `data_format` when its family has a typed one
-    (the layout pass rewrites it there), else the config's (families not yet on specs)."""
-    value = getattr(with_switched_format(node, node.spec), "data_format", None)
-    return str(value) if value is not None else data_format(node)
+def parse_window(config: Config, key: str, rank: int, default: int | None) -> tuple[int, ...]:
+    """An int-or-tuple window argument (pool_size, strides, size) as `rank` non-negative ints."""
+    value = config.value(key, default)
+    values = [value] * rank if isinstance(value, int) else list(value) if isinstance(value, (list, tuple)) else [value]
+    if len(values) == 1 and rank > 1:
+        values = values * rank
+    if len(values) != rank or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
+        raise config.refuse(key, value, f"expected {rank} ints")
+    return tuple(int(v) for v in values)
 
 
-def with_switched_format(node: Node, spec: S) -> S:
-    """`spec`, channels_first when the node's config was switched to channels_first after parse.
+def parse_pairs(config: Config, key: str, n: int, default: int) -> tuple[tuple[int, int], ...]:
+    """ZeroPadding / Cropping amounts: int, n ints (symmetric), or n (before, after) pairs."""
+    value = config.value(key, default)
+    items = [value] * n if isinstance(value, int) else list(value) if isinstance(value, (list, tuple)) else [value]
+    if n == 1 and len(items) == 2 and all(isinstance(v, int) for v in items):
+        items = [items]
+    if len(items) != n:
+        raise config.refuse(key, value, f"expected {n} entries")
+    out = []
+    for item in items:
+        pair = [item, item] if isinstance(item, int) else list(item) if isinstance(item, (list, tuple)) else [item]
+        if len(pair) != 2 or not all(isinstance(v, int) and v >= 0 for v in pair):
+            raise UnsupportedLayerError(f"{config.ctx.kind} '{config.ctx.layer_name}' has {key}={value!r}",
+                                        layer=config.ctx.layer_name, hint="amounts must be non-negative ints")
+        out.append((int(pair[0]), int(pair[1])))
+    return tuple(out)
 
-    Transitional: a wrapper's channels-first twin of its child (layers/wrappers.runnable_child) still
-    switches the config only, not the spec; the layout pass's switch changes both, so otherwise the
-    two agree and the spec is returned unchanged."""
-    switched = node.attrs.get("data_format") == CHANNELS_FIRST and getattr(spec, "data_format", None) == CHANNELS_LAST
-    return spec.replace(data_format=CHANNELS_FIRST) if switched else spec
+
+def spatial_meaning(rank: int) -> str:
+    """How a channels_last input of spatial rank `rank` reads, for rank errors."""
+    axes = ["steps"] if rank == 1 else [f"dim{i + 1}" for i in range(rank)]
+    return f"(batch, {', '.join(axes)}, channels)"
 
 
-def split_spatial(node: Node, fmt: str, shape: Shape, rank: int, meaning: str) -> tuple[Dim, list[Dim]]:
-    """`split_shape` for a known format: (channels, spatial dims)."""
-    expect_rank(node, shape, rank + 2, meaning)
+def split_spatial(node: Node, fmt: str, shape: Shape, rank: int) -> tuple[Dim, list[Dim]]:
+    """(channels, spatial dims) of a (batch, ..., channels) or (batch, channels, ...) input in format `fmt`."""
+    expect_rank(node, shape, rank + 2, spatial_meaning(rank))
     if fmt == CHANNELS_FIRST:
         return shape[1], list(shape[2:])
     return shape[-1], list(shape[1:-1])
 
 
 def join_spatial(fmt: str, batch: Dim, channels: Dim, spatial: Sequence[Dim]) -> Shape:
-    """`join_shape` for a known format."""
+    """The shape with these parts in format `fmt`."""
     return (batch, channels, *spatial) if fmt == CHANNELS_FIRST else (batch, *spatial, channels)
 
 
+def spatial_axes(fmt: str, rank: int) -> list[int]:
+    """The spatial axes of a rank-`rank` layer's input in format `fmt`."""
+    return list(range(2, rank + 2)) if fmt == CHANNELS_FIRST else list(range(1, rank + 1))
+
+
+def channels_first_io(node: Node, fmt: str, b: OpBuilder, x: str, body: Callable[[str, list[Dim]], str]) -> str:
+    """Run `body` (ONNX ops that exist only channels-first) on the NC... view of `x`.
+
+    After the layout pass every such node computes channels_first (`fmt`), so `body` runs on `x` as it
+    is. The one other path: a graph lowered without the passes (`load(optimize=False)`; the tests
+    lower one as the reference an optimised graph must match) keeps channels_last nodes, which run
+    between two Transposes here, in this one place, for every channels-first-only family."""
+    shape = node.inputs[0].shape or ()
+    if fmt == CHANNELS_FIRST:
+        return body(x, list(shape[2:]))
+    inner = body(b.transpose(x, list(to_channels_first(len(shape)))), list(shape[1:-1]))
+    return b.transpose(inner, list(to_channels_last(len(shape))))
+
+
 def activate_in(b: OpBuilder, y: str, activation: str, keras_format: str, fmt: str) -> str:
-    """`activate` from spec values: an axis activation (softmax) acts on Keras' last axis, which is axis 1
+    """The fused `activation=`: an axis activation (softmax) acts on Keras' last axis, which is axis 1
     once the layout pass has moved a channels_last layer (`keras_format`) to channels_first (`fmt`)."""
     if activation not in AXIS_ACTIVATIONS:
         return apply_activation(b, y, activation)

@@ -9,22 +9,21 @@ kconvert:SplitBatchTime, so cleanup, BN folding and the layout pass see the chil
 tensor). The wrapper stores the child's weights (Keras 3: `time_distributed/layer/vars`), which the
 unwrapped child gets.
 
-A graph lowered without the pass (load(optimize=False)) still emits the wrapper as one opaque sub-graph
-(`emit`, `emit_wrapped`); SpectralNormalization emits its child that way too.
+Every handler emits one layout, and a wrapped layer is emitted only as the ordinary node it becomes:
+a wrapper node reaching lowering (a graph loaded with load(optimize=False) and lowered without the
+unwrap pass) is refused by `refuse_wrapper_emit`, with what to run instead.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 
 import numpy as np
 
-from converter.errors import UnsupportedLayerError
+from converter.errors import UnsupportedLayerError, UsageError
 from converter.ir import Node, Shape, Tensor
 from converter.ir.internal import INTERNAL_MERGE_BATCH_TIME, INTERNAL_SPLIT_BATCH_TIME, SplitBatchTimeSpec
 from converter.ir.names import NameAuthority
-from converter.ir.shape import permute
 from converter.ir.spec import CallSite, LayerSpec
 from converter.layers.builder import OpBuilder
 from converter.layers.registry import LAYERS, LayerHandler, expect_min_rank, handler_for
@@ -117,11 +116,15 @@ class TimeDistributed(LayerHandler):
         return [merge, inner, split]
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
-        child, handler = wrapped_child(node)
-        x = inputs[0]
-        steps = _merge_batch_and_time(b, x, node.inputs[0].shape or ())
-        y = emit_wrapped(node, child, handler, b, steps)
-        return [_split_batch_and_time(b, y, x, node.outputs[0].shape or ())]
+        raise refuse_wrapper_emit(node)
+
+
+def refuse_wrapper_emit(node: Node) -> UsageError:
+    """A wrapper is lowered through its unwrapped nodes only (see the module docstring)."""
+    return UsageError(f"{node.kind} '{node.layer_name}' reached lowering still wrapped: the unwrap pass "
+                      "replaces it by the layers it wraps", layer=node.layer_name,
+                      hint="lower a graph from converter.load() (optimize=True), or run "
+                           "converter.passes.unwrap.run(graph) first")
 
 
 def _internal_node(kind: str, name: str, wrapper: Node, inputs: list[Tensor], output: Tensor,
@@ -185,49 +188,6 @@ class SplitBatchTime(LayerHandler[SplitBatchTimeSpec]):
         if len(inputs) == 1:
             return [b.reshape(inputs[0], [-1, *out_shape[1:]])]  # type: ignore[list-item]
         return [_split_batch_and_time(b, inputs[0], inputs[1], out_shape)]
-
-
-def _to_channels_first(rank: int) -> tuple[int, ...]:
-    return (0, rank - 1, *range(1, rank - 1))
-
-
-def _to_channels_last(rank: int) -> tuple[int, ...]:
-    return (0, *range(2, rank), 1)
-
-
-def emit_wrapped(node: Node, child: Node, handler: LayerHandler, b: OpBuilder, x: str,
-                 extra: Sequence[str] = ()) -> str:
-    """Emit a wrapped layer (TimeDistributed's, a Pipeline's) on `x`, under the wrapper's name; a
-    channels_last child that only emits channels-first runs between two Transposes (see below)."""
-    runnable, transposed = runnable_child(child, handler)
-    in_rank = len(child.inputs[0].shape or ())
-    if transposed:
-        x = b.transpose(x, _to_channels_first(in_rank))
-    scope, owner = b.scope, b.node
-    b.node, b.scope = runnable, f"{node.name}/{child.name}"
-    (y,) = handler.emit(runnable, b, [x, *extra])[:1]
-    b.node, b.scope = owner, scope
-    out_rank = len(child.outputs[0].shape or ())
-    if transposed and out_rank >= 3:  # rank 2 (e.g. global pooling) has no channel axis to move
-        y = b.transpose(y, _to_channels_last(out_rank))
-    return y
-
-
-def runnable_child(child: Node, handler: LayerHandler) -> tuple[Node, bool]:
-    """A channels_first_only child emits only for channels_first data, and the layout pass does not see
-    inside a wrapper left opaque; so a channels_last child runs as a channels_first copy between two
-    Transposes (True when the caller must add them)."""
-    if not handler.channels_first_only or handler.is_channels_first(child):
-        return child, False
-    in_shape, out_shape = child.inputs[0].shape or (), child.outputs[0].shape or ()
-    perm = _to_channels_first(len(in_shape))
-    twin = dataclasses.replace(
-        child, attrs=dict(child.attrs),
-        inputs=[Tensor(child.inputs[0].name, permute(in_shape, perm), child.inputs[0].dtype)],
-        outputs=[Tensor(child.outputs[0].name, out_shape if len(out_shape) < 3
-                        else permute(out_shape, _to_channels_first(len(out_shape))))])
-    handler.switch_to_channels_first(twin)
-    return twin, True
 
 
 def _merge_batch_and_time(b: OpBuilder, x: str, shape: Shape) -> str:
