@@ -110,8 +110,8 @@ def convert(path: str | Path, weights: str | Path | None = None, opset: int | No
 
     with opened(path, weights, backend=backend, layout=LayoutOptions(nchw_inputs, nchw_outputs),
                 mapped=True) as loaded:
-        return export(loaded.graph, DEFAULT_OPSET if opset is None else opset, loaded.artifact.keras_version,
-                      loaded.graph.metadata, float16=float16)
+        return export(loaded.graph, DEFAULT_OPSET if opset is None else opset, loaded.graph.metadata,
+                      float16=float16)
 
 
 def save_keras(path: str | Path, output: str | Path, weights: str | Path | None = None,
@@ -162,8 +162,7 @@ def write_onnx(loaded: LoadedModel, output: Path, options: OnnxOptions = OnnxOpt
     from converter.export.onnx import DEFAULT_OPSET, lower_for_export, uses_external_data, write_ops
 
     ops = lower_for_export(loaded.graph, DEFAULT_OPSET if options.opset is None else options.opset,
-                           loaded.artifact.keras_version, options.float16, options.float16_io,
-                           release_weights=release_weights)
+                           options.float16, options.float16_io, release_weights=release_weights)
     files = [output, *([output.with_name(f"{output.name}.data")] if uses_external_data(ops) else [])]
     try:
         write_ops(ops, output, loaded.graph.metadata)

@@ -45,14 +45,13 @@ def run_op_passes(ops: OpGraph, passes: tuple[tuple[str, OpPass], ...]) -> OpGra
     return ops
 
 
-def lower_for_export(graph: Graph, opset: int = DEFAULT_OPSET, keras_version: str | None = None,
-                     float16: bool = False, float16_io: bool = False, release_weights: bool = False) -> OpGraph:
+def lower_for_export(graph: Graph, opset: int = DEFAULT_OPSET, float16: bool = False, float16_io: bool = False,
+                     release_weights: bool = False) -> OpGraph:
     """Lower, then run the OpGraph passes asked for: the OpGraph export/onnx.py serialises."""
-    return run_op_passes(lower(graph, opset, keras_version, release_weights), op_passes(float16, float16_io))
+    return run_op_passes(lower(graph, opset, release_weights), op_passes(float16, float16_io))
 
 
-def lower(graph: Graph, opset: int = DEFAULT_OPSET, keras_version: str | None = None,
-          release_weights: bool = False) -> OpGraph:
+def lower(graph: Graph, opset: int = DEFAULT_OPSET, release_weights: bool = False) -> OpGraph:
     """Emit every node through its handler; graph inputs and outputs keep their Keras names.
     `release_weights` empties each node's weights once emitted (lower peak memory; the graph
     cannot be lowered again)."""
@@ -61,7 +60,7 @@ def lower(graph: Graph, opset: int = DEFAULT_OPSET, keras_version: str | None = 
     ops = OpGraph(name=graph.name, opset=check_opset(opset))
     for name in [*(t.name for t in graph.inputs), *graph.output_names]:
         ops.reserve(name)
-    builder = OpBuilder(ops, keras_version)
+    builder = OpBuilder(ops)
     value_of: dict[int, str] = {id(t): t.name for t in graph.inputs}
     ops.inputs.extend(ValueInfo(t.name, t.shape, t.dtype) for t in graph.inputs)
     for node in graph.nodes:

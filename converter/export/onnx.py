@@ -102,11 +102,11 @@ def _subgraph(ops: OpGraph) -> onnx.GraphProto:
                              [_value_info(o) for o in ops.outputs], initializer=initializers)
 
 
-def export(graph: Graph, opset: int = DEFAULT_OPSET, keras_version: str | None = None,
-           metadata: dict[str, str] | None = None, float16: bool = False, float16_io: bool = False) -> onnx.ModelProto:
+def export(graph: Graph, opset: int = DEFAULT_OPSET, metadata: dict[str, str] | None = None, float16: bool = False,
+           float16_io: bool = False) -> onnx.ModelProto:
     """In-memory ModelProto. `float16`: fp16 weights and compute (inputs/outputs stay float32 unless
     `float16_io`). A model over 2 GB cannot be one protobuf message: write it with `save_graph`."""
-    ops = lower_for_export(graph, opset, keras_version, float16, float16_io)
+    ops = lower_for_export(graph, opset, float16, float16_io)
     model = to_model(ops, metadata)
     onnx.checker.check_model(model)
     check_types(model)
@@ -159,12 +159,12 @@ _ALIGN = 4096  # external tensors start on page boundaries, so runtimes can mmap
 _INLINE_BELOW = 1024  # smaller tensors stay in the .onnx file even with external data
 
 
-def save_graph(graph: Graph, output: str | Path, opset: int = DEFAULT_OPSET, keras_version: str | None = None,
-               metadata: dict[str, str] | None = None, float16: bool = False, float16_io: bool = False,
+def save_graph(graph: Graph, output: str | Path, opset: int = DEFAULT_OPSET, metadata: dict[str, str] | None = None,
+               float16: bool = False, float16_io: bool = False,
                external_data: bool | None = None, release_weights: bool = False) -> Path:
     """Lower, check and write a graph to `output` (atomically); see write_ops for external data.
     `release_weights=True` (the CLI's choice) frees each layer's Keras-layout weights once lowered."""
-    ops = lower_for_export(graph, opset, keras_version, float16, float16_io, release_weights)
+    ops = lower_for_export(graph, opset, float16, float16_io, release_weights)
     return write_ops(ops, output, metadata, external_data)
 
 

@@ -15,9 +15,8 @@ from converter.ir.ops import Op
 
 
 class OpBuilder:
-    def __init__(self, graph: OpGraph, keras_version: str | None = None) -> None:
+    def __init__(self, graph: OpGraph) -> None:
         self.graph = graph
-        self.keras_version = keras_version
         self.scope = ""
         self.node: Node | None = None
         # (layer name, weight key) -> initializer, so a layer called more than once stores its weights once.
@@ -26,14 +25,6 @@ class OpBuilder:
     @property
     def opset(self) -> int:
         return self.graph.opset
-
-    @property
-    def keras_major(self) -> int:
-        """Major Keras version of the source file (2 when unrecorded: legacy files predate Keras 3)."""
-        if not self.keras_version:
-            return 2
-        head = self.keras_version.split(".")[0]
-        return int(head) if head.isdigit() else 2
 
     def enter(self, node: Node) -> None:
         self.node = node

@@ -240,7 +240,7 @@ def _body(node: Node, spec: ConvLSTMSpec, b: OpBuilder, out_spatial: list[int]) 
     rank, kernel, filters, sequences = spec.rank, spec.kernel_size, spec.filters, spec.return_sequences
     recurrent = b.weight("recurrent_kernel", keras_to_onnx_kernel(node.weights["recurrent_kernel"]))
     graph = OpGraph(name=b.graph.unique(f"{b.scope}/step"), opset=b.opset, names=b.graph.names)
-    s = OpBuilder(graph, b.keras_version)
+    s = OpBuilder(graph)
     s.enter(node)
     state_shape: Shape = (None, filters, *out_spatial)
     h, c, x = (graph.unique(f"{b.scope}/step/{n}") for n in ("h_in", "c_in", "gates_in"))
