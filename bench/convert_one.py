@@ -1,7 +1,7 @@
 """One conversion in a fresh process, as a user runs it: `convert_one.py TOOL MODEL OUTPUT`.
 
-kconvert runs with the product's python (its API's file-writing path; `kconvert-cli` runs the CLI);
-tf2onnx and keras run in bench/.venv.
+kconvert runs with the product's python (the CLI's conversion path, application.service; `kconvert-cli`
+runs the whole CLI, click included); tf2onnx and keras run in bench/.venv.
 """
 
 from __future__ import annotations
@@ -14,14 +14,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 def main(tool: str, model: str, output: str) -> None:
     if tool == "kconvert":
-        # The CLI's conversion path: read, passes, then stream the weights into the file.
-        import converter
-        from converter.export.onnx import save_graph
+        # The CLI's own conversion path (application.service.convert, which reads the model through
+        # converter.api and streams the weights into the file), without click's argument parsing.
+        from pathlib import Path
 
-        loaded = converter.load(model, mapped=True)
-        save_graph(loaded.graph, output, keras_version=loaded.artifact.keras_version,
-                   metadata=loaded.graph.metadata, release_weights=True)
-        loaded.artifact.close()
+        from application.service import ConvertRequest, convert
+
+        convert(ConvertRequest(Path(model), Path(output)))
     elif tool == "kconvert-cli":
         from application.cli import main as cli
 

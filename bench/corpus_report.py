@@ -1,6 +1,6 @@
 """Convert every entry of the real-world corpus and print a table: entry, era, result, max error.
 
-    python bench/corpus_report.py [--corpus ../shared/corpus/real] [--reference] [--markdown]
+    python bench/corpus_report.py [--corpus ../shared/corpus/real] [--reference]
 
 `--reference` also loads each file with Keras 3 (or tf_keras for Keras 2 HDF5) and compares outputs on
 random inputs. SAFETY: an entry containing a Lambda layer (or a Keras 1 Merge with a function mode) is

@@ -179,9 +179,9 @@ def main() -> None:
         raise SystemExit("bench/.venv is missing: run `bash bench/setup_venv.sh` first")
     subprocess.run([str(VENV_PY), str(HERE / "make_models.py"), *args.models], check=True)
     # An installed kconvert has byte-compiled modules (pip compiles them), as the anchors in bench/.venv
-    # do; a checkout run with PYTHONDONTWRITEBYTECODE would recompile ~80 modules on every start.
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(HERE.parent / "converter"),
-                    str(HERE.parent / "runtime")], check=True)
+    # do; a checkout run with PYTHONDONTWRITEBYTECODE would recompile ~100 modules on every start.
+    subprocess.run([sys.executable, "-m", "compileall", "-q",
+                    *(str(HERE.parent / package) for package in ("converter", "runtime", "application"))], check=True)
     work = CACHE / "onnx"
     work.mkdir(parents=True, exist_ok=True)
     rows = [row for model in args.models for row in bench(model, args.runs, args.seconds, work)]

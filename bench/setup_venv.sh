@@ -7,4 +7,4 @@ if [ ! -x "$here/.venv/bin/python" ]; then
     "$python" -m venv "$here/.venv"
 fi
 "$here/.venv/bin/pip" install --quiet --upgrade pip
-"$here/.venv/bin/pip" install --quiet tf2onnx tensorflow-cpu==2.20.0 keras onnxruntime psutil h5py
+"$here/.venv/bin/pip" install --quiet tf2onnx tensorflow-cpu keras onnxruntime psutil h5py
