@@ -20,6 +20,8 @@ INTERNAL_TIMESTEP_MASK = NAMESPACE + "TimestepMask"
 INTERNAL_ATTENTION_MASK = NAMESPACE + "AttentionMask"
 INTERNAL_MERGE_BATCH_TIME = NAMESPACE + "MergeBatchTime"
 INTERNAL_SPLIT_BATCH_TIME = NAMESPACE + "SplitBatchTime"
+# An unwrapped SpectralNormalization's cast of its layer's output back to the input's integer dtype.
+CAST_TO_INPUT_DTYPE = NAMESPACE + "CastToInputDtype"
 
 
 def is_internal(kind: str) -> bool:
@@ -55,3 +57,10 @@ class SplitBatchTimeSpec(LayerSpec):
 
     batch: Dim = None
     time: Dim = None
+
+
+@dataclass(frozen=True)
+class CastSpec(LayerSpec):
+    """kconvert:CastToInputDtype (the unwrap pass, for SpectralNormalization): the dtype to cast back to."""
+
+    dtype: str

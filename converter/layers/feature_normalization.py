@@ -1,4 +1,11 @@
-"""LayerNormalization, GroupNormalization and UnitNormalization (BatchNormalization is in normalization.py)."""
+"""Per-sample normalisations over features: LayerNormalization, RMSNormalization, GroupNormalization,
+UnitNormalization. Each normalises every sample by statistics of its own values (unlike BatchNormalization,
+batch_normalization.py, whose statistics were gathered over batches while training).
+
+RMSNormalization follows `keras.ops.rms_normalization`: x * rsqrt(mean(x**2, axis) + epsilon) * scale,
+where `scale` keeps the shape Keras built it with (the normalised dims, in sorted-axis order) and is
+multiplied with numpy broadcasting, exactly as Keras multiplies it.
+"""
 
 from __future__ import annotations
 
@@ -213,3 +220,42 @@ class UnitNormalization(LayerHandler[UnitNormSpec]):
         else:
             inv = b.op("Reciprocal", b.op("Sqrt", b.op("Max", square_sum, b.scalar(1e-12, "epsilon"))))
         return [b.op("Mul", x, inv)]
+
+
+@dataclass(frozen=True)
+class RMSNormSpec(LayerSpec):
+    axis: AxisArg = -1
+    epsilon: float = 1e-6
+
+
+def _rms_axes(node: Node, spec: RMSNormSpec, rank: int) -> list[int]:
+    return resolve_spec_axes(node, "axis", spec.axis, rank)
+
+
+@LAYERS.register("RMSNormalization")
+class RMSNormalization(LayerHandler[RMSNormSpec]):
+    keras_availability = "keras3"
+
+    def parse(self, config: Config) -> RMSNormSpec:
+        return parse_fields(RMSNormSpec, config, axis=parse_axis_arg(config, "axis"))
+
+    def weight_names(self, node: Node) -> list[str]:
+        return ["scale"]
+
+    def weight_shapes(self, node: Node, input_shapes: list[Shape]) -> dict[str, tuple[int | None, ...]]:
+        shape = input_shapes[0]
+        dims = [shape[a] for a in _rms_axes(node, self.spec(node), len(shape))]
+        return {"scale": tuple(d if isinstance(d, int) else None for d in dims)}
+
+    def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
+        shape = input_shapes[0]
+        _rms_axes(node, self.spec(node), len(shape))
+        return [shape]
+
+    def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
+        x = inputs[0]
+        axes = _rms_axes(node, self.spec(node), len(node.inputs[0].shape or ()))
+        mean_square = b.reduce("ReduceMean", b.op("Mul", x, x), axes, keepdims=True)
+        eps = b.scalar(self.spec(node).epsilon, "epsilon")
+        inv_rms = b.op("Reciprocal", b.op("Sqrt", b.op("Add", mean_square, eps)))
+        return [b.op("Mul", b.op("Mul", x, inv_rms), b.weight("scale"))]

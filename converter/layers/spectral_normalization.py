@@ -1,13 +1,10 @@
-"""RMSNormalization (Keras 3.15) and the SpectralNormalization wrapper.
+"""SpectralNormalization: a wrapper that rewrites its layer's kernel while training only.
 
-RMSNormalization follows `keras.ops.rms_normalization`: x * rsqrt(mean(x**2, axis) + epsilon) * scale,
-where `scale` keeps the shape Keras built it with (the normalised dims, in sorted-axis order) and is
-multiplied with numpy broadcasting, exactly as Keras multiplies it.
-
-SpectralNormalization only rewrites its layer's kernel while training (`call(..., training=True)`);
-at inference it runs the wrapped layer on the stored kernel (already normalised when it was saved),
-so the unwrap pass replaces it by that layer as an ordinary node (`unwrap`), with no kernel to
-recompute. Its own `vector_u` (the power-iteration state) does not enter the result.
+At inference (`call(..., training=False)`) Keras runs the wrapped layer on the stored kernel (already
+normalised when it was saved), so the unwrap pass replaces it by that layer as an ordinary node
+(`unwrap`), with no kernel to recompute. Its own `vector_u` (the power-iteration state) does not enter
+the result. Keras 3 casts the layer's output back to an integer input's dtype: an internal
+`kconvert:CastToInputDtype` node after the layer does that.
 """
 
 from __future__ import annotations
@@ -16,53 +13,13 @@ from dataclasses import dataclass
 
 from converter.errors import UnsupportedLayerError
 from converter.ir import Node, Shape, Tensor
-from converter.ir.internal import NAMESPACE
+from converter.ir.internal import CAST_TO_INPUT_DTYPE, CastSpec
 from converter.ir.names import NameAuthority
-from converter.layers.axes import AxisArg, parse_axis_arg, resolve_spec_axes
 from converter.layers.builder import OpBuilder
 from converter.layers.preprocessing import FLOAT_DTYPES
 from converter.layers.registry import LAYERS, LayerHandler
-from converter.layers.spec import Config, LayerSpec, parse_fields
+from converter.layers.spec import Config, LayerSpec
 from converter.layers.wrappers import check_wrapped_child, graph_node_of, refuse_wrapper_emit, wrapped_child
-
-
-@dataclass(frozen=True)
-class RMSNormSpec(LayerSpec):
-    axis: AxisArg = -1
-    epsilon: float = 1e-6
-
-
-def _rms_axes(node: Node, spec: RMSNormSpec, rank: int) -> list[int]:
-    return resolve_spec_axes(node, "axis", spec.axis, rank)
-
-
-@LAYERS.register("RMSNormalization")
-class RMSNormalization(LayerHandler[RMSNormSpec]):
-    keras_availability = "keras3"
-
-    def parse(self, config: Config) -> RMSNormSpec:
-        return parse_fields(RMSNormSpec, config, axis=parse_axis_arg(config, "axis"))
-
-    def weight_names(self, node: Node) -> list[str]:
-        return ["scale"]
-
-    def weight_shapes(self, node: Node, input_shapes: list[Shape]) -> dict[str, tuple[int | None, ...]]:
-        shape = input_shapes[0]
-        dims = [shape[a] for a in _rms_axes(node, self.spec(node), len(shape))]
-        return {"scale": tuple(d if isinstance(d, int) else None for d in dims)}
-
-    def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
-        shape = input_shapes[0]
-        _rms_axes(node, self.spec(node), len(shape))
-        return [shape]
-
-    def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
-        x = inputs[0]
-        axes = _rms_axes(node, self.spec(node), len(node.inputs[0].shape or ()))
-        mean_square = b.reduce("ReduceMean", b.op("Mul", x, x), axes, keepdims=True)
-        eps = b.scalar(self.spec(node).epsilon, "epsilon")
-        inv_rms = b.op("Reciprocal", b.op("Sqrt", b.op("Add", mean_square, eps)))
-        return [b.op("Mul", b.op("Mul", x, inv_rms), b.weight("scale"))]
 
 
 def _wrapped(node: Node) -> tuple[Node, LayerHandler]:
@@ -141,14 +98,7 @@ class SpectralNormalization(LayerHandler[SpectralNormSpec]):
         raise refuse_wrapper_emit(node)
 
 
-# An unwrapped SpectralNormalization's cast of its layer's output back to the input's dtype.
-CAST_TO_INPUT_DTYPE = NAMESPACE + "CastToInputDtype"
 ONNX_INT_TYPES = {"int32": 6, "int64": 7, "uint8": 2, "int8": 3}
-
-
-@dataclass(frozen=True)
-class CastSpec(LayerSpec):
-    dtype: str
 
 
 @LAYERS.register(CAST_TO_INPUT_DTYPE)

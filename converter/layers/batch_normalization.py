@@ -1,4 +1,5 @@
-"""Normalisation: BatchNormalization, LayerNormalization, GroupNormalization, UnitNormalization."""
+"""BatchNormalization: inference with the moving statistics gathered while training (per-sample
+normalisations are in feature_normalization.py)."""
 
 from __future__ import annotations
 
