@@ -162,8 +162,8 @@ def test_shared_layer_keeps_its_unfolded_weights_for_other_calls(tmp_path: Path,
 def test_folded_kernel_is_laid_out_as_onnx_reads_it(tmp_path: Path, rng: np.random.Generator, case: str) -> None:
     """The scaled kernel keeps Keras' shape but ONNX's memory order: the handler's transpose is then a
     view, and the weights are traversed once. Its values are kernel x s exactly (one rounding)."""
-    from converter.layers.conv import depthwise_axes, onnx_kernel_axes
     from converter.layers.batch_normalization import bn_scale_shift
+    from converter.layers.conv import depthwise_axes, onnx_kernel_axes
 
     config, weights, _ = _model(case, rng)
     path = save_legacy_h5(tmp_path / "m.h5", config, weights)
