@@ -65,6 +65,7 @@ from typing import Any, TypeVar
 
 from converter.errors import UsageError
 from converter.ir import Node, Shape
+from converter.ir.spec import NoArgs
 from converter.layers.builder import OpBuilder
 from converter.layers.registry import LAMBDAS, LAYERS, LayerHandler, Registry
 
@@ -77,7 +78,7 @@ __all__ = [
 ]
 
 
-class FunctionHandler(LayerHandler):
+class FunctionHandler(LayerHandler[NoArgs]):
     """A LayerHandler around a user function and its declared shape rule and weight names."""
 
     def __init__(self, fn: HandlerFn, output_shape: ShapeFn | None = None, weights: Sequence[str] = (),
@@ -118,7 +119,7 @@ def _is_shape_list(value: Any) -> bool:
 
 
 # Built-in handlers that a `replace=True` registration displaced, restored by unregistering.
-_displaced: dict[tuple[str, str], LayerHandler] = {}
+_displaced: dict[tuple[str, str], LayerHandler[Any]] = {}
 _user: set[tuple[str, str]] = set()
 
 
@@ -153,7 +154,7 @@ def unregister_lambda(layer_name: str) -> None:
 
 
 def _as_handler(target: Any, output_shape: ShapeFn | None, weights: Sequence[str], outputs: int,
-                layout_agnostic: bool) -> LayerHandler:
+                layout_agnostic: bool) -> LayerHandler[Any]:
     if isinstance(target, type) and issubclass(target, LayerHandler):
         target = target()
     if isinstance(target, LayerHandler):
@@ -170,7 +171,7 @@ def _as_handler(target: Any, output_shape: ShapeFn | None, weights: Sequence[str
     return FunctionHandler(target, output_shape, weights, outputs, layout_agnostic)
 
 
-def _install(registry: Registry, name: str, handler: LayerHandler, replace: bool) -> None:
+def _install(registry: Registry, name: str, handler: LayerHandler[Any], replace: bool) -> None:
     key = (registry.what, name)
     if name in registry:
         if not replace:

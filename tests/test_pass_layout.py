@@ -18,7 +18,7 @@ from kmodels import functional, input_layer, layer, run_onnx, save_keras, save_l
 import converter
 from converter.export.onnx import export
 from converter.ir import Graph
-from converter.ir.graph import INTERNAL_TRANSPOSE
+from converter.ir.internal import INTERNAL_TRANSPOSE
 from converter.passes import cleanup, layout
 from converter.passes.layout import LayoutOptions
 

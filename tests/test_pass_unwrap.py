@@ -16,7 +16,7 @@ import converter
 from converter.errors import UsageError
 from converter.export.onnx import export
 from converter.ir import Graph
-from converter.ir.graph import INTERNAL_TRANSPOSE
+from converter.ir.internal import INTERNAL_TRANSPOSE
 from converter.layers.registry import handler_for
 from converter.layers.wrappers import INTERNAL_MERGE_BATCH_TIME, INTERNAL_SPLIT_BATCH_TIME
 from converter.passes import masking, shape_inference, shape_semantics, unwrap

@@ -50,7 +50,8 @@ class MappedImage:
         if begin + dataset.size * dtype.itemsize > self._end:
             return None
         array = np.frombuffer(self._map, dtype=dtype, count=dataset.size, offset=begin)
-        return array.reshape(dataset.shape)
+        result: np.ndarray = array.reshape(dataset.shape)
+        return result
 
     def close(self) -> None:
         """Unmap, where no view is alive any more (after a failed open); views keep the map otherwise."""

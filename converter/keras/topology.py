@@ -240,7 +240,7 @@ def _unique(ctx: _Context, name: str) -> str:
     return ctx.graph.names.unique(name)
 
 
-def _file_handler(node: Node) -> LayerHandler | None:
+def _file_handler(node: Node) -> LayerHandler[Any] | None:
     """The handler of a layer read from a file: kconvert's own node kinds (`kconvert:Transpose`, ...) are
     never a file's to instantiate, so their names are unknown classes there."""
     handler = handler_for(node)

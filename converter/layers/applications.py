@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from converter.ir import Node, Shape
+from converter.ir.spec import NoArgs
 from converter.layers.builder import OpBuilder
 from converter.layers.registry import LAYERS, LayerHandler, expect_min_rank
 from converter.layers.spec import Config, LayerSpec, parse_fields
@@ -46,7 +47,7 @@ class LayerScale(LayerHandler[LayerScaleSpec]):
 
 
 @LAYERS.register("StochasticDepth")
-class StochasticDepth(LayerHandler):
+class StochasticDepth(LayerHandler[NoArgs]):
     """Drops whole residual branches only when called with training=True; returns x at inference."""
 
     keras_availability = "file"

@@ -55,4 +55,5 @@ def scaled_in_order(kernel: np.ndarray, factor: np.ndarray, onnx_axes: tuple[int
     the Keras kernel but laid out in memory as `kernel.transpose(onnx_axes)` will read it."""
     ordered = np.multiply(kernel.transpose(onnx_axes), np.broadcast_to(factor, kernel.shape).transpose(onnx_axes),
                           order="C")
-    return ordered.transpose(np.argsort(onnx_axes))
+    result: np.ndarray = ordered.transpose(np.argsort(onnx_axes))
+    return result

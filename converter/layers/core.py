@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from converter.ir import Node, Shape
+from converter.ir.spec import NoArgs
 from converter.layers.activations import apply_activation, parse_activation
 from converter.layers.builder import OpBuilder
 from converter.layers.channel_linear import ChannelLinear
@@ -90,7 +91,7 @@ RANDOM_AUGMENTATION = (
 )
 
 
-class InferenceIdentity(LayerHandler):
+class InferenceIdentity(LayerHandler[NoArgs]):
     """Layers that only act while training; at inference they pass their input through. One configured
     instance per kind, as their masking traits differ."""
 

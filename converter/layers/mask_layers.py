@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from converter.errors import UnsupportedLayerError
 from converter.ir import Dim, Node, Shape
 from converter.ir.internal import INTERNAL_ATTENTION_MASK, INTERNAL_TIMESTEP_MASK, AttentionMaskSpec, TimestepMaskSpec
+from converter.ir.spec import NoArgs
 from converter.layers.builder import OpBuilder
 from converter.layers.registry import LAYERS, LayerHandler, expect_min_rank
 from converter.layers.spec import Config, LayerSpec, parse_fields
@@ -83,7 +84,7 @@ def _as_float(b: OpBuilder, x: str, dtype: str) -> str:
 
 
 @LAYERS.register("NotEqual")
-class NotEqual(LayerHandler):
+class NotEqual(LayerHandler[NoArgs]):
     """Keras 3 op node `ops.not_equal(x, y)`; Keras 3 functional files hold Embedding(mask_zero) masks as
     `not_equal(ids, 0)` and Masking masks as `any(not_equal(x, mask_value), axis=-1)`.
 

@@ -110,14 +110,16 @@ def dft_kernel(node: Node) -> np.ndarray:
 
 def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
     f32 = np.float32
-    return f32(MEL_HIGH_Q) * np.log(f32(1.0) + hz.astype(f32) / f32(MEL_BREAK_HZ))
+    result: np.ndarray = f32(MEL_HIGH_Q) * np.log(f32(1.0) + hz.astype(f32) / f32(MEL_BREAK_HZ))
+    return result
 
 
 def _linspace(start: np.ndarray, stop: np.ndarray, num: int) -> np.ndarray:
     """tf.linspace in float32: start + i * ((stop - start) / (num - 1)), with the exact stop at the end."""
     values = start + np.arange(num, dtype=np.float32) * ((stop - start) / np.float32(num - 1))
     values[-1] = stop
-    return values.astype(np.float32)
+    result: np.ndarray = values.astype(np.float32)
+    return result
 
 
 def mel_matrix(node: Node) -> np.ndarray:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from converter.errors import ShapeError, UnsupportedLayerError
 from converter.ir import Dim, Node, Shape
+from converter.ir.spec import NoArgs
 from converter.layers.builder import OpBuilder
 from converter.layers.registry import LAYERS, LayerHandler, expect_min_rank
 from converter.layers.spec import Config, LayerSpec
@@ -31,7 +32,7 @@ def _expanded(shape: Shape, rank: int) -> Shape:
     return (shape[0], *([1] * (rank - len(shape))), *shape[1:])
 
 
-class ElementwiseMerge(LayerHandler):
+class ElementwiseMerge(LayerHandler[NoArgs]):
     """Shared shape rule and rank alignment; subclasses give the ONNX reduction of the aligned inputs."""
 
     keras3_args = ""

@@ -10,11 +10,14 @@ Transposes). A Pipeline node reaching lowering without the pass is refused (wrap
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from converter.errors import UnsupportedLayerError
 from converter.ir import Node, Shape, Tensor
 from converter.ir.names import NameAuthority
+from converter.ir.spec import NoArgs
 from converter.layers.builder import OpBuilder
 from converter.layers.registry import LAYERS, LayerHandler, handler_for
 from converter.layers.wrappers import graph_node_of, refuse_wrapper_emit
@@ -25,7 +28,7 @@ def _child_weights(node: Node, index: int) -> dict[str, np.ndarray]:
     return {k[len(prefix):]: v for k, v in node.weights.items() if k.startswith(prefix)}
 
 
-def _children(node: Node) -> list[tuple[Node, LayerHandler]]:
+def _children(node: Node) -> list[tuple[Node, LayerHandler[Any]]]:
     if not node.children:
         raise UnsupportedLayerError(f"Pipeline '{node.layer_name}' has no layers in its config",
                                     layer=node.layer_name, hint="the config is incomplete")
@@ -42,7 +45,7 @@ def _children(node: Node) -> list[tuple[Node, LayerHandler]]:
 
 
 @LAYERS.register("Pipeline")
-class Pipeline(LayerHandler):
+class Pipeline(LayerHandler[NoArgs]):
     keras_availability = "keras3"
 
     def check(self, node: Node) -> None:

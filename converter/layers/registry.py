@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from typing import Generic, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 
 import numpy as np
 
@@ -166,13 +166,13 @@ class LayerHandler(ABC, Generic[S]):
         return int(sum(np.prod(w.shape) for w in node.weights.values()))
 
 
-H = TypeVar("H", bound=type[LayerHandler])
+H = TypeVar("H", bound=type[LayerHandler[Any]])
 
 
 class Registry:
     def __init__(self, what: str) -> None:
         self.what = what
-        self._handlers: dict[str, LayerHandler] = {}
+        self._handlers: dict[str, LayerHandler[Any]] = {}
 
     def register(self, *names: str) -> Callable[[H], H]:
         """Class decorator for a handler taking no arguments; configured handlers use `add`."""
@@ -184,16 +184,16 @@ class Registry:
 
         return decorate
 
-    def get(self, name: str) -> LayerHandler | None:
+    def get(self, name: str) -> LayerHandler[Any] | None:
         return self._handlers.get(name)
 
-    def add(self, name: str, handler: LayerHandler) -> None:
+    def add(self, name: str, handler: LayerHandler[Any]) -> None:
         """Register an instance (the extension API's path); a taken name raises like `register`."""
         if name in self._handlers:
             raise ValueError(f"{self.what} {name!r} registered twice")
         self._handlers[name] = handler
 
-    def remove(self, name: str) -> LayerHandler | None:
+    def remove(self, name: str) -> LayerHandler[Any] | None:
         return self._handlers.pop(name, None)
 
     def __contains__(self, name: str) -> bool:
@@ -212,7 +212,7 @@ LAYERS = Registry("keras layer")
 LAMBDAS = Registry("lambda layer")
 
 
-def handler_for(node: Node) -> LayerHandler | None:
+def handler_for(node: Node) -> LayerHandler[Any] | None:
     """The handler of one node: a Lambda registered by its layer name first, then the class name.
 
     A Lambda inside a nested model has the layer name `outer/inner`; it matches a registration of

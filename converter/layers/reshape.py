@@ -16,8 +16,8 @@ from converter.ir.shape import num_elements, permute, to_channels_last
 from converter.layers.builder import OpBuilder
 from converter.layers.limits import check_output
 from converter.layers.registry import LAYERS, LayerHandler, expect_min_rank, expect_rank
-from converter.layers.spatial import parse_data_format
 from converter.layers.spec import Config, LayerSpec
+from converter.layers.windows import parse_data_format
 
 
 def _unknown(node: Node, axis: int) -> str:

@@ -147,7 +147,8 @@ def _onnx_activation(name: str, hard_sigmoid_slope: float) -> tuple[str, float |
 def _gates_to_onnx(matrix: np.ndarray, kind: str) -> np.ndarray:
     """(rows, gates * units) Keras matrix -> (gates * units, rows) in ONNX gate order."""
     parts = np.split(np.asarray(matrix, dtype=np.float32), GATES[kind], axis=-1)
-    return np.concatenate([parts[g] for g in GATE_ORDER[kind]], axis=-1).T
+    result: np.ndarray = np.concatenate([parts[g] for g in GATE_ORDER[kind]], axis=-1).T
+    return result
 
 
 def cell_params(spec: RecurrentSpec, weights: dict[str, np.ndarray]) -> CellParams:

@@ -10,6 +10,7 @@ the result. Keras 3 casts the layer's output back to an integer input's dtype: a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from converter.errors import UnsupportedLayerError
 from converter.ir import Node, Shape, Tensor
@@ -22,7 +23,7 @@ from converter.layers.spec import Config, LayerSpec
 from converter.layers.wrappers import check_wrapped_child, graph_node_of, refuse_wrapper_emit, wrapped_child
 
 
-def _wrapped(node: Node) -> tuple[Node, LayerHandler]:
+def _wrapped(node: Node) -> tuple[Node, LayerHandler[Any]]:
     child, handler = wrapped_child(node)  # the child also gets vector_u, which it ignores
     child.layer_name = node.layer_name
     return child, handler

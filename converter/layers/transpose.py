@@ -13,8 +13,7 @@ from typing import Any
 
 from converter.errors import FormatError, ShapeError
 from converter.ir import Node, Shape
-from converter.ir.graph import INTERNAL_TRANSPOSE
-from converter.ir.internal import PermSpec
+from converter.ir.internal import INTERNAL_TRANSPOSE, PermSpec
 from converter.ir.shape import permute
 from converter.layers.builder import OpBuilder
 from converter.layers.registry import LAYERS, LayerHandler

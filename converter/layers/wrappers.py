@@ -17,6 +17,7 @@ unwrap pass) is refused by `refuse_wrapper_emit`, with what to run instead.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 
@@ -24,12 +25,12 @@ from converter.errors import UnsupportedLayerError, UsageError
 from converter.ir import Node, Shape, Tensor
 from converter.ir.internal import INTERNAL_MERGE_BATCH_TIME, INTERNAL_SPLIT_BATCH_TIME, SplitBatchTimeSpec
 from converter.ir.names import NameAuthority
-from converter.ir.spec import CallSite, LayerSpec
+from converter.ir.spec import CallSite, LayerSpec, NoArgs
 from converter.layers.builder import OpBuilder
 from converter.layers.registry import LAYERS, LayerHandler, expect_min_rank, handler_for
 
 
-def wrapped_child(node: Node) -> tuple[Node, LayerHandler]:
+def wrapped_child(node: Node) -> tuple[Node, LayerHandler[Any]]:
     """The layer a wrapper (TimeDistributed, SpectralNormalization) wraps, and its handler; the wrapper's
     stored weights are the child's (the same dict, so weights attached to the wrapper reach the child)."""
     if not node.children:
@@ -71,7 +72,7 @@ def graph_node_of(child: Node, name: str, inputs: list[Tensor], output: Tensor,
 
 
 @LAYERS.register("TimeDistributed")
-class TimeDistributed(LayerHandler):
+class TimeDistributed(LayerHandler[NoArgs]):
     keras3_args = "layer"
     passes_mask = True  # Keras' TimeDistributed.compute_mask returns the incoming (batch, time) mask
     consumes_sequence = True  # an input_dim/input_length shorthand spells (batch, steps, features)
@@ -149,7 +150,7 @@ def _undoes(node: Node, kind: str) -> Tensor | None:
 
 
 @LAYERS.register(INTERNAL_MERGE_BATCH_TIME)
-class MergeBatchTime(LayerHandler):
+class MergeBatchTime(LayerHandler[NoArgs]):
     """(batch, time, ...) -> (batch*time, ...): a Reshape, before a time-distributed layer."""
 
     internal = True

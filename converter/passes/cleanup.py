@@ -4,6 +4,8 @@ nodes dropped."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from converter.ir import Graph, Node, Tensor
 from converter.layers.registry import LayerHandler, handler_for
 from converter.layers.traits import Undoes
@@ -27,7 +29,7 @@ def run(graph: Graph) -> Graph:
     return graph
 
 
-def _same_as(node: Node, handler: LayerHandler | None) -> Tensor | None:
+def _same_as(node: Node, handler: LayerHandler[Any] | None) -> Tensor | None:
     """The tensor the node's one output equals, when the node computes nothing at inference."""
     if handler is None or not node.inputs:
         return None

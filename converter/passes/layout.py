@@ -24,10 +24,11 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 from converter.ir import Graph, Node, Tensor
-from converter.ir.graph import CHANNELS_FIRST, INTERNAL_TRANSPOSE
-from converter.ir.internal import PermSpec
+from converter.ir.graph import CHANNELS_FIRST
+from converter.ir.internal import INTERNAL_TRANSPOSE, PermSpec
 from converter.ir.shape import Perm, identity_perm, inverse, permute, to_channels_first, to_channels_last
 from converter.layers.registry import LayerHandler, handler_for
 from converter.passes.layout_folds import fold_flatten_dense, fold_pool_reshape, merge_concatenations
@@ -68,11 +69,11 @@ def _output_perm(have: Perm, options: LayoutOptions) -> Perm:
     return have if keep else identity_perm(len(have))
 
 
-def _is_switched(node: Node, handler: LayerHandler | None) -> bool:
+def _is_switched(node: Node, handler: LayerHandler[Any] | None) -> bool:
     return handler is not None and handler.channels_first_only and not handler.is_channels_first(node)
 
 
-def _may_remap(node: Node, handler: LayerHandler | None) -> bool:
+def _may_remap(node: Node, handler: LayerHandler[Any] | None) -> bool:
     if handler is None:
         return False
     return handler.is_layout_agnostic(node) or type(handler).remap_axes is not LayerHandler.remap_axes
@@ -149,7 +150,7 @@ class _Assigner:
             if _rank(tensor) >= 3:
                 self.assign(tensor, to_channels_first(_rank(tensor)))
 
-    def _remap(self, node: Node, handler: LayerHandler | None) -> bool:
+    def _remap(self, node: Node, handler: LayerHandler[Any] | None) -> bool:
         """Pass the inputs' permutation through the node when its handler can adapt to it."""
         if handler is None or not node.outputs or _rank(node.outputs[0]) < 3:
             return False
