@@ -17,7 +17,6 @@ NOT_YET = {
     "converter/export/float16.py": "ONNX op types (Add, Flatten, Reshape...) that share Keras class names",
     "converter/keras/dialects.py": "Keras 1/2 file dialects: argument renames of legacy classes",
     "converter/keras/legacy_config.py": "Keras 1 file dialect: Merge modes, dim_ordering classes",
-    "converter/keras/config_fields.py": "config validation: FAMILIES and REQUIRED by class",
     "converter/keras/cudnn.py": "CuDNN weight layouts of GRU and LSTM",
     "converter/keras/weights.py": "the Python class name Keras 3 saves GroupQueryAttention under",
 }

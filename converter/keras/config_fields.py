@@ -8,8 +8,11 @@ read typed values: `int(node.attrs["units"])` cannot fail on a string, a NaN or 
 
 The table is keyed by canonical argument name; where a name means something else in some classes
 (`padding` is a string for Conv but amounts for ZeroPadding; `size` is a repeat count for UpSampling),
-`FAMILY_FIELDS` overrides it for those classes. Only Keras' own classes whose arguments kconvert reads
-are checked (`layer_configs.is_builtin`): a custom layer's arguments mean what its author says.
+the class's handler names the argument's kind in its `argument_kinds` trait (one of `KINDS`). Which
+arguments a class requires is its handler's `required_arguments`; which cells an RNN holds, its
+`cell_layers`: facts about classes live with their handlers, how a value is checked lives here. Only
+Keras' own classes whose arguments kconvert reads are checked (`layer_configs.is_builtin`): a custom
+layer's arguments mean what its author says.
 Input-shape arguments (`input_shape`, `batch_input_shape`, `input_dim` outside Embedding, ...) belong
 to the shape-semantics pass. Names (`padding`, `interpolation`, ...) are checked for kind only: the
 handlers refuse the values they do not convert as unsupported, listed with the model's other
@@ -19,11 +22,13 @@ unsupported layers.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from converter.errors import FormatError
 from converter.keras import config_kinds as k
 from converter.keras.config_kinds import Invalid, Kind
+from converter.layers.registry import LAYERS, LayerHandler
 
 POSITIVE = Kind("a positive int", "8", k.positive_int)
 NON_NEGATIVE = Kind("an int >= 0", "1", k.non_negative_int)
@@ -81,77 +86,34 @@ FIELDS: dict[str, Kind] = {
     **dict.fromkeys(("layer", "backward_layer", "cell"), NESTED),
 }
 
-# Classes whose arguments of the same name mean something else, by family.
-FAMILIES: dict[str, tuple[str, ...]] = {
-    "padding_amounts": ("ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D", "Cropping1D", "Cropping2D", "Cropping3D"),
-    "upsampling": ("UpSampling1D", "UpSampling2D", "UpSampling3D"),
-    "embedding": ("Embedding", "ReversibleEmbedding"),
-    "group_norm": ("GroupNormalization",),
-    "rescaling": ("Rescaling",),
-    "normalization": ("Normalization",),
-    "integer_lookup": ("IntegerLookup",),
-    "string_lookup": ("StringLookup",),
-    "locally_connected": ("LocallyConnected1D", "LocallyConnected2D"),
-    "spectrogram": ("STFTSpectrogram",),
-    "concatenate": ("Concatenate",),
-    "transpose": ("Transpose",),  # the Keras 3 op node ops.transpose: `axes` is a whole permutation
-}
-FAMILY_OF = {cls: family for family, classes in FAMILIES.items() for cls in classes}
 AMOUNTS = Kind("an int >= 0, a list of {n} ints >= 0, or {n} [before, after] pairs", "[1, 1] or [[1, 0], [0, 1]]",
                k.amounts)
-FAMILY_FIELDS: dict[tuple[str, str], Kind] = {
-    ("padding_amounts", "padding"): AMOUNTS,
-    ("padding_amounts", "cropping"): AMOUNTS,
-    ("upsampling", "size"): WINDOW,
-    ("upsampling", "length"): POSITIVE,  # Keras 1 UpSampling1D
-    ("embedding", "input_dim"): POSITIVE,
-    ("embedding", "output_dim"): POSITIVE,
-    ("embedding", "reverse_dtype"): TEXT,
-    ("group_norm", "groups"): Kind("a positive int or -1", "32",
-                                   lambda v, r: k.integer(v, -1) if v == -1 else k.positive_int(v, r)),
-    ("rescaling", "scale"): NUMBERS,
-    ("rescaling", "offset"): NUMBERS,
-    ("normalization", "mean"): NUMBERS,
-    ("normalization", "variance"): NUMBERS,
-    ("integer_lookup", "mask_token"): Kind("an int (or null)", "0", k.any_int),
-    ("integer_lookup", "oov_token"): Kind("an int", "-1", k.any_int),
-    ("integer_lookup", "vocabulary"): Kind("a list of ints", "[12, 36, 1138]", k.tokens(k.any_int)),
-    ("string_lookup", "mask_token"): TEXT,
-    ("string_lookup", "oov_token"): TEXT,
-    ("string_lookup", "vocabulary"): Kind("a list of strings", '["a", "b"]', k.tokens(k.text)),
-    ("locally_connected", "implementation"): Kind("1, 2 or 3", "1", lambda v, r: k.integer(v, 1, 3)),
-    ("spectrogram", "mode"): TEXT,
-    ("concatenate", "axis"): Kind("an int axis", "-1", k.one_axis),
-    ("transpose", "axes"): Kind("a list of int axes", "[0, 2, 1]", k.axes),
-}
 
-# Arguments a class cannot do without (Keras has no default for them).
-REQUIRED: dict[str, tuple[str, ...]] = {
-    **dict.fromkeys(("Dense", "SimpleRNN", "GRU", "LSTM", "LSTMCell", "GRUCell", "SimpleRNNCell"), ("units",)),
-    **dict.fromkeys(("Conv1D", "Conv2D", "Conv3D", "SeparableConv1D", "SeparableConv2D", "Conv1DTranspose",
-                     "Conv2DTranspose", "Conv3DTranspose", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D",
-                     "LocallyConnected1D", "LocallyConnected2D"), ("filters", "kernel_size")),
-    **dict.fromkeys(("DepthwiseConv1D", "DepthwiseConv2D"), ("kernel_size",)),
-    "Embedding": ("input_dim", "output_dim"),
-    "ReversibleEmbedding": ("input_dim",),  # its output_dim arrives renamed to units (dialects' generic rename)
-    "Reshape": ("target_shape",),
-    "Permute": ("dims",),
-    "RepeatVector": ("n",),
-    "Dot": ("axes",),
-    "MultiHeadAttention": ("num_heads", "key_dim"),
-    **dict.fromkeys(("GroupQueryAttention", "GroupedQueryAttention"),
-                    ("head_dim", "num_query_heads", "num_key_value_heads")),
-    "EinsumDense": ("equation", "output_shape"),
-    **dict.fromkeys(("Resizing", "CenterCrop"), ("height", "width")),
-    "CategoryEncoding": ("num_tokens",),
-    **dict.fromkeys(("AdaptiveAveragePooling1D", "AdaptiveAveragePooling2D", "AdaptiveAveragePooling3D",
-                     "AdaptiveMaxPooling1D", "AdaptiveMaxPooling2D", "AdaptiveMaxPooling3D"), ("output_size",)),
-    **dict.fromkeys(("TimeDistributed", "Bidirectional", "SpectralNormalization"), ("layer",)),
-    "RNN": ("cell",),
+# The kinds a handler's `argument_kinds` (converter/layers/registry.py) names, for the arguments whose name
+# means something else in its classes than FIELDS says (ZeroPadding's `padding` is amounts, not a mode).
+# Which class takes which is the handler's fact; how a value of the kind is checked and normalised is
+# this boundary's.
+KINDS: dict[str, Kind] = {
+    "amounts": AMOUNTS,
+    "window": WINDOW,
+    "positive": POSITIVE,
+    "text": TEXT,
+    "numbers": NUMBERS,
+    "positive_or_minus_one": Kind("a positive int or -1", "32",
+                                  lambda v, r: k.integer(v, -1) if v == -1 else k.positive_int(v, r)),
+    "int_or_null": Kind("an int (or null)", "0", k.any_int),
+    "int": Kind("an int", "-1", k.any_int),
+    "int_tokens": Kind("a list of ints", "[12, 36, 1138]", k.tokens(k.any_int)),
+    "text_tokens": Kind("a list of strings", '["a", "b"]', k.tokens(k.text)),
+    "one_to_three": Kind("1, 2 or 3", "1", lambda v, r: k.integer(v, 1, 3)),
+    "one_axis": Kind("an int axis", "-1", k.one_axis),
+    "axis_list": Kind("a list of int axes", "[0, 2, 1]", k.axes),
 }
-
-# The recurrent cells an RNN layer holds in its `cell` argument (their configs are checked like layers).
-CELL_CLASSES = frozenset({"LSTMCell", "GRUCell", "SimpleRNNCell", "StackedRNNCells"})
+# Arguments read only in the classes whose handler names their kind: elsewhere they are shape arguments
+# (`input_dim`, checked by the shape-semantics pass) or mean what each class says.
+CLASS_ONLY = frozenset({"input_dim", "output_dim", "size", "length", "mask_token", "oov_token", "vocabulary"})
+# The container of an RNN's cells (its config lists cells, each checked like a layer): not a cell itself.
+STACKED_CELLS = "StackedRNNCells"
 _RANK = re.compile(r"([123])D")
 
 
@@ -161,26 +123,31 @@ def spatial_rank(cls: str) -> int | None:
     return int(found.group(1)) if found else None
 
 
-def kind_of(cls: str, key: str) -> Kind | None:
-    family = FAMILY_OF.get(cls)
-    if family is not None and (family, key) in FAMILY_FIELDS:
-        return FAMILY_FIELDS[(family, key)]
-    if key in ("input_dim", "output_dim", "size", "length", "mask_token", "oov_token", "vocabulary"):
-        return None  # shape arguments, or meaningful only in the families above
+def kind_of(cls: str, key: str, handler: LayerHandler[Any] | None = None) -> Kind | None:
+    """The kind of argument `key` of class `cls`, whose facts its handler (or the one given) holds."""
+    facts = handler if handler is not None else LAYERS.get(cls)
+    own = facts.argument_kinds.get(key) if facts is not None else None
+    if own is not None:
+        return KINDS[own]
+    if key in CLASS_ONLY:
+        return None  # shape arguments, or meaningful only in the classes whose handler names their kind
     return FIELDS.get(key)
 
 
-def validate_fields(cls: str, name: str, attrs: dict[str, Any]) -> None:
-    """Check and normalise, in place, every argument of one built-in layer's canonical config."""
+def validate_fields(cls: str, name: str, attrs: dict[str, Any], handler: LayerHandler[Any] | None = None) -> None:
+    """Check and normalise, in place, every argument of one built-in layer's canonical config. The class's
+    facts (its arguments' kinds, the required ones, its cells) are its handler's traits; an RNN cell, which
+    has no handler, gives the handler of the layer computing the same."""
+    facts = handler if handler is not None else LAYERS.get(cls)
     rank = spatial_rank(cls)
-    for key in REQUIRED.get(cls, ()):
+    for key in facts.required_arguments if facts is not None else ():
         if attrs.get(key) is None:
-            kind = kind_of(cls, key)
+            kind = kind_of(cls, key, facts)
             example = f" (Keras writes e.g. {key}={kind.example})" if kind else ""
             raise FormatError(f"{cls} '{name}' has no {key} in its config{example}", layer=name,
                               hint=f"{cls} cannot be built without {key}: the file's config is damaged or incomplete")
     for key, value in attrs.items():
-        kind = kind_of(cls, key)
+        kind = kind_of(cls, key, facts)
         if kind is None or value is None:
             continue
         try:
@@ -190,27 +157,31 @@ def validate_fields(cls: str, name: str, attrs: dict[str, Any]) -> None:
                 f"layer '{name}': {key} must be {kind.describe(rank)}, got {_shown(value)}", layer=name,
                 hint=f"Keras writes {key} of a {cls} as {kind.example}; the file's config is damaged or was "
                      "edited by hand") from None
-    _validate_cells(name, attrs.get("cell") if cls == "RNN" else None)
+    if facts is not None and facts.cell_layers:
+        _validate_cells(name, attrs.get("cell"), facts.cell_layers)
 
 
-def _validate_cells(name: str, cell: Any) -> None:
+def _validate_cells(name: str, cell: Any, cell_layers: Mapping[str, str]) -> None:
     """An RNN layer's cell (or StackedRNNCells' cells): each cell's config is checked like a layer's."""
-    if not isinstance(cell, dict) or cell.get("class_name") not in CELL_CLASSES:
+    if not isinstance(cell, dict) or (cell.get("class_name") not in cell_layers
+                                      and cell.get("class_name") != STACKED_CELLS):
         return
     config = cell.get("config")
     if not isinstance(config, dict):
         raise FormatError(f"RNN '{name}' has a {cell['class_name']} without a config", layer=name,
                           hint="the file's config is damaged or incomplete")
-    if cell["class_name"] == "StackedRNNCells":
+    if cell["class_name"] == STACKED_CELLS:
         cells = config.get("cells")
         if not isinstance(cells, list) or not cells or not all(isinstance(c, dict) and "class_name" in c
                                                                for c in cells):
-            raise FormatError(f"layer '{name}': StackedRNNCells must hold a list of cell configs, got {_shown(cells)}",
+            raise FormatError(f"layer '{name}': {STACKED_CELLS} must hold a list of cell configs, got {_shown(cells)}",
                               layer=name, hint="the file's config is damaged or incomplete")
         for inner in cells:
-            _validate_cells(name, inner)
+            _validate_cells(name, inner, cell_layers)
         return
-    validate_fields(str(cell["class_name"]), f"{name}/{config.get('name') or 'cell'}", config)
+    cls = str(cell["class_name"])
+    layer = LAYERS.get(cell_layers[cls])
+    validate_fields(cls, f"{name}/{config.get('name') or 'cell'}", config, layer)
 
 
 def _shown(value: Any) -> str:

@@ -42,6 +42,8 @@ class AdaptivePooling(LayerHandler[AdaptivePoolSpec]):
     keras_availability = "keras3"
     channels_first_only = True
 
+    required_arguments = ("output_size",)
+
     def __init__(self, rank: int, op_type: str) -> None:
         self.rank, self.op_type = rank, op_type
 

@@ -93,6 +93,8 @@ class Bidirectional(LayerHandler[BidirectionalSpec]):
     consumes_mask = True
     consumes_sequence = True
 
+    required_arguments = ("layer",)
+
     def mask_carrying_outputs(self, node: Node) -> int:
         """layers/traits.MaskedSequences: the sequence output(s), two for merge_mode=None."""
         if not directions(node)[0].return_sequences:

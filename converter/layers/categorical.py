@@ -126,6 +126,8 @@ class CategoryEncodingSpec(EncodingSpec):
 
 @LAYERS.register("CategoryEncoding")
 class CategoryEncoding(LayerHandler[CategoryEncodingSpec]):
+    required_arguments = ("num_tokens",)
+
     def parse(self, config: Config) -> CategoryEncodingSpec:
         return parse_fields(CategoryEncodingSpec, config, output_mode=parse_mode(config, "multi_hot"),
                             dtype=dtype_name(config.value("dtype")))
@@ -218,6 +220,8 @@ class IntegerLookup(LayerHandler[IntegerLookupSpec]):
     or nowhere (the encoded modes). The vocabulary comes from the config or the .keras assets."""
 
     vocabulary_asset = "int"
+
+    argument_kinds = {"mask_token": "int_or_null", "oov_token": "int", "vocabulary": "int_tokens"}
 
     def parse(self, config: Config) -> IntegerLookupSpec:
         vocabulary, vocabulary_file = parse_vocabulary(config, int)

@@ -177,6 +177,8 @@ class Conv(ChannelLinear, ConvBase[FiltersConvSpec]):
 
     spec_type = FiltersConvSpec
 
+    required_arguments = ("filters", "kernel_size")
+
     def parse_more(self, config: Config) -> dict[str, Any]:
         groups = config.integer("groups", 1)
         if groups < 1:
@@ -219,6 +221,8 @@ class Depthwise(ChannelLinear, ConvBase[DepthwiseSpec]):
 
     spec_type = DepthwiseSpec
     scaled_weight = "depthwise_kernel"
+
+    required_arguments = ("kernel_size",)
 
     def channel_factor(self, kernel: np.ndarray, scale: np.ndarray) -> np.ndarray | None:
         if kernel.shape[-2] * kernel.shape[-1] != scale.size:
@@ -263,6 +267,8 @@ class Separable(ChannelLinear, ConvBase[SeparableSpec]):
 
     spec_type = SeparableSpec
     scaled_weight = "pointwise_kernel"
+
+    required_arguments = ("filters", "kernel_size")
 
     def onnx_axes(self, ndim: int) -> tuple[int, ...]:
         return onnx_kernel_axes(ndim)

@@ -123,6 +123,8 @@ class ConvLSTM(LayerHandler[ConvLSTMSpec]):
         "ConvLSTM2D": 4,
     }
 
+    required_arguments = ("filters", "kernel_size")
+
     def __init__(self, rank: int) -> None:
         self.rank = rank
         # ConvLSTM1D reads (batch, steps, features)-like sequences an input_dim shorthand may spell.

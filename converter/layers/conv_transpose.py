@@ -67,6 +67,8 @@ class ConvTranspose(ChannelLinear, ConvBase[ConvTransposeSpec]):
 
     spec_type = ConvTransposeSpec
 
+    required_arguments = ("filters", "kernel_size")
+
     def parse_more(self, config: Config) -> dict[str, Any]:
         given = config.value("output_padding")
         padding: tuple[int | None, ...] = (None,) * self.rank if given is None else \

@@ -35,6 +35,8 @@ class Dense(ChannelLinear, LayerHandler[DenseSpec]):
     passes_mask = True
     folds_batch_norm = True
 
+    required_arguments = ("units",)
+
     def permute_input_features(self, node: Node, dims: tuple[int, ...], perm: tuple[int, ...]) -> bool:
         """layers/traits.PermutesInputFeatures: the kernel's rows, read as a (dims...) block, transposed by
         `perm`. A new dict: a shared Dense layer's other calls keep their own kernel."""

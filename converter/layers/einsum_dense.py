@@ -112,6 +112,8 @@ class EinsumDense(LayerHandler[EinsumDenseSpec]):
                    "lora_alpha gptq_unpacked_column_size quantization_config")
     affine_activations = ("activation",)
 
+    required_arguments = ("equation", "output_shape")
+
     def parse(self, config: Config) -> EinsumDenseSpec:
         kind, layer = config.ctx.kind, config.ctx.layer_name
         activation = parse_activation(config)

@@ -56,6 +56,9 @@ class Embedding(LayerHandler[EmbeddingSpec]):
                                "embeddings_constraint mask_zero lora_rank lora_alpha quantization_config")
 
     takes_token_ids = True
+    argument_kinds = {"input_dim": "positive", "output_dim": "positive", "reverse_dtype": "text"}
+    required_arguments: tuple[str, ...] = ("input_dim", "output_dim")  # typed: ReversibleEmbedding needs fewer
+
     def timestep_mask(self, node: Node) -> TimestepMaskSpec | None:
         """layers/traits.MaskSource: with mask_zero, the ids equal to 0 are masked steps."""
         return TimestepMaskSpec(source="embedding") if self.spec(node).mask_zero else None

@@ -135,6 +135,8 @@ class GroupNormalization(LayerHandler[GroupNormSpec]):
 
     passes_mask = True
 
+    argument_kinds = {"groups": "positive_or_minus_one"}  # -1: one group per channel
+
     def parse(self, config: Config) -> GroupNormSpec:
         spec = parse_fields(GroupNormSpec, config, axis=parse_axis_arg(config, "axis"))
         if spec.groups == 0:

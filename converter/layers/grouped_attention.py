@@ -51,6 +51,8 @@ class GroupQueryAttention(LayerHandler[GroupQueryAttentionSpec]):
     }
     attention_mask_kind = "heads"
 
+    required_arguments = ("head_dim", "num_query_heads", "num_key_value_heads")
+
     def parse(self, config: Config) -> GroupQueryAttentionSpec:
         spec = parse_fields(GroupQueryAttentionSpec, config)
         heads, kv_heads = spec.num_query_heads, spec.num_key_value_heads

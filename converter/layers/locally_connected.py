@@ -134,6 +134,9 @@ def dense_matrix(kernel: np.ndarray, g: Geometry, mode: int) -> np.ndarray:
 class LocallyConnected(LayerHandler[LocallyConnectedSpec]):
     keras_availability = "keras2"
 
+    argument_kinds = {"implementation": "one_to_three"}
+    required_arguments = ("filters", "kernel_size")
+
     def __init__(self, rank: int) -> None:
         self.rank = rank
 

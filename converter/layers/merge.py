@@ -167,6 +167,8 @@ class Concatenate(LayerHandler[ConcatSpec]):
     keras3_args = "axis"
     keras_list_input = True
 
+    argument_kinds = {"axis": "one_axis"}  # one axis, where most layers take several
+
     def parse(self, config: Config) -> ConcatSpec:
         return ConcatSpec(axis=config.integer("axis", -1))
 
@@ -252,6 +254,8 @@ class Dot(LayerHandler[DotSpec]):
 
     keras3_args = "axes normalize"
     keras_list_input = True
+
+    required_arguments = ("axes",)
 
     def parse(self, config: Config) -> DotSpec:
         return _parse_dot(config)

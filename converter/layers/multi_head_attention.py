@@ -100,6 +100,8 @@ class MultiHeadAttention(LayerHandler[MultiHeadAttentionSpec]):
                    "seed")
     attention_mask_kind = "heads"
 
+    required_arguments = ("num_heads", "key_dim")
+
     def parse(self, config: Config) -> MultiHeadAttentionSpec:
         if config.flag("use_gate", False):
             raise config_refusal(config, "uses use_gate=True", "kconvert does not convert the gated variant")

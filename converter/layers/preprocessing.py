@@ -57,6 +57,8 @@ class Rescaling(LayerHandler[RescalingSpec]):
 
     passes_mask = True
 
+    argument_kinds = {"scale": "numbers", "offset": "numbers"}
+
     def parse(self, config: Config) -> RescalingSpec:
         return RescalingSpec(scale=frozen(config.value("scale", 1.0)), offset=frozen(config.value("offset", 0.0)))
 
@@ -135,6 +137,8 @@ class Normalization(LayerHandler[NormalizationSpec]):
     keras3_args = "axis mean variance invert"
 
     passes_mask = True
+
+    argument_kinds = {"mean": "numbers", "variance": "numbers"}
 
     def parse(self, config: Config) -> NormalizationSpec:
         raw_axis = config.raw.get("axis", -1)  # an explicit null keeps no axis; a missing one is Keras' -1
@@ -272,6 +276,8 @@ class Resizing(LayerHandler[ResizingSpec]):
 
     channels_first_only = True
 
+    required_arguments = ("height", "width")
+
     def parse(self, config: Config) -> ResizingSpec:
         return parse_fields(ResizingSpec, config, data_format=parse_data_format(config))
 
@@ -357,6 +363,8 @@ class CenterCrop(LayerHandler[CenterCropSpec]):
     """The centred (height, width) window; smaller inputs (which Keras resizes instead) are refused."""
 
     keras3_args = "height width data_format"
+
+    required_arguments = ("height", "width")
 
     def parse(self, config: Config) -> CenterCropSpec:
         return parse_fields(CenterCropSpec, config, data_format=parse_data_format(config))

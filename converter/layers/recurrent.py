@@ -115,6 +115,8 @@ class Recurrent(LayerHandler[RecurrentSpec]):
     consumes_mask = True
     consumes_sequence = True
 
+    required_arguments = ("units",)  # also of their cells (GenericRNN.cell_layers)
+
     def mask_carrying_outputs(self, node: Node) -> int:
         """layers/traits.MaskedSequences: the sequence output carries the mask on."""
         return 1 if self.spec(node).return_sequences else 0

@@ -94,6 +94,17 @@ class LayerHandler(ABC, Generic[S]):
     # found in saved files (Keras 3 op nodes, Keras Applications' own layers, legacy names).
     keras_availability: str | Mapping[str, str] = ""
 
+    # Facts the boundary's config validation (keras/config_fields.py) asks of Keras' own classes:
+    # the arguments whose name means something else in this class than in most (ZeroPadding's `padding` is
+    # amounts, not a mode; UpSampling's `size` a repeat count): argument name -> the name of a kind
+    # config_fields.KINDS defines ("amounts", "window", "positive", "numbers", "int_tokens", ...);
+    argument_kinds: Mapping[str, str] = {}
+    # the arguments the class cannot be built without (Keras has no default for them);
+    required_arguments: tuple[str, ...] = ()
+    # a layer running recurrent cells given in its `cell` argument (RNN): each cell class it converts -> the
+    # layer class computing the same, whose handler's facts the cell's config shares (cells have no handler).
+    cell_layers: Mapping[str, str] = {}
+
     spec_type: type[LayerSpec] = NoArgs
 
     def parse(self, config: Config) -> S:

@@ -86,6 +86,8 @@ class Reshape(LayerHandler[ReshapeSpec]):
 
     shape_only = True
 
+    required_arguments = ("target_shape",)
+
     def reshapes_only(self, node: Node) -> bool:
         """layers/traits.PureReshape."""
         return True
@@ -148,6 +150,8 @@ class Permute(LayerHandler[PermuteSpec]):
 
     shape_only = True
 
+    required_arguments = ("dims",)
+
     def parse(self, config: Config) -> PermuteSpec:
         return PermuteSpec(dims=config.int_list("dims"))
 
@@ -172,6 +176,8 @@ class RepeatVector(LayerHandler[RepeatSpec]):
     keras3_args = "n"
 
     shape_only = True
+
+    required_arguments = ("n",)
 
     def parse(self, config: Config) -> RepeatSpec:
         n = config.value("n")

@@ -42,6 +42,8 @@ class ReversibleEmbedding(Embedding):
     keras3_args = None  # not among the Keras 3.15 built-ins the writer is checked against
     keras_availability = "keras3"
 
+    required_arguments = ("input_dim",)  # output_dim arrives renamed to units (dialects' generic rename)
+
     def parse(self, config: Config) -> ReversibleEmbeddingSpec:
         output_dim = _output_dim(config)
         refuse_quantized(config)

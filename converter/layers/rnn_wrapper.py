@@ -172,6 +172,9 @@ class GenericRNN(LayerHandler[RNNSpec]):
     consumes_mask = True
     consumes_sequence = True
 
+    required_arguments = ("cell",)
+    cell_layers = CELL_KINDS  # an LSTMCell's config is checked like an LSTM's
+
     def mask_carrying_outputs(self, node: Node) -> int:
         """layers/traits.MaskedSequences: the sequence output carries the mask on."""
         return 1 if self.spec(node).return_sequences else 0

@@ -115,8 +115,15 @@ class Spatial(LayerHandler[Any]):
         return [check_output(node, join_spatial(data_format, shape[0], channels, out), self.amounts_key)]
 
 
+# ZeroPadding's and Cropping's amounts: [before, after] per axis, not a padding mode. Either name is checked
+# as amounts in both classes, so a stray `padding` on a Cropping is refused as amounts, never as a mode.
+AMOUNTS_ARGUMENTS = {"padding": "amounts", "cropping": "amounts"}
+
+
 class ZeroPadding(Spatial):
     keras3_args = "padding data_format"
+
+    argument_kinds = AMOUNTS_ARGUMENTS
 
     def parse(self, config: Config) -> PaddingSpec:
         return PaddingSpec(data_format=parse_data_format(config),
@@ -142,6 +149,8 @@ class Cropping(Spatial):
         "Cropping3D": "cropping data_format",
     }
     amounts_key = "cropping"
+
+    argument_kinds = AMOUNTS_ARGUMENTS
 
     def parse(self, config: Config) -> CroppingSpec:
         return CroppingSpec(data_format=parse_data_format(config),
@@ -179,6 +188,8 @@ class UpSampling(Spatial):
         "UpSampling3D": "size data_format",
     }
     amounts_key = "size"
+
+    argument_kinds = {"size": "window", "length": "positive"}  # `length`: Keras 1 UpSampling1D
 
     def parse(self, config: Config) -> UpSamplingSpec:
         data_format = parse_data_format(config)

@@ -44,6 +44,8 @@ class SpectralNormalization(LayerHandler[SpectralNormSpec]):
     `node.children[0]`, parsed with its own handler at the boundary (layer_configs.parse_node).
     """
 
+    required_arguments = ("layer",)
+
     def parse(self, config: Config) -> SpectralNormSpec:
         # power_iterations acts only while training: the stored kernel is already normalised.
         return SpectralNormSpec(cast_to_input_dtype=config.ctx.keras3)

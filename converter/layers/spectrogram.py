@@ -88,6 +88,8 @@ def atan2(b: OpBuilder, y: str, x: str) -> str:
 class STFTSpectrogram(LayerHandler[STFTSpectrogramSpec]):
     keras_availability = "keras3"
 
+    argument_kinds = {"mode": "text"}
+
     def parse(self, config: Config) -> STFTSpectrogramSpec:
         frame_length = config.integer("frame_length", 256)
         fft_length = config.integer("fft_length", 2 ** int(math.ceil(math.log2(frame_length))))

@@ -49,6 +49,8 @@ def _layout(spec: StringLookupSpec) -> tuple[list[str], int, int]:
 class StringLookup(LayerHandler[StringLookupSpec]):
     vocabulary_asset = "str"
 
+    argument_kinds = {"mask_token": "text", "oov_token": "text", "vocabulary": "text_tokens"}
+
     def parse(self, config: Config) -> StringLookupSpec:
         vocabulary, vocabulary_file = parse_vocabulary(config, str)
         return parse_fields(StringLookupSpec, config, vocabulary=vocabulary, vocabulary_file=vocabulary_file)

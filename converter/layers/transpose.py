@@ -57,6 +57,8 @@ class TransposeOp(LayerHandler[TransposeSpec]):
     keras_op_module = "keras.src.ops.numpy"
     keras_availability = "file"
 
+    argument_kinds = {"axes": "axis_list"}  # a whole permutation, not Dot's pair
+
     def parse(self, config: Config) -> TransposeSpec:
         return TransposeSpec(axes=config.value("axes"))
 

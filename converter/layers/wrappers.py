@@ -77,6 +77,8 @@ class TimeDistributed(LayerHandler[NoArgs]):
     passes_mask = True  # Keras' TimeDistributed.compute_mask returns the incoming (batch, time) mask
     consumes_sequence = True  # an input_dim/input_length shorthand spells (batch, steps, features)
 
+    required_arguments = ("layer",)
+
     def check(self, node: Node) -> None:
         check_wrapped_child(node)
 
