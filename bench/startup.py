@@ -24,6 +24,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 HEAVY = ("numpy", "h5py", "onnx", "ml_dtypes", "onnxruntime", "rich", "tensorflow", "keras", "torch", "scipy")
+# What converter/export/onnx_core.py loads of onnx without running onnx/__init__ (listed when "onnx" is absent).
+ONNX_PARTS = ("onnx.onnx_ml_pb2", "onnx.onnx_cpp2py_export")
 CHILD = """
 import json, sys
 sys.argv = ["kconvert", *json.loads(sys.argv[1])]
@@ -84,6 +86,7 @@ def _report(label: str, args: list[str], runs: int) -> None:
     walls = [_run(args, importtime=False)[0] for _ in range(runs)]
     _, modules, stderr = _run(args, importtime=True)
     heavy = [name for name in HEAVY if name in modules]
+    heavy += [f"{name} (without onnx/__init__)" for name in ONNX_PARTS if name in modules and "onnx" not in modules]
     print(f"\n{label}: median {statistics.median(walls):.2f} s over {runs} runs "
           f"(min {min(walls):.2f}), {len(modules)} modules; heavy: {', '.join(heavy) or 'none'}")
     for name, seconds in _top_imports(stderr):

@@ -18,11 +18,11 @@ def test_failed_save_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.M
     config = sequential([layer("Dense", "dense", units=2, use_bias=False)], (3,))
     model = converter.convert(save_keras(tmp_path / "m.keras", config, {"dense": [np.ones((3, 2), "float32")]}))
 
-    def half_write(proto: onnx.ModelProto, path: str) -> None:
+    def half_write(proto: onnx.ModelProto, path: Path) -> None:
         Path(path).write_bytes(proto.SerializeToString()[:10])
         raise OSError("disk full")
 
-    monkeypatch.setattr(onnx_export.onnx, "save_model", half_write)
+    monkeypatch.setattr(onnx_export, "_write_whole", half_write)
     with pytest.raises(OSError, match="disk full"):
         converter.save(model, tmp_path / "out.onnx")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.keras"]

@@ -1,8 +1,9 @@
 """What each command imports, in a fresh process (timings live in bench/startup.py, never in a test).
 
-A conversion needs onnx (checker and strict type inference); it never needs TensorFlow, Keras or
-onnxruntime unless --check / --reference ask for a comparison. `--help` imports none of the heavy
-packages; `inspect` and `-o model.keras` do not import onnx (whose import pulls in ml_dtypes)."""
+A conversion needs onnx's protobuf classes and its C++ checker and strict type inference, loaded by
+converter/export/onnx_core.py without onnx/__init__ (which imports onnx.helper and ml_dtypes, ~0.65 s);
+it never needs TensorFlow, Keras or onnxruntime unless --check / --reference ask for a comparison.
+`--help` imports none of the heavy packages; `inspect` and `-o model.keras` do not import onnx at all."""
 
 from __future__ import annotations
 
@@ -24,13 +25,19 @@ try:
     main()
 except SystemExit as done:
     code = done.code
-print(json.dumps({"code": code, "modules": sorted({m.split('.')[0] for m in sys.modules})}), file=sys.__stderr__)
+print(json.dumps({"code": code, "modules": sorted(sys.modules)}), file=sys.__stderr__)
 """
 NEVER = {"tensorflow", "keras", "tf_keras", "torch", "jax", "onnxruntime"}
 HEAVY = {"numpy", "h5py", "onnx", "ml_dtypes", "rich", *NEVER}
 
 
 def _imported(*args: str) -> set[str]:
+    """The top-level packages a command imports, in a fresh process."""
+    return {name.split(".")[0] for name in _modules(*args)}
+
+
+def _modules(*args: str) -> set[str]:
+    """Every module (dotted names) a command imports, in a fresh process."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-c", CHILD, json.dumps(list(args))], capture_output=True, text=True,
                           env=env, cwd=ROOT, check=False, timeout=120)
@@ -56,3 +63,12 @@ def test_a_conversion_imports_onnx_and_nothing_of_keras_or_onnxruntime(tmp_path:
     modules = _imported(str(FIXTURE), "-o", str(tmp_path / "m.onnx"), *(["--float16"] if float16 else []))
     assert "onnx" in modules  # onnx.checker and strict type inference run on every conversion
     assert not modules & NEVER
+
+
+@pytest.mark.parametrize("float16", [False, True])
+def test_a_conversion_skips_onnx_init_and_ml_dtypes(tmp_path: Path, float16: bool) -> None:
+    """Only onnx's protobuf module and C++ extension are loaded: not onnx/__init__, onnx.helper, ml_dtypes."""
+    modules = _modules(str(FIXTURE), "-o", str(tmp_path / "m.onnx"), *(["--float16"] if float16 else []))
+    assert {"onnx.onnx_ml_pb2", "onnx.onnx_cpp2py_export"} <= modules
+    assert not {"onnx", "onnx.helper", "onnx.numpy_helper"} & modules
+    assert not any(name == "ml_dtypes" or name.startswith("ml_dtypes.") for name in modules)

@@ -1,4 +1,4 @@
-"""OpGraph -> onnx.ModelProto -> file. The only module in `converter/` that imports onnx.
+"""OpGraph -> ModelProto -> file. With export/onnx_core.py, the only modules in `converter/` that use onnx.
 
 Lowering (LayerGraph -> OpGraph, then the OpGraph passes such as float16) is converter/lowering.py;
 this module serialises the OpGraph (graph inputs and outputs named after the Keras names, provenance
@@ -7,28 +7,35 @@ One function writes ONNX files, `_write`: save_model (an in-memory ModelProto) a
 save_graph (streamed from an OpGraph) both go through it. An op attribute holding an OpGraph (a Scan
 body) becomes a graph-valued attribute.
 
-Start-up: `import onnx` costs most of a conversion's import time (its __init__ imports onnx.helper,
-which imports ml_dtypes); any onnx submodule (onnx_ml_pb2 included) runs that __init__, so there is no
-cheaper way in. Callers import this module inside the commands that convert, never at start-up.
+Start-up: the protos are built here with onnx's protobuf classes directly (not onnx.helper /
+numpy_helper), and the checks call onnx's C++ extension through onnx_core, so a conversion never runs
+onnx/__init__ (which imports onnx.helper and ml_dtypes: ~0.65 s of import). What is built is what
+onnx.helper.make_node / make_graph / make_model and numpy_helper.from_array build (tests/test_onnx_core.py
+compares the bytes). Callers import this module inside the commands that convert, never at start-up.
 """
 
 from __future__ import annotations
 
+import numbers
 import os
 import re
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
 
 from converter import __version__
 from converter.errors import UnsupportedLayerError, UsageError
+from converter.export import onnx_core
 from converter.export.files import make_parent
 from converter.ir import Graph, OpGraph, Shape
 from converter.ir.ops import Op, ValueInfo
 from converter.lowering import DEFAULT_OPSET, lower, lower_for_export
+
+if TYPE_CHECKING:  # the classes are onnx_ml_pb2's, loaded by onnx_core (the same classes as onnx's)
+    from onnx import AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto, ValueInfoProto
 
 __all__ = [
     "DEFAULT_OPSET", "EXTERNAL_DATA_THRESHOLD", "FLOAT16_ATOL", "FLOAT16_RTOL", "check_opset", "check_types",
@@ -42,18 +49,22 @@ EXTERNAL_DATA_THRESHOLD = 2**31 - 2**27
 # --float16 outputs are compared with Keras (float32) at this looser tolerance.
 FLOAT16_RTOL, FLOAT16_ATOL = 2e-2, 2e-2
 MIN_OPSET = 13
+# TensorProto.DataType, by numpy dtype name (the numbers are fixed by the ONNX standard).
 DTYPES = {
-    "float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16, "float64": TensorProto.DOUBLE,
-    "int32": TensorProto.INT32, "int64": TensorProto.INT64, "int8": TensorProto.INT8,
-    "uint8": TensorProto.UINT8, "bool": TensorProto.BOOL, "bfloat16": TensorProto.BFLOAT16,
-    "string": TensorProto.STRING,
+    "float32": 1, "uint8": 2, "int8": 3, "uint16": 4, "int16": 5, "int32": 6, "int64": 7, "string": 8,
+    "bool": 9, "float16": 10, "float64": 11, "uint32": 12, "uint64": 13, "bfloat16": 16,
 }
+_STRING = DTYPES["string"]
 # Opset versions of the non-default domains, imported only when an op uses them.
 DOMAIN_OPSETS = {"ai.onnx.ml": 2}
+# The lowest IR version that carries each opset (onnx.helper.VERSION_TABLE, as find_min_ir_version_for
+# reads it); capped by the installed onnx's IR_VERSION. ai.onnx.ml 2 needs IR 6, below all of these.
+IR_VERSION_FOR_OPSET = {13: 7, 14: 7, 15: 8, 16: 8, 17: 8, 18: 8, 19: 9, 20: 9, 21: 10, 22: 10, 23: 11, 24: 12,
+                        25: 13, 26: 13, 27: 13, 28: 14}
 
 
 def max_opset() -> int:
-    return int(onnx.defs.onnx_opset_version())
+    return onnx_core.active().max_opset()
 
 
 def check_opset(opset: int) -> int:
@@ -63,8 +74,26 @@ def check_opset(opset: int) -> int:
     return opset
 
 
-def _value_info(info: ValueInfo) -> onnx.ValueInfoProto:
-    return helper.make_tensor_value_info(info.name, DTYPES.get(info.dtype, TensorProto.FLOAT), _dims(info.shape))
+def _proto() -> Any:
+    """The module holding the protobuf classes (onnx_ml_pb2's, or onnx's on the public fallback)."""
+    return onnx_core.active().proto
+
+
+def _value_info(info: ValueInfo) -> ValueInfoProto:
+    """make_tensor_value_info: a known shape is present even when empty (a scalar); an unknown dim is empty."""
+    value: ValueInfoProto = _proto().ValueInfoProto(name=info.name)
+    tensor_type = value.type.tensor_type
+    tensor_type.elem_type = DTYPES.get(info.dtype, DTYPES["float32"])
+    shape = _dims(info.shape)
+    if shape is not None:
+        tensor_type.shape.SetInParent()
+        for size in shape:
+            dim = tensor_type.shape.dim.add()
+            if isinstance(size, str):
+                dim.dim_param = size
+            elif size is not None:
+                dim.dim_value = size
+    return value
 
 
 def _dims(shape: Shape | None) -> list[int | str | None] | None:
@@ -73,65 +102,149 @@ def _dims(shape: Shape | None) -> list[int | str | None] | None:
     return [d if isinstance(d, (int, str)) else None for d in shape]
 
 
-def to_model(ops: OpGraph, metadata: dict[str, str] | None = None, with_data: bool = True) -> onnx.ModelProto:
+def _data_type(dtype: np.dtype[Any]) -> int:
+    if dtype.kind in "OUS":
+        return _STRING
+    if dtype.name not in DTYPES:
+        raise TypeError(f"no ONNX tensor type for numpy dtype {dtype}")
+    return DTYPES[dtype.name]
+
+
+def _header(name: str, array: np.ndarray) -> TensorProto:
+    """A TensorProto without its data: name, type and dims."""
+    tensor: TensorProto = _proto().TensorProto(data_type=_data_type(array.dtype))
+    if name:
+        tensor.name = name
+    tensor.dims.extend(array.shape)
+    return tensor
+
+
+def _tensor(array: np.ndarray, name: str) -> TensorProto:
+    """numpy_helper.from_array: strings as string_data (utf-8), everything else as little-endian raw_data."""
+    array = np.asarray(array)
+    tensor = _header(name, array)
+    if tensor.data_type == _STRING:
+        tensor.string_data.extend(v.encode("utf-8") if isinstance(v, str) else v for v in array.reshape(-1))
+    else:
+        tensor.raw_data = _little_endian(array).tobytes()
+    return tensor
+
+
+def to_model(ops: OpGraph, metadata: dict[str, str] | None = None, with_data: bool = True) -> ModelProto:
     """The ModelProto; `with_data=False` leaves the initializers' bytes out (write_ops streams them)."""
-    nodes = [_node(op) for op in ops.ops]
-    initializers = [numpy_helper.from_array(np.asarray(a), name) if with_data else _header(name, np.asarray(a))
-                    for name, a in ops.initializers.items()]
-    graph = helper.make_graph(nodes, ops.name, [_value_info(i) for i in ops.inputs],
-                              [_value_info(o) for o in ops.outputs], initializer=initializers)
-    opset_ids = [helper.make_opsetid("", ops.opset)]
-    used = {node.domain for node in nodes}
-    opset_ids += [helper.make_opsetid(domain, version) for domain, version in DOMAIN_OPSETS.items() if domain in used]
-    model = helper.make_model(graph, opset_imports=opset_ids, producer_name="kconvert",
-                              producer_version=__version__)
-    model.ir_version = helper.find_min_ir_version_for(opset_ids, ignore_unknown=True)
-    helper.set_model_props(model, {**ops.metadata, **(metadata or {})})
+    proto = _proto()
+    model: ModelProto = proto.ModelProto(producer_name="kconvert", producer_version=__version__)
+    _fill_graph(model.graph, ops, with_data)
+    used = {node.domain for node in model.graph.node}
+    model.opset_import.add(domain="", version=ops.opset)
+    for domain, version in DOMAIN_OPSETS.items():
+        if domain in used:
+            model.opset_import.add(domain=domain, version=version)
+    model.ir_version = min(IR_VERSION_FOR_OPSET.get(ops.opset, proto.IR_VERSION), proto.IR_VERSION)
+    for key, value in {**ops.metadata, **(metadata or {})}.items():
+        model.metadata_props.add(key=key, value=value)
     return model
 
 
-def _node(op: Op) -> onnx.NodeProto:
-    attrs = {key: _subgraph(v) if isinstance(v, OpGraph) else v for key, v in op.attrs.items()}
-    return helper.make_node(op.op_type, op.inputs, op.outputs, name=op.name, domain=op.domain or None, **attrs)
+def _fill_graph(graph: GraphProto, ops: OpGraph, with_data: bool = True) -> None:
+    """make_graph's fields, in place; a Scan / Loop body may read the outer graph's values by name."""
+    graph.node.extend(_node(op) for op in ops.ops)
+    graph.name = ops.name
+    graph.input.extend(_value_info(i) for i in ops.inputs)
+    graph.output.extend(_value_info(o) for o in ops.outputs)
+    graph.initializer.extend(_tensor(a, name) if with_data else _header(name, np.asarray(a))
+                             for name, a in ops.initializers.items())
 
 
-def _subgraph(ops: OpGraph) -> onnx.GraphProto:
-    """A graph-valued attribute (a Scan / Loop body); it may read the outer graph's values by name."""
-    initializers = [numpy_helper.from_array(np.asarray(a), name) for name, a in ops.initializers.items()]
-    return helper.make_graph([_node(op) for op in ops.ops], ops.name, [_value_info(i) for i in ops.inputs],
-                             [_value_info(o) for o in ops.outputs], initializer=initializers)
+def _node(op: Op) -> NodeProto:
+    """make_node: attributes sorted by name, None-valued ones left out."""
+    node: NodeProto = _proto().NodeProto(op_type=op.op_type, input=op.inputs, output=op.outputs)
+    if op.name:
+        node.name = op.name
+    if op.domain:
+        node.domain = op.domain
+    node.attribute.extend(_attribute(key, value) for key, value in sorted(op.attrs.items()) if value is not None)
+    return node
+
+
+def _attribute(key: str, value: Any) -> AttributeProto:
+    """make_attribute's type inference: int (bool included), float, str/bytes, TensorProto, OpGraph (a
+    graph), or an iterable of ints (INTS), of numbers (FLOATS) or of strings (STRINGS)."""
+    proto = _proto()
+    attr: AttributeProto = proto.AttributeProto(name=key)
+    kinds = proto.AttributeProto
+    if isinstance(value, numbers.Integral):
+        attr.i, attr.type = int(value), kinds.INT
+    elif isinstance(value, numbers.Real):
+        attr.f, attr.type = float(value), kinds.FLOAT
+    elif isinstance(value, (str, bytes)):
+        attr.s, attr.type = _utf8(value), kinds.STRING
+    elif isinstance(value, proto.TensorProto):
+        attr.t.CopyFrom(value)
+        attr.type = kinds.TENSOR
+    elif isinstance(value, OpGraph):
+        _fill_graph(attr.g, value)
+        attr.type = kinds.GRAPH
+    elif isinstance(value, Iterable):
+        _fill_list(attr, key, list(value))
+    else:
+        raise TypeError(f"'{value}' is not an accepted attribute value.")
+    return attr
+
+
+def _fill_list(attr: AttributeProto, key: str, values: list[Any]) -> None:
+    kinds = _proto().AttributeProto
+    if not values:
+        raise ValueError(f"Could not infer attribute `{key}` type from empty iterator")
+    if all(isinstance(v, numbers.Integral) for v in values):
+        attr.ints.extend(int(v) for v in values)
+        attr.type = kinds.INTS
+    elif all(isinstance(v, numbers.Real) for v in values):
+        attr.floats.extend(float(v) for v in values)
+        attr.type = kinds.FLOATS
+    elif all(isinstance(v, (str, bytes)) for v in values):
+        attr.strings.extend(_utf8(v) for v in values)
+        attr.type = kinds.STRINGS
+    else:
+        raise ValueError("Could not infer the attribute type from the elements of the passed Iterable value.")
+
+
+def _utf8(value: str | bytes) -> bytes:
+    return value.encode("utf-8") if isinstance(value, str) else value
 
 
 def export(graph: Graph, opset: int = DEFAULT_OPSET, metadata: dict[str, str] | None = None, float16: bool = False,
-           float16_io: bool = False) -> onnx.ModelProto:
+           float16_io: bool = False) -> ModelProto:
     """In-memory ModelProto. `float16`: fp16 weights and compute (inputs/outputs stay float32 unless
     `float16_io`). A model over 2 GB cannot be one protobuf message: write it with `save_graph`."""
+    onnx_core.public_onnx()  # the caller gets an onnx.ModelProto: onnx is imported as users expect it
     ops = lower_for_export(graph, opset, float16, float16_io)
     model = to_model(ops, metadata)
-    onnx.checker.check_model(model)
+    onnx_core.active().check_model(model.SerializeToString())
     check_types(model)
     return model
 
 
-def _type_probe(skeleton: onnx.ModelProto, ops: OpGraph) -> onnx.ModelProto:
+def _type_probe(skeleton: ModelProto, ops: OpGraph) -> ModelProto:
     """The skeleton with the values of its non-float constants (axes, shapes, indices: small, and what shape
     inference reads) filled in; float weights stay empty, their type and dims are all inference needs."""
-    probe = onnx.ModelProto()
+    probe: ModelProto = _proto().ModelProto()
     probe.CopyFrom(skeleton)
     for tensor in probe.graph.initializer:
         array = np.asarray(ops.initializers[tensor.name])
         if array.dtype.kind != "f":
-            tensor.CopyFrom(numpy_helper.from_array(array, tensor.name))
+            tensor.CopyFrom(_tensor(array, tensor.name))
     return probe
 
 
-def check_types(model: onnx.ModelProto) -> None:
+def check_types(model: ModelProto) -> None:
     """Strict type inference over the graph, as onnxruntime runs it when loading: an op fed a type it does
     not take (an int8 or string model input reaching an LSTM) is refused here instead of writing an ONNX
     file that no runtime loads. Reads no weight data."""
+    core = onnx_core.active()
     try:
-        onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
-    except onnx.shape_inference.InferenceError as err:
+        core.infer_types_strictly(model.SerializeToString())
+    except core.inference_error as err:
         detail = str(err).splitlines()[-1][:300]
         node = re.search(r"node name: ([^,)\s]+)", detail)
         layer = node.group(1).split("/")[0] if node else None
@@ -141,7 +254,7 @@ def check_types(model: onnx.ModelProto) -> None:
                  "if the model loads in Keras, please report it") from None
 
 
-def save_model(model: onnx.ModelProto, output: str | Path) -> Path:
+def save_model(model: ModelProto, output: str | Path) -> Path:
     """Write an in-memory model (export()'s, already checked) atomically, creating the folder if needed;
     its weights go to `<output>.data` past EXTERNAL_DATA_THRESHOLD (moved out of `model`, as
     onnx.save_model moves them)."""
@@ -186,7 +299,7 @@ def write_ops(ops: OpGraph, output: str | Path, metadata: dict[str, str] | None 
     return _write(skeleton, arrays, Path(output), external, check=True)
 
 
-def _write(model: onnx.ModelProto, arrays: dict[str, np.ndarray], output: Path, external: bool,
+def _write(model: ModelProto, arrays: dict[str, np.ndarray], output: Path, external: bool,
            check: bool) -> Path:
     """The one function that writes ONNX files. `model` holds the initializers' data itself, or only
     their headers with the bytes in `arrays` (streamed). Everything is written in a temporary folder
@@ -207,12 +320,6 @@ def _write(model: onnx.ModelProto, arrays: dict[str, np.ndarray], output: Path, 
     return output
 
 
-def _header(name: str, array: np.ndarray) -> onnx.TensorProto:
-    tensor = onnx.TensorProto(name=name, data_type=helper.np_dtype_to_tensor_dtype(array.dtype))
-    tensor.dims.extend(array.shape)
-    return tensor
-
-
 def _little_endian(array: np.ndarray) -> np.ndarray:
     array = np.asarray(array)
     if array.dtype.byteorder == ">":
@@ -229,14 +336,15 @@ def _varint(value: int) -> bytes:
             return bytes(out)
 
 
-def _write_inline(skeleton: onnx.ModelProto, arrays: dict[str, np.ndarray], path: Path) -> None:
+def _write_inline(skeleton: ModelProto, arrays: dict[str, np.ndarray], path: Path) -> None:
     """A ModelProto is its fields concatenated: the model without its graph, then the graph field,
     whose initializers are each a header plus the raw_data field written from the array buffer.
-    A model that holds its own data (nothing to stream) is serialised by onnx."""
+    A model that holds its own data (nothing to stream) is serialised whole."""
     if not arrays:
-        onnx.save_model(skeleton, str(path))
+        _write_whole(skeleton, path)
         return
-    shell, graph = onnx.ModelProto(), onnx.GraphProto()
+    proto = _proto()
+    shell, graph = proto.ModelProto(), proto.GraphProto()
     shell.CopyFrom(skeleton)
     shell.ClearField("graph")
     graph.CopyFrom(skeleton.graph)
@@ -255,7 +363,11 @@ def _write_inline(skeleton: onnx.ModelProto, arrays: dict[str, np.ndarray], path
             handle.write(arrays[tensor.name].reshape(-1).view(np.uint8).data)
 
 
-def _write_external(model: onnx.ModelProto, arrays: dict[str, np.ndarray], path: Path, location: str) -> None:
+def _write_whole(model: ModelProto, path: Path) -> None:
+    path.write_bytes(model.SerializeToString())
+
+
+def _write_external(model: ModelProto, arrays: dict[str, np.ndarray], path: Path, location: str) -> None:
     """Each initializer of _INLINE_BELOW bytes or more goes to `location`, page-aligned; its bytes come from
     `arrays` (streamed) or from the tensor itself (an in-memory model's, moved out)."""
     offset = 0
@@ -276,23 +388,23 @@ def _write_external(model: onnx.ModelProto, arrays: dict[str, np.ndarray], path:
     path.write_bytes(model.SerializeToString())
 
 
-def _mark_external(tensor: onnx.TensorProto, location: str, offset: int, length: int) -> None:
-    tensor.data_location = onnx.TensorProto.EXTERNAL
+def _mark_external(tensor: TensorProto, location: str, offset: int, length: int) -> None:
+    tensor.data_location = _proto().TensorProto.EXTERNAL
     del tensor.external_data[:]
     for key, value in (("location", location), ("offset", str(offset)), ("length", str(length))):
         entry = tensor.external_data.add()
         entry.key, entry.value = key, value
 
 
-def _check_skeleton(skeleton: onnx.ModelProto, folder: Path) -> None:
+def _check_skeleton(skeleton: ModelProto, folder: Path) -> None:
     """onnx.checker on the graph with every initializer pointing into an empty stand-in data file:
     the structure is checked without holding (or reading back) the weights."""
-    probe = onnx.ModelProto()
+    probe = _proto().ModelProto()
     probe.CopyFrom(skeleton)
     (folder / "probe.data").write_bytes(b"")
     for tensor in probe.graph.initializer:
         _mark_external(tensor, "probe.data", 0, 0)
     (folder / "probe.onnx").write_bytes(probe.SerializeToString())
-    onnx.checker.check_model(str(folder / "probe.onnx"))
+    onnx_core.active().check_model_path(str(folder / "probe.onnx"))
     for name in ("probe.onnx", "probe.data"):
         (folder / name).unlink()
