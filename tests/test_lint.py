@@ -1,5 +1,5 @@
 """House rules enforced by tools: ruff (incl. the banned-api rule that keeps TensorFlow/Keras out of
-converter/ and onnx inside export/onnx.py) and mypy on converter/."""
+converter/ and onnx inside export/onnx_core.py and export/onnx.py) and mypy on converter/."""
 
 from __future__ import annotations
 
