@@ -24,7 +24,7 @@ from converter import __version__
 from converter.api import opened
 from converter.errors import UnsupportedLayerError
 from converter.export import onnx as onnx_export
-from converter.export import onnx_core
+from converter.export import onnx_core, onnx_protos
 from converter.ir import OpGraph
 from converter.ir.ops import Op, ValueInfo
 from converter.lowering import lower_for_export
@@ -47,8 +47,8 @@ def public_core() -> Iterator[onnx_core.OnnxCore]:
 # ------------------------------------------------------------------------------------------------
 
 def _ref_value_info(info: ValueInfo) -> onnx.ValueInfoProto:
-    dtype = onnx_export.DTYPES.get(info.dtype, onnx.TensorProto.FLOAT)
-    return helper.make_tensor_value_info(info.name, dtype, onnx_export._dims(info.shape))
+    dtype = onnx_protos.DTYPES.get(info.dtype, onnx.TensorProto.FLOAT)
+    return helper.make_tensor_value_info(info.name, dtype, onnx_protos._dims(info.shape))
 
 
 def _ref_node(op: Op) -> onnx.NodeProto:
@@ -66,7 +66,7 @@ def _ref_model(ops: OpGraph, metadata: dict[str, str]) -> onnx.ModelProto:
     nodes = [_ref_node(op) for op in ops.ops]
     opset_ids = [helper.make_opsetid("", ops.opset)]
     used = {node.domain for node in nodes}
-    opset_ids += [helper.make_opsetid(d, v) for d, v in onnx_export.DOMAIN_OPSETS.items() if d in used]
+    opset_ids += [helper.make_opsetid(d, v) for d, v in onnx_protos.DOMAIN_OPSETS.items() if d in used]
     model = helper.make_model(_ref_graph(ops), opset_imports=opset_ids, producer_name="kconvert",
                               producer_version=__version__)
     model.ir_version = helper.find_min_ir_version_for(opset_ids, ignore_unknown=True)
@@ -117,7 +117,7 @@ def _lowered(tmp_path: Path, case: str) -> tuple[OpGraph, dict[str, str]]:
 @pytest.mark.parametrize("case", CASES)
 def test_built_protos_equal_onnx_helpers(tmp_path: Path, case: str) -> None:
     ops, meta = _lowered(tmp_path, case)
-    built = onnx_export.to_model(ops, meta).SerializeToString()
+    built = onnx_protos.to_model(ops, meta).SerializeToString()
     assert built == _ref_model(ops, meta).SerializeToString()
 
 
@@ -160,7 +160,7 @@ ARRAYS = {
 @pytest.mark.parametrize("kind", ARRAYS)
 def test_tensors_equal_numpy_helper(kind: str) -> None:
     array = ARRAYS[kind]
-    built = onnx_export._tensor(array, "w")
+    built = onnx_protos.tensor_proto(array, "w")
     native = array.astype(array.dtype.newbyteorder("=")) if kind == "big_endian" else array  # numpy_helper refuses >f4
     assert built.SerializeToString() == numpy_helper.from_array(native, "w").SerializeToString()
     if kind != "bytes_object":
@@ -178,14 +178,14 @@ ATTRIBUTES: dict[str, Any] = {
 @pytest.mark.parametrize("kind", ATTRIBUTES)
 def test_attributes_equal_make_attribute(kind: str) -> None:
     value = ATTRIBUTES[kind]
-    built = onnx_export._attribute("a", value)
+    built = onnx_protos._attribute("a", value)
     assert built.SerializeToString() == helper.make_attribute("a", value).SerializeToString()
 
 
 @pytest.mark.parametrize("value", [[], object(), [1, "a"]])
 def test_attributes_refused_as_make_attribute_refuses(value: Any) -> None:
     with pytest.raises((TypeError, ValueError)) as built:
-        onnx_export._attribute("a", value)
+        onnx_protos._attribute("a", value)
     with pytest.raises((TypeError, ValueError)) as reference:
         helper.make_attribute("a", value)
     assert type(built.value) is type(reference.value)
@@ -196,7 +196,7 @@ def test_graph_attribute_and_node_without_name_or_domain() -> None:
                    outputs=[ValueInfo("y", (), "float32")], ops=[Op("Identity", ["x"], ["y"], name="id")],
                    initializers={"k": np.ones(2, np.float32)})
     op = Op("Scan", ["s"], ["t"], name="", attrs={"body": body, "num_scan_inputs": 1, "unused": None})
-    assert onnx_export._node(op).SerializeToString() == _ref_node(op).SerializeToString()
+    assert onnx_protos._node(op).SerializeToString() == _ref_node(op).SerializeToString()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -248,7 +248,7 @@ def test_type_errors_name_the_layer_on_the_public_path(public_core: onnx_core.On
     ops = OpGraph(name="g", opset=17, inputs=[ValueInfo("x", (2,), "int8")], outputs=[ValueInfo("y", (2,), "int8")],
                   ops=[Op("Sigmoid", ["x"], ["y"], name="dense/sigmoid")])
     with pytest.raises(UnsupportedLayerError) as refused:
-        onnx_export.check_types(onnx_export.to_model(ops))
+        onnx_export.check_types(onnx_protos.to_model(ops))
     assert refused.value.layer == "dense"
 
 

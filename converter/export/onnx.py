@@ -1,4 +1,5 @@
-"""OpGraph -> ModelProto -> file. With export/onnx_core.py, the only modules in `converter/` that use onnx.
+"""OpGraph -> ModelProto -> file: checks and the one writer. With export/onnx_core.py (loading onnx) and
+export/onnx_protos.py (building the protos), the only modules in `converter/` that use onnx.
 
 Lowering (LayerGraph -> OpGraph, then the OpGraph passes such as float16) is converter/lowering.py;
 this module serialises the OpGraph (graph inputs and outputs named after the Keras names, provenance
@@ -7,7 +8,7 @@ One function writes ONNX files, `_write`: save_model (an in-memory ModelProto) a
 save_graph (streamed from an OpGraph) both go through it. An op attribute holding an OpGraph (a Scan
 body) becomes a graph-valued attribute.
 
-Start-up: the protos are built here with onnx's protobuf classes directly (not onnx.helper /
+Start-up: the protos are built by onnx_protos.py with onnx's protobuf classes directly (not onnx.helper /
 numpy_helper), and the checks call onnx's C++ extension through onnx_core, so a conversion never runs
 onnx/__init__ (which imports onnx.helper and ml_dtypes: ~0.65 s of import). What is built is what
 onnx.helper.make_node / make_graph / make_model and numpy_helper.from_array build (tests/test_onnx_core.py
@@ -16,26 +17,23 @@ compares the bytes). Callers import this module inside the commands that convert
 
 from __future__ import annotations
 
-import numbers
 import os
 import re
 import tempfile
-from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from converter import __version__
 from converter.errors import UnsupportedLayerError, UsageError
 from converter.export import onnx_core
 from converter.export.files import make_parent
-from converter.ir import Graph, OpGraph, Shape
-from converter.ir.ops import Op, ValueInfo
+from converter.export.onnx_protos import little_endian, proto_module, tensor_proto, to_model
+from converter.ir import Graph, OpGraph
 from converter.lowering import DEFAULT_OPSET, lower, lower_for_export
 
 if TYPE_CHECKING:  # the classes are onnx_ml_pb2's, loaded by onnx_core (the same classes as onnx's)
-    from onnx import AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto, ValueInfoProto
+    from onnx import ModelProto, TensorProto
 
 __all__ = [
     "DEFAULT_OPSET", "EXTERNAL_DATA_THRESHOLD", "FLOAT16_ATOL", "FLOAT16_RTOL", "check_opset", "check_types",
@@ -49,20 +47,6 @@ EXTERNAL_DATA_THRESHOLD = 2**31 - 2**27
 # --float16 outputs are compared with Keras (float32) at this looser tolerance.
 FLOAT16_RTOL, FLOAT16_ATOL = 2e-2, 2e-2
 MIN_OPSET = 13
-# TensorProto.DataType, by numpy dtype name (the numbers are fixed by the ONNX standard).
-DTYPES = {
-    "float32": 1, "uint8": 2, "int8": 3, "uint16": 4, "int16": 5, "int32": 6, "int64": 7, "string": 8,
-    "bool": 9, "float16": 10, "float64": 11, "uint32": 12, "uint64": 13, "bfloat16": 16,
-}
-_STRING = DTYPES["string"]
-# Opset versions of the non-default domains, imported only when an op uses them.
-DOMAIN_OPSETS = {"ai.onnx.ml": 2}
-# The lowest IR version that carries each opset (onnx.helper.VERSION_TABLE, as find_min_ir_version_for
-# reads it); capped by the installed onnx's IR_VERSION. ai.onnx.ml 2 needs IR 6, below all of these.
-IR_VERSION_FOR_OPSET = {13: 7, 14: 7, 15: 8, 16: 8, 17: 8, 18: 8, 19: 9, 20: 9, 21: 10, 22: 10, 23: 11, 24: 12,
-                        25: 13, 26: 13, 27: 13, 28: 14}
-
-
 def max_opset() -> int:
     return onnx_core.active().max_opset()
 
@@ -72,145 +56,6 @@ def check_opset(opset: int) -> int:
         raise UsageError(f"opset {opset} is not supported",
                          hint=f"choose an opset from {MIN_OPSET} to {max_opset()} (the newest this onnx knows)")
     return opset
-
-
-def _proto() -> Any:
-    """The module holding the protobuf classes (onnx_ml_pb2's, or onnx's on the public fallback)."""
-    return onnx_core.active().proto
-
-
-def _value_info(info: ValueInfo) -> ValueInfoProto:
-    """make_tensor_value_info: a known shape is present even when empty (a scalar); an unknown dim is empty."""
-    value: ValueInfoProto = _proto().ValueInfoProto(name=info.name)
-    tensor_type = value.type.tensor_type
-    tensor_type.elem_type = DTYPES.get(info.dtype, DTYPES["float32"])
-    shape = _dims(info.shape)
-    if shape is not None:
-        tensor_type.shape.SetInParent()
-        for size in shape:
-            dim = tensor_type.shape.dim.add()
-            if isinstance(size, str):
-                dim.dim_param = size
-            elif size is not None:
-                dim.dim_value = size
-    return value
-
-
-def _dims(shape: Shape | None) -> list[int | str | None] | None:
-    if shape is None:
-        return None
-    return [d if isinstance(d, (int, str)) else None for d in shape]
-
-
-def _data_type(dtype: np.dtype[Any]) -> int:
-    if dtype.kind in "OUS":
-        return _STRING
-    if dtype.name not in DTYPES:
-        raise TypeError(f"no ONNX tensor type for numpy dtype {dtype}")
-    return DTYPES[dtype.name]
-
-
-def _header(name: str, array: np.ndarray) -> TensorProto:
-    """A TensorProto without its data: name, type and dims."""
-    tensor: TensorProto = _proto().TensorProto(data_type=_data_type(array.dtype))
-    if name:
-        tensor.name = name
-    tensor.dims.extend(array.shape)
-    return tensor
-
-
-def _tensor(array: np.ndarray, name: str) -> TensorProto:
-    """numpy_helper.from_array: strings as string_data (utf-8), everything else as little-endian raw_data."""
-    array = np.asarray(array)
-    tensor = _header(name, array)
-    if tensor.data_type == _STRING:
-        tensor.string_data.extend(v.encode("utf-8") if isinstance(v, str) else v for v in array.reshape(-1))
-    else:
-        tensor.raw_data = _little_endian(array).tobytes()
-    return tensor
-
-
-def to_model(ops: OpGraph, metadata: dict[str, str] | None = None, with_data: bool = True) -> ModelProto:
-    """The ModelProto; `with_data=False` leaves the initializers' bytes out (write_ops streams them)."""
-    proto = _proto()
-    model: ModelProto = proto.ModelProto(producer_name="kconvert", producer_version=__version__)
-    _fill_graph(model.graph, ops, with_data)
-    used = {node.domain for node in model.graph.node}
-    model.opset_import.add(domain="", version=ops.opset)
-    for domain, version in DOMAIN_OPSETS.items():
-        if domain in used:
-            model.opset_import.add(domain=domain, version=version)
-    model.ir_version = min(IR_VERSION_FOR_OPSET.get(ops.opset, proto.IR_VERSION), proto.IR_VERSION)
-    for key, value in {**ops.metadata, **(metadata or {})}.items():
-        model.metadata_props.add(key=key, value=value)
-    return model
-
-
-def _fill_graph(graph: GraphProto, ops: OpGraph, with_data: bool = True) -> None:
-    """make_graph's fields, in place; a Scan / Loop body may read the outer graph's values by name."""
-    graph.node.extend(_node(op) for op in ops.ops)
-    graph.name = ops.name
-    graph.input.extend(_value_info(i) for i in ops.inputs)
-    graph.output.extend(_value_info(o) for o in ops.outputs)
-    graph.initializer.extend(_tensor(a, name) if with_data else _header(name, np.asarray(a))
-                             for name, a in ops.initializers.items())
-
-
-def _node(op: Op) -> NodeProto:
-    """make_node: attributes sorted by name, None-valued ones left out."""
-    node: NodeProto = _proto().NodeProto(op_type=op.op_type, input=op.inputs, output=op.outputs)
-    if op.name:
-        node.name = op.name
-    if op.domain:
-        node.domain = op.domain
-    node.attribute.extend(_attribute(key, value) for key, value in sorted(op.attrs.items()) if value is not None)
-    return node
-
-
-def _attribute(key: str, value: Any) -> AttributeProto:
-    """make_attribute's type inference: int (bool included), float, str/bytes, TensorProto, OpGraph (a
-    graph), or an iterable of ints (INTS), of numbers (FLOATS) or of strings (STRINGS)."""
-    proto = _proto()
-    attr: AttributeProto = proto.AttributeProto(name=key)
-    kinds = proto.AttributeProto
-    if isinstance(value, numbers.Integral):
-        attr.i, attr.type = int(value), kinds.INT
-    elif isinstance(value, numbers.Real):
-        attr.f, attr.type = float(value), kinds.FLOAT
-    elif isinstance(value, (str, bytes)):
-        attr.s, attr.type = _utf8(value), kinds.STRING
-    elif isinstance(value, proto.TensorProto):
-        attr.t.CopyFrom(value)
-        attr.type = kinds.TENSOR
-    elif isinstance(value, OpGraph):
-        _fill_graph(attr.g, value)
-        attr.type = kinds.GRAPH
-    elif isinstance(value, Iterable):
-        _fill_list(attr, key, list(value))
-    else:
-        raise TypeError(f"'{value}' is not an accepted attribute value.")
-    return attr
-
-
-def _fill_list(attr: AttributeProto, key: str, values: list[Any]) -> None:
-    kinds = _proto().AttributeProto
-    if not values:
-        raise ValueError(f"Could not infer attribute `{key}` type from empty iterator")
-    if all(isinstance(v, numbers.Integral) for v in values):
-        attr.ints.extend(int(v) for v in values)
-        attr.type = kinds.INTS
-    elif all(isinstance(v, numbers.Real) for v in values):
-        attr.floats.extend(float(v) for v in values)
-        attr.type = kinds.FLOATS
-    elif all(isinstance(v, (str, bytes)) for v in values):
-        attr.strings.extend(_utf8(v) for v in values)
-        attr.type = kinds.STRINGS
-    else:
-        raise ValueError("Could not infer the attribute type from the elements of the passed Iterable value.")
-
-
-def _utf8(value: str | bytes) -> bytes:
-    return value.encode("utf-8") if isinstance(value, str) else value
 
 
 def export(graph: Graph, opset: int = DEFAULT_OPSET, metadata: dict[str, str] | None = None, float16: bool = False,
@@ -228,12 +73,12 @@ def export(graph: Graph, opset: int = DEFAULT_OPSET, metadata: dict[str, str] | 
 def _type_probe(skeleton: ModelProto, ops: OpGraph) -> ModelProto:
     """The skeleton with the values of its non-float constants (axes, shapes, indices: small, and what shape
     inference reads) filled in; float weights stay empty, their type and dims are all inference needs."""
-    probe: ModelProto = _proto().ModelProto()
+    probe: ModelProto = proto_module().ModelProto()
     probe.CopyFrom(skeleton)
     for tensor in probe.graph.initializer:
         array = np.asarray(ops.initializers[tensor.name])
         if array.dtype.kind != "f":
-            tensor.CopyFrom(_tensor(array, tensor.name))
+            tensor.CopyFrom(tensor_proto(array, tensor.name))
     return probe
 
 
@@ -292,7 +137,7 @@ def write_ops(ops: OpGraph, output: str | Path, metadata: dict[str, str] | None 
               external_data: bool | None = None) -> Path:
     """Check and write `output`; the weights go to `<output>.data` when asked or when they pass
     EXTERNAL_DATA_THRESHOLD. The checks (strict type inference, onnx.checker) read no weight data."""
-    arrays = {name: _little_endian(a) for name, a in ops.initializers.items()}
+    arrays = {name: little_endian(a) for name, a in ops.initializers.items()}
     external = uses_external_data(ops, external_data)
     skeleton = to_model(ops, metadata, with_data=False)
     check_types(_type_probe(skeleton, ops))
@@ -320,13 +165,6 @@ def _write(model: ModelProto, arrays: dict[str, np.ndarray], output: Path, exter
     return output
 
 
-def _little_endian(array: np.ndarray) -> np.ndarray:
-    array = np.asarray(array)
-    if array.dtype.byteorder == ">":
-        array = array.astype(array.dtype.newbyteorder("<"))
-    return np.ascontiguousarray(array)
-
-
 def _varint(value: int) -> bytes:
     out = bytearray()
     while True:
@@ -343,7 +181,7 @@ def _write_inline(skeleton: ModelProto, arrays: dict[str, np.ndarray], path: Pat
     if not arrays:
         _write_whole(skeleton, path)
         return
-    proto = _proto()
+    proto = proto_module()
     shell, graph = proto.ModelProto(), proto.GraphProto()
     shell.CopyFrom(skeleton)
     shell.ClearField("graph")
@@ -389,7 +227,7 @@ def _write_external(model: ModelProto, arrays: dict[str, np.ndarray], path: Path
 
 
 def _mark_external(tensor: TensorProto, location: str, offset: int, length: int) -> None:
-    tensor.data_location = _proto().TensorProto.EXTERNAL
+    tensor.data_location = proto_module().TensorProto.EXTERNAL
     del tensor.external_data[:]
     for key, value in (("location", location), ("offset", str(offset)), ("length", str(length))):
         entry = tensor.external_data.add()
@@ -399,7 +237,7 @@ def _mark_external(tensor: TensorProto, location: str, offset: int, length: int)
 def _check_skeleton(skeleton: ModelProto, folder: Path) -> None:
     """onnx.checker on the graph with every initializer pointing into an empty stand-in data file:
     the structure is checked without holding (or reading back) the weights."""
-    probe = _proto().ModelProto()
+    probe = proto_module().ModelProto()
     probe.CopyFrom(skeleton)
     (folder / "probe.data").write_bytes(b"")
     for tensor in probe.graph.initializer:
