@@ -199,7 +199,8 @@ def test_foldable_layers_are_named_by_their_trait() -> None:
 
 @pytest.mark.parametrize(("shape", "axes"), [((3, 3, 40, 1100), (3, 2, 0, 1)), ((2, 3, 1030, 17), (2, 3, 0, 1)),
                                              ((1, 1, 2050, 33), (3, 2, 0, 1)), ((5, 700, 20), (2, 1, 0)),
-                                             ((2, 2, 2, 9, 530), (4, 3, 0, 1, 2)), ((600, 18), (0, 1))])
+                                             ((2, 2, 2, 9, 530), (4, 3, 0, 1, 2)), ((600, 18), (0, 1)),
+                                             ((0, 7), (0, 1)), ((3, 3, 0, 4), (3, 2, 0, 1))])
 @pytest.mark.parametrize("dtype", ["float32", "float16", "float64"])
 def test_scaled_kernel_is_written_in_tiles_with_the_same_entries(rng: np.random.Generator, shape: tuple[int, ...],
                                                                  axes: tuple[int, ...], dtype: str) -> None:

@@ -63,9 +63,12 @@ def scaled_in_order(kernel: np.ndarray, factor: np.ndarray, onnx_axes: tuple[int
     factors = np.broadcast_to(factor, kernel.shape).transpose(onnx_axes)
     ordered = np.empty(source.shape, np.result_type(source, factors))
     rows, columns = source.shape[0], source.shape[1]  # the callers' kernels have 2 axes or more
-    for row in range(0, rows, _TILE_ROWS):
-        for column in range(0, columns, _TILE_COLUMNS):
-            tile = (slice(row, row + _TILE_ROWS), slice(column, column + _TILE_COLUMNS))
+    # Untransposed (Dense), memory order is already the best order: one tile.
+    whole = (max(rows, 1), max(columns, 1))  # a range's step must be positive, for an empty kernel too
+    tile_rows, tile_columns = whole if source.flags.c_contiguous else (_TILE_ROWS, _TILE_COLUMNS)
+    for row in range(0, rows, tile_rows):
+        for column in range(0, columns, tile_columns):
+            tile = (slice(row, row + tile_rows), slice(column, column + tile_columns))
             np.multiply(source[tile], factors[tile], out=ordered[tile])
     result: np.ndarray = ordered.transpose(np.argsort(onnx_axes))
     return result
