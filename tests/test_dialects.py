@@ -162,6 +162,29 @@ def test_weights_saved_under_other_layer_names_match_by_order(tmp_path: Path, rn
     assert_close(run_onnx(model, x)[0], x @ k1 @ k2)
 
 
+@pytest.mark.parametrize("dropout_group", [True, False])
+def test_weights_found_by_name_parse_no_layer_twice(tmp_path: Path, rng: np.random.Generator,
+                                                    monkeypatch: pytest.MonkeyPatch, dropout_group: bool) -> None:
+    """Where every top-level layer has a group of its name, no pairing by order can follow: the layers
+    are not parsed a second time to list the weighted ones. A file without a group for an unweighted
+    layer (here the Dropout) still takes the full match, which finds every weighted layer by name."""
+    from converter.keras.attach import WeightAttacher
+
+    k1, k2 = rng.normal(size=(3, 4)).astype("float32"), rng.normal(size=(4, 2)).astype("float32")
+    config = sequential([layer("Dense", "dense_1", units=4, use_bias=False), layer("Dropout", "drop", rate=0.1),
+                         layer("Dense", "dense_2", units=2, use_bias=False)], (3,))
+    path = save_legacy_h5(tmp_path / "m.h5", config, {"dense_1": [k1], "dense_2": [k2]})
+    if not dropout_group:
+        with h5py.File(path, "r+") as handle:
+            del handle["model_weights/drop"]
+    listed: list[int] = []
+    full_match = WeightAttacher._weighted_top_layers
+    monkeypatch.setattr(WeightAttacher, "_weighted_top_layers", lambda self: listed.append(1) or full_match(self))
+    x = rng.normal(size=(2, 3)).astype("float32")
+    assert_close(run_onnx(converter.convert(path), x)[0], x @ k1 @ k2)
+    assert len(listed) == (0 if dropout_group else 1)
+
+
 def test_tf_keras_zip_layout_with_renamed_layers(tmp_path: Path, rng: np.random.Generator) -> None:
     """tf.keras 2.13-2.15 `.keras`: `_layer_checkpoint_dependencies/<creation name>/vars/<i>`."""
     k1, k2 = rng.normal(size=(3, 4)).astype("float32"), rng.normal(size=(4, 2)).astype("float32")

@@ -195,3 +195,22 @@ def test_foldable_layers_are_named_by_their_trait() -> None:
                         *(f"{k}Conv{r}D" for k in ("Separable", "Depthwise") for r in (1, 2))}
     assert all(isinstance(LAYERS.get(name), FoldsChannelScale) for name in foldable)
     assert "BatchNormalization" not in foldable and LAYERS.get("BatchNormalization").passes_mask  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("shape", "axes"), [((3, 3, 40, 1100), (3, 2, 0, 1)), ((2, 3, 1030, 17), (2, 3, 0, 1)),
+                                             ((1, 1, 2050, 33), (3, 2, 0, 1)), ((5, 700, 20), (2, 1, 0)),
+                                             ((2, 2, 2, 9, 530), (4, 3, 0, 1, 2)), ((600, 18), (0, 1)),
+                                             ((0, 7), (0, 1)), ((3, 3, 0, 4), (3, 2, 0, 1))])
+@pytest.mark.parametrize("dtype", ["float32", "float16", "float64"])
+def test_scaled_kernel_is_written_in_tiles_with_the_same_entries(rng: np.random.Generator, shape: tuple[int, ...],
+                                                                 axes: tuple[int, ...], dtype: str) -> None:
+    """The tiles cover every entry, past the last whole tile too: the result equals the one-pass product
+    in value, dtype, Keras shape and ONNX memory order."""
+    from converter.layers.channel_linear import scaled_in_order
+
+    kernel = rng.normal(size=shape).astype(dtype)
+    factor = rng.normal(size=shape[-1]).astype(np.float32)
+    expected = np.multiply(kernel.transpose(axes), np.broadcast_to(factor, shape).transpose(axes), order="C")
+    got = scaled_in_order(kernel, factor, axes)
+    assert got.shape == shape and got.dtype == expected.dtype
+    assert got.transpose(axes).flags.c_contiguous and np.array_equal(got.transpose(axes), expected)

@@ -8,12 +8,14 @@ the conversion goes on as TensorFlow with a KconvertWarning that says so and how
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
 
-from converter.errors import KconvertWarning, UnsupportedLayerError, WeightsError
+from converter.errors import FormatError, KconvertWarning, UnsupportedLayerError, WeightsError
 from converter.ir import Node
 from converter.keras.artifacts import KerasArtifact
 from converter.keras.layer_configs import (
@@ -26,7 +28,7 @@ from converter.keras.layer_configs import (
 )
 from converter.keras.legacy_weights import CONV_KINDS, WeightOrigin, upgrade_weights
 from converter.keras.weight_matching import match_by_order
-from converter.keras.weights import LayerKey
+from converter.keras.weights import LayerKey, LegacyH5Weights, TfKerasZipWeights, WeightSource
 from converter.layers.registry import handler_for
 
 
@@ -46,7 +48,7 @@ class WeightAttacher:
         if source is None and not self.require_weights:
             return
         if source is not None and len(path) == 1 and not self.order_matched:
-            self.artifact.weights = source = match_by_order(source, self._weighted_top_layers())
+            self.artifact.weights = source = match_by_order(source, self._order_keys(source))
             self.order_matched = True
         if source is None:
             raise WeightsError(f"no weights for layer '{node.layer_name}': the file holds only the architecture",
@@ -98,6 +100,22 @@ class WeightAttacher:
             f"flipped (layer '{node.layer_name}'). Converted as TensorFlow; pass --backend theano if it was "
             "trained with Theano (--backend tensorflow silences this warning)", KconvertWarning, stacklevel=2)
 
+    def _order_keys(self, source: WeightSource) -> list[LayerKey]:
+        """What match_by_order needs: the weighted top-level layers, in config order. Finding them parses
+        every layer a second time (a third of a wide model's reading), so it is skipped where the answer
+        cannot change the match: a Keras 3 layout (keyed by saved name, never paired by order), or a file
+        with an entry under every top-level layer's name, where every weighted layer is found by name and
+        match_by_order keeps the source as it is (as it does for no weighted layers)."""
+        present: Callable[[str], bool]
+        if isinstance(source, LegacyH5Weights):
+            present = partial(_has_group, source)
+        elif isinstance(source, TfKerasZipWeights):
+            present = set(source.layer_names()).__contains__
+        else:
+            return []
+        every_name_found = all(present(layer_parts(layer)[1]) for layer in self.top_layers)
+        return [] if every_name_found else self._weighted_top_layers()
+
     def _weighted_top_layers(self) -> list[LayerKey]:
         """The model's top-level layers that hold weights, in config order (what Keras matches by order)."""
         names: list[LayerKey] = []
@@ -117,6 +135,15 @@ class WeightAttacher:
             except (KeyError, TypeError, ValueError, UnsupportedLayerError):
                 continue  # a layer that cannot be converted is reported on its own; it cannot be matched
         return names
+
+
+def _has_group(source: LegacyH5Weights, name: str) -> bool:
+    """A group for the layer; a damaged entry (a dataset in its place) counts as none here, so the full
+    match decides, reading the weighted layers only, as it always did."""
+    try:
+        return source.has_layer(name)
+    except FormatError:
+        return False
 
 
 def _keras1_evidence(artifact: KerasArtifact) -> str:

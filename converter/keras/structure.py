@@ -8,6 +8,7 @@ unique within the model (Keras refuses duplicate names; here they would silently
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from converter.errors import FormatError
@@ -39,14 +40,27 @@ def check_config_tree(raw: Any) -> None:
             if "class_name" in value and not isinstance(value["class_name"], str):
                 raise FormatError(f"the model config holds class_name {excerpt(value['class_name'])}, not a "
                                   "class name", layer=owner, hint=_HINT)
-            stack.extend((v, depth + 1, owner) for v in value.values())
-            stack.extend((k, depth + 1, owner) for k in value)
+            _push_children(stack, value.values(), depth, owner)
+            _push_children(stack, value, depth, owner)
         elif isinstance(value, list):
-            stack.extend((v, depth + 1, owner) for v in value)
+            _push_children(stack, value, depth, owner)
         elif isinstance(value, str) and not _valid_text(value):
             # JSON's \u escapes can spell lone UTF-16 surrogates, which no name or ONNX string can hold.
             raise FormatError(f"the model config holds the string {excerpt(value)}, which is not valid Unicode "
                               "(a lone surrogate)", layer=owner, hint="the file is damaged; Keras writes valid UTF-8")
+
+
+def _push_children(stack: list[tuple[Any, int, str | None]], children: Collection[Any], depth: int,
+                   owner: str | None) -> None:
+    """Stack what can still fail the check: containers and non-ASCII strings (numbers, None and ASCII
+    text are fine wherever they sit, so they are not stacked, one push and pop for each of a wide
+    model's thousands of values). One level deeper than allowed fails on the first child, as it would
+    when popped: it is the next item the walk would pop."""
+    if depth >= MAX_CONFIG_DEPTH and children:
+        raise FormatError(f"the model config nests deeper than {MAX_CONFIG_DEPTH} levels", layer=owner,
+                          hint="no Keras model nests this deep; the file is damaged or hostile")
+    stack.extend((child, depth + 1, owner) for child in children
+                 if isinstance(child, (dict, list)) or (isinstance(child, str) and not child.isascii()))
 
 
 def _name_in(entry: dict[str, Any]) -> str | None:

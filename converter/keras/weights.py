@@ -215,8 +215,10 @@ def collect_vars(group: h5py.Group, reader: DatasetReader, layer: str, depth: in
     own = subgroup(group, "vars", reader.file_name, layer)
     if own is not None:
         arrays.extend(reader.read(member(own, k, reader.file_name, layer), layer) for k in _var_order(own, layer))
-    members = {k: member(group, k, reader.file_name, layer) for k in keys(group, reader.file_name, layer)}
-    children = [k for k, v in members.items() if k != "vars" and isinstance(v, h5py.Group)]
+    # `vars` was opened above: opening it again (an HDF5 object open per layer) would find nothing new.
+    names = [k for k in keys(group, reader.file_name, layer) if k != "vars"]
+    members = {k: member(group, k, reader.file_name, layer) for k in names}
+    children = [k for k, v in members.items() if isinstance(v, h5py.Group)]
     ranked = sorted(children, key=lambda k: (_CHILD_ORDER.index(k) if k in _CHILD_ORDER else len(_CHILD_ORDER), k))
     for child in ranked:
         arrays.extend(collect_vars(members[child], reader, layer, depth + 1))

@@ -50,10 +50,25 @@ class ChannelLinear:
         return kernel
 
 
+# The ONNX-order kernel is written in tiles of (output rows x input columns): a tile's source entries
+# then sit on a few dozen memory pages that stay cached while the tile is written, where one pass over
+# the whole transposed view reads every entry from another page (a quarter less time on ResNet50).
+_TILE_ROWS, _TILE_COLUMNS = 512, 16
+
+
 def scaled_in_order(kernel: np.ndarray, factor: np.ndarray, onnx_axes: tuple[int, ...]) -> np.ndarray:
     """kernel * factor (one float32 rounding per entry, no float64 copy of a big kernel), shaped as
     the Keras kernel but laid out in memory as `kernel.transpose(onnx_axes)` will read it."""
-    ordered = np.multiply(kernel.transpose(onnx_axes), np.broadcast_to(factor, kernel.shape).transpose(onnx_axes),
-                          order="C")
+    source = kernel.transpose(onnx_axes)
+    factors = np.broadcast_to(factor, kernel.shape).transpose(onnx_axes)
+    ordered = np.empty(source.shape, np.result_type(source, factors))
+    rows, columns = source.shape[0], source.shape[1]  # the callers' kernels have 2 axes or more
+    # Untransposed (Dense), memory order is already the best order: one tile.
+    whole = (max(rows, 1), max(columns, 1))  # a range's step must be positive, for an empty kernel too
+    tile_rows, tile_columns = whole if source.flags.c_contiguous else (_TILE_ROWS, _TILE_COLUMNS)
+    for row in range(0, rows, tile_rows):
+        for column in range(0, columns, tile_columns):
+            tile = (slice(row, row + tile_rows), slice(column, column + tile_columns))
+            np.multiply(source[tile], factors[tile], out=ordered[tile])
     result: np.ndarray = ordered.transpose(np.argsort(onnx_axes))
     return result
