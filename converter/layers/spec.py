@@ -15,6 +15,7 @@ import dataclasses
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cache
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from converter.errors import UnsupportedLayerError
@@ -116,7 +117,7 @@ def parse_fields(spec_type: type[S], config: Config, **given: Any) -> S:
     """Fill `spec_type` from the config: each field not in `given` is read by its own name, coerced by
     its annotation (int, float, bool, str, tuple[int, ...], their Optionals), or takes the field's
     default when the config has no value. A field without a default is required."""
-    hints = get_type_hints(spec_type)
+    hints = _type_hints(spec_type)
     values = dict(given)
     for f in dataclasses.fields(spec_type):
         if f.name in values or not f.init:
@@ -128,6 +129,12 @@ def parse_fields(spec_type: type[S], config: Config, **given: Any) -> S:
             continue  # the dataclass default applies
         values[f.name] = _coerce(config, f.name, hints[f.name])
     return spec_type(**values)
+
+
+@cache
+def _type_hints(spec_type: type[LayerSpec]) -> dict[str, Any]:
+    """A spec class's resolved field annotations, once per class (resolving them costs more than a parse)."""
+    return get_type_hints(spec_type)
 
 
 def _coerce(config: Config, key: str, annotation: Any) -> Any:
