@@ -15,7 +15,6 @@ import dataclasses
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cache
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from converter.errors import UnsupportedLayerError
@@ -131,10 +130,15 @@ def parse_fields(spec_type: type[S], config: Config, **given: Any) -> S:
     return spec_type(**values)
 
 
-@cache
+_HINTS: dict[type[LayerSpec], dict[str, Any]] = {}
+
+
 def _type_hints(spec_type: type[LayerSpec]) -> dict[str, Any]:
     """A spec class's resolved field annotations, once per class (resolving them costs more than a parse)."""
-    return get_type_hints(spec_type)
+    hints = _HINTS.get(spec_type)
+    if hints is None:
+        hints = _HINTS[spec_type] = get_type_hints(spec_type)
+    return hints
 
 
 def _coerce(config: Config, key: str, annotation: Any) -> Any:
