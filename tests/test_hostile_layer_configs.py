@@ -341,3 +341,16 @@ def test_transpose_op_axes_are_a_permutation_not_a_dot_pair(tmp_path: Path) -> N
     x = _w(2, 2, 3, 4)
     (y,) = run_onnx(converter.convert(save_keras(tmp_path / "m.keras", config, {})), x)
     assert_close(y, np.transpose(x, (0, 3, 1, 2)))
+
+
+@pytest.mark.parametrize("kind, config", [
+    ("LSTM", {"units": 3, "activation": "no_such_activation", "return_state": True}),
+    ("Bidirectional", {"layer": layer("GRU", "g", units=3, activation="no_such_activation"), "merge_mode": None}),
+])
+def test_a_refused_multi_output_layer_is_listed_not_a_crash(tmp_path: Path, kind: str, config: dict[str, Any]) -> None:
+    """Its spec never parsed, so its output count is unknown: the build goes on with one output and the
+    refusal is reported with the others (exit 3), never as a kconvert bug."""
+    model = functional([(input_layer("x", (4, 2)), []), (layer(kind, "rnn", **config), ["x"]),
+                        (layer("Dense", "d", units=1), ["rnn"])], ["x"], ["d"])
+    error = _refused(save_keras(tmp_path / "m.keras", model, {}), UnsupportedLayerError)
+    assert "rnn" in str(error) and "no_such_activation" in str(error)

@@ -247,6 +247,28 @@ def _file_handler(node: Node) -> LayerHandler[Any] | None:
     return None if ":" in node.kind or (handler is not None and handler.internal) else handler
 
 
+def _configure(ctx: _Context, node: Node, handler: LayerHandler[Any], config: dict[str, Any],
+               path: tuple[LayerKey, ...]) -> bool:
+    """Parse the node's spec, check it and attach its weights; False when the layer is refused (recorded)."""
+    try:
+        refusal = legacy_refusal(node.kind, config)
+        if refusal:
+            raise UnsupportedLayerError(refusal, layer=node.layer_name)
+        attach_vocabulary(ctx.artifact, node, path)  # an adapted lookup's vocabulary
+        parse_node(node, ctx.artifact.keras_major)
+        handler.check(node)
+        if inner_layers(node.kind, node.attrs):
+            ctx.weights.attach_inner(node, path)
+        else:
+            ctx.weights.attach(node, handler.weight_names(node), path)
+    except UnsupportedLayerError as err:
+        ctx.unsupported.append(UnsupportedEntry(node.layer_name, node.kind, err.message))
+        return False
+    except WeightsError as err:
+        ctx.weight_errors.append(err)  # raised after unsupported layers, which say more
+    return True
+
+
 def _call_layer(ctx: _Context, layer: dict[str, Any], args: list[Tensor], call_index: int, prefix: str,
                 wpath: tuple[LayerKey, ...], extra: CallSite, saved: dict[str, str]) -> list[Tensor]:
     cls, name, config = layer_parts(layer)
@@ -262,24 +284,10 @@ def _call_layer(ctx: _Context, layer: dict[str, Any], args: list[Tensor], call_i
     handler = _file_handler(node)
     if handler is None:
         ctx.unsupported.append(UnsupportedEntry(node.layer_name, cls, why_unsupported(cls, layer)))
-        count = 1
-    else:
-        try:
-            refusal = legacy_refusal(cls, config)
-            if refusal:
-                raise UnsupportedLayerError(refusal, layer=node.layer_name)
-            attach_vocabulary(ctx.artifact, node, wpath + (key,))  # an adapted lookup's vocabulary
-            parse_node(node, ctx.artifact.keras_major)
-            handler.check(node)
-            if inner_layers(cls, node.attrs):
-                ctx.weights.attach_inner(node, wpath + (key,))
-            else:
-                ctx.weights.attach(node, handler.weight_names(node), wpath + (key,))
-        except UnsupportedLayerError as err:
-            ctx.unsupported.append(UnsupportedEntry(node.layer_name, cls, err.message))
-        except WeightsError as err:
-            ctx.weight_errors.append(err)  # raised after unsupported layers, which say more
-        count = handler.num_outputs(node)
+    # A refused layer has no spec to count its outputs by: one output keeps the walk going, and the
+    # refusal is reported with every other unsupported layer.
+    parsed = handler is not None and _configure(ctx, node, handler, config, wpath + (key,))
+    count = handler.num_outputs(node) if parsed and handler is not None else 1
     node.outputs = [Tensor(name=node_name if i == 0 else f"{node_name}:{i}", producer=node) for i in range(count)]
     ctx.graph.nodes.append(node)
     return node.outputs
