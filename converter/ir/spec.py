@@ -37,3 +37,21 @@ class CallSite:
 
     def has_tensor(self, name: str) -> bool:
         return bool(self.tensor_kwargs.get(name))
+
+    def positional(self, count: int) -> list[int]:
+        """Positions (of `count` inputs) of the positional tensors; a Keras 3 `inputs=` kwarg counts as
+        positional, after the others."""
+        taken = {i for indices in self.tensor_kwargs.values() for i in indices}
+        return [i for i in range(count) if i not in taken] + list(self.tensor_kwargs.get("inputs", []))
+
+    def named_tensors(self, count: int, names: tuple[str, ...], also: tuple[str, ...] = ()) -> dict[str, int]:
+        """`names` in call order (attention's query, value, key) -> their input positions, positional
+        first, then by keyword; `also` names keyword-only tensors to look up (attention_mask). The third
+        name defaults to the second (attention's key is its value unless given)."""
+        found = dict(zip(names, self.positional(count)))
+        for name, indices in self.tensor_kwargs.items():
+            if name in names or name in also:
+                found[name] = indices[0]
+        if len(names) == 3:
+            found.setdefault(names[2], found.get(names[1], -1))
+        return found

@@ -23,9 +23,7 @@ MASK_PENALTY = 1e9
 
 def positional(node: Node) -> list[int]:
     """Indices into node.inputs of the positional tensors (a Keras 3 `inputs=` kwarg counts as positional)."""
-    tensor_kwargs: dict[str, list[int]] = node.call.tensor_kwargs
-    taken = {i for indices in tensor_kwargs.values() for i in indices}
-    return [i for i in range(len(node.inputs)) if i not in taken] + list(tensor_kwargs.get("inputs", []))
+    return node.call.positional(len(node.inputs))
 
 
 def call_flag(node: Node, key: str) -> bool:

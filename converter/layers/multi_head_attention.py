@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from converter.errors import ShapeError
 from converter.ir import Node, Shape
 from converter.layers.activation_layers import softmax
-from converter.layers.attention import call_flag, config_refusal, given_and_band, positional, refuse
+from converter.layers.attention import call_flag, config_refusal, given_and_band, refuse
 from converter.layers.axes import AxisArg, optional_axis_arg
 from converter.layers.builder import OpBuilder
 from converter.layers.einsum_dense import Equation, project
@@ -50,13 +50,8 @@ def attention_equations(rank: int, axes: tuple[int, ...]) -> tuple[str, str, int
 
 
 def call_tensors(node: Node) -> dict[str, int]:
-    """query/value/key -> index into node.inputs, from positional args and tensor kwargs."""
-    found = dict(zip(CALL_NAMES, positional(node)))
-    for name, indices in node.call.tensor_kwargs.items():
-        if name in CALL_NAMES or name == "attention_mask":
-            found[name] = indices[0]
-    found.setdefault("key", found.get("value", -1))
-    return found
+    """query/value/key (and a given attention_mask) -> index into node.inputs; key defaults to value."""
+    return node.call.named_tensors(len(node.inputs), CALL_NAMES, also=("attention_mask",))
 
 
 @dataclass(frozen=True)

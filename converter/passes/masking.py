@@ -96,20 +96,12 @@ def _refuse_masked_merge(graph: Graph, node: Node, passing: Passing, made: dict[
 
 
 def _positional(node: Node) -> list[int]:
-    """Indices into node.inputs of the positional tensors (a Keras 3 `inputs=` kwarg counts as positional)."""
-    tensor_kwargs = node.call.tensor_kwargs
-    taken = {i for indices in tensor_kwargs.values() for i in indices}
-    return [i for i in range(len(node.inputs)) if i not in taken] + list(tensor_kwargs.get("inputs", []))
+    return node.call.positional(len(node.inputs))
 
 
 def _call_tensors(node: Node) -> dict[str, int]:
     """query/value/key (and a given attention_mask) -> index into node.inputs; key defaults to value."""
-    found = dict(zip(ATTENTION_CALL_NAMES, _positional(node)))
-    for name, indices in node.call.tensor_kwargs.items():
-        if name in ATTENTION_CALL_NAMES or name == "attention_mask":
-            found[name] = indices[0]
-    found.setdefault("key", found.get("value", -1))
-    return found
+    return node.call.named_tensors(len(node.inputs), ATTENTION_CALL_NAMES, also=("attention_mask",))
 
 
 def _mask_dot_attention(graph: Graph, node: Node, passing: Passing, made: dict[int, Tensor]) -> None:
