@@ -71,3 +71,23 @@ def test_runtime_never_imports_the_application_layer() -> None:
 def test_the_rules_see_real_imports(folder: str) -> None:
     """The scan must find imports at all (a broken walk would pass every rule above)."""
     assert any(name.startswith("converter") for path in _modules(folder) for name in _imports(path))
+
+
+def test_graph_editing_keeps_the_use_index_true() -> None:
+    """consumers() answers from an index; every editing call keeps it true (a stale index would make a
+    pass rewire the wrong nodes)."""
+    from converter.ir import Graph, Node, Tensor
+
+    x, a_out, b_out, c_out = Tensor("x"), Tensor("a"), Tensor("b"), Tensor("c")
+    a = Node("Dense", "a", inputs=[x], outputs=[a_out])
+    b = Node("Dense", "b", inputs=[a_out], outputs=[b_out])
+    graph = Graph("g", inputs=[x], outputs=[b_out], nodes=[a, b])
+    assert graph.consumers(a_out) == [b] and graph.consumers(x) == [a]
+    c = Node("Dense", "c", inputs=[x], outputs=[c_out])
+    graph.insert_after(a, c)
+    assert graph.consumers(x) == [a, c] and [n.name for n in graph.nodes] == ["a", "c", "b"]
+    graph.replace_all_uses(a_out, c_out)
+    assert graph.consumers(a_out) == [] and graph.consumers(c_out) == [b]
+    graph.remove(a)
+    assert graph.consumers(x) == [c] and graph.is_output(b_out) and not graph.is_output(c_out)
+    assert graph.names.unique("a") == "a_1"  # names once taken stay taken

@@ -150,9 +150,11 @@ class Graph:
         self._uses = None
 
     def replace_all_uses(self, old: Tensor, new: Tensor) -> None:
-        """Every reader of `old` (and the graph outputs) reads `new` instead."""
-        for node in self.consumers(old):
-            node.inputs = [new if t is old else t for t in node.inputs]
+        """Every reader of `old` (and the graph outputs) reads `new` instead. One walk over the nodes, not the
+        use index: it must be right even after inputs were rewired by hand without `changed()`."""
+        for node in self.nodes:
+            if any(t is old for t in node.inputs):
+                node.inputs = [new if t is old else t for t in node.inputs]
         self.outputs = [new if t is old else t for t in self.outputs]
         self._uses = None
 
