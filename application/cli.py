@@ -26,6 +26,7 @@ from converter.errors import KconvertError, KconvertWarning, exit_code_for
 
 if TYPE_CHECKING:
     from application.service import ConversionResult, KerasExportResult
+    from application.verify import VerifyResult
 
 GLOBAL_FLAGS = ("--debug",)  # accepted anywhere on the command line
 JSON_FLAG = "kconvert.json"
@@ -143,8 +144,13 @@ def _finish(command: str | None, outcome: Any, as_json: bool, warning_lines: lis
         click.echo(json.dumps({**data, "warnings": warning_lines}, indent=2))
     else:
         _echo_warnings(warning_lines)
-        report.print_summary(outcome) if command == "inspect" else report.print_result(outcome)
-    failure = outcome.failure if command == "convert" else None
+        if command == "inspect":
+            report.print_summary(outcome)
+        elif command == "verify":
+            report.print_verify(outcome)
+        else:
+            report.print_result(outcome)
+    failure = outcome.failure if command in ("convert", "verify") else None
     if failure is not None:
         sys.exit(exit_code_for(failure))
 
@@ -159,6 +165,7 @@ def main(debug: bool) -> None:
       kconvert model.h5                 writes model.onnx beside it
       kconvert model.keras --check      ... and compares with Keras on generated inputs
       kconvert inspect model.h5         prints a model.summary()-like table
+      kconvert verify model.onnx        replays the test data saved by --save-test-data
       kconvert old.h5 -o model.keras    upgrades a Keras 1/2 file to a Keras 3 archive
 
     \b
@@ -190,6 +197,9 @@ def main(debug: bool) -> None:
 @click.option("--rtol", type=float, default=None, help="Relative tolerance for the check (1e-4; 2e-2 with --float16).")
 @click.option("--atol", type=float, default=None,
               help="Absolute tolerance for the check (1e-5; with --float16 2e-2 x max(1, max|expected|)).")
+@click.option("--save-test-data", is_flag=True,
+              help="With --check/--reference: write the inputs fed and Keras' outputs beside the ONNX file, as "
+                   "OUTPUT-STEM_test_data/test_data_set_N/{input,output}_K.pb (for kconvert verify).")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable JSON report.")
 def convert_command(as_json: bool, **options: Any) -> ConversionResult | KerasExportResult:
     """Convert MODEL to ONNX."""
@@ -210,6 +220,26 @@ def inspect_command(model: Path, weights: Path | None, backend: str | None, as_j
 
     summary: dict[str, Any] = converter.inspect(model, weights, backend=backend)
     return summary
+
+
+@main.command("verify")
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--test-data", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder of test_data_set_N/{input,output}_K.pb (default: MODEL-STEM_test_data beside MODEL).")
+@click.option("--reference", type=click.Path(dir_okay=False, path_type=Path),
+              help="Stored inputs and Keras outputs (.npz with input:NAME/output:NAME or x0../y0..) instead.")
+@click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
+              help="onnxruntime execution provider (default: auto, CUDA when available).")
+@click.option("--tol", "tolerances", multiple=True, metavar="NAME=RTOL,ATOL",
+              help="Tolerance of one output (default 1e-4,1e-5; 2e-2,2e-2 for a model with float16 weights).")
+@click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), help="Write a JUnit XML report.")
+@click.option("--markdown", type=click.Path(dir_okay=False, path_type=Path), help="Write a Markdown summary.")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable JSON report.")
+def verify_command(as_json: bool, tolerances: tuple[str, ...], **options: Any) -> VerifyResult:
+    """Check that MODEL.onnx still answers its stored test data (no TensorFlow). Exit 4 on a mismatch."""
+    from application.verify import VerifyRequest, verify
+
+    return verify(VerifyRequest(tolerances=list(tolerances), **options))
 
 
 if __name__ == "__main__":

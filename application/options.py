@@ -33,6 +33,7 @@ class ConvertRequest:
     provider: str | None = None  # None: auto (CUDA when available, else CPU)
     rtol: float | None = None  # None: the default for the precision (float32 or float16)
     atol: float | None = None
+    save_test_data: bool = False  # write the checked inputs and Keras' outputs beside the ONNX file
 
     @property
     def verifies(self) -> bool:
@@ -76,6 +77,9 @@ def _check_flags(request: ConvertRequest) -> None:
     if request.check and request.reference is not None:
         raise UsageError("--check and --reference are two ways to check the result; give one",
                          hint="--check compares with Keras (needs TensorFlow), --reference with stored outputs")
+    if request.save_test_data and not request.verifies:
+        raise UsageError("--save-test-data saves the inputs and Keras outputs of a check, and no check was asked",
+                         hint="add --check or --reference FILE.npz")
     given = [name for name, value in (("--rtol", request.rtol), ("--atol", request.atol),
                                       ("--provider", request.provider)) if value is not None]
     if given and not request.verifies:

@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from application.service import CheckResult, ConversionResult, KerasExportResult
+from application.verify import VerifyResult
 
 
 def print_summary(summary: dict[str, Any]) -> None:
@@ -42,6 +43,8 @@ def print_result(result: ConversionResult | KerasExportResult) -> None:
     console.print(f"wrote {output}  (opset {result.opset}, {result.nodes} nodes, {result.seconds:.2f} s)")
     if result.check is not None:
         _print_check(console, result.check, output)
+    if result.test_data is not None:
+        console.print(f"saved test data to {escape(str(result.test_data))}  (kconvert verify {output})")
 
 
 def _print_check(console: Console, check: CheckResult, output: str) -> None:
@@ -59,3 +62,20 @@ def _print_check(console: Console, check: CheckResult, output: str) -> None:
         console.print("[green]matches Keras[/green]")
     else:
         console.print(f"[red]does NOT match Keras[/red]; {output} is kept for inspection")
+
+
+def print_verify(result: VerifyResult) -> None:
+    console = Console(soft_wrap=True)
+    rtol, atol = result.default_tolerance
+    table = Table(title=f"verify {escape(str(result.model))} against {escape(str(result.source))} "
+                        f"(rtol {rtol:g}, atol {atol:g} unless --tol)")
+    for column in ("set", "output", "max abs", "p99 abs", "max rel", "cosine", "out of tol", "atol needed", "status"):
+        table.add_column(column)
+    for test_set in result.sets:
+        for s in test_set.outputs:
+            status = "[green]ok[/green]" if s.ok else f"[red]{escape(s.status)}[/red]"
+            table.add_row(str(test_set.index), escape(s.name), f"{s.max_abs:.3g}", f"{s.p99_abs:.3g}",
+                          f"{s.max_rel:.3g}", f"{s.cosine:.6f}", f"{s.out_of_tolerance} ({s.fraction_out:.2%})",
+                          f"{s.atol_needed:.3g}", status)
+    console.print(table)
+    console.print("[green]matches its test data[/green]" if result.ok else "[red]does NOT match its test data[/red]")

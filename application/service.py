@@ -25,6 +25,7 @@ from runtime.check import Reference, check_against_keras, check_against_referenc
 from runtime.compare import ATOL, RTOL, OutputDiff, Tolerance
 from runtime.reference import load_keras_model
 from runtime.stored import fit_reference
+from runtime.testdata import TestSet, data_folder_of, write_sets
 
 __all__ = ["CheckResult", "ConversionResult", "ConvertRequest", "KerasExportResult", "check_tolerance", "check_written",
            "convert", "default_output"]
@@ -39,6 +40,7 @@ class CheckResult:
     against: str  # "keras", or the path of the stored reference
     providers: list[str]
     outputs: list[OutputDiff]
+    sets: list[TestSet] = field(default_factory=list, repr=False, compare=False)  # what was fed and expected
 
     @property
     def ok(self) -> bool:
@@ -63,6 +65,7 @@ class ConversionResult:
     inputs: list[tuple[str, list[Any]]]  # name, shape as the graph declares it
     outputs: list[str]
     check: CheckResult | None = None
+    test_data: Path | None = None  # where --save-test-data wrote the check's inputs and expected outputs
 
     @property
     def ok(self) -> bool:
@@ -82,6 +85,8 @@ class ConversionResult:
             "inputs": [{"name": name, "shape": shape} for name, shape in self.inputs], "outputs": self.outputs}
         if self.check is not None:
             report["check"] = self.check.to_dict()
+        if self.test_data is not None:
+            report["test_data"] = str(self.test_data)
         return report
 
 
@@ -130,9 +135,11 @@ def _convert_loaded(loaded: LoadedModel, output: Path, request: ConvertRequest, 
     if request.verifies:
         with _removed_on_error(written.files):
             check = check_written(loaded, written, request, keras_model, stored)
+    test_data = write_sets(data_folder_of(output), check.sets) if check and request.save_test_data else None
     graph = loaded.graph
     return ConversionResult(request.model, output, written.opset, seconds, written.nodes, request.float16,
-                            [(t.name, list(t.shape or ())) for t in graph.inputs], list(graph.output_names), check)
+                            [(t.name, list(t.shape or ())) for t in graph.inputs], list(graph.output_names), check,
+                            test_data)
 
 
 @contextmanager
@@ -161,14 +168,15 @@ def check_written(loaded: LoadedModel, written: WrittenOnnx, request: ConvertReq
     """Compare the written file with the stored reference, or with the loaded Keras model."""
     tolerance = check_tolerance(request)
     provider = request.provider or "auto"
+    sets: list[TestSet] = []
     if stored is not None:
         diffs, providers = check_against_reference(loaded, written.path, stored, provider, tolerance,
-                                                   request.float16)
+                                                   request.float16, sets)
     else:
         diffs, providers = check_against_keras(loaded, written.path, keras_model, provider, tolerance,
-                                               request.float16)
+                                               request.float16, sets)
     against = str(request.reference) if request.reference is not None else "keras"
-    return CheckResult(tolerance, against, providers, diffs)
+    return CheckResult(tolerance, against, providers, diffs, sets)
 
 
 def _export_keras(request: ConvertRequest, output: Path) -> KerasExportResult:

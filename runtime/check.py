@@ -17,6 +17,7 @@ from converter.passes.layout import to_channels_first, to_channels_last
 from runtime.compare import OutputDiff, Tolerance, compare
 from runtime.inputs import DEFAULT_UNKNOWN_DIM, find_unknown_dim_size, generate_inputs, has_unknown_dims
 from runtime.reference import reference_outputs
+from runtime.testdata import TestSet
 
 __all__ = ["CHECK_BATCHES", "Reference", "check_against_keras", "check_against_reference"]
 CHECK_BATCHES = (1, 3)
@@ -38,8 +39,10 @@ def as_keras_input(array: np.ndarray) -> np.ndarray:
 
 
 def check_against_keras(loaded: LoadedModel, onnx_path: Path, keras_model: Any, provider: str,
-                        tolerance: Tolerance, float16: bool = False) -> tuple[list[OutputDiff], list[str]]:
-    """Per output, the worst error over batch sizes 1 and 3 of generated inputs; and the providers that ran."""
+                        tolerance: Tolerance, float16: bool = False, sets: list[TestSet] | None = None
+                        ) -> tuple[list[OutputDiff], list[str]]:
+    """Per output, the worst error over batch sizes 1 and 3 of generated inputs; and the providers that ran.
+    `sets`, when given, receives each batch's feeds and Keras' outputs (in the ONNX graph's layout)."""
     from runtime.session import make_session, run, run_error, session_feeds  # onnxruntime only when checking
 
     session = make_session(onnx_path, provider, float16=float16)
@@ -55,6 +58,7 @@ def check_against_keras(loaded: LoadedModel, onnx_path: Path, keras_model: Any, 
         theirs = reference_outputs(keras_model, [to_keras_layout(t, as_keras_input(feeds[t.name]))
                                                  for t in graph.inputs])
         mine = [to_keras_layout(t, ours[n]) for t, n in zip(graph.outputs, names)]
+        _record(sets, feeds, graph.outputs, names, theirs)
         for diff in compare(mine, theirs, names, tolerance):
             if diff.name not in worst or _worse(diff, worst[diff.name]):
                 worst[diff.name] = diff
@@ -62,17 +66,29 @@ def check_against_keras(loaded: LoadedModel, onnx_path: Path, keras_model: Any, 
 
 
 def check_against_reference(loaded: LoadedModel, onnx_path: Path, stored: Reference, provider: str,
-                            tolerance: Tolerance, float16: bool = False) -> tuple[list[OutputDiff], list[str]]:
-    """Compare with Keras outputs stored in an .npz (fitted to the model by runtime/stored.py)."""
+                            tolerance: Tolerance, float16: bool = False, sets: list[TestSet] | None = None
+                            ) -> tuple[list[OutputDiff], list[str]]:
+    """Compare with Keras outputs stored in an .npz (fitted to the model by runtime/stored.py); `sets` as
+    in check_against_keras."""
     from runtime.session import make_session, run, session_feeds  # onnxruntime only when checking
 
     inputs, expected = stored
     names = list(loaded.graph.output_names)
     session = make_session(onnx_path, provider, float16=float16)
     tensors = {t.name: t for t in loaded.graph.inputs}
-    ours = run(session, session_feeds(session, {k: to_onnx_layout(tensors[k], v) for k, v in inputs.items()}))
+    feeds = session_feeds(session, {k: to_onnx_layout(tensors[k], v) for k, v in inputs.items()})
+    ours = run(session, feeds)
     mine = [to_keras_layout(t, ours[n]) for t, n in zip(loaded.graph.outputs, names)]
+    _record(sets, feeds, loaded.graph.outputs, names, expected)
     return compare(mine, expected, names, tolerance), session.get_providers()
+
+
+def _record(sets: list[TestSet] | None, feeds: dict[str, np.ndarray], outputs: list[Tensor], names: list[str],
+            expected: list[np.ndarray]) -> None:
+    """One test set: what onnxruntime was fed, and what Keras answered, as the ONNX graph lays it out."""
+    if sets is not None and len(expected) == len(names):
+        sets.append(TestSet(dict(feeds), {n: to_onnx_layout(t, np.asarray(e))
+                                          for t, n, e in zip(outputs, names, expected)}))
 
 
 def _worse(a: OutputDiff, b: OutputDiff) -> bool:

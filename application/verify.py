@@ -1,0 +1,153 @@
+"""`kconvert verify MODEL.onnx`: does a deployed ONNX file still answer like Keras? It replays the test
+data saved beside it (`kconvert MODEL --check --save-test-data`, the ONNX standard layout, runtime/
+testdata.py) or an --reference .npz on onnxruntime, with per-output statistics (runtime/stats.py).
+No TensorFlow. Reports: the terminal table (application/report.py), --json, --junit, --markdown.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree
+
+from converter.errors import CheckFailedError, UsageError
+from runtime.compare import ATOL, RTOL
+from runtime.replay import SetResult, Tolerances, has_float16_weights, replay
+from runtime.stats import OutputStats
+from runtime.testdata import TestSet, data_folder_of, read_sets
+
+__all__ = ["VerifyRequest", "VerifyResult", "parse_tolerances", "verify"]
+
+
+@dataclass
+class VerifyRequest:
+    model: Path
+    test_data: Path | None = None  # None: <MODEL stem>_test_data beside the model
+    reference: Path | None = None
+    provider: str | None = None
+    tolerances: list[str] = field(default_factory=list)  # NAME=RTOL,ATOL
+    junit: Path | None = None
+    markdown: Path | None = None
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    model: Path
+    source: Path  # the test data folder or the .npz
+    default_tolerance: tuple[float, float]
+    providers: list[str]
+    sets: list[SetResult]
+
+    @property
+    def ok(self) -> bool:
+        return all(s.ok for s in self.sets)
+
+    @property
+    def failure(self) -> CheckFailedError | None:
+        if self.ok:
+            return None
+        bad = sorted({s.name for r in self.sets for s in r.outputs if not s.ok})
+        return CheckFailedError(f"{self.model} does not match its test data ({self.source}) at {', '.join(bad)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "model": str(self.model), "test_data": str(self.source),
+                "rtol": self.default_tolerance[0], "atol": self.default_tolerance[1], "providers": self.providers,
+                "sets": [{"index": r.index, "ok": r.ok, "outputs": [s.to_dict() for s in r.outputs]}
+                         for r in self.sets]}
+
+
+def verify(request: VerifyRequest) -> VerifyResult:
+    tolerances = parse_tolerances(request.tolerances)
+    _check_paths(request)
+    if request.provider is not None:
+        from runtime.session import choose_providers
+
+        choose_providers(request.provider)
+    source, sets = _load_sets(request)
+    default = _default_tolerance(request.model)
+    results, providers = replay(request.model, sets, request.provider or "auto", tolerances, default)
+    result = VerifyResult(request.model, source, default, providers, results)
+    if request.junit is not None:
+        request.junit.write_text(junit_xml(result), encoding="utf-8")
+    if request.markdown is not None:
+        request.markdown.write_text(markdown(result), encoding="utf-8")
+    return result
+
+
+def parse_tolerances(items: list[str]) -> Tolerances:
+    """NAME=RTOL,ATOL per output."""
+    found: Tolerances = {}
+    for item in items:
+        name, _, numbers = item.rpartition("=")
+        parts = numbers.split(",")
+        try:
+            rtol, atol = (float(p) for p in parts) if len(parts) == 2 else (math.nan, math.nan)
+        except ValueError:
+            rtol = atol = math.nan
+        if not name or not all(math.isfinite(v) and v >= 0 for v in (rtol, atol)):
+            raise UsageError(f"--tol {item}: expected NAME=RTOL,ATOL with finite numbers >= 0",
+                             hint="for example --tol logits=1e-4,1e-5")
+        found[name] = (rtol, atol)
+    return found
+
+
+def _check_paths(request: VerifyRequest) -> None:
+    if not request.model.is_file():
+        raise UsageError(f"no such file: {request.model}", hint="give the path of an .onnx file")
+    if request.reference is not None and request.test_data is not None:
+        raise UsageError("--test-data and --reference are two sources of test data; give one")
+    if request.reference is not None and not request.reference.is_file():
+        raise UsageError(f"no such file: {request.reference} (given to --reference)", hint="check the path")
+
+
+def _load_sets(request: VerifyRequest) -> tuple[Path, list[TestSet]]:
+    if request.reference is None:
+        folder = request.test_data or data_folder_of(request.model)
+        return folder, read_sets(folder)
+    from runtime.replay import model_names
+    from runtime.stored import load_reference
+
+    inputs, outputs = model_names(request.model)
+    given, expected = load_reference(request.reference, inputs, outputs)
+    return request.reference, [TestSet(given, dict(zip(outputs, expected)))]
+
+
+def _default_tolerance(model: Path) -> tuple[float, float]:
+    from converter.export.onnx import FLOAT16_ATOL, FLOAT16_RTOL
+
+    return (FLOAT16_RTOL, FLOAT16_ATOL) if has_float16_weights(model) else (RTOL, ATOL)
+
+
+def _failure_text(stats: OutputStats) -> str:
+    return (f"{stats.out_of_tolerance} of the elements ({stats.fraction_out:.2%}) out of tolerance "
+            f"(rtol {stats.rtol:g}, atol {stats.atol:g}); max abs {stats.max_abs:.3g}, max rel "
+            f"{stats.max_rel:.3g}, p99 abs {stats.p99_abs:.3g}, cosine {stats.cosine:.6f}; atol needed "
+            f"{stats.atol_needed:.3g}; shape {list(stats.shape)} vs expected {list(stats.expected_shape)}")
+
+
+def junit_xml(result: VerifyResult) -> str:
+    """One testcase per test set x output; a failure carries the statistics."""
+    cases = [(r.index, s) for r in result.sets for s in r.outputs]
+    suite = ElementTree.Element("testsuite", name=f"kconvert verify {result.model.name}", tests=str(len(cases)),
+                                failures=str(sum(not s.ok for _, s in cases)), errors="0")
+    for index, stats in cases:
+        case = ElementTree.SubElement(suite, "testcase", classname=f"test_data_set_{index}", name=stats.name)
+        if not stats.ok:
+            failure = ElementTree.SubElement(case, "failure", message=f"{stats.name}: {stats.status}")
+            failure.text = _failure_text(stats)
+    return ElementTree.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def markdown(result: VerifyResult) -> str:
+    head = f"## kconvert verify `{result.model.name}`: {'pass' if result.ok else 'FAIL'}\n\n"
+    rows = ["| set | output | status | max abs | max rel | p99 abs | cosine | out of tol | atol needed |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for r in result.sets:
+        for s in r.outputs:
+            name = s.name.replace("|", "\\|")
+            rows.append(f"| {r.index} | `{name}` | {s.status} | {s.max_abs:.3g} | {s.max_rel:.3g} | "
+                        f"{s.p99_abs:.3g} | {s.cosine:.6f} | {s.out_of_tolerance} ({s.fraction_out:.2%}) | "
+                        f"{s.atol_needed:.3g} |")
+    return head + "\n".join(rows) + "\n"
