@@ -11,6 +11,7 @@ from xml.etree import ElementTree
 import numpy as np
 import pytest
 from click.testing import CliRunner, Result
+from kmodels import layer, save_legacy_h5, sequential
 
 from application.cli import main
 from converter.errors import FormatError
@@ -159,3 +160,28 @@ def test_verify_imports_no_tensorflow(saved: Path) -> None:
             "assert not any(m.split('.')[0] in ('tensorflow', 'keras') for m in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code, str(saved)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_live_check_saves_one_set_per_batch(tmp_path: Path, rng: np.random.Generator,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """--check (Keras faked, as in test_cli) saves batches 1 and 3, and they verify."""
+    import runtime.check as check
+
+    kernel = rng.normal(size=(3, 2)).astype("float32")
+    config = sequential([layer("Dense", "dense", units=2, activation="tanh", use_bias=False)], (3,))
+    model = save_legacy_h5(tmp_path / "m.h5", config, {"dense": [kernel]})
+    monkeypatch.setattr("application.service.load_keras_model", lambda artifact, weights: object())
+    monkeypatch.setattr("application.options.tensorflow_installed", lambda: True)
+    monkeypatch.setattr(check, "reference_outputs", lambda model, inputs: [np.tanh(inputs[0] @ kernel)])
+    assert _run(model, "--check", "--save-test-data").exit_code == 0
+    sets = testdata.read_sets(tmp_path / "m_test_data")
+    assert [s.inputs[next(iter(s.inputs))].shape[0] for s in sets] == [1, 3]
+    assert _run("verify", tmp_path / "m.onnx").exit_code == 0
+
+
+def test_channels_first_io_is_saved_in_the_graph_layout(tmp_path: Path) -> None:
+    onnx_path = tmp_path / "nchw.onnx"
+    result = _run(SMALL_CNN / "model.keras", "-o", onnx_path, "--reference", SMALL_CNN / "reference.npz",
+                  "--nchw-inputs", "--save-test-data")
+    assert result.exit_code == 0, result.output
+    assert _run("verify", onnx_path).exit_code == 0
