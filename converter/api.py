@@ -13,13 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from converter.errors import KconvertError
 from converter.ir import Graph, Node, format_shape
 from converter.keras.artifacts import KerasArtifact, open_artifact
 from converter.keras.mapped import release_pages
 from converter.keras.topology import build_graph
 from converter.layers.registry import handler_for
-from converter.passes import LayoutOptions, Pass, pipeline, run_pipeline
+from converter.passes import LayoutOptions, run_pipeline, run_shape_passes
 
 if TYPE_CHECKING:
     import onnx  # noqa: TID251  (type hints only)
@@ -27,7 +26,6 @@ if TYPE_CHECKING:
     from converter.export.keras import KerasArchive
 
 # The passes `load(optimize=False)` runs: the graph's shapes, nothing rewritten (inspect, the .keras writer).
-SHAPE_PASSES = ("shape semantics", "shape inference")
 
 
 @dataclass
@@ -71,21 +69,6 @@ def opened(path: str | Path, weights: str | Path | None = None, **options: Any) 
         yield loaded
     finally:
         loaded.artifact.close()
-
-
-def run_shape_passes(graph: Graph) -> Graph:
-    """The SHAPE_PASSES of the pipeline, in its order and with its error reporting (a pass that fails
-    with anything but a KconvertError is a bug, named by its pass)."""
-    # TODO(coordinator): converter/passes could offer this as a named sub-pipeline of run_pipeline.
-    steps: list[tuple[str, Pass]] = [(name, step) for name, step in pipeline() if name in SHAPE_PASSES]
-    for name, step in steps:
-        try:
-            graph = step(graph)
-        except KconvertError:
-            raise
-        except Exception as err:
-            raise RuntimeError(f"pass '{name}' failed: {err}") from err
-    return graph
 
 
 def _provenance(artifact: KerasArtifact) -> dict[str, str]:

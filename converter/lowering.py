@@ -18,6 +18,7 @@ from converter.ir import Graph, Node, OpGraph
 from converter.ir.ops import Op, ValueInfo
 from converter.layers import OpBuilder
 from converter.layers.registry import handler_for
+from converter.passes import run_steps
 
 DEFAULT_OPSET = 17
 
@@ -35,14 +36,7 @@ def op_passes(float16: bool = False, float16_io: bool = False) -> tuple[tuple[st
 
 
 def run_op_passes(ops: OpGraph, passes: tuple[tuple[str, OpPass], ...]) -> OpGraph:
-    for name, step in passes:
-        try:
-            ops = step(ops)
-        except KconvertError:
-            raise
-        except Exception as err:  # a bug in a pass: say which pass, keep the cause
-            raise RuntimeError(f"OpGraph pass '{name}' failed: {err}") from err
-    return ops
+    return run_steps(ops, passes, "OpGraph pass")
 
 
 def lower_for_export(graph: Graph, opset: int = DEFAULT_OPSET, float16: bool = False, float16_io: bool = False,

@@ -8,6 +8,7 @@ ONNX's grouped-conv order once reshaped to (in * multiplier, 1, k...).
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -130,8 +131,9 @@ class ConvBase(LayerHandler[C]):
     def split(self, node: Node, shape: Shape) -> tuple[Dim, list[Dim]]:
         return split_spatial(node, self.spec(node).data_format, shape, self.rank)
 
+    @abstractmethod
     def out_channels(self, node: Node, channels: Dim) -> Dim:
-        raise NotImplementedError  # each family knows its own
+        """The output channel count for `channels` input channels (each family knows its own)."""
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
         shape = input_shapes[0]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import partial
+from typing import TypeVar
 
 from converter.errors import KconvertError
 from converter.ir import Graph
@@ -20,8 +21,10 @@ from converter.passes import (
 from converter.passes.layout import LayoutOptions
 
 Pass = Callable[[Graph], Graph]
+T = TypeVar("T")
 
-__all__ = ["PIPELINE", "LayoutOptions", "Pass", "pipeline", "run_pipeline"]
+__all__ = ["PIPELINE", "SHAPE_PASSES", "LayoutOptions", "Pass", "pipeline", "run_pipeline", "run_shape_passes",
+           "run_steps"]
 
 
 def pipeline(options: LayoutOptions | None = None) -> tuple[tuple[str, Pass], ...]:
@@ -56,13 +59,29 @@ def pipeline(options: LayoutOptions | None = None) -> tuple[tuple[str, Pass], ..
 PIPELINE: tuple[tuple[str, Pass], ...] = pipeline()
 
 
-def run_pipeline(graph: Graph, options: LayoutOptions | None = None) -> Graph:
-    for name, step in PIPELINE if options is None else pipeline(options):
+# The passes a graph read for its shapes alone (inspect, the Keras archive writer) runs: no rewriting.
+SHAPE_PASSES = ("shape semantics", "shape inference")
+
+
+def run_steps(value: T, steps: Iterable[tuple[str, Callable[[T], T]]], what: str = "pass") -> T:
+    """Run named steps in order. A KconvertError goes on as it is; anything else is a bug in a step,
+    reported with the step's name and the cause kept (the OpGraph passes in lowering.py use it too)."""
+    for name, step in steps:
         try:
-            graph = step(graph)
+            value = step(value)
         except KconvertError:
             raise
-        except Exception as err:  # a bug in a pass: say which pass, keep the cause
-            raise RuntimeError(f"pass '{name}' failed: {err}") from err
+        except Exception as err:
+            raise RuntimeError(f"{what} '{name}' failed: {err}") from err
+    return value
+
+
+def run_pipeline(graph: Graph, options: LayoutOptions | None = None) -> Graph:
+    graph = run_steps(graph, PIPELINE if options is None else pipeline(options))
     graph.validate()
     return graph
+
+
+def run_shape_passes(graph: Graph) -> Graph:
+    """Only the SHAPE_PASSES of the pipeline, in its order and with its error reporting."""
+    return run_steps(graph, ((name, step) for name, step in PIPELINE if name in SHAPE_PASSES))
