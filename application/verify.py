@@ -15,6 +15,7 @@ from xml.etree import ElementTree
 from converter.errors import CheckFailedError, UsageError
 from runtime.compare import ATOL, RTOL
 from runtime.replay import SetResult, Tolerances, has_float16_weights, replay
+from runtime.localize_types import Localization
 from runtime.stats import OutputStats
 from runtime.testdata import TestSet, data_folder_of, read_sets
 
@@ -39,6 +40,7 @@ class VerifyResult:
     default_tolerance: tuple[float, float]
     providers: list[str]
     sets: list[SetResult]
+    localizations: list[Localization] = field(default_factory=list)  # --localize: one per mode run
 
     @property
     def ok(self) -> bool:
@@ -55,7 +57,8 @@ class VerifyResult:
         return {"ok": self.ok, "model": str(self.model), "test_data": str(self.source),
                 "rtol": self.default_tolerance[0], "atol": self.default_tolerance[1], "providers": self.providers,
                 "sets": [{"index": r.index, "ok": r.ok, "outputs": [s.to_dict() for s in r.outputs]}
-                         for r in self.sets]}
+                         for r in self.sets],
+                "localizations": [loc.to_dict() for loc in self.localizations]}
 
 
 def verify(request: VerifyRequest) -> VerifyResult:
