@@ -19,6 +19,7 @@ from converter.ir.ops import Op, ValueInfo
 from converter.layers import OpBuilder
 from converter.layers.registry import handler_for
 from converter.passes import run_steps
+from converter.value_map import KERAS_VALUES_KEY, keras_values_json
 
 DEFAULT_OPSET = 17
 
@@ -63,7 +64,8 @@ def lower(graph: Graph, opset: int = DEFAULT_OPSET, release_weights: bool = Fals
             node.weights = {}
         value_of.update({id(t): v for t, v in zip(node.outputs, produced)})
     builder.scope = ""
-    _bind_outputs(graph, ops, value_of)
+    renamed = _bind_outputs(graph, ops, value_of)
+    ops.metadata[KERAS_VALUES_KEY] = keras_values_json(graph, {k: renamed.get(v, v) for k, v in value_of.items()})
     return ops
 
 
@@ -83,13 +85,15 @@ def _emit(node: Node, builder: OpBuilder, inputs: list[str]) -> list[str]:
                            f"{type(err).__name__}: {err}") from err
 
 
-def _bind_outputs(graph: Graph, ops: OpGraph, value_of: dict[int, str]) -> None:
+def _bind_outputs(graph: Graph, ops: OpGraph, value_of: dict[int, str]) -> dict[str, str]:
+    """Bind the graph outputs to their Keras names; returns the values renamed for that."""
     renamed: dict[str, str] = {}
     input_names = {t.name for t in graph.inputs}
     for tensor, name in zip(graph.outputs, graph.output_names):
         value = value_of[id(tensor)]
         _bind_output(ops, renamed.get(value, value), name, input_names, renamed)
         ops.outputs.append(ValueInfo(name, tensor.shape, tensor.dtype))
+    return renamed
 
 
 def _bind_output(ops: OpGraph, value: str, name: str, input_names: set[str], renamed: dict[str, str]) -> None:

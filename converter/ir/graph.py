@@ -32,6 +32,20 @@ INPUT_SPEC_KEYS = (
 SHAPE_KEYS = ("batch_shape", "batch_input_shape", "input_shape", "shape", "input_dim", "input_length")
 
 
+@dataclass(frozen=True)
+class KerasOutput:
+    """Which Keras value a tensor holds: output `index` of call `call` of the top-level layer `layer`.
+    Set when the model is read; a pass that makes a tensor hold another layer's value moves it (BN folded
+    into the layer before it), one that changes the value drops it (a Flatten reading channels-first).
+    Lowering records them in the ONNX file, so `kconvert verify --localize` can name the Keras layer whose
+    output diverges."""
+
+    layer: str
+    class_name: str
+    call: int = 0
+    index: int = 0
+
+
 @dataclass(eq=False)
 class Tensor:
     """A value flowing between layers. `shape` is physical (after the layout pass, channels_first)."""
@@ -41,6 +55,7 @@ class Tensor:
     dtype: str = "float32"
     layout: str | None = None
     producer: Node | None = None
+    origin: KerasOutput | None = None
 
     def __repr__(self) -> str:
         return f"Tensor({self.name!r}, {self.shape})"

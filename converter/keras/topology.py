@@ -14,7 +14,7 @@ from typing import Any
 from converter.errors import FormatError, UnsupportedLayerError, WeightsError
 from converter.ir import Graph, Node, Tensor
 from converter.ir.dtypes import input_dtype
-from converter.ir.graph import INPUT_SPEC_KEYS, SHAPE_KEYS
+from converter.ir.graph import KerasOutput, INPUT_SPEC_KEYS, SHAPE_KEYS
 from converter.ir.names import NameAuthority
 from converter.ir.spec import CallSite
 from converter.keras.artifacts import KerasArtifact
@@ -275,7 +275,8 @@ def _call_layer(ctx: _Context, layer: dict[str, Any], args: list[Tensor], call_i
     key = (name, saved.get(name, name))
     if cls in MODEL_CLASSES:
         sub_prefix = f"{prefix}{name}/" if call_index == 0 else f"{prefix}{name}_call{call_index}/"
-        return _build_model(ctx, cls, config, args, sub_prefix, wpath + (key,), prefix + name)
+        produced = _build_model(ctx, cls, config, args, sub_prefix, wpath + (key,), prefix + name)
+        return _mark_keras_outputs(produced, prefix, name, cls, call_index)
     node_name = _unique(ctx, prefix + name if call_index == 0 else f"{prefix}{name}_call{call_index}")
     node = make_node(cls, node_name, config, ctx.artifact.keras_major)
     node.layer_name = prefix + name
@@ -290,6 +291,17 @@ def _call_layer(ctx: _Context, layer: dict[str, Any], args: list[Tensor], call_i
     count = handler.num_outputs(node) if parsed and handler is not None else 1
     node.outputs = [Tensor(name=node_name if i == 0 else f"{node_name}:{i}", producer=node) for i in range(count)]
     ctx.graph.nodes.append(node)
-    return node.outputs
+    return _mark_keras_outputs(node.outputs, prefix, name, cls, call_index)
+
+
+def _mark_keras_outputs(tensors: list[Tensor], prefix: str, layer: str, cls: str, call: int) -> list[Tensor]:
+    """A top-level layer's outputs say which Keras values they are (the layers `model.layers` lists; a
+    nested model's inner layers are not reachable there). A nested model returning a tensor that already
+    holds another layer's value (its input, passed through) keeps that one."""
+    if not prefix:
+        for index, tensor in enumerate(tensors):
+            if tensor.origin is None:
+                tensor.origin = KerasOutput(layer, cls, call, index)
+    return tensors
 
 

@@ -33,6 +33,7 @@ def run(graph: Graph) -> Graph:
             continue
         bn_out, layer_out = node.outputs[0], found[0].outputs[0]
         alias[id(bn_out)] = layer_out
+        layer_out.origin = bn_out.origin  # it holds the BN's value now; the layer's own is computed nowhere
         uses[id(layer_out)] = uses.get(id(bn_out), 0)
         if id(bn_out) in outputs:
             outputs.add(id(layer_out))

@@ -50,6 +50,7 @@ def fold_flatten_dense(graph: Graph) -> None:
         if not reader.permute_input_features(dense, dims, tuple(inv[i] - 1 for i in range(1, rank))):
             continue
         flatten.inputs[0] = source
+        flatten.outputs[0].origin = None  # its features are in channels-first order now, not Keras'
         readers[id(transpose.outputs[0])].pop(id(flatten), None)
         readers.setdefault(id(source), {})[id(flatten)] = flatten
         if not readers[id(transpose.outputs[0])] and id(transpose.outputs[0]) not in outputs:
