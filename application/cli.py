@@ -230,6 +230,19 @@ def inspect_command(model: Path, weights: Path | None, backend: str | None, as_j
               help="Stored inputs and Keras outputs (.npz with input:NAME/output:NAME or x0../y0..) instead.")
 @click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
               help="onnxruntime execution provider (default: auto, CUDA when available).")
+@click.option("--against", type=click.Path(dir_okay=False, path_type=Path),
+              help="The Keras file MODEL was converted from: live Keras computes the expected outputs (Keras 3 "
+                   "for Keras 3 files, tf_keras for older), on the test data's inputs or generated ones.")
+@click.option("--weights", type=click.Path(dir_okay=False, path_type=Path),
+              help="Weights file of an --against model.json.")
+@click.option("--localize", is_flag=True,
+              help="With --against: compare every Keras layer's output with the ONNX value that holds it, and "
+                   "name the first layer that diverges.")
+@click.option("--localize-mode", type=click.Choice(["both", "accumulated", "isolated"]), default="both",
+              help="accumulated: run the whole ONNX model; isolated: feed each layer Keras' values of its "
+                   "inputs, so an earlier error cannot hide which layer is wrong (default: both).")
+@click.option("--localize-budget", "localize_budget_mb", type=float, default=256.0, metavar="MB",
+              help="The most intermediate values held at once while localising (default 256 MB).")
 @click.option("--tol", "tolerances", multiple=True, metavar="NAME=RTOL,ATOL",
               help="Tolerance of one output (default 1e-4,1e-5; 2e-2,2e-2 for a model with float16 weights).")
 @click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), help="Write a JUnit XML report.")

@@ -12,12 +12,19 @@ from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
 
+import numpy as np
+
 from converter.errors import CheckFailedError, UsageError
+from application.against import LiveKeras
 from runtime.compare import ATOL, RTOL
+from runtime.localize import DEFAULT_BUDGET_BYTES
 from runtime.replay import SetResult, Tolerances, has_float16_weights, replay
-from runtime.localize_types import Localization
+from runtime.localize_types import MODES, Localization
 from runtime.stats import OutputStats
 from runtime.testdata import TestSet, data_folder_of, read_sets
+from runtime.value_map import value_map_of
+
+MB = 1 << 20
 
 __all__ = ["VerifyRequest", "VerifyResult", "parse_tolerances", "verify"]
 
@@ -31,6 +38,11 @@ class VerifyRequest:
     tolerances: list[str] = field(default_factory=list)  # NAME=RTOL,ATOL
     junit: Path | None = None
     markdown: Path | None = None
+    against: Path | None = None  # the Keras file: live Keras computes the expected outputs
+    weights: Path | None = None  # the weights of an --against model.json
+    localize: bool = False
+    localize_mode: str = "both"  # accumulated | isolated | both
+    localize_budget_mb: float = DEFAULT_BUDGET_BYTES / MB
 
 
 @dataclass(frozen=True)
@@ -68,10 +80,11 @@ def verify(request: VerifyRequest) -> VerifyResult:
         from runtime.session import choose_providers
 
         choose_providers(request.provider)
-    source, sets = _load_sets(request)
+    source, sets, keras = _load_sets(request)
     default = _default_tolerance(request.model)
     results, providers = replay(request.model, sets, request.provider or "auto", tolerances, default)
-    result = VerifyResult(request.model, source, default, providers, results)
+    found = _localize(request, keras, sets[0], default) if keras is not None and request.localize else []
+    result = VerifyResult(request.model, source, default, providers, results, found)
     if request.junit is not None:
         request.junit.write_text(junit_xml(result), encoding="utf-8")
     if request.markdown is not None:
@@ -101,20 +114,73 @@ def _check_paths(request: VerifyRequest) -> None:
         raise UsageError(f"no such file: {request.model}", hint="give the path of an .onnx file")
     if request.reference is not None and request.test_data is not None:
         raise UsageError("--test-data and --reference are two sources of test data; give one")
-    if request.reference is not None and not request.reference.is_file():
-        raise UsageError(f"no such file: {request.reference} (given to --reference)", hint="check the path")
+    if request.reference is not None and request.against is not None:
+        raise UsageError("--reference and --against are two references; give one",
+                         hint="--against computes the expected outputs with Keras itself")
+    for option, path in (("--reference", request.reference), ("--against", request.against),
+                         ("--weights", request.weights)):
+        if path is not None and not path.is_file():
+            raise UsageError(f"no such file: {path} (given to {option})", hint="check the path")
+    if request.weights is not None and request.against is None:
+        raise UsageError("--weights is the weights file of an --against model.json; there is no --against")
+    if request.localize and request.against is None:
+        raise UsageError("--localize needs --against KERAS_FILE: Keras computes each layer's output",
+                         hint="kconvert verify MODEL.onnx --against MODEL.h5 --localize")
+    if request.localize_mode not in (*MODES, "both"):
+        raise UsageError(f"--localize-mode {request.localize_mode}: expected accumulated, isolated or both")
+    if not request.localize_budget_mb > 0:
+        raise UsageError(f"--localize-budget {request.localize_budget_mb}: expected a size in MB above 0")
 
 
-def _load_sets(request: VerifyRequest) -> tuple[Path, list[TestSet]]:
-    if request.reference is None:
-        folder = request.test_data or data_folder_of(request.model)
-        return folder, read_sets(folder)
+def _load_sets(request: VerifyRequest) -> tuple[Path, list[TestSet], LiveKeras | None]:
+    """The test sets to replay; with --against, their expected outputs are Keras' (and Keras is kept for
+    localisation)."""
+    if request.reference is not None:
+        from runtime.replay import model_names
+        from runtime.stored import load_reference
+
+        inputs, outputs = model_names(request.model)
+        given, expected = load_reference(request.reference, inputs, outputs)
+        return request.reference, [TestSet(given, dict(zip(outputs, expected)))], None
+    folder = request.test_data or data_folder_of(request.model)
+    if request.against is None:
+        return folder, read_sets(folder), None
+    return _against_keras(request, read_sets(folder) if request.test_data or folder.is_dir() else None)
+
+
+def _against_keras(request: VerifyRequest, stored: list[TestSet] | None) -> tuple[Path, list[TestSet], LiveKeras]:
+    from application.against import keras_sets
     from runtime.replay import model_names
-    from runtime.stored import load_reference
 
+    assert request.against is not None
     inputs, outputs = model_names(request.model)
-    given, expected = load_reference(request.reference, inputs, outputs)
-    return request.reference, [TestSet(given, dict(zip(outputs, expected)))]
+    run = keras_sets(request.model, request.against, request.weights, value_map_of(request.model), stored,
+                     inputs, outputs)
+    return request.against, run.sets, run.keras
+
+
+def _localize(request: VerifyRequest, keras: LiveKeras, first: TestSet, tolerance: tuple[float, float]
+              ) -> list[Localization]:
+    """Localise on the first set's inputs, in the modes asked for."""
+    import onnx
+
+    from runtime.localize import localize
+    from runtime.session import make_session, run, session_feeds
+
+    value_map = value_map_of(request.model)
+    if value_map is None:
+        raise UsageError(f"{request.model} holds no map from Keras layers to its values, so --localize cannot "
+                         "name a layer", hint="convert the model with kconvert (it records the map)")
+    float16 = _default_tolerance(request.model) != (RTOL, ATOL)
+    provider = request.provider or "auto"
+
+    def runner(model: bytes, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        session = make_session(model, provider, float16=float16)
+        return run(session, session_feeds(session, feeds))
+
+    modes = MODES if request.localize_mode == "both" else (request.localize_mode,)
+    return localize(onnx.load(str(request.model)), value_map, keras, first.inputs, runner, modes, tolerance,
+                    int(request.localize_budget_mb * MB))
 
 
 def _default_tolerance(model: Path) -> tuple[float, float]:

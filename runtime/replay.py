@@ -83,3 +83,8 @@ def model_names(model: Path) -> tuple[list[str], list[str]]:
     proto = _parsed(model)
     initializers = {t.name for t in proto.graph.initializer}
     return ([i.name for i in proto.graph.input if i.name not in initializers], [o.name for o in proto.graph.output])
+
+
+def model_metadata(model: Path) -> dict[str, str]:
+    """The model's metadata_props (kconvert's provenance and its Keras layer map among them)."""
+    return {p.key: p.value for p in _parsed(model).metadata_props}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from converter.errors import FormatError
@@ -94,3 +95,10 @@ def _perm(raw: Any, model: str, field: str) -> Perm | None:
 def _bad(model: str, field: str) -> FormatError:
     return FormatError(f"{model}: the {KERAS_VALUES_KEY} metadata's {field} is malformed",
                        hint="the file is damaged; reconvert the model")
+
+
+def value_map_of(model: Path) -> ValueMap | None:
+    """The map of an ONNX file on disk (parsed with the protobuf classes alone: no onnx import)."""
+    from runtime.replay import model_metadata
+
+    return read_value_map(model_metadata(model), str(model))
