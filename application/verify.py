@@ -14,12 +14,11 @@ from xml.etree import ElementTree
 
 import numpy as np
 
-from converter.errors import CheckFailedError, UsageError
 from application.against import LiveKeras
+from converter.errors import CheckFailedError, UsageError
 from runtime.compare import ATOL, RTOL
-from runtime.localize import DEFAULT_BUDGET_BYTES
+from runtime.localize_types import DEFAULT_BUDGET_BYTES, MODES, Localization
 from runtime.replay import SetResult, Tolerances, has_float16_weights, replay
-from runtime.localize_types import MODES, Localization
 from runtime.stats import OutputStats
 from runtime.testdata import TestSet, data_folder_of, read_sets
 from runtime.value_map import value_map_of
@@ -162,9 +161,7 @@ def _against_keras(request: VerifyRequest, stored: list[TestSet] | None) -> tupl
 def _localize(request: VerifyRequest, keras: LiveKeras, first: TestSet, tolerance: tuple[float, float]
               ) -> list[Localization]:
     """Localise on the first set's inputs, in the modes asked for."""
-    import onnx
-
-    from runtime.localize import localize
+    from runtime.localize import load_model, localize
     from runtime.session import make_session, run, session_feeds
 
     value_map = value_map_of(request.model)
@@ -179,7 +176,7 @@ def _localize(request: VerifyRequest, keras: LiveKeras, first: TestSet, toleranc
         return run(session, session_feeds(session, feeds))
 
     modes = MODES if request.localize_mode == "both" else (request.localize_mode,)
-    return localize(onnx.load(str(request.model)), value_map, keras, first.inputs, runner, modes, tolerance,
+    return localize(load_model(request.model), value_map, keras, first.inputs, runner, modes, tolerance,
                     int(request.localize_budget_mb * MB))
 
 

@@ -7,11 +7,13 @@ must know which value that is, in which axis order. Lowering records it under KE
      "inputs":  {"<onnx input>":  PERM | null},          # PERM: keras = transpose(onnx, PERM)
      "outputs": {"<onnx output>": PERM | null},
      "layers":  [{"layer": NAME, "class": CLASS, "call": 0, "output": 0, "value": "<onnx value>",
-                  "perm": PERM | null}, ...]}             # in the model's topological order
+                  "perm": PERM | null, "folded": [NAME, ...]}, ...]}   # in the model's topological order
 
 Only top-level layers are listed (those `model.layers` names). A layer whose value the conversion no
 longer computes (a Dropout removed at inference, a Conv whose BatchNormalization was folded into it: its
-value is the BN's now) is absent; verify reports those as unmapped.
+value is the BN's now) is absent; verify reports those as unmapped. `folded` names the layers whose
+computation was folded into the ops of this value (that Conv; a ZeroPadding absorbed by the convolution
+after it).
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ def keras_values(graph: Graph, value_of: dict[int, str]) -> dict[str, Any]:
                 continue
             seen.add((origin.layer, origin.call, origin.index))
             layers.append({"layer": origin.layer, "class": origin.class_name, "call": origin.call,
-                           "output": origin.index, "value": value, "perm": keras_perm(tensor)})
+                           "output": origin.index, "value": value, "perm": keras_perm(tensor),
+                           "folded": list(origin.folded)})
     return {"version": FORMAT_VERSION,
             "inputs": {t.name: keras_perm(t) for t in graph.inputs},
             "outputs": {name: keras_perm(t) for t, name in zip(graph.outputs, graph.output_names)},

@@ -19,17 +19,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import onnx
+from google.protobuf.message import DecodeError
 
-from runtime.localize_types import ACCUMULATED, ISOLATED, LayerError, Localization
+from converter.errors import FormatError
+from runtime.localize_types import ACCUMULATED, DEFAULT_BUDGET_BYTES, LayerError, Localization
 from runtime.stats import output_stats
 from runtime.value_map import MappedValue, ValueMap
 
-DEFAULT_BUDGET_BYTES = 256 << 20
-FIRST_CHUNK = 8  # layers in the first chunk, before the bytes per layer are known
+FIRST_CHUNK = 1  # layers in the first chunk: the bytes per layer are not known before it ran
 ONNX_FLOAT16 = onnx.TensorProto.FLOAT16
 Runner = Callable[[bytes, dict[str, np.ndarray]], dict[str, np.ndarray]]  # model bytes, feeds -> outputs
 
@@ -56,6 +58,14 @@ class _Plan:
     budget: int
 
 
+def load_model(path: Path) -> onnx.ModelProto:
+    """The whole model (weights included: the isolated mode copies each layer's own into its segment)."""
+    try:
+        return onnx.load(str(path))
+    except (DecodeError, ValueError, OSError) as err:
+        raise FormatError(f"cannot read {path}: {' '.join(str(err).split())[:200]}", hint="pass a .onnx file") from None
+
+
 def localize(model: onnx.ModelProto, value_map: ValueMap, keras: KerasSide, feeds: dict[str, np.ndarray],
              run: Runner, modes: tuple[str, ...], tolerance: tuple[float, float],
              budget: int = DEFAULT_BUDGET_BYTES) -> list[Localization]:
@@ -73,7 +83,7 @@ def _plan(model: onnx.ModelProto, value_map: ValueMap, keras: KerasSide, toleran
           budget: int) -> _Plan:
     present = _produced(model.graph)
     mapped = [m for m in value_map.layers if m.value in present]
-    names = {m.layer for m in mapped}
+    names = {m.layer for m in mapped} | {name for m in mapped for name in m.folded}
     unmapped = [name for name, _ in keras.layers() if name not in names]
     return _Plan(model, mapped, unmapped, tolerance[0], tolerance[1], budget)
 
@@ -142,7 +152,8 @@ def _compare(plan: _Plan, mapped: MappedValue, value: np.ndarray, reference: dic
     expected = theirs[mapped.output] if mapped.output < len(theirs) else np.full(ours.shape, np.nan)
     name = mapped.layer if mapped.output == 0 else f"{mapped.layer}:{mapped.output}"
     stats = output_stats(name, ours, np.asarray(expected), plan.rtol, plan.atol)
-    return LayerError(mapped.depth, mapped.layer, mapped.class_name, mapped.output, mapped.value, stats)
+    return LayerError(mapped.depth, mapped.layer, mapped.class_name, mapped.output, mapped.value, stats,
+                      mapped.folded)
 
 
 def _bytes(arrays: Any) -> int:

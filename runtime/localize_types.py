@@ -12,6 +12,7 @@ from runtime.stats import OutputStats
 ACCUMULATED = "accumulated"  # the whole ONNX model run on the inputs; each mapped value compared
 ISOLATED = "isolated"  # each layer's ONNX ops fed Keras' own values of the layer's inputs
 MODES = (ACCUMULATED, ISOLATED)
+DEFAULT_BUDGET_BYTES = 256 << 20  # intermediate values held at once (both sides), unless --localize-budget
 
 
 @dataclass(frozen=True)
@@ -25,14 +26,22 @@ class LayerError:
     output: int
     value: str
     stats: OutputStats
+    folded: tuple[str, ...] = ()  # layers whose computation the conversion folded into this value's ops
 
     @property
     def ok(self) -> bool:
         return self.stats.ok
 
+    @property
+    def title(self) -> str:
+        """How reports name it: `bn (BatchNormalization)`, `+ conv2d folded in` when the ONNX ops that compute
+        it also compute those layers (so a divergence here may be in either)."""
+        folded = f" + {', '.join(self.folded)} folded in" if self.folded else ""
+        return f"{self.layer} ({self.class_name}){folded}"
+
     def to_dict(self) -> dict[str, Any]:
         return {"depth": self.depth, "layer": self.layer, "class_name": self.class_name, "output": self.output,
-                "value": self.value, **self.stats.to_dict()}
+                "value": self.value, "folded": list(self.folded), **self.stats.to_dict()}
 
 
 @dataclass(frozen=True)
@@ -60,5 +69,6 @@ class Localization:
         first = self.first_divergent
         return {"mode": self.mode, "first_divergent": None if first is None else first.layer,
                 "first_divergent_class": None if first is None else first.class_name,
+                "first_divergent_folded": [] if first is None else list(first.folded),
                 "layers": [e.to_dict() for e in self.layers], "unmapped": list(self.unmapped),
                 "peak_bytes": self.peak_bytes}

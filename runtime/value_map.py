@@ -26,6 +26,7 @@ class MappedValue:
     output: int
     value: str
     perm: Perm | None
+    folded: tuple[str, ...] = ()  # layers folded into this value's ops (a Conv before its BatchNormalization)
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,11 @@ def _entry(item: Any, depth: int, model: str) -> MappedValue | None:
         raise _bad(model, f"layers[{depth}]")
     if numbers["call"] != 0:
         return None
+    folded = item.get("folded", [])
+    if not isinstance(folded, list) or not all(isinstance(name, str) for name in folded):
+        raise _bad(model, f"layers[{depth}].folded")
     return MappedValue(depth, str(text["layer"]), str(text["class"]), int(numbers["output"] or 0),
-                       str(text["value"]), _perm(item.get("perm"), model, f"layers[{depth}].perm"))
+                       str(text["value"]), _perm(item.get("perm"), model, f"layers[{depth}].perm"), tuple(folded))
 
 
 def _perms(raw: Any, model: str, field: str) -> dict[str, Perm | None]:

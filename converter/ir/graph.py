@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -44,6 +44,12 @@ class KerasOutput:
     class_name: str
     call: int = 0
     index: int = 0
+    folded: tuple[str, ...] = ()  # layers folded into the ops that compute this value (a Conv before its BN)
+
+    def folding(self, other: KerasOutput | None) -> KerasOutput:
+        """This value, now also computing `other`'s layer (and what was folded into it)."""
+        extra = () if other is None else (*other.folded, other.layer)
+        return replace(self, folded=tuple(dict.fromkeys((*extra, *self.folded))))
 
 
 @dataclass(eq=False)

@@ -14,7 +14,7 @@ from typing import Any
 from converter.errors import FormatError, UnsupportedLayerError, WeightsError
 from converter.ir import Graph, Node, Tensor
 from converter.ir.dtypes import input_dtype
-from converter.ir.graph import KerasOutput, INPUT_SPEC_KEYS, SHAPE_KEYS
+from converter.ir.graph import INPUT_SPEC_KEYS, SHAPE_KEYS, KerasOutput
 from converter.ir.names import NameAuthority
 from converter.ir.spec import CallSite
 from converter.keras.artifacts import KerasArtifact

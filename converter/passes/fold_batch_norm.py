@@ -33,7 +33,8 @@ def run(graph: Graph) -> Graph:
             continue
         bn_out, layer_out = node.outputs[0], found[0].outputs[0]
         alias[id(bn_out)] = layer_out
-        layer_out.origin = bn_out.origin  # it holds the BN's value now; the layer's own is computed nowhere
+        # It holds the BN's value now; the layer's own value is computed nowhere, its ops are the BN's.
+        layer_out.origin = None if bn_out.origin is None else bn_out.origin.folding(layer_out.origin)
         uses[id(layer_out)] = uses.get(id(bn_out), 0)
         if id(bn_out) in outputs:
             outputs.add(id(layer_out))

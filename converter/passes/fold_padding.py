@@ -29,6 +29,8 @@ def run(graph: Graph) -> Graph:
         absorber = handler_for(pool)
         if isinstance(absorber, AbsorbsZeroPadding) and absorber.absorb_zero_padding(pool, padding):
             pool.inputs = [padding.inputs[0]]
+            for tensor in pool.outputs:  # the padding is computed by the absorbing layer's op now
+                tensor.origin = None if tensor.origin is None else tensor.origin.folding(padding.outputs[0].origin)
             folded.add(id(padding))
     graph.set_nodes([node for node in graph.nodes if id(node) not in folded])
     return graph
