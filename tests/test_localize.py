@@ -165,7 +165,9 @@ def test_memory_is_bounded_by_the_budget(rng: np.random.Generator) -> None:
         assert [e.stats.max_abs for e in wide.layers] == pytest.approx([e.stats.max_abs for e in narrow.layers],
                                                                         rel=1e-4, abs=1e-5)
         assert [e.ok for e in wide.layers] == [e.ok for e in narrow.layers]
-        assert narrow.peak_bytes < wide.peak_bytes
+        largest_layer = max(2 * 4 * int(np.prod(e.stats.shape)) for e in narrow.layers)  # ONNX + Keras, float32
+        assert narrow.peak_bytes <= largest_layer + 4 * int(np.prod(feeds["input_layer"].shape)) * 2
+        assert narrow.peak_bytes <= wide.peak_bytes
     value_map = map_of(clean)
     keras = OnnxAsKeras(clean, value_map, feeds)
     localize(bad, value_map, keras, feeds, run_bytes, (ACCUMULATED,), TOLERANCE, budget=1)
