@@ -194,3 +194,12 @@ def _check_plot(page: object) -> bytes:
     assert "block3_conv (Conv2D)" in svg.locator("circle.first-divergent title").text_content()
     png: bytes = svg.screenshot()
     return png
+
+
+def test_the_header_names_each_output_with_its_own_tolerance() -> None:
+    expected = np.ones(4, dtype=np.float32)
+    loose = output_stats("logits", expected, expected, 1e-3, 1e-4)
+    result = VerifyResult(Path("m.onnx"), Path("d"), (RTOL, ATOL), [], [SetResult(0, [loose, _stats("probs", 0.0)])])
+    text = "".join(_parsed(html_page(result)).text)
+    assert "tolerance of logitsrtol 0.001, atol 0.0001" in text and "tolerance of probs" not in text
+    assert "pass" in text and "providersnone" in text
