@@ -247,6 +247,7 @@ def inspect_command(model: Path, weights: Path | None, backend: str | None, as_j
               help="Tolerance of one output (default 1e-4,1e-5; 2e-2,2e-2 for a model with float16 weights).")
 @click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), help="Write a JUnit XML report.")
 @click.option("--markdown", type=click.Path(dir_okay=False, path_type=Path), help="Write a Markdown summary.")
+@click.option("--html", type=click.Path(dir_okay=False, path_type=Path), help="Write one self-contained HTML page.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable JSON report.")
 def verify_command(as_json: bool, tolerances: tuple[str, ...], **options: Any) -> VerifyResult:
     """Check that MODEL.onnx still answers its stored test data (no TensorFlow). Exit 4 on a mismatch."""

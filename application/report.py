@@ -15,6 +15,7 @@ from rich.table import Table
 
 from application.service import CheckResult, ConversionResult, KerasExportResult
 from application.verify import VerifyResult
+from runtime.localize_types import LayerError, Localization
 
 
 def print_summary(summary: dict[str, Any]) -> None:
@@ -78,4 +79,34 @@ def print_verify(result: VerifyResult) -> None:
                           f"{s.max_rel:.3g}", f"{s.cosine:.6f}", f"{s.out_of_tolerance} ({s.fraction_out:.2%})",
                           f"{s.atol_needed:.3g}", status)
     console.print(table)
+    for localization in result.localizations:
+        _print_localization(console, localization)
     console.print("[green]matches its test data[/green]" if result.ok else "[red]does NOT match its test data[/red]")
+
+
+LOCALIZATION_LINES = 10  # the divergent layers after the first one the terminal lists
+
+
+def _layer_line(error: LayerError) -> str:
+    s = error.stats
+    output = f" output {error.output}" if error.output else ""
+    return (f"{escape(error.layer)}{output} ({escape(error.class_name)}) at depth {error.depth}: max abs "
+            f"{s.max_abs:.3g}, max rel {s.max_rel:.3g}, cosine {s.cosine:.6f}, {s.out_of_tolerance} out of tolerance")
+
+
+def _print_localization(console: Console, localization: Localization) -> None:
+    mode, first = escape(localization.mode), localization.first_divergent
+    if first is None:
+        console.print(f"localisation ({mode}): [green]no Keras layer diverges[/green] "
+                      f"({len(localization.layers)} layer outputs compared)")
+    else:
+        console.print(f"localisation ({mode}): first divergent layer [red]{_layer_line(first)}[/red]")
+        after = localization.divergent_after
+        if after:
+            console.print(f"  {len(after)} diverging layers after it:")
+        for error in after[:LOCALIZATION_LINES]:
+            console.print(f"    {_layer_line(error)}")
+        if len(after) > LOCALIZATION_LINES:
+            console.print(f"    and {len(after) - LOCALIZATION_LINES} more")
+    if localization.unmapped:
+        console.print(f"  {len(localization.unmapped)} Keras layers have no ONNX value (folded, removed or renamed)")
