@@ -109,7 +109,9 @@ def _localization_section(loc: Localization) -> str:
     if first is None:
         summary = f"every one of the {len(loc.layers)} compared layer outputs is within tolerance"
     else:
-        summary = (f"first divergent layer: <code>{_text(_layer_label(first))}</code> ({_text(first.class_name)}) "
+        folded = f" + {_text(', '.join(first.folded))} folded in" if first.folded else ""
+        summary = (f"first divergent layer: <code>{_text(_layer_label(first))}</code> ({_text(first.class_name)})"
+                   f"{folded} "
                    f"at depth {first.depth}, max abs {_text(_number(first.stats.max_abs))}; "
                    f"{len(loc.divergent_after)} diverging layers after it")
     unmapped = (f"<p>{len(loc.unmapped)} Keras layers have no ONNX value (folded, removed or renamed): "

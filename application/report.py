@@ -90,7 +90,8 @@ LOCALIZATION_LINES = 10  # the divergent layers after the first one the terminal
 def _layer_line(error: LayerError) -> str:
     s = error.stats
     output = f" output {error.output}" if error.output else ""
-    return (f"{escape(error.layer)}{output} ({escape(error.class_name)}) at depth {error.depth}: max abs "
+    folded = f" + {escape(', '.join(error.folded))} folded in" if error.folded else ""
+    return (f"{escape(error.layer)}{output} ({escape(error.class_name)}){folded} at depth {error.depth}: max abs "
             f"{s.max_abs:.3g}, max rel {s.max_rel:.3g}, cosine {s.cosine:.6f}, {s.out_of_tolerance} out of tolerance")
 
 

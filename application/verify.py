@@ -19,7 +19,7 @@ import numpy as np
 from application.against import LiveKeras
 from converter.errors import CheckFailedError, UsageError
 from runtime.compare import ATOL, RTOL
-from runtime.localize_types import DEFAULT_BUDGET_BYTES, MODES, Localization
+from runtime.localize_types import DEFAULT_BUDGET_BYTES, MODES, LayerError, Localization
 from runtime.replay import SetResult, Tolerances, has_float16_weights, replay
 from runtime.stats import OutputStats
 from runtime.testdata import TestSet, data_folder_of, read_sets
@@ -214,9 +214,14 @@ def _first_divergent_line(loc: Localization) -> str:
     if first is None:
         return f"localisation ({loc.mode}): no Keras layer diverges ({len(loc.layers)} layer outputs compared)"
     s = first.stats
-    return (f"localisation ({loc.mode}): first divergent Keras layer {first.layer} ({first.class_name}) at depth "
+    return (f"localisation ({loc.mode}): first divergent Keras layer {first.title} at depth "
             f"{first.depth}, max abs {s.max_abs:.3g}, max rel {s.max_rel:.3g}, cosine {s.cosine:.6f}; "
             f"{len(loc.divergent_after)} diverging layers after it")
+
+
+def _folded_md(error: LayerError) -> str:
+    """The layers folded into the value's ops: a divergence there may be in any of them."""
+    return f" + {', '.join(_md_code(name, False) for name in error.folded)} folded in" if error.folded else ""
 
 
 XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
@@ -275,7 +280,8 @@ def _markdown_localization(loc: Localization) -> str:
                 f"compared{unmapped})\n")
     s, after = first.stats, loc.divergent_after
     lines = [f"\n### Localisation ({loc.mode})\n",
-             f"first divergent layer: {_md_code(first.layer, False)} ({_md_code(first.class_name, False)}), max abs "
+             f"first divergent layer: {_md_code(first.layer, False)} ({_md_code(first.class_name, False)})"
+             f"{_folded_md(first)}, max abs "
              f"{s.max_abs:.3g}, max rel {s.max_rel:.3g}, cosine {s.cosine:.6f}; {len(after)} diverging layers "
              f"after it{unmapped}\n",
              "| depth | layer | class | output | max abs | max rel | cosine | out of tol | status |",
