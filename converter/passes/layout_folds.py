@@ -50,6 +50,8 @@ def fold_flatten_dense(graph: Graph) -> None:
         if not reader.permute_input_features(dense, dims, tuple(inv[i] - 1 for i in range(1, rank))):
             continue
         flatten.inputs[0] = source
+        for tensor in dense.outputs:  # the Flatten's ops feed the Dense's value alone now
+            tensor.origin = None if tensor.origin is None else tensor.origin.folding(flatten.outputs[0].origin)
         flatten.outputs[0].origin = None  # its features are in channels-first order now, not Keras'
         readers[id(transpose.outputs[0])].pop(id(flatten), None)
         readers.setdefault(id(source), {})[id(flatten)] = flatten
@@ -86,7 +88,9 @@ def fold_pool_reshape(graph: Graph) -> None:
         if kept is None or tuple(reshape.outputs[0].shape or ())[1:] != kept[1:]:
             continue
         pooling.keep_dims(pool)
-        pool.outputs[0] = reshape.outputs[0]
+        kept_value = reshape.outputs[0]
+        kept_value.origin = None if kept_value.origin is None else kept_value.origin.folding(pool.outputs[0].origin)
+        pool.outputs[0] = kept_value
         reshape.outputs[0].producer = pool
         removed.add(id(reshape))
     graph.set_nodes([n for n in graph.nodes if id(n) not in removed])
@@ -113,6 +117,8 @@ def merge_concatenations(graph: Graph) -> None:
                          and _only_reader(readers, tensor) is outer and id(tensor) not in outputs)
             if mergeable and inner is not None:
                 spliced.extend(inner.inputs)
+                for value in outer.outputs:  # the outer concatenation computes the inner one's part too
+                    value.origin = None if value.origin is None else value.origin.folding(tensor.origin)
                 present.discard(id(inner))
                 for source in {id(t): t for t in inner.inputs}.values():  # outer reads them now
                     users = readers.setdefault(id(source), {})
