@@ -109,3 +109,17 @@ def test_a_batch_norm_folded_conv_is_named_with_its_batch_norm(tmp_path: Path) -
     assert first is not None and (first.layer, first.class_name, first.folded) == ("body_bn", "BatchNormalization",
                                                                                    ("body",))
     assert "stem" not in result.localizations[0].unmapped  # folded into stem_bn's value, so it is compared
+
+
+FIXTURE_MODELS = sorted((Path(__file__).resolve().parent.parent / "fixtures").glob("**/model.keras"))
+
+
+@pytest.mark.parametrize("path", FIXTURE_MODELS, ids=lambda p: p.parent.name)
+def test_every_mapped_value_is_its_keras_layers_output(tmp_path: Path, path: Path) -> None:
+    """The map is true: on a clean conversion, isolated, no Keras layer diverges from its ONNX value."""
+    pytest.importorskip("keras")
+    clean = tmp_path / "clean.onnx"
+    onnx.save(converter.convert(path), str(clean))
+    result = verify(VerifyRequest(clean, against=path, localize=True, localize_mode="isolated"))
+    isolated = result.localizations[0]
+    assert isolated.layers and isolated.first_divergent is None, isolated.first_divergent
