@@ -163,3 +163,25 @@ def _graph(name: str, doc: str = "test_data_set_0/input_0") -> str:
 def test_damaged_embedded_data_is_a_format_error(value: str, words: str) -> None:
     with pytest.raises(FormatError, match=words.replace("(", r"\(")):
         testdata.decode_sets(value, "m.onnx")
+
+
+def test_embedding_in_an_external_data_model_leaves_its_weights_file_alone(tmp_path: Path) -> None:
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = np.random.default_rng(0).random((256, 8), np.float32)
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "mm",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 256])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 8])],
+                              [numpy_helper.from_array(weight, "w")])
+    model = tmp_path / "ext.onnx"
+    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(model),
+                    save_as_external_data=True, location="ext.onnx.data", size_threshold=0)
+    weights = model.with_name("ext.onnx.data")
+    before = weights.read_bytes()
+    x = np.ones((2, 256), np.float32)
+    assert testdata.embed_sets(model, [TestSet({"x": x}, {"y": x @ weight})]) == 1
+    assert weights.read_bytes() == before and len(before) == weight.nbytes
+    source, embedded = testdata.travelling_sets(model)
+    results, _ = replay(source, embedded, "cpu", {}, (1e-4, 1e-5))
+    assert results[0].ok
