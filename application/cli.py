@@ -192,14 +192,20 @@ def main(debug: bool) -> None:
                    "the first of 4, 8, 16, ..., 256 at which the converted model runs.")
 @click.option("--reference", type=click.Path(dir_okay=False, path_type=Path),
               help="Check against stored Keras outputs (.npz with input:NAME/output:NAME or x0../y0..); no TF needed.")
-@click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
-              help="onnxruntime execution provider for the check (default: auto, CUDA when available).")
+@click.option("--provider", type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]), default=None,
+              help="onnxruntime execution provider for the check (default: auto, CUDA when available; tensorrt falls "
+                   "back to CUDA, then CPU, for ops TensorRT lacks).")
 @click.option("--rtol", type=float, default=None, help="Relative tolerance for the check (1e-4; 2e-2 with --float16).")
 @click.option("--atol", type=float, default=None,
               help="Absolute tolerance for the check (1e-5; with --float16 2e-2 x max(1, max|expected|)).")
 @click.option("--save-test-data", is_flag=True,
               help="With --check/--reference: write the inputs fed and Keras' outputs beside the ONNX file, as "
                    "OUTPUT-STEM_test_data/test_data_set_N/{input,output}_K.pb (for kconvert verify).")
+@click.option("--embed-test-data", is_flag=True,
+              help="With --check/--reference: store the inputs fed and Keras' outputs inside the ONNX file too "
+                   "(metadata kconvert.test_data), so kconvert verify needs only the one file.")
+@click.option("--embed-limit", type=float, default=None, metavar="MB",
+              help="With --embed-test-data: embed test sets while they total at most MB megabytes (default 1).")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable JSON report.")
 def convert_command(as_json: bool, **options: Any) -> ConversionResult | KerasExportResult:
     """Convert MODEL to ONNX."""
@@ -228,8 +234,9 @@ def inspect_command(model: Path, weights: Path | None, backend: str | None, as_j
               help="Folder of test_data_set_N/{input,output}_K.pb (default: MODEL-STEM_test_data beside MODEL).")
 @click.option("--reference", type=click.Path(dir_okay=False, path_type=Path),
               help="Stored inputs and Keras outputs (.npz with input:NAME/output:NAME or x0../y0..) instead.")
-@click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
-              help="onnxruntime execution provider (default: auto, CUDA when available).")
+@click.option("--provider", type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]), default=None,
+              help="onnxruntime execution provider (default: auto, CUDA when available; tensorrt falls back to CUDA, "
+                   "then CPU).")
 @click.option("--against", type=click.Path(dir_okay=False, path_type=Path),
               help="The Keras file MODEL was converted from: live Keras computes the expected outputs (Keras 3 "
                    "for Keras 3 files, tf_keras for older), on the test data's inputs or generated ones.")

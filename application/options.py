@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from converter.errors import UsageError
+from runtime.testdata import check_embed_options
 
 OUTPUT_SUFFIXES = (".onnx", ".keras")
 TF_HINT = "install the cross-check extra (pip install 'kconvert-onnx[tf]'), or compare with stored outputs: --reference"
@@ -34,6 +35,8 @@ class ConvertRequest:
     rtol: float | None = None  # None: the default for the precision (float32 or float16)
     atol: float | None = None
     save_test_data: bool = False  # write the checked inputs and Keras' outputs beside the ONNX file
+    embed_test_data: bool = False  # ... and inside the ONNX file (runtime/testdata.py: embed_sets)
+    embed_limit: float | None = None  # MB; None: 1
 
     @property
     def verifies(self) -> bool:
@@ -49,6 +52,7 @@ def validate(request: ConvertRequest) -> Path:
     output = default_output(request.model) if request.output is None else request.output
     _check_flags(request)
     _check_tolerances(request)
+    check_embed_options(request.embed_test_data, request.embed_limit, request.verifies)
     _check_inputs_exist(request)
     _check_output(request, output)
     if output.suffix.lower() == ".keras":

@@ -25,7 +25,7 @@ from runtime.check import Reference, check_against_keras, check_against_referenc
 from runtime.compare import ATOL, RTOL, OutputDiff, Tolerance
 from runtime.reference import load_keras_model
 from runtime.stored import fit_reference
-from runtime.testdata import TestSet, data_folder_of, write_sets
+from runtime.testdata import TestSet, data_folder_of, embed_sets, write_sets
 
 __all__ = ["CheckResult", "ConversionResult", "ConvertRequest", "KerasExportResult", "check_tolerance", "check_written",
            "convert", "default_output"]
@@ -136,6 +136,8 @@ def _convert_loaded(loaded: LoadedModel, output: Path, request: ConvertRequest, 
         with _removed_on_error(written.files):
             check = check_written(loaded, written, request, keras_model, stored)
     test_data = write_sets(data_folder_of(output), check.sets) if check and request.save_test_data else None
+    if check and request.embed_test_data:
+        embed_sets(output, check.sets, request.embed_limit)
     graph = loaded.graph
     return ConversionResult(request.model, output, written.opset, seconds, written.nodes, request.float16,
                             [(t.name, list(t.shape or ())) for t in graph.inputs], list(graph.output_names), check,

@@ -22,7 +22,7 @@ from runtime.compare import ATOL, RTOL
 from runtime.localize_types import DEFAULT_BUDGET_BYTES, MODES, LayerError, Localization
 from runtime.replay import SetResult, Tolerances, has_float16_weights, replay
 from runtime.stats import OutputStats
-from runtime.testdata import TestSet, data_folder_of, read_sets
+from runtime.testdata import TestSet, data_folder_of, read_embedded, travelling_sets
 from runtime.value_map import value_map_of
 
 MB = 1 << 20
@@ -156,10 +156,17 @@ def _load_sets(request: VerifyRequest) -> tuple[Path, list[TestSet], LiveKeras |
         inputs, outputs = model_names(request.model)
         given, expected = load_reference(request.reference, inputs, outputs)
         return request.reference, [TestSet(given, dict(zip(outputs, expected)))], None
-    folder = request.test_data or data_folder_of(request.model)
     if request.against is None:
-        return folder, read_sets(folder), None
-    return _against_keras(request, read_sets(folder) if request.test_data or folder.is_dir() else None)
+        source, sets = travelling_sets(request.model, request.test_data)
+        return source, sets, None
+    return _against_keras(request, _stored_sets(request))
+
+
+def _stored_sets(request: VerifyRequest) -> list[TestSet] | None:
+    """The model's travelling test data, when it has some: --against runs Keras on the same inputs."""
+    has_data = request.test_data is not None or data_folder_of(request.model).is_dir() or \
+        read_embedded(request.model) is not None
+    return travelling_sets(request.model, request.test_data)[1] if has_data else None
 
 
 def _against_keras(request: VerifyRequest, stored: list[TestSet] | None) -> tuple[Path, list[TestSet], LiveKeras]:

@@ -154,6 +154,18 @@ def write_onnx(loaded: LoadedModel, output: Path, options: OnnxOptions = OnnxOpt
     return WrittenOnnx(output, ops.opset, len(ops.ops), files)
 
 
+def add_onnx_metadata(output: Path, metadata: dict[str, str]) -> Path:
+    """Add metadata entries to an ONNX file write_onnx wrote (atomically): what is known only after the
+    file was checked, such as the embedded test data."""
+    from converter.export.files import cannot_write
+    from converter.export.onnx import add_metadata
+
+    try:
+        return add_metadata(output, metadata)
+    except OSError as err:
+        raise cannot_write(output, err) from None
+
+
 @dataclass
 class LayerRow:
     name: str

@@ -7,10 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from converter.errors import FormatError, UsageError
-from converter.export.onnx_protos import DTYPES, proto_module
+from converter.export.onnx_protos import DTYPES
 from runtime.stats import OutputStats, output_stats
-from runtime.testdata import TestSet
+from runtime.testdata import TestSet, model_proto
 
 Tolerances = dict[str, tuple[float, float]]  # output name -> (rtol, atol)
 
@@ -27,44 +29,45 @@ class SetResult:
 
 def has_float16_weights(model: Path) -> bool:
     """Whether the model's initializers are float16 (a `--float16` conversion, or another tool's fp16 model)."""
-    proto = _parsed(model)
+    proto = model_proto(model)
     kinds = [t.data_type for t in proto.graph.initializer if t.data_type in (DTYPES["float16"], DTYPES["float32"])]
     return bool(kinds) and all(k == DTYPES["float16"] for k in kinds)
-
-
-def _parsed(model: Path) -> Any:
-    proto = proto_module().ModelProto()
-    try:
-        proto.ParseFromString(model.read_bytes())
-    except Exception as err:  # protobuf's DecodeError
-        raise FormatError(f"{model} is not a readable ONNX model ({' '.join(str(err).split())[:200]})",
-                          hint="pass a .onnx file") from None
-    return proto
 
 
 def replay(model: Path, sets: list[TestSet], provider: str, tolerances: Tolerances,
            default: tuple[float, float]) -> tuple[list[SetResult], list[str]]:
     """Run every set on onnxruntime; per set, each expected output's statistics. Also the providers that ran."""
-    from runtime.session import make_session, run, session_feeds  # onnxruntime only here
+    from runtime.session import LOAD_ERRORS, make_session  # onnxruntime only here
 
     try:
         session = make_session(model, provider)
-    except UsageError:
-        raise
-    except Exception as err:  # onnxruntime refuses the file
+    except LOAD_ERRORS as err:  # onnxruntime refuses the file
         raise FormatError(f"onnxruntime cannot load {model}: {' '.join(str(err).split())[:300]}",
                           hint="pass a valid .onnx file") from None
-    inputs = [i.name for i in session.get_inputs()]
-    outputs = [o.name for o in session.get_outputs()]
-    results = []
-    for index, test_set in enumerate(sets):
-        _check_names(index, "input", list(test_set.inputs), inputs, exact=True)
-        _check_names(index, "output", list(test_set.outputs), outputs, exact=False)
-        ours = run(session, session_feeds(session, test_set.inputs))
-        stats = [output_stats(name, ours[name], expected, *tolerances.get(name, default))
-                 for name, expected in test_set.outputs.items()]
-        results.append(SetResult(index, stats))
+    results = [_replay_set(session, index, test_set, tolerances, default) for index, test_set in enumerate(sets)]
     return results, session.get_providers()
+
+
+def _replay_set(session: Any, index: int, test_set: TestSet, tolerances: Tolerances,
+                default: tuple[float, float]) -> SetResult:
+    """One set checked against the model's names, shapes and types, run, and each expected output measured."""
+    from runtime.session import RUN_ERRORS, run, session_feeds
+
+    declared = {i.name: i for i in [*session.get_inputs(), *session.get_outputs()]}
+    _check_names(index, "input", list(test_set.inputs), [i.name for i in session.get_inputs()], exact=True)
+    _check_names(index, "output", list(test_set.outputs), [o.name for o in session.get_outputs()], exact=False)
+    for role, arrays in (("input", test_set.inputs), ("output", test_set.outputs)):
+        for name, array in arrays.items():
+            _check_fits(index, role, declared[name], array)
+    try:
+        ours = run(session, session_feeds(session, test_set.inputs))
+    except RUN_ERRORS as err:  # what the checks above cannot see (a size too small for a kernel)
+        raise UsageError(f"test set {index}: onnxruntime cannot run the model on its inputs "
+                         f"({' '.join(str(err).split())[:300]})", hint="does the test data belong to this model?"
+                         ) from None
+    stats = [output_stats(name, ours[name], expected, *tolerances.get(name, default))
+             for name, expected in test_set.outputs.items()]
+    return SetResult(index, stats)
 
 
 def _check_names(index: int, kind: str, stored: list[str], model: list[str], exact: bool) -> None:
@@ -77,10 +80,30 @@ def _check_names(index: int, kind: str, stored: list[str], model: list[str], exa
                          hint="the test data belongs to another model, or the model's names changed")
 
 
+def _check_fits(index: int, role: str, declared: Any, array: np.ndarray) -> None:
+    """An array fits a graph value when it has its rank, its fixed dims, and a kind of value its type takes
+    (numbers for numbers, text for strings, whole numbers for integers): onnxruntime's own refusal comes
+    from deep inside a run, or not at all (astype truncates 1.5 to 1)."""
+    where = f"test set {index}: {role} '{declared.name}'"
+    shape = [d if isinstance(d, int) else None for d in (declared.shape or [])]
+    if len(shape) != array.ndim or any(d is not None and d != n for d, n in zip(shape, array.shape)):
+        dims = ", ".join("?" if d is None else str(d) for d in shape)
+        raise UsageError(f"{where} has shape {tuple(array.shape)}, and the model's {role} has shape ({dims})",
+                         hint="the test data belongs to another model (? is any size)")
+    wanted = declared.type.removeprefix("tensor(").removesuffix(")")
+    kind = "text" if array.dtype.kind in "OUS" else "number" if array.dtype.kind in "biuf" else array.dtype.kind
+    if kind != ("text" if wanted == "string" else "number"):
+        raise UsageError(f"{where} holds {array.dtype} values, and the model's {role} is {wanted}",
+                         hint=f"store {wanted} values")
+    if wanted.startswith(("int", "uint")) and array.dtype.kind == "f" and not np.all(np.mod(array, 1) == 0):
+        raise UsageError(f"{where} holds fractional values, and the model's {role} is {wanted}",
+                         hint="store whole numbers")
+
+
 
 def model_names(model: Path) -> tuple[list[str], list[str]]:
     """The graph's input names (initializers excluded) and output names, read without onnxruntime."""
-    proto = _parsed(model)
+    proto = model_proto(model)
     initializers = {t.name for t in proto.graph.initializer}
     return ([i.name for i in proto.graph.input if i.name not in initializers], [o.name for o in proto.graph.output])
 

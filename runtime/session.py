@@ -1,4 +1,7 @@
-"""onnxruntime sessions with a provider choice: CUDA when onnxruntime-gpu and a GPU are present, else CPU."""
+"""onnxruntime sessions with a provider choice: `auto` is CUDA when onnxruntime-gpu and a GPU are present,
+else CPU; `cuda` and `tensorrt` must be present (a UsageError says what is), and each choice lists the
+providers after it as onnxruntime's fallbacks for the ops it lacks (TensorRT, then CUDA, then CPU).
+`auto` leaves TensorRT out: its engine build takes minutes on a large model, a cost asked for by name."""
 
 from __future__ import annotations
 
@@ -11,9 +14,19 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from converter.errors import UsageError
 
-PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
-# What session.run raises for inputs the model cannot take (a size too small for its kernels).
-RUN_ERRORS = (ort_state.Fail, ort_state.InvalidArgument, ort_state.RuntimeException, ort_state.NotImplemented)
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
+# Each choice: the providers onnxruntime tries, in order (those installed); the first must be installed
+# unless the choice is auto.
+FALLBACKS = {"auto": ("cuda", "cpu"), "cpu": ("cpu",), "cuda": ("cuda", "cpu"), "tensorrt": ("tensorrt", "cuda", "cpu")}
+PROVIDER_CHOICES = tuple(FALLBACKS)
+GPU_HINTS = {"cuda": "install onnxruntime-gpu with a matching CUDA for --provider cuda",
+             "tensorrt": "install onnxruntime-gpu with TensorRT libraries on the library path for --provider tensorrt"}
+# What session.run raises for inputs the model cannot take (a size too small for its kernels), and what
+# creating a session raises for a file onnxruntime refuses.
+RUN_ERRORS = (ort_state.Fail, ort_state.InvalidArgument, ort_state.RuntimeException, ort_state.NotImplemented,
+              ort_state.EPFail)
+LOAD_ERRORS = (*RUN_ERRORS, ort_state.InvalidGraph, ort_state.InvalidProtobuf, ort_state.NoSuchFile,
+               ort_state.NoModel, ort_state.NotFound)
 ORT_LOG_FATAL = 4
 FLOAT16_DISABLED_OPTIMIZERS = ["NchwcTransformer"]  # see make_session
 NUMPY_OF_ORT: dict[str, Any] = {
@@ -23,16 +36,16 @@ NUMPY_OF_ORT: dict[str, Any] = {
 }
 
 
-def choose_providers(provider: str = "auto") -> list[str]:
-    available = ort.get_available_providers()
-    if provider == "auto":
-        return [p for p in (PROVIDERS["cuda"], PROVIDERS["cpu"]) if p in available]
-    if provider not in PROVIDERS:
-        raise UsageError(f"unknown provider {provider!r}", hint="choose auto, cpu or cuda")
-    if PROVIDERS[provider] not in available:
-        raise UsageError(f"onnxruntime here has no {PROVIDERS[provider]} (available: {', '.join(available)})",
-                         hint="install onnxruntime-gpu with a matching CUDA for --provider cuda")
-    return [PROVIDERS[provider]] if provider == "cuda" else [PROVIDERS["cpu"]]
+def choose_providers(provider: str = "auto", available: list[str] | None = None) -> list[str]:
+    """The providers a session gets for a choice, in onnxruntime's order of preference."""
+    available = ort.get_available_providers() if available is None else available
+    if provider not in FALLBACKS:
+        raise UsageError(f"unknown provider {provider!r}", hint=f"choose {', '.join(PROVIDER_CHOICES)}")
+    wanted = PROVIDERS.get(provider)
+    if wanted is not None and wanted not in available:
+        raise UsageError(f"onnxruntime here has no {wanted} (available: {', '.join(available)})",
+                         hint=GPU_HINTS.get(provider, "reinstall onnxruntime"))
+    return [PROVIDERS[p] for p in FALLBACKS[provider] if PROVIDERS[p] in available]
 
 
 def make_session(model: Any, provider: str = "auto", threads: int | None = None,

@@ -10,6 +10,8 @@ the model's rank, its fixed dimensions, a kind of dtype the input takes, and one
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -21,14 +23,17 @@ from converter.ir.shape import Shape, format_shape, permute
 from converter.passes.layout import to_channels_last
 
 NUMERIC_KINDS = "biuf"  # bool, signed, unsigned, float
+# What np.load and an .npz member's read raise for a damaged or truncated file (a bad zip, a CRC or
+# deflate error, a member cut short, an .npy header that does not parse, a pickled array refused).
+NPZ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
 
 
 def load_reference(path: Path, input_names: list[str], output_names: list[str]) -> tuple[dict[str, np.ndarray],
                                                                                           list[np.ndarray]]:
     try:
         data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as err:
-        raise FormatError(f"cannot read reference {path.name}: {err}", hint="pass an .npz file") from None
+    except NPZ_ERRORS as err:
+        raise FormatError(f"cannot read reference {path.name}: {_said(err)}", hint="pass an .npz file") from None
     if not isinstance(data, np.lib.npyio.NpzFile):
         raise FormatError(f"reference {path.name} is a single .npy array, not an .npz archive",
                           hint="save it with np.savez(path, x0=inputs, y0=outputs)")
@@ -43,11 +48,15 @@ def _pick(data: np.lib.npyio.NpzFile, key: str, positional: str, path: Path) -> 
         if candidate in data.files:
             try:  # members load lazily: an object (pickled) array is refused here, never unpickled
                 return np.asarray(data[candidate])
-            except ValueError as err:
-                raise FormatError(f"cannot read reference {path.name}: {err}",
-                                  hint="store plain numeric arrays") from None
+            except NPZ_ERRORS as err:
+                raise FormatError(f"cannot read reference {path.name} ({candidate}): {_said(err)}",
+                                  hint="store plain numeric arrays; re-save the file if it was cut short") from None
     raise UsageError(f"reference {path.name} has neither {key!r} nor {positional!r}: it does not fit this model",
                      hint=f"it holds: {', '.join(data.files) or 'nothing'}")
+
+
+def _said(err: Exception) -> str:
+    return " ".join(f"{err}".split())[:200] or type(err).__name__
 
 
 def fit_reference(path: Path, graph: Graph) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,7 +28,7 @@ import numpy as np
 
 from converter.errors import UnsupportedLayerError, UsageError
 from converter.export import onnx_core
-from converter.export.files import make_parent
+from converter.export.files import make_parent, staged
 from converter.export.onnx_protos import little_endian, proto_module, tensor_proto, to_model
 from converter.ir import Graph, OpGraph
 from converter.lowering import DEFAULT_OPSET, lower, lower_for_export
@@ -36,7 +37,8 @@ if TYPE_CHECKING:  # the classes are onnx_ml_pb2's, loaded by onnx_core (the sam
     from onnx import ModelProto, TensorProto
 
 __all__ = [
-    "DEFAULT_OPSET", "EXTERNAL_DATA_THRESHOLD", "FLOAT16_ATOL", "FLOAT16_RTOL", "check_opset", "check_types",
+    "DEFAULT_OPSET", "EXTERNAL_DATA_THRESHOLD", "FLOAT16_ATOL", "FLOAT16_RTOL", "add_metadata", "check_opset",
+    "check_types",
     "export", "lower", "lower_for_export", "max_opset", "save_graph", "save_model", "to_model",
     "uses_external_data", "write_ops",
 ]
@@ -162,6 +164,23 @@ def _write(model: ModelProto, arrays: dict[str, np.ndarray], output: Path, exter
         else:
             _write_inline(model, arrays, staged_path)
         os.replace(staged_path, output)
+    return output
+
+
+def add_metadata(output: Path, metadata: dict[str, str]) -> Path:
+    """Add metadata_props entries to a written ONNX file (embedded test data, known only after the written
+    file was checked) without parsing or re-serialising it: a protobuf message's serialisation is its
+    fields concatenated, so a ModelProto holding only the new entries, appended, adds them. The file is
+    copied, appended to and renamed into place (export/files.staged): never half-written. Keys already in
+    the file are not replaced: callers add new keys; an external-data file (`<output>.data`) is untouched."""
+    extra = proto_module().ModelProto()
+    for key, value in metadata.items():
+        entry = extra.metadata_props.add()
+        entry.key, entry.value = key, value
+    with staged(output, ".onnx") as tmp:
+        shutil.copyfile(output, tmp)  # into the staged file, which keeps its umask mode
+        with tmp.open("ab") as handle:
+            handle.write(extra.SerializeToString())
     return output
 
 
