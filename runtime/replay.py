@@ -110,4 +110,4 @@ def model_names(model: Path) -> tuple[list[str], list[str]]:
 
 def model_metadata(model: Path) -> dict[str, str]:
     """The model's metadata_props (kconvert's provenance and its Keras layer map among them)."""
-    return {p.key: p.value for p in _parsed(model).metadata_props}
+    return {p.key: p.value for p in model_proto(model).metadata_props}
