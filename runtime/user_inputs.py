@@ -26,7 +26,7 @@ from converter.ir.shape import Shape, format_shape, to_channels_last
 from runtime.stored import NUMERIC_KINDS, keras_shape
 from runtime.testdata import FILE_PATTERN, SET_PATTERN, read_tensor
 
-__all__ = ["ModelInput", "load_inputs", "model_inputs", "split_batches"]
+__all__ = ["ModelInput", "load_inputs", "model_inputs", "onnx_model_inputs", "split_batches"]
 Batch = dict[str, np.ndarray]
 READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)  # what np.load raises on bad bytes
 NOT_IN_FILE_NAMES = ("/", "\\", ":", "\0")
@@ -44,6 +44,26 @@ class ModelInput:
 
 def model_inputs(graph: Graph) -> list[ModelInput]:
     return [ModelInput(t.name, keras_shape(t), t.dtype, t.layout == CHANNELS_FIRST) for t in graph.inputs]
+
+
+def onnx_model_inputs(model: Path) -> list[ModelInput]:
+    """The inputs of any ONNX file (initializers excluded), as declared: a named or empty dim is unknown.
+    Without the Keras graph the layout is the file's own (a channels-first input stays channels-first)."""
+    from google.protobuf.message import DecodeError
+
+    from converter.export.onnx_protos import DTYPES, proto_module
+
+    proto = proto_module().ModelProto()
+    try:
+        proto.ParseFromString(model.read_bytes())
+    except (OSError, DecodeError) as err:
+        raise FormatError(f"{model} is not a readable ONNX model ({_short(err)})", hint="pass a .onnx file") from None
+    names = {code: name for name, code in DTYPES.items()}
+    initializers = {t.name for t in proto.graph.initializer}
+    return [ModelInput(i.name, tuple(d.dim_value if d.HasField("dim_value") else None
+                                     for d in i.type.tensor_type.shape.dim),
+                       names.get(i.type.tensor_type.elem_type, "float32"))
+            for i in proto.graph.input if i.name not in initializers]
 
 
 def load_inputs(path: Path, inputs: list[ModelInput], batch_size: int | None = None) -> list[Batch]:
@@ -177,6 +197,8 @@ def _read_test_set(folder: Path, inputs: list[ModelInput]) -> Batch:
     for position, path in files:
         name, array = read_tensor(path)
         name = name or (inputs[position].name if position < len(inputs) else f"input_{position}")
+        if name in found:
+            raise UsageError(f"{folder} holds input '{name}' twice", hint="keep one input_K.pb per model input")
         model = by_name.get(name)
         found[name] = _keras_layout(array) if model is not None and model.channels_first else array
     _check_names(folder.name, list(found), inputs)

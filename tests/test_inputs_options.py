@@ -23,7 +23,7 @@ from converter.ir.shape import BATCH
 from runtime.check import merge_diffs
 from runtime.compare import OutputDiff
 from runtime.testdata import TestSet, read_sets, write_sets
-from runtime.user_inputs import ModelInput, load_inputs, split_batches
+from runtime.user_inputs import ModelInput, load_inputs, onnx_model_inputs, split_batches
 
 KERNEL = np.random.default_rng(7).normal(size=(5, 2)).astype("float32")
 WEIGHTS: dict[str, Any] = {"dense": [KERNEL]}
@@ -327,3 +327,15 @@ def test_progress_draws_only_when_enabled() -> None:
 def test_the_cli_shows_no_progress_in_a_pipe(tmp_path: Path, fed: list[Any]) -> None:
     result = CliRunner().invoke(main, [str(_two_inputs(tmp_path)), "--check"])
     assert result.exit_code == 0 and "matches Keras" in result.output and "\x1b[?25l" not in result.output
+
+
+def test_an_onnx_files_inputs_feed_the_loader(tmp_path: Path, fed: list[Any]) -> None:
+    """What verify --against reads when only the ONNX file declares the inputs."""
+    _report(_run(_two_inputs(tmp_path), "--check", "--json"))
+    declared = onnx_model_inputs(tmp_path / "two.onnx")
+    assert [(i.name, i.shape[1:], i.dtype) for i in declared] == [("a", (2,), "float32"), ("b", (3,), "float32")]
+    np.savez(tmp_path / "in.npz", **_samples(5))
+    assert [b["b"].shape for b in load_inputs(tmp_path / "in.npz", declared, 2)] == [(2, 3), (2, 3), (1, 3)]
+    (tmp_path / "bad.onnx").write_bytes(b"\xff\xff garbage")
+    with pytest.raises(FormatError, match="not a readable ONNX model"):
+        onnx_model_inputs(tmp_path / "bad.onnx")
