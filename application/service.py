@@ -205,13 +205,14 @@ def check_written(loaded: LoadedModel, written: WrittenOnnx, request: ConvertReq
     tolerance = check_tolerance(request)
     provider = request.provider or "auto"
     sets: list[TestSet] = []
+    kept = sets if request.save_test_data else None  # many batches' arrays are held only when they are saved
     used = None
     if stored is not None:
         diffs, providers = check_against_reference(loaded, written.path, stored, provider, tolerance,
-                                                   request.float16, sets)
+                                                   request.float16, kept)
     else:
         diffs, providers, used = check_against_keras(loaded, written.path, keras_model, provider, tolerance,
-                                                     request.float16, sets, feeding, advance)
+                                                     request.float16, kept, feeding, advance)
     against = str(request.reference) if request.reference is not None else "keras"
     return CheckResult(tolerance, against, providers, diffs, sets, used)
 

@@ -339,3 +339,14 @@ def test_an_onnx_files_inputs_feed_the_loader(tmp_path: Path, fed: list[Any]) ->
     (tmp_path / "bad.onnx").write_bytes(b"\xff\xff garbage")
     with pytest.raises(FormatError, match="not a readable ONNX model"):
         onnx_model_inputs(tmp_path / "bad.onnx")
+
+
+def test_batches_are_held_only_when_saved(tmp_path: Path, fed: list[Any]) -> None:
+    from application.service import ConversionResult, ConvertRequest, convert
+
+    model = _two_inputs(tmp_path)
+    for save, held in ((False, 0), (True, 3)):
+        result = convert(ConvertRequest(model, check=True, samples=9, batch_size=4, save_test_data=save))
+        assert isinstance(result, ConversionResult) and result.check is not None
+        assert len(result.check.sets) == held and result.check.inputs is not None
+        assert "9 samples generated (seed 0) in 3 batches" in result.check.inputs.describe()
