@@ -350,3 +350,10 @@ def test_batches_are_held_only_when_saved(tmp_path: Path, fed: list[Any]) -> Non
         assert isinstance(result, ConversionResult) and result.check is not None
         assert len(result.check.sets) == held and result.check.inputs is not None
         assert "9 samples generated (seed 0) in 3 batches" in result.check.inputs.describe()
+
+
+def test_batch_sizes_start_with_one_and_respect_a_fixed_batch() -> None:
+    from runtime.inputs import batch_sizes
+
+    assert batch_sizes(1, 32) == [1] and batch_sizes(4, 32) == [1, 3] and batch_sizes(70, 32) == [1, 32, 32, 5]
+    assert batch_sizes(10, 32, fixed=4) == [4, 4, 4]
