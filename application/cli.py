@@ -189,7 +189,17 @@ def main(debug: bool) -> None:
 @click.option("--nchw-outputs", is_flag=True, help="Spatial outputs channels-first (no Transpose at the output).")
 @click.option("--check", is_flag=True,
               help="Cross-check against Keras on generated inputs (needs kconvert-onnx[tf]); unknown dimensions take "
-                   "the first of 4, 8, 16, ..., 256 at which the converted model runs.")
+                   "--input-shape, else the first of 4, 8, 16, ..., 256 at which the converted model runs.")
+@click.option("--inputs", type=click.Path(path_type=Path),
+              help="With --check: feed these instead of generated inputs: an .npz (keys NAME, input:NAME or x0..), "
+                   "a .npy (one-input model), a folder of NAME.npy, or a folder of test_data_set_N/input_K.pb.")
+@click.option("--batch-size", type=int, default=None, help="With --check: samples per batch (default 32).")
+@click.option("--samples", type=int, default=None,
+              help="With --check: how many samples to generate (default 4: batches of 1 and 3).")
+@click.option("--seed", type=int, default=None, help="With --check: seed of the generated inputs (default 0).")
+@click.option("--input-shape", multiple=True, metavar="NAME=D1,D2,...",
+              help="With --check: sizes of an input's unknown dims for generated inputs (the shape without the "
+                   "batch, Keras' order); repeat per input.")
 @click.option("--reference", type=click.Path(dir_okay=False, path_type=Path),
               help="Check against stored Keras outputs (.npz with input:NAME/output:NAME or x0../y0..); no TF needed.")
 @click.option("--provider", type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]), default=None,
@@ -209,9 +219,10 @@ def main(debug: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable JSON report.")
 def convert_command(as_json: bool, **options: Any) -> ConversionResult | KerasExportResult:
     """Convert MODEL to ONNX."""
+    from application.progress import Progress
     from application.service import ConvertRequest, convert  # numpy, h5py, onnx: only when converting
 
-    return convert(ConvertRequest(**options))
+    return convert(ConvertRequest(**options), Progress.for_cli(as_json))
 
 
 @main.command("inspect")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,10 +38,19 @@ class ConvertRequest:
     save_test_data: bool = False  # write the checked inputs and Keras' outputs beside the ONNX file
     embed_test_data: bool = False  # ... and inside the ONNX file (runtime/testdata.py: embed_sets)
     embed_limit: float | None = None  # MB; None: 1
+    inputs: Path | None = None  # --check feeds these (.npz, .npy, a folder of NAME.npy, or test data)
+    batch_size: int | None = None  # None: 32 (or the whole set when smaller)
+    samples: int | None = None  # generated samples; None: 4 (batches of 1 and 3)
+    seed: int | None = None  # None: 0
+    input_shape: Sequence[str] = ()  # NAME=D1,D2,...: unknown dims of generated inputs (no batch, Keras' order)
 
     @property
     def verifies(self) -> bool:
         return self.check or self.reference is not None
+
+    @property
+    def input_shapes(self) -> dict[str, tuple[int, ...]]:
+        return parse_input_shapes(self.input_shape)
 
 
 def default_output(model: Path) -> Path:
@@ -51,6 +61,7 @@ def validate(request: ConvertRequest) -> Path:
     """Check every option; returns the output path."""
     output = default_output(request.model) if request.output is None else request.output
     _check_flags(request)
+    _check_feeding(request)
     _check_tolerances(request)
     check_embed_options(request.embed_test_data, request.embed_limit, request.verifies)
     _check_inputs_exist(request)
@@ -92,6 +103,43 @@ def _check_flags(request: ConvertRequest) -> None:
                          hint="add --check or --reference FILE.npz, or drop " + " and ".join(given))
 
 
+def _check_feeding(request: ConvertRequest) -> None:
+    """--inputs, or generated inputs shaped by --samples/--seed/--input-shape: only for the live check,
+    and not both."""
+    generated = [name for name, given in (("--samples", request.samples is not None),
+                                          ("--seed", request.seed is not None),
+                                          ("--input-shape", bool(request.input_shape))) if given]
+    fed = [*(["--inputs"] if request.inputs is not None else []), *generated,
+           *(["--batch-size"] if request.batch_size is not None else [])]
+    if fed and not request.check:
+        instead = "; --reference holds its own inputs" if request.reference is not None else ""
+        raise UsageError(f"{', '.join(fed)}: what the live check (--check) feeds, and --check was not given{instead}",
+                         hint="add --check, or drop " + ", ".join(fed))
+    if request.inputs is not None and generated:
+        raise UsageError(f"--inputs gives the inputs, and {', '.join(generated)} shape generated ones; give one",
+                         hint="drop " + ", ".join(generated) + ", or drop --inputs")
+    for name, value, least in (("--samples", request.samples, 1), ("--batch-size", request.batch_size, 1),
+                               ("--seed", request.seed, 0)):
+        if value is not None and value < least:
+            raise UsageError(f"{name} {value}: it must be at least {least}", hint=f"for example {name} {max(least, 4)}")
+    parse_input_shapes(request.input_shape)
+
+
+def parse_input_shapes(items: Sequence[str]) -> dict[str, tuple[int, ...]]:
+    """NAME=D1,D2,... per input: the shape after the batch dim, each a positive size; one per name."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for item in items:
+        name, _, dims = item.rpartition("=")
+        parts = dims.split(",")
+        if not name or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+            raise UsageError(f"--input-shape {item}: expected NAME=D1,D2,... (the input's shape without the batch "
+                             "dim, positive sizes)", hint="for example --input-shape image=224,224,3")
+        if name in shapes:
+            raise UsageError(f"--input-shape gives input '{name}' twice", hint="give one shape per input")
+        shapes[name] = tuple(int(p) for p in parts)
+    return shapes
+
+
 def _check_tolerances(request: ConvertRequest) -> None:
     for name, value in (("--rtol", request.rtol), ("--atol", request.atol)):
         if value is not None and not (math.isfinite(value) and value >= 0):
@@ -101,20 +149,28 @@ def _check_tolerances(request: ConvertRequest) -> None:
 
 def _check_inputs_exist(request: ConvertRequest) -> None:
     for option, path in (("model", request.model), ("--weights", request.weights),
-                         ("--reference", request.reference)):
+                         ("--reference", request.reference), ("--inputs", request.inputs)):
         if path is None:
             continue
         if not path.exists():
             raise UsageError(f"no such file: {path}" + ("" if option == "model" else f" (given to {option})"),
                              hint="check the path")
-        if not path.is_file():
+        if option == "--inputs":
+            _check_inputs_path(path)
+        elif not path.is_file():
             raise UsageError(f"{path} is not a file" + ("" if option == "model" else f" (given to {option})"),
                              hint="give the path of a file")
 
 
+def _check_inputs_path(path: Path) -> None:
+    if path.is_file() and path.suffix.lower() not in (".npz", ".npy"):
+        raise UsageError(f"--inputs {path}: expected an .npz or .npy file, or a folder",
+                         hint="an .npz keyed by input name, a folder of NAME.npy, or a folder of test_data_set_N")
+
+
 def _check_output(request: ConvertRequest, output: Path) -> None:
     for option, path in (("the model", request.model), ("the --weights", request.weights),
-                         ("the --reference", request.reference)):
+                         ("the --reference", request.reference), ("the --inputs", request.inputs)):
         if path is not None and _same_file(output, path):
             raise UsageError(f"the output {output} is {option} file itself; writing it would destroy it",
                              hint="choose another output name with -o")

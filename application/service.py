@@ -4,7 +4,8 @@
 and checks it; it returns a typed result (ConversionResult, or KerasExportResult for a .keras output) that
 the CLI renders as a table or as JSON. Order of work, so that a run that fails leaves no file: options
 first (application/options.py), then the model, then what the check needs (the stored reference fitted to
-the model, or the Keras model loaded), and only then is the ONNX written. A check that runs and finds a
+the model; the --inputs read and fitted to it, or the --input-shape sizes checked against it; the Keras
+model loaded), and only then is the ONNX written. A check that runs and finds a
 mismatch keeps the file (the result says so: users inspect it); any error during the check removes it.
 """
 
@@ -18,14 +19,25 @@ from pathlib import Path
 from typing import Any
 
 from application.options import ConvertRequest, default_output, validate
+from application.progress import Advance, Progress
 from converter.api import LoadedModel, OnnxOptions, WrittenOnnx, opened, save_keras, write_onnx
 from converter.errors import CheckFailedError
 from converter.passes.layout import LayoutOptions
-from runtime.check import Reference, check_against_keras, check_against_reference
+from runtime.check import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_SAMPLES,
+    Feeding,
+    InputsUsed,
+    Reference,
+    check_against_keras,
+    check_against_reference,
+)
 from runtime.compare import ATOL, RTOL, OutputDiff, Tolerance
+from runtime.inputs import chosen_dims
 from runtime.reference import load_keras_model
 from runtime.stored import fit_reference
 from runtime.testdata import TestSet, data_folder_of, embed_sets, write_sets
+from runtime.user_inputs import load_inputs, model_inputs
 
 __all__ = ["CheckResult", "ConversionResult", "ConvertRequest", "KerasExportResult", "check_tolerance", "check_written",
            "convert", "default_output"]
@@ -41,6 +53,7 @@ class CheckResult:
     providers: list[str]
     outputs: list[OutputDiff]
     sets: list[TestSet] = field(default_factory=list, repr=False, compare=False)  # what was fed and expected
+    inputs: InputsUsed | None = None  # a live check's inputs: source, samples, batches, the shapes fed
 
     @property
     def ok(self) -> bool:
@@ -48,8 +61,10 @@ class CheckResult:
 
     def to_dict(self) -> dict[str, Any]:
         scaled = {"atol_scaled_by": ATOL_SCALED_BY} if self.tolerance.atol_scaled else {}
+        fed = {"inputs": self.inputs.to_dict()} if self.inputs is not None else {}
         return {"ok": self.ok, "rtol": self.tolerance.rtol, "atol": self.tolerance.atol, **scaled,
-                "against": self.against, "providers": self.providers, "outputs": [d.to_dict() for d in self.outputs]}
+                "against": self.against, "providers": self.providers, **fed,
+                "outputs": [d.to_dict() for d in self.outputs]}
 
 
 @dataclass(frozen=True)
@@ -112,29 +127,35 @@ class KerasExportResult:
                 "seconds": self.seconds, "notes": self.notes}
 
 
-def convert(request: ConvertRequest) -> ConversionResult | KerasExportResult:
+def convert(request: ConvertRequest, progress: Progress | None = None) -> ConversionResult | KerasExportResult:
+    """`progress`: what to show on long steps (the CLI's Progress.for_cli); None shows nothing."""
     output = validate(request)
     if output.suffix.lower() == ".keras":
         return _export_keras(request, output)
     start = time.perf_counter()
     layout = LayoutOptions(nchw_inputs=request.nchw_inputs, nchw_outputs=request.nchw_outputs)
     with opened(request.model, request.weights, backend=request.backend, layout=layout, mapped=True) as loaded:
-        return _convert_loaded(loaded, output, request, start)
+        return _convert_loaded(loaded, output, request, start, progress or Progress.off())
 
 
-def _convert_loaded(loaded: LoadedModel, output: Path, request: ConvertRequest, start: float) -> ConversionResult:
+def _convert_loaded(loaded: LoadedModel, output: Path, request: ConvertRequest, start: float,
+                    progress: Progress) -> ConversionResult:
     stored = fit_reference(request.reference, loaded.graph) if request.reference is not None else None
     aside = time.perf_counter()
-    keras_model = load_keras_model(loaded.artifact, request.weights) if request.check else None
-    start += time.perf_counter() - aside  # "seconds" is the conversion's time, not TensorFlow's
+    feeding = feeding_for(request, loaded) if request.check else None
+    keras_model = None
+    if request.check:
+        with progress.status(f"loading {request.model.name} in Keras"):
+            keras_model = load_keras_model(loaded.artifact, request.weights)
+    start += time.perf_counter() - aside  # "seconds" is the conversion's time, not TensorFlow's or the inputs'
     # Without a check the Keras-layout weights are dropped as soon as each layer is lowered.
     written = write_onnx(loaded, output, OnnxOptions(request.opset, request.float16, request.float16_io),
                          release_weights=not request.verifies)
     seconds = round(time.perf_counter() - start, 3)
     check = None
     if request.verifies:
-        with _removed_on_error(written.files):
-            check = check_written(loaded, written, request, keras_model, stored)
+        with _removed_on_error(written.files), progress.steps("checking batches") as advance:
+            check = check_written(loaded, written, request, keras_model, stored, feeding, advance)
     test_data = write_sets(data_folder_of(output), check.sets) if check and request.save_test_data else None
     if check and request.embed_test_data:
         embed_sets(output, check.sets, request.embed_limit)
@@ -165,20 +186,37 @@ def check_tolerance(request: ConvertRequest) -> Tolerance:
     return Tolerance(rtol, atol, atol_scaled=request.float16 and request.atol is None)
 
 
+def feeding_for(request: ConvertRequest, loaded: LoadedModel) -> Feeding:
+    """What the live check feeds, checked against the model before anything is written: the --inputs
+    read and fitted (names, dtypes, shapes), or the --input-shape sizes fitted to the inputs' dims."""
+    batch_size = request.batch_size or DEFAULT_BATCH_SIZE
+    if request.inputs is not None:
+        batches = load_inputs(request.inputs, model_inputs(loaded.graph), batch_size)
+        return Feeding(given=batches, source=str(request.inputs), batch_size=batch_size)
+    shapes = request.input_shapes
+    chosen_dims(loaded.graph, shapes)
+    return Feeding(samples=request.samples or DEFAULT_SAMPLES, seed=request.seed or 0, batch_size=batch_size,
+                   shapes=shapes)
+
+
 def check_written(loaded: LoadedModel, written: WrittenOnnx, request: ConvertRequest, keras_model: Any,
-                  stored: Reference | None) -> CheckResult:
-    """Compare the written file with the stored reference, or with the loaded Keras model."""
+                  stored: Reference | None, feeding: Feeding | None = None, advance: Advance | None = None
+                  ) -> CheckResult:
+    """Compare the written file with the stored reference, or with the loaded Keras model on `feeding`
+    (generated inputs when None); `advance` is told each batch done."""
     tolerance = check_tolerance(request)
     provider = request.provider or "auto"
     sets: list[TestSet] = []
+    kept = sets if request.save_test_data else None  # many batches' arrays are held only when they are saved
+    used = None
     if stored is not None:
         diffs, providers = check_against_reference(loaded, written.path, stored, provider, tolerance,
-                                                   request.float16, sets)
+                                                   request.float16, kept)
     else:
-        diffs, providers = check_against_keras(loaded, written.path, keras_model, provider, tolerance,
-                                               request.float16, sets)
+        diffs, providers, used = check_against_keras(loaded, written.path, keras_model, provider, tolerance,
+                                                     request.float16, kept, feeding, advance)
     against = str(request.reference) if request.reference is not None else "keras"
-    return CheckResult(tolerance, against, providers, diffs, sets)
+    return CheckResult(tolerance, against, providers, diffs, sets, used)
 
 
 def _export_keras(request: ConvertRequest, output: Path) -> KerasExportResult:
