@@ -10,17 +10,16 @@ Loading Keras runs no code from the file: runtime/reference.py refuses Lambda la
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from converter.errors import UsageError
+from runtime.check import Feeding, InputsUsed, OnBatch
 from runtime.testdata import TestSet
 from runtime.value_map import Perm, ValueMap
-
-GENERATED_BATCHES = (1, 3)  # what --check feeds: a batch of one and a batch of several
 
 
 @dataclass
@@ -46,45 +45,73 @@ class LiveKeras:
 class KerasRun:
     sets: list[TestSet]  # inputs (ONNX layout) and Keras' outputs (ONNX layout)
     keras: LiveKeras  # for localisation: the first set's inputs
+    inputs: InputsUsed  # what was fed
 
 
-def keras_sets(model: Path, against: Path, weights: Path | None, value_map: ValueMap | None,
-               stored: list[TestSet] | None, onnx_inputs: list[str], onnx_outputs: list[str]) -> KerasRun:
-    """Keras' outputs for the stored sets' inputs, or for generated ones."""
+@dataclass(frozen=True)
+class AgainstRequest:
+    """Where Keras is, and what to feed it: --inputs, else the model's travelling test data (`stored`),
+    else generated inputs (--samples, --seed, --input-shape; also when one of those is given)."""
+
+    model: Path  # the ONNX file
+    against: Path
+    weights: Path | None
+    value_map: ValueMap | None
+    stored: list[TestSet] | None
+    feeding: Feeding
+    inputs_path: Path | None = None
+    generate: bool = False  # --samples/--seed/--input-shape given: generated even where test data exists
+
+
+def keras_sets(request: AgainstRequest, onnx_inputs: list[str], onnx_outputs: list[str],
+               on_batch: OnBatch | None = None) -> KerasRun:
+    """Keras' outputs for each batch fed, as test sets in the ONNX file's layout."""
     from converter.api import opened
     from runtime.reference import load_keras_model, reference_outputs
 
-    with opened(against, weights, mapped=True) as loaded:
-        keras_model = load_keras_model(loaded.artifact, weights)
-        perms_in = value_map.inputs if value_map else {}
-        perms_out = value_map.outputs if value_map else {}
-        feeds = [s.inputs for s in stored] if stored else _generated(loaded.graph, model, perms_in)
-    _check_names(against, "input", onnx_inputs, len(keras_model.inputs))
-    _check_names(against, "output", onnx_outputs, len(keras_model.outputs))
-    sets, first = [], []
-    for given in feeds:
-        keras_inputs = [_to_keras(given[name], perms_in.get(name)) for name in onnx_inputs]
-        expected = reference_outputs(keras_model, keras_inputs)
-        sets.append(TestSet(dict(given), {name: _to_onnx(array, perms_out.get(name))
-                                          for name, array in zip(onnx_outputs, expected)}))
-        first = first or keras_inputs
-    return KerasRun(sets, LiveKeras(keras_model, first))
+    perms_in = request.value_map.inputs if request.value_map else {}
+    perms_out = request.value_map.outputs if request.value_map else {}
+    with opened(request.against, request.weights, mapped=True) as loaded:
+        keras_model = load_keras_model(loaded.artifact, request.weights)
+        _check_names(request.against, "input", onnx_inputs, len(keras_model.inputs))
+        _check_names(request.against, "output", onnx_outputs, len(keras_model.outputs))
+        batches, used = _feeds(request, loaded.graph, perms_in)
+        sets, first = [], []
+        for done, given in enumerate(batches, start=1):
+            keras_inputs = [_to_keras(given[name], perms_in.get(name)) for name in onnx_inputs]
+            expected = reference_outputs(keras_model, keras_inputs)
+            sets.append(TestSet(dict(given), {name: _to_onnx(array, perms_out.get(name))
+                                              for name, array in zip(onnx_outputs, expected)}))
+            first = first or keras_inputs
+            if on_batch is not None:
+                on_batch(done, used.batches)
+    return KerasRun(sets, LiveKeras(keras_model, first), used)
 
 
-def _generated(graph: Any, model: Path, perms: dict[str, Perm | None]) -> list[dict[str, np.ndarray]]:
-    """Generated inputs as --check makes them (ids below each Embedding's size, lookup tokens, N(0, 1)), in
-    the ONNX file's layout; unknown dimensions take the first size at which the ONNX model runs."""
-    from runtime.inputs import DEFAULT_UNKNOWN_DIM, find_unknown_dim_size, generate_inputs, has_unknown_dims
-    from runtime.session import make_session, run_error
+def _feeds(request: AgainstRequest, graph: Any, perms: dict[str, Perm | None]
+           ) -> tuple[list[dict[str, np.ndarray]], InputsUsed]:
+    """The batches in the ONNX file's layout, and what they are."""
+    from runtime.check import feed_batches
+    from runtime.session import make_session
+    from runtime.user_inputs import load_inputs, model_inputs
 
-    def in_onnx_layout(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return {name: _to_onnx(array, perms.get(name)) for name, array in inputs.items()}
+    if request.stored and request.inputs_path is None and not request.generate:
+        samples = sum(_batch_of(s.inputs) for s in request.stored)
+        return [s.inputs for s in request.stored], InputsUsed("test data", samples, len(request.stored), None, {})
+    feeding = request.feeding
+    if request.inputs_path is not None:
+        given = load_inputs(request.inputs_path, model_inputs(graph), feeding.batch_size)
+        feeding = replace(feeding, given=given, source=str(request.inputs_path))
+    session = make_session(request.model, "cpu")  # probing unknown dims runs the ONNX file itself
+    batches, used = feed_batches(graph, session, feeding)
+    # The graph read here has the default layout, so its batches are in Keras' order; the file's map says
+    # which of its inputs are channels-first (a --nchw-inputs conversion).
+    return [{name: _to_onnx(array, perms.get(name)) for name, array in batch.items()} for batch in batches], used
 
-    size = DEFAULT_UNKNOWN_DIM
-    if has_unknown_dims(graph):
-        session = make_session(model, "cpu")
-        size = find_unknown_dim_size(graph, lambda feeds: run_error(session, in_onnx_layout(feeds)))
-    return [in_onnx_layout(generate_inputs(graph, batch, seed=batch, size=size)) for batch in GENERATED_BATCHES]
+
+def _batch_of(batch: dict[str, np.ndarray]) -> int:
+    sizes = [np.asarray(a).shape[0] for a in batch.values() if np.asarray(a).ndim]
+    return int(sizes[0]) if sizes else 1
 
 
 def _check_names(against: Path, kind: str, onnx_names: list[str], keras_count: int) -> None:

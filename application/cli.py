@@ -261,17 +261,29 @@ def inspect_command(model: Path, weights: Path | None, backend: str | None, as_j
                    "inputs, so an earlier error cannot hide which layer is wrong (default: both).")
 @click.option("--localize-budget", "localize_budget_mb", type=float, default=256.0, metavar="MB",
               help="The most intermediate values held at once while localising (default 256 MB).")
+@click.option("--inputs", type=click.Path(exists=False, path_type=Path),
+              help="With --against: the inputs to feed (.npz, .npy, a folder of NAME.npy, or a test-data folder).")
+@click.option("--samples", type=int, default=None, help="With --against: generated samples (default 4).")
+@click.option("--seed", type=int, default=None, help="With --against: seed of the generated samples (default 0).")
+@click.option("--batch-size", type=int, default=None, help="With --against: samples per batch (default 32).")
+@click.option("--input-shape", "input_shape", multiple=True, metavar="NAME=D1,D2,...",
+              help="With --against: sizes of an input's unknown dims (no batch, Keras' order); default: probed.")
 @click.option("--tol", "tolerances", multiple=True, metavar="NAME=RTOL,ATOL",
               help="Tolerance of one output (default 1e-4,1e-5; 2e-2,2e-2 for a model with float16 weights).")
 @click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), help="Write a JUnit XML report.")
 @click.option("--markdown", type=click.Path(dir_okay=False, path_type=Path), help="Write a Markdown summary.")
 @click.option("--html", type=click.Path(dir_okay=False, path_type=Path), help="Write one self-contained HTML page.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable JSON report.")
-def verify_command(as_json: bool, tolerances: tuple[str, ...], **options: Any) -> VerifyResult:
-    """Check that MODEL.onnx still answers its stored test data (no TensorFlow). Exit 4 on a mismatch."""
+def verify_command(as_json: bool, tolerances: tuple[str, ...], input_shape: tuple[str, ...],
+                   **options: Any) -> VerifyResult:
+    """Check that MODEL.onnx still answers like Keras: its travelling test data (beside it or embedded; no
+    TensorFlow), an --reference .npz, or live Keras (--against), with --localize naming the first Keras
+    layer that diverges. Exit 4 on a mismatch."""
+    from application.progress import Progress
     from application.verify import VerifyRequest, verify
 
-    return verify(VerifyRequest(tolerances=list(tolerances), **options))
+    request = VerifyRequest(tolerances=list(tolerances), input_shape=list(input_shape), **options)
+    return verify(request, Progress.for_cli(as_json))
 
 
 if __name__ == "__main__":

@@ -59,6 +59,8 @@ def _print_check(console: Console, check: CheckResult, output: str) -> None:
         table.add_row(escape(str(diff.name)), str(tuple(diff.shape)), f"{diff.max_abs:.3g}", f"{diff.max_rel:.3g}",
                       status)
     console.print(table)
+    if check.inputs is not None:
+        console.print(escape(check.inputs.describe()), soft_wrap=True)
     if check.ok:
         console.print("[green]matches Keras[/green]")
     else:
@@ -81,7 +83,10 @@ def print_verify(result: VerifyResult) -> None:
     console.print(table)
     for localization in result.localizations:
         _print_localization(console, localization)
-    console.print("[green]matches its test data[/green]" if result.ok else "[red]does NOT match its test data[/red]")
+    if result.inputs is not None:
+        console.print(escape(result.inputs.describe()))
+    against = "Keras" if result.inputs is not None else "its test data"
+    console.print(f"[green]matches {against}[/green]" if result.ok else f"[red]does NOT match {against}[/red]")
 
 
 LOCALIZATION_LINES = 10  # the divergent layers after the first one the terminal lists

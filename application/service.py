@@ -207,7 +207,7 @@ def check_written(loaded: LoadedModel, written: WrittenOnnx, request: ConvertReq
     tolerance = check_tolerance(request)
     provider = request.provider or "auto"
     sets: list[TestSet] = []
-    kept = sets if request.save_test_data else None  # many batches' arrays are held only when they are saved
+    kept = sets if request.save_test_data or request.embed_test_data else None  # held only when saved
     used = None
     if stored is not None:
         diffs, providers = check_against_reference(loaded, written.path, stored, provider, tolerance,

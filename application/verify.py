@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,11 @@ from xml.etree import ElementTree
 
 import numpy as np
 
-from application.against import LiveKeras
+from application.against import KerasRun, LiveKeras
+from application.options import parse_input_shapes
+from application.progress import Progress
 from converter.errors import CheckFailedError, UsageError
+from runtime.check import InputsUsed
 from runtime.compare import ATOL, RTOL
 from runtime.localize_types import DEFAULT_BUDGET_BYTES, MODES, LayerError, Localization
 from runtime.replay import SetResult, Tolerances, has_float16_weights, replay
@@ -45,6 +49,11 @@ class VerifyRequest:
     localize: bool = False
     localize_mode: str = "both"  # accumulated | isolated | both
     localize_budget_mb: float = DEFAULT_BUDGET_BYTES / MB
+    inputs: Path | None = None  # with --against: what to feed (.npz, a folder of NAME.npy, or test data)
+    samples: int | None = None  # with --against: generated samples (default 4)
+    seed: int | None = None
+    batch_size: int | None = None
+    input_shape: Sequence[str] = ()  # NAME=D1,D2,...: unknown dims of generated inputs (Keras' order)
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,7 @@ class VerifyResult:
     providers: list[str]
     sets: list[SetResult]
     localizations: list[Localization] = field(default_factory=list)  # --localize: one per mode run
+    inputs: InputsUsed | None = None  # with --against: what was fed to both
 
     @property
     def ok(self) -> bool:
@@ -65,28 +75,41 @@ class VerifyResult:
         if self.ok:
             return None
         bad = sorted({s.name for r in self.sets for s in r.outputs if not s.ok})
-        return CheckFailedError(f"{self.model} does not match its test data ({self.source}) at {', '.join(bad)}")
+        return CheckFailedError(f"{self.model} does not match {self.reference_name} at {', '.join(bad)}")
+
+    @property
+    def reference_name(self) -> str:
+        """What the answers were compared with, for messages: Keras itself, or stored data."""
+        return f"Keras ({self.source})" if self.inputs is not None else f"its test data ({self.source})"
 
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "model": str(self.model), "test_data": str(self.source),
                 "rtol": self.default_tolerance[0], "atol": self.default_tolerance[1], "providers": self.providers,
                 "sets": [{"index": r.index, "ok": r.ok, "outputs": [s.to_dict() for s in r.outputs]}
                          for r in self.sets],
-                "localizations": [loc.to_dict() for loc in self.localizations]}
+                "localizations": [loc.to_dict() for loc in self.localizations],
+                "inputs": None if self.inputs is None else self.inputs.to_dict()}
 
 
-def verify(request: VerifyRequest) -> VerifyResult:
+def verify(request: VerifyRequest, progress: Progress | None = None) -> VerifyResult:
+    """`progress`: what to show on long steps (the CLI's Progress.for_cli); None shows nothing."""
+    progress = progress or Progress.off()
     tolerances = parse_tolerances(request.tolerances)
     _check_paths(request)
     if request.provider is not None:
         from runtime.session import choose_providers
 
         choose_providers(request.provider)
-    source, sets, keras = _load_sets(request)
+    source, sets, run = _load_sets(request, progress)
     default = _default_tolerance(request.model)
-    results, providers = replay(request.model, sets, request.provider or "auto", tolerances, default)
-    found = _localize(request, keras, sets[0], default) if keras is not None and request.localize else []
-    result = VerifyResult(request.model, source, default, providers, results, found)
+    with progress.status(f"running {len(sets)} test sets on onnxruntime"):
+        results, providers = replay(request.model, sets, request.provider or "auto", tolerances, default)
+    found: list[Localization] = []
+    if run is not None and request.localize:
+        with progress.status("localising: comparing every Keras layer's output"):
+            found = _localize(request, run.keras, sets[0], default)
+    result = VerifyResult(request.model, source, default, providers, results, found,
+                          None if run is None else run.inputs)
     _write_reports(request, result)
     return result
 
@@ -144,9 +167,30 @@ def _check_paths(request: VerifyRequest) -> None:
         raise UsageError(f"--localize-mode {request.localize_mode}: expected accumulated, isolated or both")
     if not request.localize_budget_mb > 0:
         raise UsageError(f"--localize-budget {request.localize_budget_mb}: expected a size in MB above 0")
+    _check_feeding(request)
 
 
-def _load_sets(request: VerifyRequest) -> tuple[Path, list[TestSet], LiveKeras | None]:
+def _check_feeding(request: VerifyRequest) -> None:
+    """What to feed applies only to --against (stored data holds its own inputs), and is checked here."""
+    options = (("--inputs", request.inputs), ("--samples", request.samples), ("--seed", request.seed),
+               ("--batch-size", request.batch_size), ("--input-shape", request.input_shape or None))
+    fed = [name for name, value in options if value is not None]
+    if fed and request.against is None:
+        raise UsageError(f"{', '.join(fed)}: what is fed to Keras and onnxruntime with --against, and --against was "
+                         "not given", hint="stored test data holds its own inputs; add --against KERAS_FILE")
+    generated = [name for name in fed if name in ("--samples", "--seed", "--input-shape")]
+    if request.inputs is not None and generated:
+        raise UsageError(f"--inputs gives the inputs, and {', '.join(generated)} shape generated ones; give one")
+    if request.inputs is not None and not request.inputs.exists():
+        raise UsageError(f"no such file or folder: {request.inputs} (given to --inputs)", hint="check the path")
+    for name, value, least in (("--samples", request.samples, 1), ("--batch-size", request.batch_size, 1),
+                               ("--seed", request.seed, 0)):
+        if value is not None and value < least:
+            raise UsageError(f"{name} {value}: it must be at least {least}", hint=f"for example {name} {max(least, 4)}")
+    parse_input_shapes(request.input_shape)
+
+
+def _load_sets(request: VerifyRequest, progress: Progress) -> tuple[Path, list[TestSet], KerasRun | None]:
     """The test sets to replay; with --against, their expected outputs are Keras' (and Keras is kept for
     localisation)."""
     if request.reference is not None:
@@ -159,7 +203,7 @@ def _load_sets(request: VerifyRequest) -> tuple[Path, list[TestSet], LiveKeras |
     if request.against is None:
         source, sets = travelling_sets(request.model, request.test_data)
         return source, sets, None
-    return _against_keras(request, _stored_sets(request))
+    return _against_keras(request, _stored_sets(request), progress)
 
 
 def _stored_sets(request: VerifyRequest) -> list[TestSet] | None:
@@ -169,15 +213,23 @@ def _stored_sets(request: VerifyRequest) -> list[TestSet] | None:
     return travelling_sets(request.model, request.test_data)[1] if has_data else None
 
 
-def _against_keras(request: VerifyRequest, stored: list[TestSet] | None) -> tuple[Path, list[TestSet], LiveKeras]:
-    from application.against import keras_sets
+def _against_keras(request: VerifyRequest, stored: list[TestSet] | None, progress: Progress
+                   ) -> tuple[Path, list[TestSet], KerasRun]:
+    from application.against import AgainstRequest, keras_sets
+    from runtime.check import DEFAULT_BATCH_SIZE, DEFAULT_SAMPLES, Feeding
     from runtime.replay import model_names
 
     assert request.against is not None
+    feeding = Feeding(samples=request.samples or DEFAULT_SAMPLES, seed=request.seed or 0,
+                      batch_size=request.batch_size or DEFAULT_BATCH_SIZE,
+                      shapes=parse_input_shapes(request.input_shape))
+    generate = request.samples is not None or request.seed is not None or bool(request.input_shape)
+    asked = AgainstRequest(request.model, request.against, request.weights, value_map_of(request.model), stored,
+                           feeding, request.inputs, generate)
     inputs, outputs = model_names(request.model)
-    run = keras_sets(request.model, request.against, request.weights, value_map_of(request.model), stored,
-                     inputs, outputs)
-    return request.against, run.sets, run.keras
+    with progress.steps(f"Keras ({request.against.name}) on each batch") as advance:
+        run = keras_sets(asked, inputs, outputs, advance)
+    return request.against, run.sets, run
 
 
 def _localize(request: VerifyRequest, keras: LiveKeras, first: TestSet, tolerance: tuple[float, float]

@@ -33,7 +33,7 @@ from runtime.reference import reference_outputs
 from runtime.testdata import TestSet
 
 __all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_SAMPLES", "Feeding", "InputsUsed", "Reference", "check_against_keras",
-           "check_against_reference", "merge_diffs"]
+           "check_against_reference", "feed_batches", "merge_diffs"]
 DEFAULT_SAMPLES = 4  # batches of 1 and 3: a model that mishandles the batch axis fails one of them
 DEFAULT_BATCH_SIZE = 32
 Reference = tuple[dict[str, np.ndarray], list[np.ndarray]]
@@ -104,7 +104,7 @@ def check_against_keras(loaded: LoadedModel, onnx_path: Path, keras_model: Any, 
 
     session = make_session(onnx_path, provider, float16=float16)
     graph = loaded.graph
-    batches, plan = _batches(graph, session, feeding or Feeding())
+    batches, plan = feed_batches(graph, session, feeding or Feeding())
     names = list(graph.output_names)
     merged: dict[str, OutputDiff] = {}
     shapes: dict[str, list[tuple[int, ...]]] = {t.name: [] for t in graph.inputs}
@@ -125,7 +125,7 @@ def check_against_keras(loaded: LoadedModel, onnx_path: Path, keras_model: Any, 
     return [merged[n] for n in names], session.get_providers(), used
 
 
-def _batches(graph: Graph, session: Any, feeding: Feeding) -> tuple[Iterable[Batch], InputsUsed]:
+def feed_batches(graph: Graph, session: Any, feeding: Feeding) -> tuple[Iterable[Batch], InputsUsed]:
     """The batches to feed, in the ONNX graph's layout, and what they are (shapes filled in later)."""
     from runtime.session import run_error
 
