@@ -27,7 +27,7 @@ from runtime.localize_types import DEFAULT_BUDGET_BYTES, MODES, LayerError, Loca
 from runtime.replay import SetResult, Tolerances, has_float16_weights, replay
 from runtime.stats import OutputStats
 from runtime.testdata import TestSet, data_folder_of, read_embedded, travelling_sets
-from runtime.value_map import value_map_of
+from runtime.value_map import ValueMap, value_map_of
 
 MB = 1 << 20
 
@@ -100,6 +100,8 @@ def verify(request: VerifyRequest, progress: Progress | None = None) -> VerifyRe
         from runtime.session import choose_providers
 
         choose_providers(request.provider)
+    if request.localize:
+        _localizable(request.model)  # before Keras loads
     source, sets, run = _load_sets(request, progress)
     default = _default_tolerance(request.model)
     with progress.status(f"running {len(sets)} test sets on onnxruntime"):
@@ -232,16 +234,22 @@ def _against_keras(request: VerifyRequest, stored: list[TestSet] | None, progres
     return request.against, run.sets, run
 
 
+def _localizable(model: Path) -> ValueMap:
+    """The model's layer map; without one no value can be named after a Keras layer."""
+    value_map = value_map_of(model)
+    if value_map is None:
+        raise UsageError(f"{model} holds no map from Keras layers to its values, so --localize cannot name a layer",
+                         hint="convert the model with kconvert (it records the map)")
+    return value_map
+
+
 def _localize(request: VerifyRequest, keras: LiveKeras, first: TestSet, tolerance: tuple[float, float]
               ) -> list[Localization]:
     """Localise on the first set's inputs, in the modes asked for."""
     from runtime.localize import load_model, localize
     from runtime.session import make_session, run, session_feeds
 
-    value_map = value_map_of(request.model)
-    if value_map is None:
-        raise UsageError(f"{request.model} holds no map from Keras layers to its values, so --localize cannot "
-                         "name a layer", hint="convert the model with kconvert (it records the map)")
+    value_map = _localizable(request.model)
     float16 = _default_tolerance(request.model) != (RTOL, ATOL)
     provider = request.provider or "auto"
 
