@@ -80,7 +80,7 @@ def test_a_keras3_file_without_a_backend_names_the_keras3_extra(monkeypatch: pyt
 
 keras3 = pytest.mark.skipif(VENV is None, reason="set KCONVERT_KERAS3_VENV to a venv with kconvert[keras3] and "
                                                   "no TensorFlow (.ci/run builds one)")
-MODELS = ["small_cnn", "dense_stack_functional", "lstm_stack", "conv_channels_first"]
+MODELS = ["small_cnn", "lstm_stack", "conv_channels_first"]  # conv + dense, an RNN, channels_first
 
 # What the reference computes in the venv: the backend, and the last layer's value through layer_outputs
 # against the model's own output (so intermediate values work on that backend too).
