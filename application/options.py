@@ -3,7 +3,6 @@ a missing file or a missing tool is a UsageError before the model is read or any
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 from collections.abc import Sequence
@@ -15,6 +14,8 @@ from runtime.testdata import check_embed_options
 
 OUTPUT_SUFFIXES = (".onnx", ".keras")
 TF_HINT = "install the cross-check extra (pip install 'kconvert-onnx[tf]'), or compare with stored outputs: --reference"
+KERAS3_HINT = ("install Keras 3 with a light backend (pip install 'kconvert-onnx[keras3]'), or TensorFlow "
+               "(pip install 'kconvert-onnx[tf]'), or compare with stored outputs: --reference")
 
 
 @dataclass
@@ -73,7 +74,8 @@ def validate(request: ConvertRequest) -> Path:
 
         check_opset(request.opset)
     if request.check and not tensorflow_installed():
-        raise UsageError("--check needs TensorFlow to compute Keras' outputs, and it is not installed", hint=TF_HINT)
+        raise UsageError("--check needs TensorFlow, or Keras 3 with one of its backends (jax, torch), to compute "
+                         "Keras' outputs, and none is installed", hint=KERAS3_HINT)
     if request.verifies and request.provider is not None:
         from runtime.session import choose_providers  # onnxruntime says which providers it has
 
@@ -82,7 +84,10 @@ def validate(request: ConvertRequest) -> Path:
 
 
 def tensorflow_installed() -> bool:
-    return importlib.util.find_spec("tensorflow") is not None  # finds it without importing it (seconds)
+    """TensorFlow, or Keras 3 on a light backend (found without importing either: seconds)."""
+    from runtime.reference import reference_installed
+
+    return reference_installed()
 
 
 def _check_flags(request: ConvertRequest) -> None:

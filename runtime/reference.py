@@ -1,10 +1,13 @@
-"""Keras/TensorFlow reference outputs for cross-checks. Imports TensorFlow lazily, only when asked.
+"""Keras reference outputs for cross-checks. Imports Keras and its backend lazily, only when asked.
 
-Keras 3 files (.keras, or .h5/json recorded as Keras 3) load with `keras`; older files with `tf_keras`
-(Keras 2). Model files are untrusted: a file holding a Lambda layer is never given to Keras, because
+Keras 3 files (.keras, or .h5/json recorded as Keras 3) load with `keras`, on whichever backend is
+installed (TensorFlow, JAX, PyTorch or NumPy: see choose_backend); older files with `tf_keras` (Keras 2),
+which needs TensorFlow. Model files are untrusted: a file holding a Lambda layer is never given to Keras, because
 tf_keras deserialises Lambda bytecode from .h5 even in safe mode.
 
-The reference must run on any x86-64 CPU. Without oneDNN (TensorFlow's default on CPUs lacking
+The reference must run on any x86-64 CPU. On JAX and PyTorch, Keras runs channels_first convolutions and
+poolings natively (lax.conv_general_dilated takes the layout; PyTorch is channels_first itself), so what
+follows is TensorFlow's alone. Without oneDNN (TensorFlow's default on CPUs lacking
 AVX-512), TensorFlow has no CPU kernel for channels_first convolutions and poolings. So TensorFlow is
 imported with oneDNN on (unless the user set TF_ENABLE_ONEDNN_OPTS), and where those kernels are still
 missing (oneDNN forced off, TensorFlow imported earlier by someone else) a model holding a
@@ -16,22 +19,32 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import json
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from converter.errors import KconvertError, UnsupportedLayerError
+from converter.errors import FormatError, KconvertError, UnsupportedLayerError
 from converter.keras.artifacts import KerasArtifact
 
 TF_HINT = "install the cross-check extra: pip install 'kconvert-onnx[tf]'"
+KERAS3_HINT = ("install Keras 3 with a light backend: pip install 'kconvert-onnx[keras3]' (JAX), "
+               "or the TensorFlow extra: pip install 'kconvert-onnx[tf]'")
 ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
+BACKEND_ENV = "KERAS_BACKEND"
+# Keras 3 backends in the order one is picked when the user names none (or names one not installed), each
+# with the modules it needs: TensorFlow first, as the tf extra installs it, then the light ones. Keras'
+# NumPy backend runs convolutions through jax.lax and linear algebra through SciPy: it needs both.
+BACKEND_MODULES: dict[str, tuple[str, ...]] = {
+    "tensorflow": ("tensorflow",), "jax": ("jax",), "torch": ("torch",), "numpy": ("numpy", "jax", "scipy")}
 
 
 class ReferenceUnavailable(KconvertError):
@@ -56,13 +69,67 @@ def _onednn_during_import() -> Iterator[None]:
         os.environ.pop(ONEDNN_ENV, None)
 
 
-def _import(module: str) -> Any:
+@contextmanager
+def _backend_during_import(backend: str) -> Iterator[None]:
+    """KERAS_BACKEND set while Keras 3 is first imported (it reads the variable then, once per process), and
+    the user's value (or none) back afterwards: nothing leaks into child processes."""
+    previous = os.environ.get(BACKEND_ENV)
+    os.environ[BACKEND_ENV] = backend
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(BACKEND_ENV, None)
+        else:
+            os.environ[BACKEND_ENV] = previous
+
+
+def _import(module: str, hint: str = TF_HINT) -> Any:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
         with _onednn_during_import():
             return importlib.import_module(module)
-    except ImportError:
-        raise ReferenceUnavailable(f"--check needs {module}, which is not installed", hint=TF_HINT) from None
+    except ImportError as err:
+        missing = err.name or module
+        raise ReferenceUnavailable(f"--check needs {missing}, which is not installed", hint=hint) from None
+
+
+def installed(module: str) -> bool:
+    """Whether `module` can be imported, found without importing it (TensorFlow takes seconds)."""
+    if module in sys.modules:
+        return True
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent package that fails, or a module with no spec
+        return False
+
+
+def choose_backend(requested: str | None, is_installed: Callable[[str], bool] | None = None) -> str | None:
+    """The Keras 3 backend to compute references on: the user's KERAS_BACKEND if it is installed, else the
+    first installed in BACKEND_MODULES' order; None when none is."""
+    is_installed = is_installed or installed
+    order = ([requested] if requested in BACKEND_MODULES else []) + list(BACKEND_MODULES)
+    return next((b for b in order if all(is_installed(m) for m in BACKEND_MODULES[b])), None)
+
+
+def reference_installed() -> bool:
+    """Whether some Keras can compute references here: TensorFlow (tf_keras and Keras 3 files), or Keras 3
+    on a light backend (Keras 3 files only; a Keras 2 file then says it needs the tf extra when loaded)."""
+    return installed("tensorflow") or (installed("keras") and choose_backend(None) is not None)
+
+
+def _import_keras3() -> Any:
+    """Keras 3, on the backend choose_backend picks. Once imported, its backend is fixed for the process."""
+    if "keras" in sys.modules:
+        return sys.modules["keras"]
+    if not installed("keras"):
+        raise ReferenceUnavailable("--check of a Keras 3 file needs keras, which is not installed", hint=KERAS3_HINT)
+    backend = choose_backend(os.environ.get(BACKEND_ENV))
+    if backend is None:
+        raise ReferenceUnavailable("Keras 3 is installed, but none of its backends (tensorflow, jax, torch) is",
+                                   hint=KERAS3_HINT)
+    with _backend_during_import(backend):
+        return _import("keras", KERAS3_HINT)
 
 
 def refuse_code_layers(config: Any, path: str = "model") -> None:
@@ -91,7 +158,7 @@ def _loader_major(artifact: KerasArtifact) -> int:
 def load_keras_model(artifact: KerasArtifact, weights: str | Path | None = None) -> Any:
     refuse_code_layers(artifact.model_config)
     major = _loader_major(artifact)
-    keras = _import("keras") if major == 3 else _import("tf_keras")
+    keras = _import_keras3() if major == 3 else _import_tf_keras()
     path = str(artifact.path)
     try:
         if artifact.format == "json":
@@ -107,15 +174,68 @@ def load_keras_model(artifact: KerasArtifact, weights: str | Path | None = None)
             hint="the ONNX file was written; only the cross-check is unavailable") from None
 
 
+def _import_tf_keras() -> Any:
+    if not installed("tensorflow"):
+        raise ReferenceUnavailable("this file is Keras 1/2: Keras computes it with tf_keras, which needs TensorFlow, "
+                                   "and TensorFlow is not installed", hint=TF_HINT)
+    return _import("tf_keras")
+
+
+@dataclass(frozen=True)
+class ReferenceBackend:
+    """Which Keras, on which backend, computed a reference: for the check's result and its JSON."""
+
+    keras: str  # "keras" (Keras 3) or "tf_keras" (Keras 2)
+    keras_version: str
+    backend: str  # "tensorflow", "jax", "torch" or "numpy"
+    backend_version: str
+
+    def describe(self) -> str:
+        name = "Keras" if self.keras == "keras" else "tf_keras"
+        return f"{name} {self.keras_version} on {self.backend} {self.backend_version}"
+
+    def to_dict(self) -> dict[str, str]:
+        return {"keras": self.keras, "keras_version": self.keras_version, "backend": self.backend,
+                "backend_version": self.backend_version}
+
+
+def reference_backend(model: Any) -> ReferenceBackend:
+    """Which Keras and backend compute `model` (a model load_keras_model returned)."""
+    if _is_tf_keras(model):
+        return ReferenceBackend("tf_keras", _version("tf_keras"), "tensorflow", _version("tensorflow"))
+    backend = str(sys.modules["keras"].backend.backend())
+    return ReferenceBackend("keras", _version("keras"), backend, _version(BACKEND_MODULES.get(backend, (backend,))[0]))
+
+
+def _version(module: str) -> str:
+    return str(getattr(sys.modules.get(module), "__version__", "unknown"))
+
+
+def _is_tf_keras(model: Any) -> bool:
+    return type(model).__module__.startswith("tf_keras")
+
+
 def reference_outputs(model: Any, inputs: list[np.ndarray]) -> list[np.ndarray]:
     """Keras' outputs for `inputs` (channels_last arrays as Keras takes them), one array per output."""
     feed = inputs if len(inputs) > 1 else inputs[0]
-    failures = _tensorflow_failures()
+    failures = _backend_failures()
     try:
-        outputs = _xla_call(model, feed) if needs_xla(model) else model(feed, training=False)
+        with _without_gradients(model):
+            outputs = _xla_call(model, feed) if needs_xla(model) else model(feed, training=False)
+            return _flatten(outputs)
     except failures as err:
         raise _reference_failed(model, err) from None
-    return _flatten(outputs)
+
+
+@contextmanager
+def _without_gradients(model: Any) -> Iterator[None]:
+    """On PyTorch, a plain call records the autograd graph (memory for every intermediate) and returns
+    tensors numpy cannot read; TensorFlow and JAX record nothing outside a tape or a grad transform."""
+    if _is_tf_keras(model) or str(sys.modules["keras"].backend.backend()) != "torch":
+        yield
+        return
+    with sys.modules["torch"].no_grad():
+        yield
 
 
 def _flatten(outputs: Any) -> list[np.ndarray]:
@@ -124,6 +244,8 @@ def _flatten(outputs: Any) -> list[np.ndarray]:
         outputs = list(outputs.values())
     if isinstance(outputs, (list, tuple)):
         return [array for item in outputs for array in _flatten(item)]
+    if type(outputs).__module__.startswith("torch"):  # it may live on a GPU: Keras moves it to the host
+        return [np.asarray(sys.modules["keras"].ops.convert_to_numpy(outputs))]
     return [np.asarray(outputs)]
 
 
@@ -172,7 +294,7 @@ def _is_channels_first_kernel_layer(class_name: str, config: dict[str, Any]) -> 
 
 
 def _runs_on_tensorflow(model: Any) -> bool:
-    if type(model).__module__.startswith("tf_keras"):
+    if _is_tf_keras(model):
         return True
     keras = sys.modules.get("keras")
     return keras is not None and keras.backend.backend() == "tensorflow"
@@ -191,25 +313,36 @@ def channels_first_kernels_missing() -> bool:
     return False
 
 
-def _tensorflow_failures() -> tuple[type[Exception], ...]:
-    """What Keras raises when it cannot compute a model: TensorFlow's op errors, and ValueError for
-    inputs the model refuses."""
+def _backend_failures() -> tuple[type[Exception], ...]:
+    """What Keras raises when it cannot compute a model: ValueError for inputs the model refuses, and the
+    op errors of each backend imported: TensorFlow's OpError, JAX's runtime error, PyTorch's RuntimeError."""
+    failures: list[type[Exception]] = [ValueError]
     tf = sys.modules.get("tensorflow")
-    return (ValueError,) if tf is None else (ValueError, tf.errors.OpError)
+    if tf is not None:
+        failures.append(tf.errors.OpError)
+    jax = sys.modules.get("jax")
+    jax_failure = getattr(getattr(jax, "errors", None), "JaxRuntimeError", None)
+    if isinstance(jax_failure, type) and issubclass(jax_failure, Exception):
+        failures.append(jax_failure)
+    if "torch" in sys.modules:
+        failures.append(RuntimeError)
+    return tuple(failures)
 
 
 def _reference_failed(model: Any, err: Exception) -> ReferenceFailed:
     name = str(getattr(model, "name", "model"))
     layer, what = _failing_layer(str(err), name)
+    on_tensorflow = _runs_on_tensorflow(model)
+    backend = "TensorFlow" if on_tensorflow else str(sys.modules["keras"].backend.backend())
     return ReferenceFailed(
-        f"Keras cannot compute the reference outputs of model '{name}': {what} failed in TensorFlow "
+        f"Keras cannot compute the reference outputs of model '{name}': {what} failed in {backend} "
         f"({type(err).__name__}: {_core_message(str(err))})",
-        layer=layer, hint=_failure_hint(err))
+        layer=layer, hint=_failure_hint(err, on_tensorflow))
 
 
-def _failure_hint(err: Exception) -> str:
+def _failure_hint(err: Exception, on_tensorflow: bool) -> str:
     hint = "the ONNX file was written; compare it with stored Keras outputs instead (--reference FILE.npz)"
-    if isinstance(err, ValueError) or not channels_first_kernels_missing():
+    if isinstance(err, ValueError) or not on_tensorflow or not channels_first_kernels_missing():
         return hint
     # This TensorFlow runs without oneDNN: channels_first models went through XLA, which refuses some ops.
     return hint + f", or give TensorFlow its channels_first CPU kernels: {ONEDNN_ENV}=1 before it is imported"
@@ -244,3 +377,101 @@ def _failing_layer(message: str, model_name: str) -> tuple[str | None, str]:
         return names[-1], f"layer '{names[-1]}'"
     classes = [c for c in _LAYER_CLASS.findall(message) if c not in ("Functional", "Sequential")]
     return None, f"a {classes[-1]} layer" if classes else "the model"
+
+
+# --- Intermediate values, for localisation (runtime/localize.py) -------------------------------------
+
+
+def layer_outputs(model: Any, inputs: list[np.ndarray], layers: list[str]) -> dict[str, list[np.ndarray]]:
+    """For each named top-level layer of `model` (names as in model.layers), its output arrays for `inputs`
+    (several for a layer with several outputs; a layer called more than once: its first call in the model).
+    One sub-model computes them all, so the caller bounds memory by how many layers it asks for at once."""
+    graph = _graph_of(model, inputs)
+    tensors = {name: _flat(_first_call(graph, _layer(model, name)).outputs) for name in layers}
+    wanted = [tensor for name in layers for tensor in tensors[name]]
+    if not wanted:
+        return {name: [] for name in layers}
+    inputs_given = model.inputs if len(model.inputs) > 1 else model.inputs[0]  # as reference_outputs feeds them
+    probe = _keras_module(model).Model(inputs_given, wanted)
+    arrays = iter(reference_outputs(probe, inputs))
+    return {name: [next(arrays) for _ in tensors[name]] for name in layers}
+
+
+def layer_inbound(model: Any) -> dict[str, list[str]]:
+    """For each top-level layer, the names of the layers its first call in the model takes inputs from."""
+    graph = _graph_of(model, None)
+    return {layer.name: [_layer_of(parent).name for parent in _first_call(graph, layer).parent_nodes]
+            for layer in model.layers}
+
+
+def _graph_of(model: Any, inputs: list[np.ndarray] | None) -> Any:
+    """The functional graph the model's layers were called in: the model itself, or the graph a Keras 3
+    Sequential keeps. A Sequential made without an input shape gets it from its first call."""
+    graph = _functional_graph(model)
+    if graph is None and inputs is not None and _is_sequential(model):
+        reference_outputs(model, inputs)
+        graph = _functional_graph(model)
+    if graph is None:
+        raise ReferenceUnavailable(
+            f"the layers of model '{getattr(model, 'name', 'model')}' are not reachable one by one: it is a "
+            "subclassed model, or a Sequential model never built",
+            hint="localisation needs a Functional or Sequential model with known inputs")
+    return graph
+
+
+def _functional_graph(model: Any) -> Any:
+    if _is_tf_keras(model):
+        return model if getattr(model, "_is_graph_network", False) else None
+    for graph in (model, getattr(model, "_functional", None)):
+        if graph is not None and hasattr(graph, "_nodes"):
+            return graph
+    return None
+
+
+def _is_sequential(model: Any) -> bool:
+    return type(model).__name__ == "Sequential"
+
+
+def _first_call(graph: Any, layer: Any) -> Any:
+    """The layer's first node (call) inside `graph`: a shared layer, or one also used in another model, has
+    nodes outside it, and the inner node of a nested model links its own inputs, not the outer graph's."""
+    for index, node in enumerate(layer._inbound_nodes):
+        if _node_key(layer, index) in _graph_node_keys(graph):
+            return node
+    raise FormatError(f"layer '{layer.name}' is never called in model '{graph.name}'",
+                      layer=str(layer.name), hint="name a layer the model's graph uses")
+
+
+def _node_key(layer: Any, index: int) -> str:
+    # How each Keras names a node of its graph: tf_keras by layer name, Keras 3 by the layer's identity.
+    return f"{layer.name}_ib-{index}" if _is_tf_keras(layer) else f"{id(layer)}_ib-{index}"
+
+
+def _graph_node_keys(graph: Any) -> set[str]:
+    return set(graph._network_nodes if _is_tf_keras(graph) else graph._nodes)
+
+
+def _layer(model: Any, name: str) -> Any:
+    try:
+        return model.get_layer(name)
+    except ValueError:
+        raise FormatError(f"model '{model.name}' has no top-level layer '{name}'", layer=name,
+                          hint=f"its layers: {', '.join(layer.name for layer in model.layers[:20])}") from None
+
+
+def _layer_of(node: Any) -> Any:
+    """The layer a node calls: Keras 3 names it `operation`, tf_keras `layer`."""
+    return node.operation if hasattr(node, "operation") else node.layer
+
+
+def _keras_module(model: Any) -> Any:
+    return sys.modules["tf_keras" if _is_tf_keras(model) else "keras"]
+
+
+def _flat(structure: Any) -> list[Any]:
+    """Tensors of a node's outputs in order (tf_keras keeps them nested as the layer returns them)."""
+    if isinstance(structure, dict):
+        return [t for value in structure.values() for t in _flat(value)]
+    if isinstance(structure, (list, tuple)):
+        return [t for item in structure for t in _flat(item)]
+    return [structure]
