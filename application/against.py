@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,6 +20,9 @@ from converter.errors import UsageError
 from runtime.check import Feeding, InputsUsed, OnBatch
 from runtime.testdata import TestSet
 from runtime.value_map import Perm, ValueMap
+
+if TYPE_CHECKING:
+    from runtime.reference import ReferenceBackend
 
 
 @dataclass
@@ -46,6 +49,7 @@ class KerasRun:
     sets: list[TestSet]  # inputs (ONNX layout) and Keras' outputs (ONNX layout)
     keras: LiveKeras  # for localisation: the first set's inputs
     inputs: InputsUsed  # what was fed
+    backend: ReferenceBackend  # which Keras, on which backend, computed the expected outputs
 
 
 @dataclass(frozen=True)
@@ -67,7 +71,7 @@ def keras_sets(request: AgainstRequest, onnx_inputs: list[str], onnx_outputs: li
                on_batch: OnBatch | None = None) -> KerasRun:
     """Keras' outputs for each batch fed, as test sets in the ONNX file's layout."""
     from converter.api import opened
-    from runtime.reference import load_keras_model, reference_outputs
+    from runtime.reference import load_keras_model, reference_backend, reference_outputs
 
     perms_in = request.value_map.inputs if request.value_map else {}
     perms_out = request.value_map.outputs if request.value_map else {}
@@ -85,7 +89,7 @@ def keras_sets(request: AgainstRequest, onnx_inputs: list[str], onnx_outputs: li
             first = first or keras_inputs
             if on_batch is not None:
                 on_batch(done, used.batches)
-    return KerasRun(sets, LiveKeras(keras_model, first), used)
+    return KerasRun(sets, LiveKeras(keras_model, first), used, reference_backend(keras_model))
 
 
 def _feeds(request: AgainstRequest, graph: Any, perms: dict[str, Perm | None]

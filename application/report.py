@@ -50,6 +50,8 @@ def print_result(result: ConversionResult | KerasExportResult) -> None:
 
 def _print_check(console: Console, check: CheckResult, output: str) -> None:
     against = "Keras" if check.against == "keras" else f"stored Keras outputs ({escape(check.against)})"
+    if check.reference is not None:
+        against = escape(check.reference.describe())
     tolerance = check.tolerance
     table = Table(title=f"check against {against} (rtol {tolerance.rtol:g}, atol {tolerance.atol:g})")
     for column in ("output", "shape", "max abs", "max rel", "status"):
@@ -85,7 +87,7 @@ def print_verify(result: VerifyResult) -> None:
         _print_localization(console, localization)
     if result.inputs is not None:
         console.print(escape(result.inputs.describe()))
-    against = "Keras" if result.inputs is not None else "its test data"
+    against = result.backend.describe() if result.backend is not None else "its test data"
     console.print(f"[green]matches {against}[/green]" if result.ok else f"[red]does NOT match {against}[/red]")
 
 

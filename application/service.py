@@ -34,7 +34,7 @@ from runtime.check import (
 )
 from runtime.compare import ATOL, RTOL, OutputDiff, Tolerance
 from runtime.inputs import chosen_dims
-from runtime.reference import load_keras_model
+from runtime.reference import ReferenceBackend, load_keras_model, reference_backend
 from runtime.stored import fit_reference
 from runtime.testdata import TestSet, data_folder_of, embed_sets, write_sets
 from runtime.user_inputs import load_inputs, model_inputs
@@ -54,6 +54,7 @@ class CheckResult:
     outputs: list[OutputDiff]
     sets: list[TestSet] = field(default_factory=list, repr=False, compare=False)  # what was fed and expected
     inputs: InputsUsed | None = None  # a live check's inputs: source, samples, batches, the shapes fed
+    reference: ReferenceBackend | None = None  # a live check's Keras and backend
 
     @property
     def ok(self) -> bool:
@@ -62,6 +63,8 @@ class CheckResult:
     def to_dict(self) -> dict[str, Any]:
         scaled = {"atol_scaled_by": ATOL_SCALED_BY} if self.tolerance.atol_scaled else {}
         fed = {"inputs": self.inputs.to_dict()} if self.inputs is not None else {}
+        if self.reference is not None:
+            fed["reference"] = self.reference.to_dict()
         return {"ok": self.ok, "rtol": self.tolerance.rtol, "atol": self.tolerance.atol, **scaled,
                 "against": self.against, "providers": self.providers, **fed,
                 "outputs": [d.to_dict() for d in self.outputs]}
@@ -216,7 +219,8 @@ def check_written(loaded: LoadedModel, written: WrittenOnnx, request: ConvertReq
         diffs, providers, used = check_against_keras(loaded, written.path, keras_model, provider, tolerance,
                                                      request.float16, kept, feeding, advance)
     against = str(request.reference) if request.reference is not None else "keras"
-    return CheckResult(tolerance, against, providers, diffs, sets, used)
+    backend = reference_backend(keras_model) if stored is None else None
+    return CheckResult(tolerance, against, providers, diffs, sets, used, backend)
 
 
 def _export_keras(request: ConvertRequest, output: Path) -> KerasExportResult:

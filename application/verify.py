@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from xml.etree import ElementTree
 
 import numpy as np
@@ -28,6 +28,9 @@ from runtime.replay import SetResult, Tolerances, has_float16_weights, replay
 from runtime.stats import OutputStats
 from runtime.testdata import TestSet, data_folder_of, read_embedded, travelling_sets
 from runtime.value_map import ValueMap, value_map_of
+
+if TYPE_CHECKING:
+    from runtime.reference import ReferenceBackend
 
 MB = 1 << 20
 
@@ -65,6 +68,7 @@ class VerifyResult:
     sets: list[SetResult]
     localizations: list[Localization] = field(default_factory=list)  # --localize: one per mode run
     inputs: InputsUsed | None = None  # with --against: what was fed to both
+    backend: ReferenceBackend | None = None  # with --against: the Keras and backend that answered
 
     @property
     def ok(self) -> bool:
@@ -80,7 +84,9 @@ class VerifyResult:
     @property
     def reference_name(self) -> str:
         """What the answers were compared with, for messages: Keras itself, or stored data."""
-        return f"Keras ({self.source})" if self.inputs is not None else f"its test data ({self.source})"
+        if self.backend is not None:
+            return f"{self.backend.describe()} ({self.source})"
+        return f"its test data ({self.source})"
 
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "model": str(self.model), "test_data": str(self.source),
@@ -88,7 +94,8 @@ class VerifyResult:
                 "sets": [{"index": r.index, "ok": r.ok, "outputs": [s.to_dict() for s in r.outputs]}
                          for r in self.sets],
                 "localizations": [loc.to_dict() for loc in self.localizations],
-                "inputs": None if self.inputs is None else self.inputs.to_dict()}
+                "inputs": None if self.inputs is None else self.inputs.to_dict(),
+                "reference": None if self.backend is None else self.backend.to_dict()}
 
 
 def verify(request: VerifyRequest, progress: Progress | None = None) -> VerifyResult:
@@ -111,7 +118,7 @@ def verify(request: VerifyRequest, progress: Progress | None = None) -> VerifyRe
         with progress.status("localising: comparing every Keras layer's output"):
             found = _localize(request, run.keras, sets[0], default)
     result = VerifyResult(request.model, source, default, providers, results, found,
-                          None if run is None else run.inputs)
+                          None if run is None else run.inputs, None if run is None else run.backend)
     _write_reports(request, result)
     return result
 
