@@ -34,8 +34,9 @@ class LiveKeras:
     inputs: list[np.ndarray]
 
     def layers(self) -> list[tuple[str, str]]:
-        return [(layer.name, type(layer).__name__) for layer in self.model.layers
-                if type(layer).__name__ != "InputLayer"]
+        # Keras 3 lists operation nodes (`x + 1` saved as an Add op) in `operations`, not in `layers`.
+        layers = getattr(self.model, "operations", None) or self.model.layers
+        return [(layer.name, type(layer).__name__) for layer in layers if type(layer).__name__ != "InputLayer"]
 
     def outputs(self, layers: list[str]) -> dict[str, list[np.ndarray]]:
         from runtime.reference import layer_outputs

@@ -452,9 +452,14 @@ def _graph_node_keys(graph: Any) -> set[str]:
 
 
 def _layer(model: Any, name: str) -> Any:
+    """The named layer; in Keras 3 also an operation node (`x + 1` saves an `Add` op that model.layers
+    leaves out but the file's config, and so the ONNX file's map, lists)."""
     try:
         return model.get_layer(name)
     except ValueError:
+        found = [op for op in getattr(model, "operations", []) if op.name == name]
+        if found:
+            return found[0]
         raise FormatError(f"model '{model.name}' has no top-level layer '{name}'", layer=name,
                           hint=f"its layers: {', '.join(layer.name for layer in model.layers[:20])}") from None
 
