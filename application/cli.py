@@ -269,7 +269,7 @@ def inspect_command(model: Path, weights: Path | None, backend: str | None, as_j
 @click.option("--input-shape", "input_shape", multiple=True, metavar="NAME=D1,D2,...",
               help="With --against: sizes of an input's unknown dims (no batch, Keras' order); default: probed.")
 @click.option("--tol", "tolerances", multiple=True, metavar="NAME=RTOL,ATOL",
-              help="Tolerance of one output (default 1e-4,1e-5; 2e-2,2e-2 for a model with float16 weights).")
+              help="Tolerance of one output (default 1e-4,1e-5; 2e-2,2e-2 for float16 weights; 0.1,0.1 for int8 ops).")
 @click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), help="Write a JUnit XML report.")
 @click.option("--markdown", type=click.Path(dir_okay=False, path_type=Path), help="Write a Markdown summary.")
 @click.option("--html", type=click.Path(dir_okay=False, path_type=Path), help="Write one self-contained HTML page.")

@@ -27,11 +27,19 @@ class SetResult:
         return all(s.ok for s in self.outputs)
 
 
-def has_float16_weights(model: Path) -> bool:
-    """Whether the model's initializers are float16 (a `--float16` conversion, or another tool's fp16 model)."""
+# Ops only a quantized model holds (onnxruntime.quantization's QDQ and QOperator formats).
+QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv",
+                           "QLinearMatMul", "MatMulInteger", "ConvInteger", "QLinearAdd", "QLinearMul"})
+
+
+def model_precision(model: Path) -> str:
+    """"quantized" (int8 ops anywhere), "float16" (every float initializer float16: a `--float16` conversion
+    or another tool's fp16 model), else "float32": what the default tolerance depends on."""
     proto = model_proto(model)
+    if any(node.op_type in QUANTIZED_OPS for node in proto.graph.node):
+        return "quantized"
     kinds = [t.data_type for t in proto.graph.initializer if t.data_type in (DTYPES["float16"], DTYPES["float32"])]
-    return bool(kinds) and all(k == DTYPES["float16"] for k in kinds)
+    return "float16" if kinds and all(k == DTYPES["float16"] for k in kinds) else "float32"
 
 
 def replay(model: Path, sets: list[TestSet], provider: str, tolerances: Tolerances,

@@ -106,3 +106,20 @@ def test_the_terminal_names_keras_and_the_first_divergent_layer(tmp_path: Path, 
                        "--localize-mode", "isolated")
     assert code == 4
     assert "does NOT match Keras" in output and "dense (Dense)" in output and "inputs: 4 samples" in output
+
+
+def test_a_quantized_model_gets_the_int8_default_tolerance(tmp_path: Path) -> None:
+    """onnxruntime.quantization's dynamic int8 model of a converted CNN: verify picks the quantized default
+    (rtol 0.1, atol 0.1) and reports how far int8 moved the answers."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    model = tmp_path / "model.keras"
+    shutil.copy(SMALL_CNN, model)
+    code, _ = run(model, "--reference", FIXTURES / "small_cnn" / "reference.npz", "--save-test-data")
+    assert code == 0
+    quantize_dynamic(str(tmp_path / "model.onnx"), str(tmp_path / "model_int8.onnx"), weight_type=QuantType.QInt8)
+    shutil.copytree(tmp_path / "model_test_data", tmp_path / "model_int8_test_data")
+    code, output = run("verify", tmp_path / "model_int8.onnx", "--json")
+    report = json.loads(output)
+    assert (report["rtol"], report["atol"]) == (0.1, 0.1)
+    assert code == (0 if report["ok"] else 4) and report["sets"][0]["outputs"][0]["max_abs"] > 0
