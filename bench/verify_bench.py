@@ -156,7 +156,8 @@ def kconvert_judge(layers: tuple[str, ...]) -> Callable[[str], tuple[str, bool]]
         found = json.loads(output[start:output.rfind("}") + 1]).get("localizations", [])
         named = [(loc["mode"], loc["first_divergent"], loc["first_divergent_folded"]) for loc in found]
         text = "; ".join(f"{mode}: {first}" + (f" (+{', '.join(folded)} folded)" if folded else "")
-                         for mode, first, folded in named)
+                         + f", {held / 2**20:.1f} MiB of values held at most"
+                         for (mode, first, folded), held in zip(named, (loc["peak_bytes"] for loc in found)))
         return text or "none", bool(named) and all(set(layers) & {first, *folded} for _, first, folded in named)
 
     return judge
@@ -190,6 +191,8 @@ def jobs(model: str, folder: Path, repo: Path, localize: bool) -> list[Job]:
     if not localize:
         return found
     initializer, layers = PERTURBED[model]
+    against = kconvert("verify", bad, "--against", str(CACHE / f"{model}.keras"))
+    found.append(Job("verify against Keras, no localisation", "kconvert", against, env))
     for mode in LOCALIZE_MODES:
         command = kconvert("verify", bad, "--against", str(CACHE / f"{model}.keras"), "--localize",
                            "--localize-mode", mode, "--json")
