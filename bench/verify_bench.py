@@ -11,9 +11,10 @@ in bench/.venv. For each model (bench/.cache/<name>.keras, made by make_models.p
    RunResults of the Keras outputs), and one weight of one mid-model layer is perturbed in bad.onnx.
 2. verify from test data: `kconvert verify model.onnx` vs `polygraphy run model.onnx --onnxrt
    --load-inputs inputs.json --load-outputs outputs.json`.
-3. localisation: `kconvert verify bad.onnx --against model.keras --localize` (both modes, and each mode
-   alone) vs `polygraphy run bad.onnx --onnxrt --onnx-outputs mark all --load-outputs golden.json`, whose
-   golden run of the clean model (every intermediate value) is made once, not timed.
+3. localisation: `kconvert verify bad.onnx --against model.keras --test-data model_test_data --localize`
+   (both modes, and each mode alone; without --localize too) vs `polygraphy run bad.onnx --onnxrt
+   --onnx-outputs mark all --load-outputs golden.json`, whose golden run of the clean model (every
+   intermediate value) is made once in preparation and timed apart.
 
 Every timed job is a fresh process under GNU time (wall time, peak RSS); medians over --runs, in rotating
 order. Then: does each tool name the perturbed layer (kconvert: the first divergent Keras layer, or a layer
@@ -47,11 +48,12 @@ TOLERANCE = ["--rtol", "1e-4", "--atol", "1e-5"]  # kconvert verify's float32 de
 # The weight perturbed per model (an ONNX initializer of a mid-model layer) and the Keras layers it belongs
 # to (the conversion folds BatchNormalization into the Conv before it, so its bias is both layers'). One
 # element moves by PERTURBATION x the weight's largest magnitude: enough that the model's output fails, so
-# each tool localises a real mismatch. (In this random-weight ResNet50 no single kernel element did, even at
-# 100x: its softmax output barely moves; at 2x the BiLSTM's still passed.)
+# each tool localises a real mismatch. A bias element, since it shifts every position and time step: in
+# these random-weight models single kernel elements barely moved the outputs (ResNet50's softmax stayed
+# within tolerance even at 100x; the BiLSTM's LSTM input weight failed at 100x but passed at 20x).
 PERTURBATION = 20.0
 PERTURBED = {"ResNet50": ("conv4_block3_3_conv/bias", ("conv4_block3_3_conv", "conv4_block3_3_bn")),
-             "BiLSTM": ("bidirectional/W", ("bidirectional",))}
+             "BiLSTM": ("bidirectional/B", ("bidirectional",))}
 LOCALIZE_MODES = ("both", "accumulated", "isolated")
 VERSIONS = ("numpy", "onnx", "onnxruntime", "keras", "tensorflow", "polygraphy")
 # Polygraphy's per-output verdict lines ("FAILED | Output: 'conv1/Conv' | Difference exceeds tolerance").
@@ -191,11 +193,11 @@ def jobs(model: str, folder: Path, repo: Path, localize: bool) -> list[Job]:
     if not localize:
         return found
     initializer, layers = PERTURBED[model]
-    against = kconvert("verify", bad, "--against", str(CACHE / f"{model}.keras"))
-    found.append(Job("verify against Keras, no localisation", "kconvert", against, env))
+    # --test-data: the inputs Polygraphy gets (Keras computes the expected outputs anew with --against).
+    against = ["--against", str(CACHE / f"{model}.keras"), "--test-data", str(folder / "model_test_data")]
+    found.append(Job("verify against Keras, no localisation", "kconvert", kconvert("verify", bad, *against), env))
     for mode in LOCALIZE_MODES:
-        command = kconvert("verify", bad, "--against", str(CACHE / f"{model}.keras"), "--localize",
-                           "--localize-mode", mode, "--json")
+        command = kconvert("verify", bad, *against, "--localize", "--localize-mode", mode, "--json")
         found.append(Job(f"localisation ({mode})", "kconvert", command, env, kconvert_judge(layers)))
     # Polygraphy's reference of every intermediate (the clean model's run) is timed too, apart: the
     # localisation rows compare against files it wrote, kconvert's compute Keras' values themselves.
