@@ -13,8 +13,6 @@ from typing import TextIO
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
-from rich.progress import Progress as RichProgress
 
 __all__ = ["Progress", "progress_wanted"]
 Advance = Callable[[int, int], None]  # (steps done, steps in all)
@@ -61,6 +59,9 @@ class Progress:
         if not self.enabled:
             yield _ignore
             return
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn  # only when shown
+        from rich.progress import Progress as RichProgress
+
         columns = (TextColumn(escape(text)), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with RichProgress(*columns, console=self.console(), transient=True) as bar:
             task = bar.add_task(text, total=None)

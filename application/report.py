@@ -7,15 +7,17 @@ Every name and path comes from the user or the model file: it is escaped before 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from application.service import CheckResult, ConversionResult, KerasExportResult
-from application.verify import VerifyResult
 from runtime.localize_types import LayerError, Localization
+
+if TYPE_CHECKING:  # `kconvert verify` renders without importing the conversion service (start-up time)
+    from application.service import CheckResult, ConversionResult, KerasExportResult
+    from application.verify import VerifyResult
 
 
 def print_summary(summary: dict[str, Any]) -> None:
@@ -34,6 +36,7 @@ def print_summary(summary: dict[str, Any]) -> None:
 
 
 def print_result(result: ConversionResult | KerasExportResult) -> None:
+    from application.service import KerasExportResult
     console = Console(soft_wrap=True)  # a long path stays on one line
     output = escape(str(result.output))
     if isinstance(result, KerasExportResult):

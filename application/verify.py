@@ -17,11 +17,9 @@ from xml.etree import ElementTree
 
 import numpy as np
 
-from application.against import KerasRun, LiveKeras
 from application.options import parse_input_shapes
 from application.progress import Progress
 from converter.errors import CheckFailedError, UsageError
-from runtime.check import InputsUsed
 from runtime.compare import ATOL, RTOL
 from runtime.localize_types import DEFAULT_BUDGET_BYTES, MODES, LayerError, Localization
 from runtime.replay import SetResult, Tolerances, model_precision, replay
@@ -29,7 +27,9 @@ from runtime.stats import OutputStats
 from runtime.testdata import TestSet, data_folder_of, read_embedded, travelling_sets
 from runtime.value_map import ValueMap, value_map_of
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # verifying from stored data never loads the Keras side (start-up time)
+    from application.against import KerasRun, LiveKeras
+    from runtime.check import InputsUsed
     from runtime.reference import ReferenceBackend
 
 MB = 1 << 20
