@@ -50,7 +50,7 @@ class KerasRun:
     sets: list[TestSet]  # inputs (ONNX layout) and Keras' outputs (ONNX layout)
     keras: LiveKeras  # for localisation: the first set's inputs
     inputs: InputsUsed  # what was fed
-    backend: ReferenceBackend  # which Keras, on which backend, computed the expected outputs
+    backend: ReferenceBackend | None  # which Keras, on which backend, computed the expected outputs
 
 
 @dataclass(frozen=True)

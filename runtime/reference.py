@@ -199,10 +199,13 @@ class ReferenceBackend:
                 "backend_version": self.backend_version}
 
 
-def reference_backend(model: Any) -> ReferenceBackend:
-    """Which Keras and backend compute `model` (a model load_keras_model returned)."""
+def reference_backend(model: Any) -> ReferenceBackend | None:
+    """Which Keras and backend compute `model` (a model load_keras_model returned); None for an object that
+    is no Keras model (a program's own stand-in)."""
     if _is_tf_keras(model):
         return ReferenceBackend("tf_keras", _version("tf_keras"), "tensorflow", _version("tensorflow"))
+    if not type(model).__module__.startswith("keras") or "keras" not in sys.modules:
+        return None
     backend = str(sys.modules["keras"].backend.backend())
     return ReferenceBackend("keras", _version("keras"), backend, _version(BACKEND_MODULES.get(backend, (backend,))[0]))
 
