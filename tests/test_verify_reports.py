@@ -14,7 +14,8 @@ from click.testing import CliRunner, Result
 
 from application import report
 from application.cli import main
-from application.verify import VerifyResult, junit_xml, markdown
+from application.verify import VerifyResult
+from application.verify_reports import junit_xml, markdown
 from runtime.localize_types import ACCUMULATED, ISOLATED, LayerError, Localization
 from runtime.replay import SetResult
 from runtime.stats import output_stats
