@@ -62,11 +62,17 @@ def _number(value: float, digits: int = 3) -> str:
     return f"{value:.{digits}g}" if math.isfinite(value) else str(value)
 
 
+def _size(count: int) -> str:
+    return f"{count / 2**20:.1f} MiB" if count >= 2**20 else f"{count / 2**10:.1f} KiB"
+
+
 def _header(result: VerifyResult) -> str:
     rtol, atol = result.default_tolerance
-    rows = [("model", str(result.model)), ("test data", str(result.source)),
+    rows = [("model", str(result.model)), ("against", result.reference_name),
             ("result", "pass" if result.ok else "FAIL"), ("providers", ", ".join(result.providers) or "none"),
             ("tolerance", f"rtol {rtol:g}, atol {atol:g}")]
+    if result.inputs is not None:
+        rows.append(("inputs", result.inputs.describe().removeprefix("inputs: ")))
     rows.extend((f"tolerance of {name}", f"rtol {r:g}, atol {a:g}") for name, (r, a) in _own_tolerances(result))
     return '<dl class="header">' + "".join(f"<dt>{_text(k)}</dt><dd>{_text(v)}</dd>" for k, v in rows) + "</dl>"
 
@@ -116,7 +122,7 @@ def _localization_section(loc: Localization) -> str:
                    f"{len(loc.divergent_after)} diverging layers after it")
     unmapped = (f"<p>{len(loc.unmapped)} Keras layers have no ONNX value (folded, removed or renamed): "
                 f"{_text(', '.join(loc.unmapped))}</p>") if loc.unmapped else ""
-    peak = f"; peak intermediate data {loc.peak_bytes / 2**20:.1f} MiB" if loc.peak_bytes else ""
+    peak = f"; peak intermediate data {_size(loc.peak_bytes)}" if loc.peak_bytes else ""
     return (f'<section class="localization" data-mode="{_text(loc.mode)}"><h2>Localisation ({_text(loc.mode)})</h2>'
             f"<p>{summary}{peak}</p>{unmapped}{error_plot(loc)}{_layers_table(loc)}</section>")
 
