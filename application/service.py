@@ -182,7 +182,7 @@ def _removed_on_error(paths: list[Path]) -> Iterator[None]:
 
 def check_tolerance(request: ConvertRequest) -> Tolerance:
     """The tolerance asked for, or the default for the precision (float16's atol grows with the outputs)."""
-    from converter.export.onnx import FLOAT16_ATOL, FLOAT16_RTOL
+    from converter.tolerances import FLOAT16_ATOL, FLOAT16_RTOL
 
     rtol = request.rtol if request.rtol is not None else (FLOAT16_RTOL if request.float16 else RTOL)
     atol = request.atol if request.atol is not None else (FLOAT16_ATOL if request.float16 else ATOL)

@@ -18,7 +18,7 @@ import numpy as np
 from application.options import parse_input_shapes
 from application.progress import Progress
 from converter.errors import CheckFailedError, UsageError
-from runtime.compare import ATOL, RTOL
+from converter.tolerances import ATOL, FLOAT16_ATOL, FLOAT16_RTOL, QUANTIZED_ATOL, QUANTIZED_RTOL, RTOL
 from runtime.localize_types import DEFAULT_BUDGET_BYTES, MODES, Localization
 from runtime.replay import SetResult, Tolerances, model_precision, replay
 from runtime.testdata import TestSet, data_folder_of, read_embedded, travelling_sets
@@ -30,7 +30,6 @@ if TYPE_CHECKING:  # verifying from stored data never loads the Keras side (star
     from runtime.reference import ReferenceBackend
 
 MB = 1 << 20
-QUANTIZED_RTOL, QUANTIZED_ATOL = 1e-1, 1e-1
 
 __all__ = ["VerifyRequest", "VerifyResult", "parse_tolerances", "verify"]
 
@@ -271,8 +270,6 @@ def _localize(request: VerifyRequest, keras: LiveKeras, first: TestSet, toleranc
 def _default_tolerance(model: Path) -> tuple[float, float]:
     """By the model's precision: float32 1e-4/1e-5; float16 2e-2/2e-2 (export/onnx.py); int8 1e-1/1e-1 (a
     quantization step of a unit-range activation is 1/127, and errors add up over the layers)."""
-    from converter.export.onnx import FLOAT16_ATOL, FLOAT16_RTOL
-
     defaults = {"float32": (RTOL, ATOL), "float16": (FLOAT16_RTOL, FLOAT16_ATOL),
                 "quantized": (QUANTIZED_RTOL, QUANTIZED_ATOL)}
     return defaults[model_precision(model)]

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-RTOL, ATOL = 1e-4, 1e-5
+from converter.tolerances import ATOL, RTOL
 
 
 @dataclass(frozen=True)

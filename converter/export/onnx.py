@@ -32,6 +32,7 @@ from converter.export.files import make_parent, staged
 from converter.export.onnx_protos import little_endian, proto_module, tensor_proto, to_model
 from converter.ir import Graph, OpGraph
 from converter.lowering import DEFAULT_OPSET, lower, lower_for_export
+from converter.tolerances import FLOAT16_ATOL, FLOAT16_RTOL  # --float16 outputs vs Keras (float32)
 
 if TYPE_CHECKING:  # the classes are onnx_ml_pb2's, loaded by onnx_core (the same classes as onnx's)
     from onnx import ModelProto, TensorProto
@@ -46,8 +47,6 @@ __all__ = [
 # Protobuf cannot hold a message past 2 GiB; above this many weight bytes the weights go to
 # `<model>.onnx.data` (ONNX external data), leaving room for the graph itself.
 EXTERNAL_DATA_THRESHOLD = 2**31 - 2**27
-# --float16 outputs are compared with Keras (float32) at this looser tolerance.
-FLOAT16_RTOL, FLOAT16_ATOL = 2e-2, 2e-2
 MIN_OPSET = 13
 def max_opset() -> int:
     return onnx_core.active().max_opset()
