@@ -72,3 +72,17 @@ def test_a_conversion_skips_onnx_init_and_ml_dtypes(tmp_path: Path, float16: boo
     assert {"onnx.onnx_ml_pb2", "onnx.onnx_cpp2py_export"} <= modules
     assert not {"onnx", "onnx.helper", "onnx.numpy_helper"} & modules
     assert not any(name == "ml_dtypes" or name.startswith("ml_dtypes.") for name in modules)
+
+
+def test_verify_from_test_data_loads_neither_keras_nor_the_converter(tmp_path: Path) -> None:
+    """`kconvert verify` in CI needs onnxruntime, numpy and protobuf: no TensorFlow or Keras, not h5py or the
+    Keras reader, no layer handlers, no onnx/__init__ (ml_dtypes)."""
+    model = tmp_path / "model.keras"
+    model.write_bytes(FIXTURE.read_bytes())
+    reference = ROOT / "fixtures" / "small_cnn" / "reference.npz"
+    _modules(str(model), "--reference", str(reference), "--save-test-data")
+    modules = _modules("verify", str(tmp_path / "model.onnx"))
+    top = {name.split(".")[0] for name in modules}
+    assert not top & {"h5py", "ml_dtypes", "tensorflow", "keras", "tf_keras", "torch", "jax"}
+    assert "onnxruntime" in top and "onnx" not in modules  # onnx's protobuf classes only, not its package
+    assert not {m for m in modules if m.startswith(("converter.layers", "converter.keras", "converter.passes"))}
