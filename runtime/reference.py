@@ -91,7 +91,8 @@ def _import(module: str, hint: str = TF_HINT) -> Any:
             return importlib.import_module(module)
     except ImportError as err:
         missing = err.name or module
-        raise ReferenceUnavailable(f"--check needs {missing}, which is not installed", hint=hint) from None
+        raise ReferenceUnavailable(f"Keras' reference (--check, verify --against) needs {missing}, which is not "
+                                   "installed", hint=hint) from None
 
 
 def installed(module: str) -> bool:
@@ -123,7 +124,8 @@ def _import_keras3() -> Any:
     if "keras" in sys.modules:
         return sys.modules["keras"]
     if not installed("keras"):
-        raise ReferenceUnavailable("--check of a Keras 3 file needs keras, which is not installed", hint=KERAS3_HINT)
+        raise ReferenceUnavailable("Keras' reference of a Keras 3 file (--check, verify --against) needs keras, "
+                                   "which is not installed", hint=KERAS3_HINT)
     backend = choose_backend(os.environ.get(BACKEND_ENV))
     if backend is None:
         raise ReferenceUnavailable("Keras 3 is installed, but none of its backends (tensorflow, jax, torch) is",
