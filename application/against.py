@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from converter.errors import UsageError
-from runtime.check import Feeding, InputsUsed, OnBatch
+from runtime.check import Feeding, InputsUsed, OnBatch, summary_shapes
 from runtime.testdata import TestSet
 from runtime.value_map import Perm, ValueMap
 
@@ -82,14 +82,18 @@ def keras_sets(request: AgainstRequest, onnx_inputs: list[str], onnx_outputs: li
         _check_names(request.against, "output", onnx_outputs, len(keras_model.outputs))
         batches, used = _feeds(request, loaded.graph, perms_in)
         sets, first = [], []
+        shapes: dict[str, list[tuple[int, ...]]] = {name: [] for name in onnx_inputs}
         for done, given in enumerate(batches, start=1):
             keras_inputs = [_to_keras(given[name], perms_in.get(name)) for name in onnx_inputs]
+            for name, array in zip(onnx_inputs, keras_inputs):
+                shapes[name].append(tuple(array.shape))
             expected = reference_outputs(keras_model, keras_inputs)
             sets.append(TestSet(dict(given), {name: _to_onnx(array, perms_out.get(name))
                                               for name, array in zip(onnx_outputs, expected)}))
             first = first or keras_inputs
             if on_batch is not None:
                 on_batch(done, used.batches)
+    used = replace(used, shapes=summary_shapes(shapes))  # Keras' order, as --check reports them
     return KerasRun(sets, LiveKeras(keras_model, first), used, reference_backend(keras_model))
 
 

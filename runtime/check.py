@@ -33,7 +33,7 @@ from runtime.reference import reference_outputs
 from runtime.testdata import TestSet
 
 __all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_SAMPLES", "Feeding", "InputsUsed", "Reference", "check_against_keras",
-           "check_against_reference", "feed_batches", "merge_diffs"]
+           "check_against_reference", "feed_batches", "merge_diffs", "summary_shapes"]
 DEFAULT_SAMPLES = 4  # batches of 1 and 3: a model that mishandles the batch axis fails one of them
 DEFAULT_BATCH_SIZE = 32
 Reference = tuple[dict[str, np.ndarray], list[np.ndarray]]
@@ -72,11 +72,12 @@ class InputsUsed:
 
     def describe(self) -> str:
         """One line for the terminal: which data, and which sizes the unknown dims took."""
-        origin = f"generated (seed {self.seed})" if self.source == "generated" else self.source
+        origin = f"generated (seed {self.seed})" if self.source == "generated" else f"from {self.source}"
         shapes = ", ".join(f"{name} ({', '.join('None' if d is None else str(d) for d in dims)})"
                            for name, dims in self.shapes.items())
         probed = f"; unknown dims probed at {self.probed}" if self.probed is not None else ""
-        return f"inputs: {self.samples} samples {origin} in {self.batches} batches; {shapes}{probed}"
+        batches = f"{self.batches} batch{'es' if self.batches != 1 else ''}"
+        return f"inputs: {self.samples} samples {origin} in {batches}{'; ' + shapes if shapes else ''}{probed}"
 
 
 def to_keras_layout(tensor: Tensor, array: np.ndarray) -> np.ndarray:
@@ -121,7 +122,7 @@ def check_against_keras(loaded: LoadedModel, onnx_path: Path, keras_model: Any, 
             shapes[tensor.name].append(array.shape)
         if on_batch is not None:
             on_batch(done, plan.batches)
-    used = InputsUsed(plan.source, plan.samples, plan.batches, plan.seed, _summary_shapes(shapes), plan.probed)
+    used = InputsUsed(plan.source, plan.samples, plan.batches, plan.seed, summary_shapes(shapes), plan.probed)
     return [merged[n] for n in names], session.get_providers(), used
 
 
@@ -170,7 +171,7 @@ def _batch_of(batch: Batch) -> int:
     return int(sizes[0]) if sizes else 1
 
 
-def _summary_shapes(shapes: dict[str, list[tuple[int, ...]]]) -> dict[str, list[int | None]]:
+def summary_shapes(shapes: dict[str, list[tuple[int, ...]]]) -> dict[str, list[int | None]]:
     """Each input's shape over the batches: None for the batch, and for a dim that took several sizes."""
     summary: dict[str, list[int | None]] = {}
     for name, seen in shapes.items():
