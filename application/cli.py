@@ -183,6 +183,9 @@ def main(debug: bool) -> None:
 @click.option("--backend", type=click.Choice(["tensorflow", "theano"]), default=None,
               help="Keras backend that saved the file, where the file does not record it (Theano kernels are flipped).")
 @click.option("--opset", type=int, default=None, help="ONNX opset (default 17; 13 up to the newest onnx knows).")
+@click.option("--target-onnxruntime", metavar="X.Y", default=None,
+              help="Write a file this onnxruntime release loads (1.6 to 1.20): its newest opset and IR version cap "
+                   "--opset and the default 17.")
 @click.option("--float16", is_flag=True, help="fp16 weights and compute (inputs/outputs stay float32).")
 @click.option("--float16-io", is_flag=True, help="With --float16: fp16 inputs and outputs too.")
 @click.option("--nchw-inputs", is_flag=True, help="Spatial inputs channels-first (no Transpose at the input).")

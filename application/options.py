@@ -8,9 +8,13 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from converter.errors import UsageError
 from runtime.testdata import check_embed_options
+
+if TYPE_CHECKING:
+    from converter.export.targets import TargetChoice
 
 OUTPUT_SUFFIXES = (".onnx", ".keras")
 TF_HINT = "install the cross-check extra (pip install 'kconvert-onnx[tf]'), or compare with stored outputs: --reference"
@@ -26,6 +30,7 @@ class ConvertRequest:
     output: Path | None = None
     weights: Path | None = None
     opset: int | None = None
+    target_onnxruntime: str | None = None  # X.Y: the opset and IR version that onnxruntime release loads
     backend: str | None = None
     float16: bool = False
     float16_io: bool = False
@@ -69,6 +74,10 @@ def validate(request: ConvertRequest) -> Path:
     _check_output(request, output)
     if output.suffix.lower() == ".keras":
         _check_keras_output(request)
+    elif request.target_onnxruntime is not None:
+        from converter.export.onnx import check_opset
+
+        check_opset(target_choice(request).opset)  # the table's opset may be newer than the installed onnx
     elif request.opset is not None:
         from converter.export.onnx import check_opset
 
@@ -81,6 +90,15 @@ def validate(request: ConvertRequest) -> Path:
 
         choose_providers(request.provider)
     return output
+
+
+def target_choice(request: ConvertRequest) -> TargetChoice | None:
+    """--target-onnxruntime's opset and IR version (a UsageError where the release cannot take the file)."""
+    if request.target_onnxruntime is None:
+        return None
+    from converter.export.targets import choose
+
+    return choose(request.target_onnxruntime, request.opset)
 
 
 def tensorflow_installed() -> bool:
@@ -210,7 +228,8 @@ def _check_keras_output(request: ConvertRequest) -> None:
         ("--check", request.check), ("--reference", request.reference is not None),
         ("--float16", request.float16), ("--float16-io", request.float16_io),
         ("--nchw-inputs", request.nchw_inputs), ("--nchw-outputs", request.nchw_outputs),
-        ("--opset", request.opset is not None)) if given]
+        ("--opset", request.opset is not None),
+        ("--target-onnxruntime", request.target_onnxruntime is not None)) if given]
     if onnx_only:
         raise UsageError(f"ONNX options do not apply to a .keras archive: {', '.join(onnx_only)}",
                          hint="drop them, or write -o NAME.onnx; load the archive with keras.saving.load_model "

@@ -45,6 +45,10 @@ def print_result(result: ConversionResult | KerasExportResult) -> None:
             console.print(f"  note: {note}", markup=False)
         return
     console.print(f"wrote {output}  (opset {result.opset}, {result.nodes} nodes, {result.seconds:.2f} s)")
+    if result.target is not None:
+        console.print(f"target onnxruntime {result.target.release.name}: opset {result.target.opset}, IR version "
+                      f"{result.target.ir_version} (it loads opset {result.target.release.max_opset} and IR version "
+                      f"{result.target.release.max_ir} at most)")
     if result.check is not None:
         _print_check(console, result.check, output)
     if result.test_data is not None:

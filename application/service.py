@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from application.options import ConvertRequest, default_output, validate
+from application.options import ConvertRequest, default_output, target_choice, validate
 from application.progress import Advance, Progress
 from converter.api import LoadedModel, OnnxOptions, WrittenOnnx, opened, save_keras, write_onnx
 from converter.errors import CheckFailedError
+from converter.export.targets import TargetChoice
 from converter.passes.layout import LayoutOptions
 from runtime.check import (
     DEFAULT_BATCH_SIZE,
@@ -84,6 +85,7 @@ class ConversionResult:
     outputs: list[str]
     check: CheckResult | None = None
     test_data: Path | None = None  # where --save-test-data wrote the check's inputs and expected outputs
+    target: TargetChoice | None = None  # --target-onnxruntime: the release, and the opset and IR version chosen
 
     @property
     def ok(self) -> bool:
@@ -105,6 +107,8 @@ class ConversionResult:
             report["check"] = self.check.to_dict()
         if self.test_data is not None:
             report["test_data"] = str(self.test_data)
+        if self.target is not None:
+            report["target"] = self.target.to_dict()
         return report
 
 
@@ -152,7 +156,9 @@ def _convert_loaded(loaded: LoadedModel, output: Path, request: ConvertRequest, 
             keras_model = load_keras_model(loaded.artifact, request.weights)
     start += time.perf_counter() - aside  # "seconds" is the conversion's time, not TensorFlow's or the inputs'
     # Without a check the Keras-layout weights are dropped as soon as each layer is lowered.
-    written = write_onnx(loaded, output, OnnxOptions(request.opset, request.float16, request.float16_io),
+    target = target_choice(request)
+    opset = request.opset if target is None else target.opset
+    written = write_onnx(loaded, output, OnnxOptions(opset, request.float16, request.float16_io),
                          release_weights=not request.verifies)
     seconds = round(time.perf_counter() - start, 3)
     check = None
@@ -165,7 +171,7 @@ def _convert_loaded(loaded: LoadedModel, output: Path, request: ConvertRequest, 
     graph = loaded.graph
     return ConversionResult(request.model, output, written.opset, seconds, written.nodes, request.float16,
                             [(t.name, list(t.shape or ())) for t in graph.inputs], list(graph.output_names), check,
-                            test_data)
+                            test_data, target)
 
 
 @contextmanager
