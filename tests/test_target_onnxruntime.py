@@ -19,7 +19,7 @@ from kmodels import layer, run_onnx, save_keras, sequential
 
 import converter
 from application.cli import main
-from converter.errors import UsageError
+from converter.errors import KconvertWarning, UsageError
 from converter.export.targets import RELEASES, choose, find_release, oldest_release_for, readme_table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,7 +48,6 @@ def test_choice_caps_the_default_and_keeps_an_allowed_opset(release: str, opset:
 
 @pytest.mark.parametrize("release, opset, words", [
     ("abc", None, ["MAJOR.MINOR", "known releases: 1.6, 1.7"]), ("1", None, ["MAJOR.MINOR"]),
-    ("1.99", None, ["not in kconvert's compatibility table", "--target-onnxruntime 1.20"]),
     ("2.0", None, ["not in kconvert's compatibility table"]),
     ("1.5", None, ["opset 12 at most", "1.6 is the oldest"]), ("0.5", None, ["opset 10 at most"]),
     ("1.16", 20, ["--opset 20", "onnxruntime 1.16", "opset 19 at most"]),
@@ -58,6 +57,13 @@ def test_choice_refusals(release: str, opset: int | None, words: list[str]) -> N
         choose(release, opset)
     said = f"{caught.value} {caught.value.hint}"
     assert all(word in said for word in words), said
+
+
+def test_a_release_newer_than_the_table_gets_the_newest_rows_limits_and_a_warning() -> None:
+    """onnxruntime loads whatever an older release loads, so 1.20's limits are safe for 1.32."""
+    with pytest.warns(KconvertWarning, match="newer than kconvert's compatibility table"):
+        choice = choose("1.32", None)
+    assert (choice.release.name, choice.opset, choice.ir_version, choice.release.max_opset) == ("1.32", 17, 8, 21)
 
 
 def test_readme_table_matches_the_module() -> None:
@@ -70,7 +76,7 @@ def _run(*args: str) -> tuple[int, str]:
 
 
 @pytest.mark.parametrize("args, words", [
-    (["--target-onnxruntime", "1.99"], ["compatibility table"]),
+    (["--target-onnxruntime", "2.0"], ["compatibility table"]),
     (["--target-onnxruntime", "x.y"], ["MAJOR.MINOR"]),
     (["--target-onnxruntime", "1.4"], ["opset 12 at most"]),
     (["--target-onnxruntime", "1.8", "--opset", "15"], ["--opset 15", "onnxruntime 1.8", "opset 14 at most"]),

@@ -10,9 +10,10 @@ with opset 19 but IR 8, while opset 19 needs IR 9: taken as listed, so opset 19 
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 
-from converter.errors import UsageError
+from converter.errors import KconvertWarning, UsageError
 from converter.export.onnx import DEFAULT_OPSET, MIN_OPSET
 from converter.export.onnx_protos import IR_VERSION_FOR_OPSET
 
@@ -72,9 +73,15 @@ def find_release(text: str) -> OrtRelease:
     if too_old is not None:
         raise UsageError(f"onnxruntime {name} implements ONNX opset {too_old} at most, and kconvert writes opset "
                          f"{MIN_OPSET} or newer", hint="onnxruntime 1.6 is the oldest release kconvert can target")
+    if match[1] == "1" and _version_key(name) > _version_key(NEWEST):
+        # Newer than the table: onnxruntime loads every model an older release loads (its compatibility
+        # promise), so the newest row's limits are safe for it, if not the newest it could take.
+        warnings.warn(KconvertWarning(f"onnxruntime {name} is newer than kconvert's compatibility table (up to "
+                                      f"{NEWEST}): writing what {NEWEST} loads, which {name} loads too"), stacklevel=2)
+        newest = RELEASES[NEWEST]
+        return OrtRelease(name, newest.max_opset, newest.max_ir)
     raise UsageError(f"onnxruntime {name} is not in kconvert's compatibility table",
-                     hint=f"known releases: {known_releases()}; a newer release loads everything {NEWEST} loads: "
-                          f"--target-onnxruntime {NEWEST}")
+                     hint=f"known releases: {known_releases()}")
 
 
 def choose(text: str, requested_opset: int | None) -> TargetChoice:
