@@ -219,6 +219,9 @@ def main(debug: bool) -> None:
                    "(metadata kconvert.test_data), so kconvert verify needs only the one file.")
 @click.option("--embed-limit", type=float, default=None, metavar="MB",
               help="With --embed-test-data: embed test sets while they total at most MB megabytes (default 1).")
+@click.option("--optimize", is_flag=True,
+              help="Slim the ONNX with onnxslim (pip install 'kconvert-onnx[optimize]'), kept only if it matches the "
+                   "unoptimised model on generated inputs; reports nodes, size and CPU latency before/after.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable JSON report.")
 def convert_command(as_json: bool, **options: Any) -> ConversionResult | KerasExportResult:
     """Convert MODEL to ONNX."""

@@ -49,6 +49,7 @@ class ConvertRequest:
     samples: int | None = None  # generated samples; None: 4 (batches of 1 and 3)
     seed: int | None = None  # None: 0
     input_shape: Sequence[str] = ()  # NAME=D1,D2,...: unknown dims of generated inputs (no batch, Keras' order)
+    optimize: bool = False  # onnxslim the written ONNX, verified against the unoptimised one (application/optimize.py)
 
     @property
     def verifies(self) -> bool:
@@ -82,6 +83,10 @@ def validate(request: ConvertRequest) -> Path:
         from converter.export.onnx import check_opset
 
         check_opset(request.opset)
+    if request.optimize:
+        from application.optimize import check_optimize_available
+
+        check_optimize_available()
     if request.check and not tensorflow_installed():
         raise UsageError("--check needs TensorFlow, or Keras 3 with one of its backends (jax, torch), to compute "
                          "Keras' outputs, and none is installed", hint=KERAS3_HINT)
@@ -228,7 +233,7 @@ def _check_keras_output(request: ConvertRequest) -> None:
         ("--check", request.check), ("--reference", request.reference is not None),
         ("--float16", request.float16), ("--float16-io", request.float16_io),
         ("--nchw-inputs", request.nchw_inputs), ("--nchw-outputs", request.nchw_outputs),
-        ("--opset", request.opset is not None),
+        ("--opset", request.opset is not None), ("--optimize", request.optimize),
         ("--target-onnxruntime", request.target_onnxruntime is not None)) if given]
     if onnx_only:
         raise UsageError(f"ONNX options do not apply to a .keras archive: {', '.join(onnx_only)}",

@@ -16,6 +16,7 @@ from rich.table import Table
 from runtime.localize_types import LayerError, Localization
 
 if TYPE_CHECKING:  # `kconvert verify` renders without importing the conversion service (start-up time)
+    from application.optimize import OptimizeResult
     from application.service import CheckResult, ConversionResult, KerasExportResult
     from application.verify import VerifyResult
 
@@ -49,10 +50,35 @@ def print_result(result: ConversionResult | KerasExportResult) -> None:
         console.print(f"target onnxruntime {result.target.release.name}: opset {result.target.opset}, IR version "
                       f"{result.target.ir_version} (it loads opset {result.target.release.max_opset} and IR version "
                       f"{result.target.release.max_ir} at most)")
+    if result.optimize is not None:
+        _print_optimize(console, result.optimize)
     if result.check is not None:
         _print_check(console, result.check, output)
     if result.test_data is not None:
         console.print(f"saved test data to {escape(str(result.test_data))}  (kconvert verify {output})")
+
+
+def _print_optimize(console: Console, optimized: OptimizeResult) -> None:
+    """What onnxslim changed (nodes, op types, size, latency), or why the file stays unoptimised."""
+    if not optimized.applied and optimized.latency is None:
+        console.print(f"not optimised: {escape(optimized.reason)}")
+        return
+    verb = "optimised" if optimized.applied else "[red]not optimised[/red] (kept the unoptimised file)"
+    kb_before, kb_after = optimized.bytes_before / 1024, optimized.bytes_after / 1024
+    console.print(f"{verb} with onnxslim: {optimized.nodes_before} -> {optimized.nodes_after} nodes, "
+                  f"{kb_before:.1f} -> {kb_after:.1f} KiB")
+    if optimized.ops_changed:
+        changes = ", ".join(f"{op} {b}->{a}" for op, (b, a) in optimized.ops_changed.items())
+        console.print(f"  ops changed: {escape(changes)}")
+    if optimized.latency is not None:
+        lat = optimized.latency
+        console.print(f"  onnxruntime CPU latency (1 thread, batch 1, median of {lat.runs}): "
+                      f"{lat.before_ms:.3f} -> {lat.after_ms:.3f} ms")
+    if optimized.unmapped_layers:
+        console.print(f"  {len(optimized.unmapped_layers)} Keras layers lost their ONNX value "
+                      "(verify --localize reports them unmapped)")
+    if not optimized.applied:
+        console.print(f"  [red]{escape(optimized.reason)}[/red]")
 
 
 def _print_check(console: Console, check: CheckResult, output: str) -> None:

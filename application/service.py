@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from application.optimize import OptimizeResult, optimize_written
 from application.options import ConvertRequest, default_output, target_choice, validate
 from application.progress import Advance, Progress
 from converter.api import LoadedModel, OnnxOptions, WrittenOnnx, opened, save_keras, write_onnx
@@ -86,6 +87,7 @@ class ConversionResult:
     check: CheckResult | None = None
     test_data: Path | None = None  # where --save-test-data wrote the check's inputs and expected outputs
     target: TargetChoice | None = None  # --target-onnxruntime: the release, and the opset and IR version chosen
+    optimize: OptimizeResult | None = None  # what --optimize changed
 
     @property
     def ok(self) -> bool:
@@ -109,6 +111,8 @@ class ConversionResult:
             report["test_data"] = str(self.test_data)
         if self.target is not None:
             report["target"] = self.target.to_dict()
+        if self.optimize is not None:
+            report["optimize"] = self.optimize.to_dict()
         return report
 
 
@@ -161,6 +165,11 @@ def _convert_loaded(loaded: LoadedModel, output: Path, request: ConvertRequest, 
     written = write_onnx(loaded, output, OnnxOptions(opset, request.float16, request.float16_io),
                          release_weights=not request.verifies)
     seconds = round(time.perf_counter() - start, 3)
+    optimized = None
+    if request.optimize:  # before the check: the check, and the test data it saves, are the optimised file's
+        with _removed_on_error(written.files), progress.status("optimising with onnxslim"):
+            optimized = optimize_written(written, loaded.graph, check_tolerance(request), request.input_shapes,
+                                         request.float16)
     check = None
     if request.verifies:
         with _removed_on_error(written.files), progress.steps("checking batches") as advance:
@@ -171,7 +180,7 @@ def _convert_loaded(loaded: LoadedModel, output: Path, request: ConvertRequest, 
     graph = loaded.graph
     return ConversionResult(request.model, output, written.opset, seconds, written.nodes, request.float16,
                             [(t.name, list(t.shape or ())) for t in graph.inputs], list(graph.output_names), check,
-                            test_data, target)
+                            test_data, target, optimized)
 
 
 @contextmanager
