@@ -222,6 +222,9 @@ def main(debug: bool) -> None:
 @click.option("--optimize", is_flag=True,
               help="Slim the ONNX with onnxslim (pip install 'kconvert-onnx[optimize]'), kept only if it matches the "
                    "unoptimised model on generated inputs; reports nodes, size and CPU latency before/after.")
+@click.option("--streaming", is_flag=True,
+              help="Recurrent layers' states as inputs LAYER/h_in (LSTM: also LAYER/c_in; zeros for the first "
+                   "chunk) and outputs LAYER/h_out (LAYER/c_out), to feed a long sequence chunk by chunk.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable JSON report.")
 def convert_command(as_json: bool, **options: Any) -> ConversionResult | KerasExportResult:
     """Convert MODEL to ONNX."""

@@ -50,6 +50,7 @@ class ConvertRequest:
     seed: int | None = None  # None: 0
     input_shape: Sequence[str] = ()  # NAME=D1,D2,...: unknown dims of generated inputs (no batch, Keras' order)
     optimize: bool = False  # onnxslim the written ONNX, verified against the unoptimised one (application/optimize.py)
+    streaming: bool = False  # recurrent states as graph inputs/outputs (converter/passes/streaming.py)
 
     @property
     def verifies(self) -> bool:
@@ -114,6 +115,12 @@ def tensorflow_installed() -> bool:
 
 
 def _check_flags(request: ConvertRequest) -> None:
+    if request.streaming and request.verifies:
+        # The Keras model has no state inputs or outputs to compare with; the streamed graph is the same
+        # lowering with the states wired out (tests/test_streaming.py, tests/test_tf_streaming.py).
+        raise UsageError("--streaming adds state inputs and outputs the Keras model does not have, so --check "
+                         "and --reference cannot compare it", hint="check a conversion without --streaming "
+                         "(the same layers and weights), then convert with --streaming alone")
     if request.float16_io and not request.float16:
         raise UsageError("--float16-io makes the float16 model's inputs and outputs float16, but --float16 "
                          "was not given", hint="add --float16, or drop --float16-io")
@@ -233,7 +240,7 @@ def _check_keras_output(request: ConvertRequest) -> None:
         ("--check", request.check), ("--reference", request.reference is not None),
         ("--float16", request.float16), ("--float16-io", request.float16_io),
         ("--nchw-inputs", request.nchw_inputs), ("--nchw-outputs", request.nchw_outputs),
-        ("--opset", request.opset is not None), ("--optimize", request.optimize),
+        ("--opset", request.opset is not None), ("--optimize", request.optimize), ("--streaming", request.streaming),
         ("--target-onnxruntime", request.target_onnxruntime is not None)) if given]
     if onnx_only:
         raise UsageError(f"ONNX options do not apply to a .keras archive: {', '.join(onnx_only)}",

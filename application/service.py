@@ -145,7 +145,8 @@ def convert(request: ConvertRequest, progress: Progress | None = None) -> Conver
         return _export_keras(request, output)
     start = time.perf_counter()
     layout = LayoutOptions(nchw_inputs=request.nchw_inputs, nchw_outputs=request.nchw_outputs)
-    with opened(request.model, request.weights, backend=request.backend, layout=layout, mapped=True) as loaded:
+    with opened(request.model, request.weights, backend=request.backend, layout=layout, mapped=True,
+                streaming=request.streaming) as loaded:
         return _convert_loaded(loaded, output, request, start, progress or Progress.off())
 
 

@@ -36,7 +36,7 @@ class LoadedModel:
 
 def load(path: str | Path, weights: str | Path | None = None, optimize: bool = True,
          backend: str | None = None, require_weights: bool = True,
-         layout: LayoutOptions | None = None, mapped: bool = False) -> LoadedModel:
+         layout: LayoutOptions | None = None, mapped: bool = False, streaming: bool = False) -> LoadedModel:
     """Read a Keras file into a normalised LayerGraph.
 
     `backend` overrides the Keras backend recorded in the file ("theano" for Keras 1 Theano files,
@@ -45,7 +45,8 @@ def load(path: str | Path, weights: str | Path | None = None, optimize: bool = T
     `mapped=True` reads the weights as read-only views of the file's bytes instead of copies (faster,
     less memory); the file must then stay unchanged while the graph is in use, since truncating a
     mapped file makes reading the views fail. convert(), save_keras() and the CLI use it: they are
-    done with the weights before they return.
+    done with the weights before they return. `streaming=True` makes each recurrent layer's states graph
+    inputs and outputs (passes/streaming.py).
     """
     artifact = open_artifact(path, weights, backend=backend, mapped=mapped)
     try:
@@ -53,7 +54,7 @@ def load(path: str | Path, weights: str | Path | None = None, optimize: bool = T
         if mapped:
             graph.release_weight = release_pages
         graph.metadata.update(_provenance(artifact))
-        graph = run_pipeline(graph, layout) if optimize else run_shape_passes(graph)
+        graph = run_pipeline(graph, layout, streaming) if optimize else run_shape_passes(graph)
     except BaseException:
         # The error goes on to the caller; the HDF5 handles and maps must not outlive it.
         artifact.close()
@@ -82,17 +83,18 @@ def _provenance(artifact: KerasArtifact) -> dict[str, str]:
 
 def convert(path: str | Path, weights: str | Path | None = None, opset: int | None = None,
             backend: str | None = None, float16: bool = False, nchw_inputs: bool = False,
-            nchw_outputs: bool = False) -> onnx.ModelProto:
+            nchw_outputs: bool = False, streaming: bool = False) -> onnx.ModelProto:
     """Convert a Keras model file to an ONNX ModelProto (checked by onnx.checker).
 
     `float16`: fp16 weights and compute, float32 inputs/outputs; `nchw_inputs` / `nchw_outputs`:
-    spatial inputs / outputs channels-first, with no Transpose at the boundary. A model over 2 GB
+    spatial inputs / outputs channels-first, with no Transpose at the boundary; `streaming`: recurrent
+    states as inputs `<layer>/h_in` and outputs `<layer>/h_out` (passes/streaming.py). A model over 2 GB
     cannot be one protobuf message: the CLI writes it with external data.
     """
     from converter.export.onnx import DEFAULT_OPSET, export
 
     with opened(path, weights, backend=backend, layout=LayoutOptions(nchw_inputs, nchw_outputs),
-                mapped=True) as loaded:
+                mapped=True, streaming=streaming) as loaded:
         return export(loaded.graph, DEFAULT_OPSET if opset is None else opset, loaded.graph.metadata,
                       float16=float16)
 

@@ -9,13 +9,18 @@ Inputs: the sequence first; initial states follow, from Keras 2 (`inbound_nodes`
 sequence) or Keras 3 (`initial_state=` tensor kwargs); a mask is the input named by
 `tensor_kwargs["mask"]`, given explicitly or attached by the masking pass.
 
-`stateful=True` converts as a stateless layer whose initial states are zeros: Keras does not save
-the states, so a freshly loaded stateful model predicts from zero states, and an ONNX model has no
-state that survives between runs. Carry states across calls by feeding them back through
-`initial_state` inputs and `return_state` outputs.
+Streaming (`--streaming`, passes/streaming.py through the StreamsState trait below): the initial
+states become graph inputs `<layer>/h_in` (`<layer>/c_in`) appended after the sequence and mask, and
+the final states graph outputs `<layer>/h_out` (`<layer>/c_out`), so a deployment feeds a long
+sequence chunk by chunk, each chunk's final states the next chunk's initial states (zeros first).
+Without `--streaming`, `stateful=True` converts as a stateless layer whose initial states are zeros
+(Keras does not save the states, so a freshly loaded stateful model predicts from zero states), with
+a warning pointing at `--streaming`.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from converter.ir import Node, Shape
 from converter.layers.builder import OpBuilder
@@ -123,6 +128,22 @@ class Recurrent(LayerHandler[RecurrentSpec]):
 
     def parse(self, config: Config) -> RecurrentSpec:
         return parse_cell(config)
+
+    # layers/traits.StreamsState
+    def state_slots(self, node: Node) -> tuple[str, ...]:
+        return ("h", "c")[:self.spec(node).num_states]
+
+    def state_width(self, node: Node) -> int:
+        return self.spec(node).units
+
+    def is_stateful(self, node: Node) -> bool:
+        return self.spec(node).stateful
+
+    def has_initial_states(self, node: Node) -> bool:
+        return bool(state_inputs(node, [t.name for t in node.inputs]))
+
+    def return_states(self, node: Node) -> None:
+        node.spec = replace(self.spec(node), return_state=True)
 
     def weight_names(self, node: Node) -> list[str]:
         return cell_weight_names(self.spec(node))

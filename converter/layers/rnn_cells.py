@@ -61,7 +61,7 @@ class RecurrentSpec(LayerSpec):
     return_sequences: bool = False
     return_state: bool = False
     go_backwards: bool = False
-    stateful: bool = False  # converts as stateless (see recurrent.py)
+    stateful: bool = False  # zero initial states, or states as graph inputs with --streaming (recurrent.py)
     unroll: bool = False  # a speed hint for Keras; the ONNX op is the same
     zero_output_for_mask: bool = False
     # GRU only; Keras < 2.1.3 GRUs predate the argument and all behave as reset_after=False.

@@ -118,3 +118,24 @@ class Joins(Protocol):
 
     def joined_axis(self, node: Node) -> int | None:
         """The axis this node joins on, counted from 0."""
+
+
+@runtime_checkable
+class StreamsState(Protocol):
+    """A recurrent layer whose initial states can be graph inputs and final states graph outputs, so a
+    deployment feeds a long sequence chunk by chunk (passes/streaming.py)."""
+
+    def state_slots(self, node: Node) -> tuple[str, ...]:
+        """Short names of the states, in Keras order ("h", or "h", "c")."""
+
+    def state_width(self, node: Node) -> int:
+        """Units of each (batch, units) state."""
+
+    def is_stateful(self, node: Node) -> bool:
+        """Keras `stateful=True`: the layer carries its states across calls."""
+
+    def has_initial_states(self, node: Node) -> bool:
+        """The call passes initial_state tensors computed in the model."""
+
+    def return_states(self, node: Node) -> None:
+        """Make the node also output its final states (the caller adds their tensors)."""

@@ -18,6 +18,7 @@ from converter.passes import (
     shape_semantics,
     unwrap,
 )
+from converter.passes import streaming as streaming_pass
 from converter.passes.layout import LayoutOptions
 
 Pass = Callable[[Graph], Graph]
@@ -27,8 +28,9 @@ __all__ = ["PIPELINE", "SHAPE_PASSES", "LayoutOptions", "Pass", "pipeline", "run
            "run_steps"]
 
 
-def pipeline(options: LayoutOptions | None = None) -> tuple[tuple[str, Pass], ...]:
-    """The ordered passes; `options` say which graph inputs/outputs stay channels-first."""
+def pipeline(options: LayoutOptions | None = None, streaming: bool = False) -> tuple[tuple[str, Pass], ...]:
+    """The ordered passes; `options` say which graph inputs/outputs stay channels-first; `streaming`
+    makes recurrent states graph inputs and outputs."""
     return (
         # First: every later rule needs the canonical input shapes.
         ("shape semantics", shape_semantics.run),
@@ -45,6 +47,9 @@ def pipeline(options: LayoutOptions | None = None) -> tuple[tuple[str, Pass], ..
         # Cleanup before folding and layout: a Dropout between Conv and BatchNormalization would
         # block the fold, and removed identities need no layout.
         ("cleanup", cleanup.run),
+        # After masking (the states go after the mask input), unwrap (an RNN(cell) view is a plain
+        # recurrent layer then) and cleanup (no dead layer gets state inputs); before layout.
+        ("streaming", partial(streaming_pass.run, streaming=streaming)),
         # Before layout: it reads the Keras data_format/axis to match the BN axis with the channel axis,
         # and fewer nodes remain for the layout pass to place.
         ("fold batch norm", fold_batch_norm.run),
@@ -76,8 +81,8 @@ def run_steps(value: T, steps: Iterable[tuple[str, Callable[[T], T]]], what: str
     return value
 
 
-def run_pipeline(graph: Graph, options: LayoutOptions | None = None) -> Graph:
-    graph = run_steps(graph, PIPELINE if options is None else pipeline(options))
+def run_pipeline(graph: Graph, options: LayoutOptions | None = None, streaming: bool = False) -> Graph:
+    graph = run_steps(graph, PIPELINE if options is None and not streaming else pipeline(options, streaming))
     graph.validate()
     return graph
 
