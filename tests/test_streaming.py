@@ -18,7 +18,7 @@ from test_layers_recurrent import F, U, cell_weights, keras_rnn
 
 import converter
 from application.cli import main
-from converter.errors import KconvertWarning, UnsupportedLayerError, UsageError
+from converter.errors import KconvertWarning, UnsupportedLayerError
 from converter.value_map import KERAS_VALUES_KEY
 
 T = 12
@@ -153,7 +153,7 @@ def test_initial_state_from_the_model_is_refused(tmp_path: Path, rng: np.random.
     config = {"class_name": "Functional", "config": {
         "name": "f", "layers": [*inputs, rnn], "input_layers": [["x", 0, 0], ["h0", 0, 0]],
         "output_layers": [["rnn", 0, 0]]}}
-    with pytest.raises(UsageError, match="SimpleRNN 'rnn' takes its initial states from other tensors"):
+    with pytest.raises(UnsupportedLayerError, match="SimpleRNN 'rnn' takes its initial states from other tensors"):
         _convert(tmp_path, config, {"rnn": {"cell": cell_weights(rng, "SimpleRNN", cfg)}})
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from converter.errors import KconvertWarning, UnsupportedLayerError, UsageError
+from converter.errors import KconvertWarning, UnsupportedLayerError
 from converter.ir import Graph, Node, Tensor
 from converter.layers.registry import LayerHandler, handler_for
 from converter.layers.traits import StreamsState
@@ -56,9 +56,9 @@ def _refuse(node: Node, handler: LayerHandler[Any] | None) -> None:
 def _stream(graph: Graph, node: Node, handler: StreamsState) -> None:
     """States in after the sequence (and mask), states out after the layer's outputs."""
     if handler.has_initial_states(node):
-        raise UsageError(f"--streaming: {node.kind} '{node.layer_name}' takes its initial states from other "
-                         "tensors of the model, so they cannot be graph inputs", layer=node.layer_name,
-                         hint="convert without --streaming, or feed those states as model inputs in Keras")
+        raise UnsupportedLayerError(f"--streaming: {node.kind} '{node.layer_name}' takes its initial states from other "
+                                    "tensors of the model, so they cannot be graph inputs", layer=node.layer_name,
+                                    hint="convert without --streaming, or make those states model inputs in Keras")
     batch = (node.inputs[0].shape or (None,))[0]
     shape = (batch, handler.state_width(node))
     slots = handler.state_slots(node)
