@@ -120,6 +120,7 @@ def _quantized(path: Path, fp32: Path, original: Any, graph: Graph, calibration:
     if not _has_int8_ops(int8):  # e.g. a GRU-only model: onnxruntime has no int8 kernel for GRU
         why += "; onnxruntime quantized none of its ops, so the model stays float32"
     restored = _restore_metadata(original, int8)
+    _drop_unused_opsets(int8)
     int8_session = make_session(int8, "cpu", threads=1)
     stats, feeds = _stats(graph, fp32_session, int8_session, calibration, tolerance)
     latency = _latency(fp32_session, int8_session, feeds)
@@ -168,9 +169,18 @@ def _static(prepared: Path, work: Path, graph: Graph, session: Any, calibration:
     fed = [session_feeds(session, batch) for batch in batches]
     target = work / "int8.onnx"
     quantize_static(str(prepared), str(target), _Reader(fed), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    nodes_to_exclude=output_softmaxes(model_proto(prepared)))
     origin = f"generated (seed {plan.seed})" if plan.source == "generated" else plan.source
     return model_proto(target), f"{plan.samples} samples {origin}"
+
+
+def output_softmaxes(model: Any) -> list[str]:
+    """The Softmax nodes whose output is a model output: they stay float. onnxruntime fixes a Softmax's int8
+    range to [0, 1] (steps of 1/255), which rounds the probabilities of a many-class head (a 1000-way
+    softmax's are ~1e-3 when no class dominates) to 0."""
+    outputs = {value.name for value in model.graph.output}
+    return [node.name for node in model.graph.node if node.op_type == "Softmax" and set(node.output) & outputs]
 
 
 class _Reader:
@@ -193,6 +203,15 @@ def _restore_metadata(original: Any, int8: Any) -> list[str]:
                 int8.metadata_props.remove(stale)
             int8.metadata_props.add(key=prop.key, value=prop.value)
     return restored
+
+
+def _drop_unused_opsets(model: Any) -> None:
+    """quant_pre_process's onnxruntime-optimised model imports every domain onnxruntime knows (ai.onnx.ml 5,
+    com.microsoft.nchwc...); an older onnxruntime (--target-onnxruntime) may refuse a version it lacks."""
+    used = {node.domain for node in model.graph.node} | {""}
+    kept = [entry for entry in model.opset_import if entry.domain in used]
+    del model.opset_import[:]
+    model.opset_import.extend(kept)
 
 
 def _stats(graph: Graph, fp32: Any, int8: Any, calibration: Feeding, tolerance: tuple[float, float]

@@ -130,3 +130,21 @@ def test_int8_outputs_stay_close_to_float32(tmp_path: Path) -> None:
     expected, actual = run(fp32, batch), run(int8, batch)
     for key, value in expected.items():
         assert not np.array_equal(value, actual[key]) and np.abs(value - actual[key]).max() < 0.1
+
+
+def test_an_output_softmax_stays_float(tmp_path: Path) -> None:
+    """onnxruntime's int8 Softmax range is [0, 1] in steps of 1/255: a many-class head would read 0."""
+    output = tmp_path / "m.onnx"
+    _quantized("small_cnn", output)
+    graph = model_proto(output).graph
+    producers = {name: node.op_type for node in graph.node for name in node.output}
+    assert [producers[value.name] for value in graph.output] == ["Softmax"]
+
+
+def test_only_the_opsets_the_int8_model_uses_are_imported(tmp_path: Path) -> None:
+    """An older onnxruntime (--target-onnxruntime) may refuse a domain version it lacks, used or not."""
+    output = tmp_path / "m.onnx"
+    report = _quantized("small_cnn", output, "--target-onnxruntime", "1.14")
+    model = model_proto(output)
+    assert model.ir_version == report["target"]["ir_version"]
+    assert {entry.domain for entry in model.opset_import} == {node.domain for node in model.graph.node} | {""}
