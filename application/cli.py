@@ -194,11 +194,13 @@ def main(debug: bool) -> None:
               help="Cross-check against Keras on generated inputs (needs kconvert-onnx[tf]); unknown dimensions take "
                    "--input-shape, else the first of 4, 8, 16, ..., 256 at which the converted model runs.")
 @click.option("--inputs", type=click.Path(path_type=Path),
-              help="With --check: feed these instead of generated inputs: an .npz (keys NAME, input:NAME or x0..), "
-                   "a .npy (one-input model), a folder of NAME.npy, or a folder of test_data_set_N/input_K.pb.")
+              help="With --check/--quantize: feed these instead of generated inputs: an .npz (keys NAME, input:NAME "
+                   "or x0..), a .npy (one-input model), a folder of NAME.npy, or a folder of "
+                   "test_data_set_N/input_K.pb.")
 @click.option("--batch-size", type=int, default=None, help="With --check: samples per batch (default 32).")
 @click.option("--samples", type=int, default=None,
-              help="With --check: how many samples to generate (default 4: batches of 1 and 3).")
+              help="With --check: how many samples to generate (default 4: batches of 1 and 3); with "
+                   "--quantize: calibration samples (default 16).")
 @click.option("--seed", type=int, default=None, help="With --check: seed of the generated inputs (default 0).")
 @click.option("--input-shape", multiple=True, metavar="NAME=D1,D2,...",
               help="With --check: sizes of an input's unknown dims for generated inputs (the shape without the "
@@ -225,6 +227,10 @@ def main(debug: bool) -> None:
 @click.option("--streaming", is_flag=True,
               help="Recurrent layers' states as inputs LAYER/h_in (LSTM: also LAYER/c_in; zeros for the first "
                    "chunk) and outputs LAYER/h_out (LAYER/c_out), to feed a long sequence chunk by chunk.")
+@click.option("--quantize", type=click.Choice(["int8"]), default=None,
+              help="int8 QDQ model via onnxruntime.quantization (static, calibrated on --inputs or --samples generated "
+                   "samples, default 16; dynamic for LSTM/GRU models); the float32 model is kept as STEM.fp32.onnx; "
+                   "reports int8-vs-float32 accuracy, size and CPU latency; --check uses int8 tolerances (0.1).")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable JSON report.")
 def convert_command(as_json: bool, **options: Any) -> ConversionResult | KerasExportResult:
     """Convert MODEL to ONNX."""

@@ -98,7 +98,7 @@ def optimize_written(written: WrittenOnnx, graph: Graph, tolerance: Tolerance, s
     diffs, latency = _compared(written.path, slim, graph, tolerance, shapes, float16)
     result = OptimizeResult(
         applied=all(d.ok for d in diffs), nodes_before=len(original.graph.node), nodes_after=len(slim.graph.node),
-        ops_changed=_ops_changed(original, slim), bytes_before=written.path.stat().st_size,
+        ops_changed=ops_changed(original, slim), bytes_before=written.path.stat().st_size,
         bytes_after=slim.ByteSize(), latency=latency, outputs=diffs, metadata_restored=restored,
         unmapped_layers=_unmapped_layers(slim, str(written.path)))
     if not result.applied:
@@ -144,7 +144,7 @@ def _slimmed(original: Any) -> tuple[Any, list[str]]:
     return slim, restored
 
 
-def _ops_changed(before: Any, after: Any) -> dict[str, tuple[int, int]]:
+def ops_changed(before: Any, after: Any) -> dict[str, tuple[int, int]]:
     old = Counter(n.op_type for n in before.graph.node)
     new = Counter(n.op_type for n in after.graph.node)
     return {op: (old[op], new[op]) for op in sorted(old.keys() | new.keys()) if old[op] != new[op]}
@@ -184,10 +184,10 @@ def _compared(path: Path, slim: Any, graph: Graph, tolerance: Tolerance, shapes:
                             tolerance):
             merged[diff.name] = merge_diffs(merged[diff.name], diff) if diff.name in merged else diff
     assert first is not None  # feed_batches yields at least the batch of one
-    return list(merged.values()), _latency(before, after, first)
+    return list(merged.values()), measure_latency(before, after, first)
 
 
-def _latency(before: Any, after: Any, feeds: dict[str, np.ndarray]) -> Latency:
+def measure_latency(before: Any, after: Any, feeds: dict[str, np.ndarray]) -> Latency:
     """Median of the same number of runs for both, as many as fit LATENCY_BUDGET_S for the slower."""
     for session in (before, after):
         for _ in range(WARMUP):

@@ -51,10 +51,16 @@ class ConvertRequest:
     input_shape: Sequence[str] = ()  # NAME=D1,D2,...: unknown dims of generated inputs (no batch, Keras' order)
     optimize: bool = False  # onnxslim the written ONNX, verified against the unoptimised one (application/optimize.py)
     streaming: bool = False  # recurrent states as graph inputs/outputs (converter/passes/streaming.py)
+    quantize: str | None = None  # "int8": QDQ, the float32 model kept as <stem>.fp32.onnx (application/quantize.py)
 
     @property
     def verifies(self) -> bool:
         return self.check or self.reference is not None
+
+    @property
+    def feeds(self) -> bool:
+        """--inputs/--samples/--seed/--input-shape have a use: the live check's inputs, or int8 calibration."""
+        return self.check or self.quantize is not None
 
     @property
     def input_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -127,6 +133,7 @@ def _check_flags(request: ConvertRequest) -> None:
     if request.check and request.reference is not None:
         raise UsageError("--check and --reference are two ways to check the result; give one",
                          hint="--check compares with Keras (needs TensorFlow), --reference with stored outputs")
+    _check_quantize(request)
     if request.save_test_data and not request.verifies:
         raise UsageError("--save-test-data saves the inputs and Keras outputs of a check, and no check was asked",
                          hint="add --check or --reference FILE.npz")
@@ -138,18 +145,32 @@ def _check_flags(request: ConvertRequest) -> None:
                          hint="add --check or --reference FILE.npz, or drop " + " and ".join(given))
 
 
+def _check_quantize(request: ConvertRequest) -> None:
+    from application.quantize import QUANTIZE_MODES
+
+    if request.quantize is None:
+        return
+    if request.quantize not in QUANTIZE_MODES:
+        raise UsageError(f"--quantize {request.quantize}: kconvert quantizes to {', '.join(QUANTIZE_MODES)}",
+                         hint="use --quantize int8")
+    if request.float16:
+        raise UsageError("--quantize int8 and --float16 are two precisions for one model; give one",
+                         hint="drop --float16 (int8 keeps float32 where it does not quantize), or drop --quantize")
+
+
 def _check_feeding(request: ConvertRequest) -> None:
-    """--inputs, or generated inputs shaped by --samples/--seed/--input-shape: only for the live check,
-    and not both."""
+    """--inputs, or generated inputs shaped by --samples/--seed/--input-shape: for the live check or the
+    int8 calibration, and not both."""
     generated = [name for name, given in (("--samples", request.samples is not None),
                                           ("--seed", request.seed is not None),
                                           ("--input-shape", bool(request.input_shape))) if given]
     fed = [*(["--inputs"] if request.inputs is not None else []), *generated,
            *(["--batch-size"] if request.batch_size is not None else [])]
-    if fed and not request.check:
+    if fed and not request.feeds:
         instead = "; --reference holds its own inputs" if request.reference is not None else ""
-        raise UsageError(f"{', '.join(fed)}: what the live check (--check) feeds, and --check was not given{instead}",
-                         hint="add --check, or drop " + ", ".join(fed))
+        raise UsageError(f"{', '.join(fed)}: what the live check (--check) or the int8 calibration (--quantize int8) "
+                         f"feeds, and --check was not given (nor --quantize){instead}",
+                         hint="add --check or --quantize int8, or drop " + ", ".join(fed))
     if request.inputs is not None and generated:
         raise UsageError(f"--inputs gives the inputs, and {', '.join(generated)} shape generated ones; give one",
                          hint="drop " + ", ".join(generated) + ", or drop --inputs")
@@ -241,6 +262,7 @@ def _check_keras_output(request: ConvertRequest) -> None:
         ("--float16", request.float16), ("--float16-io", request.float16_io),
         ("--nchw-inputs", request.nchw_inputs), ("--nchw-outputs", request.nchw_outputs),
         ("--opset", request.opset is not None), ("--optimize", request.optimize), ("--streaming", request.streaming),
+        ("--quantize", request.quantize is not None),
         ("--target-onnxruntime", request.target_onnxruntime is not None)) if given]
     if onnx_only:
         raise UsageError(f"ONNX options do not apply to a .keras archive: {', '.join(onnx_only)}",

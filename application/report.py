@@ -17,6 +17,7 @@ from runtime.localize_types import LayerError, Localization
 
 if TYPE_CHECKING:  # `kconvert verify` renders without importing the conversion service (start-up time)
     from application.optimize import OptimizeResult
+    from application.quantize import QuantizeResult
     from application.service import CheckResult, ConversionResult, KerasExportResult
     from application.verify import VerifyResult
 
@@ -52,6 +53,8 @@ def print_result(result: ConversionResult | KerasExportResult) -> None:
                       f"{result.target.release.max_ir} at most)")
     if result.optimize is not None:
         _print_optimize(console, result.optimize)
+    if result.quantize is not None:
+        _print_quantize(console, result.quantize)
     if result.check is not None:
         _print_check(console, result.check, output)
     if result.test_data is not None:
@@ -79,6 +82,22 @@ def _print_optimize(console: Console, optimized: OptimizeResult) -> None:
                       "(verify --localize reports them unmapped)")
     if not optimized.applied:
         console.print(f"  [red]{escape(optimized.reason)}[/red]")
+
+
+def _print_quantize(console: Console, quantized: QuantizeResult) -> None:
+    """How the model was quantized, its size and latency against float32, and per output how far int8 is."""
+    kb_before, kb_after = quantized.bytes_before / 1024, quantized.bytes_after / 1024
+    calibrated = f", calibrated on {escape(quantized.calibration)}" if quantized.calibration else ""
+    console.print(f"quantized to int8 ({quantized.method}: {escape(quantized.why)}{calibrated}); float32 kept as "
+                  f"{escape(str(quantized.fp32_path))}")
+    lat = quantized.latency
+    console.print(f"  size {kb_before:.1f} KB -> {kb_after:.1f} KB; CPU latency (1 thread, batch 1, median of "
+                  f"{lat.runs}) {lat.before_ms:.3f} ms -> {lat.after_ms:.3f} ms")
+    for stats in quantized.stats:
+        colour = "green" if stats.ok else "yellow"
+        console.print(f"  int8 vs float32 {escape(stats.name)}: max abs {stats.max_abs:.3g}, mean abs "
+                      f"{stats.mean_abs:.3g}, p99 abs {stats.p99_abs:.3g}, cosine {stats.cosine:.5f}, "
+                      f"[{colour}]{stats.fraction_out:.2%} out of tolerance[/{colour}]")
 
 
 def _print_check(console: Console, check: CheckResult, output: str) -> None:

@@ -14,13 +14,14 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from application.optimize import OptimizeResult, optimize_written
 from application.options import ConvertRequest, default_output, target_choice, validate
 from application.progress import Advance, Progress
+from application.quantize import CALIBRATION_SAMPLES, QuantizeResult, quantize_written
 from converter.api import LoadedModel, OnnxOptions, WrittenOnnx, opened, save_keras, write_onnx
 from converter.errors import CheckFailedError
 from converter.export.targets import TargetChoice
@@ -88,6 +89,7 @@ class ConversionResult:
     test_data: Path | None = None  # where --save-test-data wrote the check's inputs and expected outputs
     target: TargetChoice | None = None  # --target-onnxruntime: the release, and the opset and IR version chosen
     optimize: OptimizeResult | None = None  # what --optimize changed
+    quantize: QuantizeResult | None = None  # --quantize int8: how, and int8 against float32
 
     @property
     def ok(self) -> bool:
@@ -113,6 +115,8 @@ class ConversionResult:
             report["target"] = self.target.to_dict()
         if self.optimize is not None:
             report["optimize"] = self.optimize.to_dict()
+        if self.quantize is not None:
+            report["quantize"] = self.quantize.to_dict()
         return report
 
 
@@ -154,7 +158,7 @@ def _convert_loaded(loaded: LoadedModel, output: Path, request: ConvertRequest, 
                     progress: Progress) -> ConversionResult:
     stored = fit_reference(request.reference, loaded.graph) if request.reference is not None else None
     aside = time.perf_counter()
-    feeding = feeding_for(request, loaded) if request.check else None
+    feeding = feeding_for(request, loaded) if request.feeds else None  # checked before anything is written
     keras_model = None
     if request.check:
         with progress.status(f"loading {request.model.name} in Keras"):
@@ -166,14 +170,11 @@ def _convert_loaded(loaded: LoadedModel, output: Path, request: ConvertRequest, 
     written = write_onnx(loaded, output, OnnxOptions(opset, request.float16, request.float16_io),
                          release_weights=not request.verifies)
     seconds = round(time.perf_counter() - start, 3)
-    optimized = None
-    if request.optimize:  # before the check: the check, and the test data it saves, are the optimised file's
-        with _removed_on_error(written.files), progress.status("optimising with onnxslim"):
-            optimized = optimize_written(written, loaded.graph, check_tolerance(request), request.input_shapes,
-                                         request.float16)
+    optimized, quantized = _rewritten(loaded, written, request, feeding, progress)
     check = None
     if request.verifies:
-        with _removed_on_error(written.files), progress.steps("checking batches") as advance:
+        kept = [*written.files, *([quantized.fp32_path] if quantized else [])]
+        with _removed_on_error(kept), progress.steps("checking batches") as advance:
             check = check_written(loaded, written, request, keras_model, stored, feeding, advance)
     test_data = write_sets(data_folder_of(output), check.sets) if check and request.save_test_data else None
     if check and request.embed_test_data:
@@ -181,7 +182,23 @@ def _convert_loaded(loaded: LoadedModel, output: Path, request: ConvertRequest, 
     graph = loaded.graph
     return ConversionResult(request.model, output, written.opset, seconds, written.nodes, request.float16,
                             [(t.name, list(t.shape or ())) for t in graph.inputs], list(graph.output_names), check,
-                            test_data, target, optimized)
+                            test_data, target, optimized, quantized)
+
+
+def _rewritten(loaded: LoadedModel, written: WrittenOnnx, request: ConvertRequest, feeding: Feeding | None,
+               progress: Progress) -> tuple[OptimizeResult | None, QuantizeResult | None]:
+    """--optimize, then --quantize (onnxslim's fusions quantize better), both before the check: the check,
+    and the test data it saves, are the final file's."""
+    optimized = quantized = None
+    if request.optimize:
+        with _removed_on_error(written.files), progress.status("optimising with onnxslim"):
+            float32 = replace(request, quantize=None)  # onnxslim's model is float32: its tolerance
+            optimized = optimize_written(written, loaded.graph, check_tolerance(float32), request.input_shapes,
+                                         request.float16)
+    if request.quantize is not None:
+        with _removed_on_error(written.files), progress.status("quantizing to int8"):
+            quantized = quantize_written(written, loaded.graph, _calibration(request, feeding), _int8_tolerance())
+    return optimized, quantized
 
 
 @contextmanager
@@ -197,12 +214,29 @@ def _removed_on_error(paths: list[Path]) -> Iterator[None]:
 
 
 def check_tolerance(request: ConvertRequest) -> Tolerance:
-    """The tolerance asked for, or the default for the precision (float16's atol grows with the outputs)."""
+    """The tolerance asked for, or the default for the precision (float16's and int8's atol grow with the
+    outputs)."""
     from converter.tolerances import FLOAT16_ATOL, FLOAT16_RTOL
 
-    rtol = request.rtol if request.rtol is not None else (FLOAT16_RTOL if request.float16 else RTOL)
-    atol = request.atol if request.atol is not None else (FLOAT16_ATOL if request.float16 else ATOL)
-    return Tolerance(rtol, atol, atol_scaled=request.float16 and request.atol is None)
+    default_rtol, default_atol = _int8_tolerance() if request.quantize else (
+        (FLOAT16_RTOL, FLOAT16_ATOL) if request.float16 else (RTOL, ATOL))
+    rtol = request.rtol if request.rtol is not None else default_rtol
+    atol = request.atol if request.atol is not None else default_atol
+    return Tolerance(rtol, atol, atol_scaled=(request.float16 or request.quantize is not None) and request.atol is None)
+
+
+def _calibration(request: ConvertRequest, feeding: Feeding | None) -> Feeding:
+    """--quantize's calibration data: the --inputs, or CALIBRATION_SAMPLES generated samples (--samples)."""
+    assert feeding is not None  # request.feeds holds with --quantize
+    if feeding.given is not None:
+        return feeding
+    return replace(feeding, samples=request.samples or CALIBRATION_SAMPLES)
+
+
+def _int8_tolerance() -> tuple[float, float]:
+    from converter.tolerances import QUANTIZED_ATOL, QUANTIZED_RTOL
+
+    return QUANTIZED_RTOL, QUANTIZED_ATOL
 
 
 def feeding_for(request: ConvertRequest, loaded: LoadedModel) -> Feeding:
