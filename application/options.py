@@ -8,7 +8,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from converter.errors import UsageError
 from runtime.testdata import check_embed_options
@@ -161,16 +161,37 @@ def _check_quantize(request: ConvertRequest) -> None:
 def _check_feeding(request: ConvertRequest) -> None:
     """--inputs, or generated inputs shaped by --samples/--seed/--input-shape: for the live check or the
     int8 calibration, and not both."""
-    generated = [name for name, given in (("--samples", request.samples is not None),
-                                          ("--seed", request.seed is not None),
-                                          ("--input-shape", bool(request.input_shape))) if given]
-    fed = [*(["--inputs"] if request.inputs is not None else []), *generated,
-           *(["--batch-size"] if request.batch_size is not None else [])]
+    fed, generated = feeding_given(request)
     if fed and not request.feeds:
         instead = "; --reference holds its own inputs" if request.reference is not None else ""
         raise UsageError(f"{', '.join(fed)}: what the live check (--check) or the int8 calibration (--quantize int8) "
                          f"feeds, and --check was not given (nor --quantize){instead}",
                          hint="add --check or --quantize int8, or drop " + ", ".join(fed))
+    check_feeding_values(request, generated)
+
+
+class FeedingRequest(Protocol):
+    """The feeding options `--check` and `verify --against` share."""
+
+    inputs: Path | None
+    samples: int | None
+    seed: int | None
+    batch_size: int | None
+    input_shape: Sequence[str]
+
+
+def feeding_given(request: FeedingRequest) -> tuple[list[str], list[str]]:
+    """The feeding options given, and those of them that shape generated inputs."""
+    generated = [name for name, given in (("--samples", request.samples is not None),
+                                          ("--seed", request.seed is not None),
+                                          ("--input-shape", bool(request.input_shape))) if given]
+    fed = [*(["--inputs"] if request.inputs is not None else []), *generated,
+           *(["--batch-size"] if request.batch_size is not None else [])]
+    return fed, generated
+
+
+def check_feeding_values(request: FeedingRequest, generated: list[str]) -> None:
+    """--inputs or generated inputs, not both; sizes in range; --input-shape well formed."""
     if request.inputs is not None and generated:
         raise UsageError(f"--inputs gives the inputs, and {', '.join(generated)} shape generated ones; give one",
                          hint="drop " + ", ".join(generated) + ", or drop --inputs")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from application.options import parse_input_shapes
+from application.options import check_feeding_values, feeding_given, parse_input_shapes
 from application.progress import Progress
 from converter.errors import CheckFailedError, UsageError
 from converter.tolerances import ATOL, FLOAT16_ATOL, FLOAT16_RTOL, QUANTIZED_ATOL, QUANTIZED_RTOL, RTOL
@@ -179,22 +179,13 @@ def _check_paths(request: VerifyRequest) -> None:
 
 def _check_feeding(request: VerifyRequest) -> None:
     """What to feed applies only to --against (stored data holds its own inputs), and is checked here."""
-    options = (("--inputs", request.inputs), ("--samples", request.samples), ("--seed", request.seed),
-               ("--batch-size", request.batch_size), ("--input-shape", request.input_shape or None))
-    fed = [name for name, value in options if value is not None]
+    fed, generated = feeding_given(request)
     if fed and request.against is None:
         raise UsageError(f"{', '.join(fed)}: what is fed to Keras and onnxruntime with --against, and --against was "
                          "not given", hint="stored test data holds its own inputs; add --against KERAS_FILE")
-    generated = [name for name in fed if name in ("--samples", "--seed", "--input-shape")]
-    if request.inputs is not None and generated:
-        raise UsageError(f"--inputs gives the inputs, and {', '.join(generated)} shape generated ones; give one")
+    check_feeding_values(request, generated)
     if request.inputs is not None and not request.inputs.exists():
         raise UsageError(f"no such file or folder: {request.inputs} (given to --inputs)", hint="check the path")
-    for name, value, least in (("--samples", request.samples, 1), ("--batch-size", request.batch_size, 1),
-                               ("--seed", request.seed, 0)):
-        if value is not None and value < least:
-            raise UsageError(f"{name} {value}: it must be at least {least}", hint=f"for example {name} {max(least, 4)}")
-    parse_input_shapes(request.input_shape)
 
 
 def _load_sets(request: VerifyRequest, progress: Progress) -> tuple[Path, list[TestSet], KerasRun | None]:

@@ -82,19 +82,26 @@ def keras_shape(tensor: Tensor) -> Shape:
 
 
 def _fit(path: Path, role: str, name: str, tensor: Tensor, array: np.ndarray, batches: dict[str, int]) -> None:
-    declared = keras_shape(tensor)
-    wanted_kind = "string" if tensor.dtype == "string" else "numeric"
-    kind = "string" if array.dtype.kind in "US" else "numeric" if array.dtype.kind in NUMERIC_KINDS else "other"
-    if kind != wanted_kind:
-        raise UsageError(f"reference {path.name}: {role} '{name}' holds {array.dtype} values, and the model's "
-                         f"{role} is {tensor.dtype}", hint=f"store {tensor.dtype} values for {role} '{name}'")
-    if tensor.dtype.startswith(("int", "uint")) and array.dtype.kind == "f" and not np.all(np.mod(array, 1) == 0):
-        raise UsageError(f"reference {path.name}: {role} '{name}' holds fractional values, and the model's {role} "
-                         f"is {tensor.dtype}", hint=f"store integer values for {role} '{name}'")
-    fits = len(declared) == array.ndim and all(not isinstance(d, int) or d == n for d, n in zip(declared, array.shape))
-    if not fits:
-        raise UsageError(f"reference {path.name}: {role} '{name}' has shape {tuple(array.shape)}, and the model's "
-                         f"{role} has shape {format_shape(declared)}",
-                         hint="store arrays computed by this model (None: any size; the first dimension is the batch)")
+    fit_array(f"reference {path.name}", f"{role} '{name}'", role, keras_shape(tensor), tensor.dtype, array,
+              "store arrays computed by this model (None: any size; the first dimension is the batch)")
     if array.ndim:
         batches[f"{role} '{name}'"] = int(array.shape[0])
+
+
+def fit_array(where: str, label: str, role: str, declared: Shape, dtype: str, array: np.ndarray, shape_hint: str,
+              needs_samples: bool = False) -> None:
+    """An array a user gives for a model input or output (a --reference, --inputs): a kind of dtype the
+    model's `dtype` takes (integers for an integer input), its rank and fixed dims; `needs_samples`: at
+    least one sample in the batch dim. `where` and `label` name it in the message."""
+    wanted = "string" if dtype == "string" else "numeric"
+    kind = "string" if array.dtype.kind in "US" else "numeric" if array.dtype.kind in NUMERIC_KINDS else "other"
+    if kind != wanted:
+        raise UsageError(f"{where}: {label} holds {array.dtype} values, and the model's {role} is {dtype}",
+                         hint=f"store {dtype} values for {label}")
+    if dtype.startswith(("int", "uint")) and array.dtype.kind == "f" and not np.all(np.mod(array, 1) == 0):
+        raise UsageError(f"{where}: {label} holds fractional values, and the model's {role} is {dtype}",
+                         hint=f"store integer values for {label}")
+    fits = len(declared) == array.ndim and all(not isinstance(d, int) or d == n for d, n in zip(declared, array.shape))
+    if not fits or (needs_samples and (not array.ndim or array.shape[0] == 0)):
+        raise UsageError(f"{where}: {label} has shape {tuple(array.shape)}, and the model's {role} has shape "
+                         f"{format_shape(declared)}", hint=shape_hint)

@@ -22,8 +22,8 @@ import numpy as np
 from converter.errors import FormatError, UsageError
 from converter.ir import Graph
 from converter.ir.graph import CHANNELS_FIRST
-from converter.ir.shape import Shape, format_shape, to_channels_last
-from runtime.stored import NUMERIC_KINDS, keras_shape
+from converter.ir.shape import Shape, to_channels_last
+from runtime.stored import fit_array, keras_shape
 from runtime.testdata import FILE_PATTERN, SET_PATTERN, read_tensor
 
 __all__ = ["ModelInput", "load_inputs", "model_inputs", "onnx_model_inputs", "split_batches"]
@@ -250,18 +250,6 @@ def _fit_set(where: str, found: Batch, inputs: list[ModelInput]) -> None:
 
 
 def _fit_array(where: str, model: ModelInput, array: np.ndarray) -> None:
-    wanted = "string" if model.dtype == "string" else "numeric"
-    kind = "string" if array.dtype.kind in "US" else "numeric" if array.dtype.kind in NUMERIC_KINDS else "other"
-    if kind != wanted:
-        raise UsageError(f"inputs {where}: '{model.name}' holds {array.dtype} values, and the model's input is "
-                         f"{model.dtype}", hint=f"store {model.dtype} values for '{model.name}'")
-    if model.dtype.startswith(("int", "uint")) and array.dtype.kind == "f" and not np.all(np.mod(array, 1) == 0):
-        raise UsageError(f"inputs {where}: '{model.name}' holds fractional values, and the model's input is "
-                         f"{model.dtype}", hint=f"store integer values for '{model.name}'")
-    fits = len(model.shape) == array.ndim and all(not isinstance(d, int) or d == n
-                                                  for d, n in zip(model.shape, array.shape))
-    if not fits or not array.ndim or array.shape[0] == 0:
-        raise UsageError(f"inputs {where}: '{model.name}' has shape {tuple(array.shape)}, and the model's input has "
-                         f"shape {format_shape(model.shape)}",
-                         hint="the first dim is the batch (at least one sample); None: any size; Keras' order "
-                              "(channels last)")
+    fit_array(f"inputs {where}", f"'{model.name}'", "input", model.shape, model.dtype, array,
+              "the first dim is the batch (at least one sample); None: any size; Keras' order (channels last)",
+              needs_samples=True)
