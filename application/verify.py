@@ -20,9 +20,9 @@ from application.progress import Progress
 from converter.errors import CheckFailedError, UsageError
 from converter.tolerances import ATOL, FLOAT16_ATOL, FLOAT16_RTOL, QUANTIZED_ATOL, QUANTIZED_RTOL, RTOL
 from runtime.localize_types import DEFAULT_BUDGET_BYTES, MODES, Localization
-from runtime.replay import SetResult, Tolerances, model_precision, replay
-from runtime.testdata import TestSet, data_folder_of, read_embedded, travelling_sets
-from runtime.value_map import ValueMap, value_map_of
+from runtime.replay import ModelFacts, SetResult, Tolerances, model_facts, replay
+from runtime.testdata import TestSet, data_folder_of, embedded_sets, travelling_sets
+from runtime.value_map import ValueMap, read_value_map
 
 if TYPE_CHECKING:  # verifying from stored data never loads the Keras side (start-up time)
     from application.against import KerasRun, LiveKeras
@@ -30,6 +30,10 @@ if TYPE_CHECKING:  # verifying from stored data never loads the Keras side (star
     from runtime.reference import ReferenceBackend
 
 MB = 1 << 20
+# By the model's precision: float16 as export/onnx.py checks it; int8: a quantization step of a unit-range
+# activation is 1/127, and errors add up over the layers.
+DEFAULT_TOLERANCES = {"float32": (RTOL, ATOL), "float16": (FLOAT16_RTOL, FLOAT16_ATOL),
+                      "quantized": (QUANTIZED_RTOL, QUANTIZED_ATOL)}
 
 __all__ = ["VerifyRequest", "VerifyResult", "parse_tolerances", "verify"]
 
@@ -104,16 +108,16 @@ def verify(request: VerifyRequest, progress: Progress | None = None) -> VerifyRe
         from runtime.session import choose_providers
 
         choose_providers(request.provider)
-    if request.localize:
-        _localizable(request.model)  # before Keras loads
-    source, sets, run = _load_sets(request, progress)
-    default = _default_tolerance(request.model)
+    facts = model_facts(request.model)  # the one parse of the file before onnxruntime's
+    value_map = _localizable(request.model, facts) if request.localize else None  # before Keras loads
+    source, sets, run = _load_sets(request, facts, progress)
+    default = DEFAULT_TOLERANCES[facts.precision]
     with progress.status(f"running {len(sets)} test sets on onnxruntime"):
         results, providers = replay(request.model, sets, request.provider or "auto", tolerances, default)
     found: list[Localization] = []
-    if run is not None and request.localize:
+    if run is not None and value_map is not None:
         with progress.status("localising: comparing every Keras layer's output"):
-            found = _localize(request, run.keras, sets[0], default)
+            found = _localize(request, value_map, facts.precision, run.keras, sets[0], default)
     result = VerifyResult(request.model, source, default, providers, results, found,
                           None if run is None else run.inputs, None if run is None else run.backend)
     _write_reports(request, result)
@@ -188,65 +192,62 @@ def _check_feeding(request: VerifyRequest) -> None:
         raise UsageError(f"no such file or folder: {request.inputs} (given to --inputs)", hint="check the path")
 
 
-def _load_sets(request: VerifyRequest, progress: Progress) -> tuple[Path, list[TestSet], KerasRun | None]:
+def _load_sets(request: VerifyRequest, facts: ModelFacts, progress: Progress
+               ) -> tuple[Path, list[TestSet], KerasRun | None]:
     """The test sets to replay; with --against, their expected outputs are Keras' (and Keras is kept for
     localisation)."""
     if request.reference is not None:
-        from runtime.replay import model_names
         from runtime.stored import load_reference
 
-        inputs, outputs = model_names(request.model)
-        given, expected = load_reference(request.reference, inputs, outputs)
-        return request.reference, [TestSet(given, dict(zip(outputs, expected)))], None
+        given, expected = load_reference(request.reference, facts.inputs, facts.outputs)
+        return request.reference, [TestSet(given, dict(zip(facts.outputs, expected)))], None
     if request.against is None:
-        source, sets = travelling_sets(request.model, request.test_data)
+        source, sets = travelling_sets(request.model, request.test_data, facts.metadata)
         return source, sets, None
-    return _against_keras(request, _stored_sets(request), progress)
+    return _against_keras(request, facts, _stored_sets(request, facts), progress)
 
 
-def _stored_sets(request: VerifyRequest) -> list[TestSet] | None:
+def _stored_sets(request: VerifyRequest, facts: ModelFacts) -> list[TestSet] | None:
     """The model's travelling test data, when it has some: --against runs Keras on the same inputs."""
     has_data = request.test_data is not None or data_folder_of(request.model).is_dir() or \
-        read_embedded(request.model) is not None
-    return travelling_sets(request.model, request.test_data)[1] if has_data else None
+        embedded_sets(facts.metadata, request.model) is not None
+    return travelling_sets(request.model, request.test_data, facts.metadata)[1] if has_data else None
 
 
-def _against_keras(request: VerifyRequest, stored: list[TestSet] | None, progress: Progress
+def _against_keras(request: VerifyRequest, facts: ModelFacts, stored: list[TestSet] | None, progress: Progress
                    ) -> tuple[Path, list[TestSet], KerasRun]:
     from application.against import AgainstRequest, keras_sets
     from runtime.check import DEFAULT_BATCH_SIZE, DEFAULT_SAMPLES, Feeding
-    from runtime.replay import model_names
 
     assert request.against is not None
     feeding = Feeding(samples=request.samples or DEFAULT_SAMPLES, seed=request.seed or 0,
                       batch_size=request.batch_size or DEFAULT_BATCH_SIZE,
                       shapes=parse_input_shapes(request.input_shape))
     generate = request.samples is not None or request.seed is not None or bool(request.input_shape)
-    asked = AgainstRequest(request.model, request.against, request.weights, value_map_of(request.model), stored,
-                           feeding, request.inputs, generate)
-    inputs, outputs = model_names(request.model)
+    value_map = read_value_map(facts.metadata, str(request.model))
+    asked = AgainstRequest(request.model, request.against, request.weights, value_map, stored, feeding,
+                           request.inputs, generate)
     with progress.steps(f"Keras ({request.against.name}) on each batch") as advance:
-        run = keras_sets(asked, inputs, outputs, advance)
+        run = keras_sets(asked, facts.inputs, facts.outputs, advance)
     return request.against, run.sets, run
 
 
-def _localizable(model: Path) -> ValueMap:
+def _localizable(model: Path, facts: ModelFacts) -> ValueMap:
     """The model's layer map; without one no value can be named after a Keras layer."""
-    value_map = value_map_of(model)
+    value_map = read_value_map(facts.metadata, str(model))
     if value_map is None:
         raise UsageError(f"{model} holds no map from Keras layers to its values, so --localize cannot name a layer",
                          hint="convert the model with kconvert (it records the map)")
     return value_map
 
 
-def _localize(request: VerifyRequest, keras: LiveKeras, first: TestSet, tolerance: tuple[float, float]
-              ) -> list[Localization]:
+def _localize(request: VerifyRequest, value_map: ValueMap, precision: str, keras: LiveKeras, first: TestSet,
+              tolerance: tuple[float, float]) -> list[Localization]:
     """Localise on the first set's inputs, in the modes asked for."""
     from runtime.localize import load_model, localize
     from runtime.session import make_session, run, session_feeds
 
-    value_map = _localizable(request.model)
-    float16 = model_precision(request.model) == "float16"
+    float16 = precision == "float16"
     provider = request.provider or "auto"
 
     def runner(model: bytes, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -257,10 +258,3 @@ def _localize(request: VerifyRequest, keras: LiveKeras, first: TestSet, toleranc
     return localize(load_model(request.model), value_map, keras, first.inputs, runner, modes, tolerance,
                     int(request.localize_budget_mb * MB))
 
-
-def _default_tolerance(model: Path) -> tuple[float, float]:
-    """By the model's precision: float32 1e-4/1e-5; float16 2e-2/2e-2 (export/onnx.py); int8 1e-1/1e-1 (a
-    quantization step of a unit-range activation is 1/127, and errors add up over the layers)."""
-    defaults = {"float32": (RTOL, ATOL), "float16": (FLOAT16_RTOL, FLOAT16_ATOL),
-                "quantized": (QUANTIZED_RTOL, QUANTIZED_ATOL)}
-    return defaults[model_precision(model)]

@@ -32,10 +32,28 @@ QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantiz
                            "QLinearMatMul", "MatMulInteger", "ConvInteger", "QLinearAdd", "QLinearMul"})
 
 
-def model_precision(model: Path) -> str:
-    """"quantized" (int8 ops anywhere), "float16" (every float initializer float16: a `--float16` conversion
-    or another tool's fp16 model), else "float32": what the default tolerance depends on."""
+@dataclass(frozen=True)
+class ModelFacts:
+    """What verify needs to know of an ONNX file before running it, read in one parse: its input names
+    (initializers excluded) and output names, its metadata_props (kconvert's provenance, layer map and
+    embedded test data), and its precision: "quantized" (int8 ops anywhere), "float16" (every float
+    initializer float16: a `--float16` conversion or another tool's fp16 model), else "float32"."""
+
+    inputs: list[str]
+    outputs: list[str]
+    metadata: dict[str, str]
+    precision: str
+
+
+def model_facts(model: Path) -> ModelFacts:
     proto = model_proto(model)
+    initializers = {t.name for t in proto.graph.initializer}
+    return ModelFacts([i.name for i in proto.graph.input if i.name not in initializers],
+                      [o.name for o in proto.graph.output], {p.key: p.value for p in proto.metadata_props},
+                      _precision(proto))
+
+
+def _precision(proto: Any) -> str:
     if any(node.op_type in QUANTIZED_OPS for node in proto.graph.node):
         return "quantized"
     kinds = [t.data_type for t in proto.graph.initializer if t.data_type in (DTYPES["float16"], DTYPES["float32"])]
@@ -106,16 +124,3 @@ def _check_fits(index: int, role: str, declared: Any, array: np.ndarray) -> None
     if wanted.startswith(("int", "uint")) and array.dtype.kind == "f" and not np.all(np.mod(array, 1) == 0):
         raise UsageError(f"{where} holds fractional values, and the model's {role} is {wanted}",
                          hint="store whole numbers")
-
-
-
-def model_names(model: Path) -> tuple[list[str], list[str]]:
-    """The graph's input names (initializers excluded) and output names, read without onnxruntime."""
-    proto = model_proto(model)
-    initializers = {t.name for t in proto.graph.initializer}
-    return ([i.name for i in proto.graph.input if i.name not in initializers], [o.name for o in proto.graph.output])
-
-
-def model_metadata(model: Path) -> dict[str, str]:
-    """The model's metadata_props (kconvert's provenance and its Keras layer map among them)."""
-    return {p.key: p.value for p in model_proto(model).metadata_props}

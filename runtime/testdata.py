@@ -36,8 +36,8 @@ from converter.errors import FormatError, KconvertWarning, UsageError
 from converter.export.onnx_protos import DTYPES, proto_module, tensor_proto
 
 __all__ = ["EMBED_KEY", "TestSet", "array_of", "check_embed_options", "data_folder_of", "decode_sets", "embed_sets",
-           "encode_sets", "model_proto", "read_embedded", "read_sets", "read_tensor", "travelling_sets",
-           "write_sets"]
+           "embedded_sets", "encode_sets", "model_proto", "read_embedded", "read_sets", "read_tensor",
+           "travelling_sets", "write_sets"]
 NUMPY_OF_ONNX = {code: np.dtype(name) for name, code in DTYPES.items()
                  if name not in ("string", "bfloat16")}
 STRING, FLOAT16, BOOL = DTYPES["string"], DTYPES["float16"], DTYPES["bool"]
@@ -90,15 +90,17 @@ def read_sets(folder: Path) -> list[TestSet]:
     return [_read_set(path) for _, path in found]
 
 
-def travelling_sets(model: Path, folder: Path | None = None) -> tuple[Path, list[TestSet]]:
+def travelling_sets(model: Path, folder: Path | None = None,
+                    metadata: dict[str, str] | None = None) -> tuple[Path, list[TestSet]]:
     """The test data of `kconvert verify MODEL.onnx` and where it came from: the folder given, else the
-    `<stem>_test_data` folder beside the model, else the sets embedded in the model (source: the model)."""
+    `<stem>_test_data` folder beside the model, else the sets embedded in the model (source: the model).
+    `metadata`: the model's metadata_props when the caller has read them (the file is not parsed again)."""
     if folder is not None:
         return folder, read_sets(folder)
     beside = data_folder_of(model)
     if beside.is_dir():
         return beside, read_sets(beside)
-    embedded = read_embedded(model)
+    embedded = read_embedded(model) if metadata is None else embedded_sets(metadata, model)
     if embedded is None:
         raise UsageError(f"{model} has no test data: no folder {beside} beside it and none embedded in it",
                          hint=MAKE_TEST_DATA)
@@ -266,10 +268,13 @@ def _placed_set(where: str, kinds: dict[str, list[tuple[int, str, np.ndarray]]])
 
 def read_embedded(model: Path) -> list[TestSet] | None:
     """The sets embedded in the model, or None when it holds none."""
-    for prop in model_proto(model).metadata_props:
-        if prop.key == EMBED_KEY:
-            return decode_sets(prop.value, f"{model} ({EMBED_KEY})")
-    return None
+    return embedded_sets({p.key: p.value for p in model_proto(model).metadata_props}, model)
+
+
+def embedded_sets(metadata: dict[str, str], model: Path) -> list[TestSet] | None:
+    """The sets in a model's metadata_props, or None when it holds none."""
+    value = metadata.get(EMBED_KEY)
+    return None if value is None else decode_sets(value, f"{model} ({EMBED_KEY})")
 
 
 def check_embed_options(embed: bool, limit_mb: float | None, verifies: bool) -> None:

@@ -103,6 +103,6 @@ def _bad(model: str, field: str) -> FormatError:
 
 def value_map_of(model: Path) -> ValueMap | None:
     """The map of an ONNX file on disk (parsed with the protobuf classes alone: no onnx import)."""
-    from runtime.replay import model_metadata
+    from runtime.replay import model_facts
 
-    return read_value_map(model_metadata(model), str(model))
+    return read_value_map(model_facts(model).metadata, str(model))
