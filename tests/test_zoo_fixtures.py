@@ -89,11 +89,12 @@ OP_NODES = {
 }
 
 
-def _op_node_model(tmp_path: Path, class_name: str, constant: float) -> Path:
+def _op_node_model(tmp_path: Path, class_name: str, constant: float, constant_first: bool = False) -> Path:
     op = {"module": "keras.src.ops.numpy", "class_name": class_name, "config": {"name": "op"},
           "registered_name": class_name, "name": "op"}
     config = functional([(input_layer("x", (4, 5)), []), (op, ["x"])], ["x"], ["op"])
-    config["config"]["layers"][1]["inbound_nodes"] = [{"args": [keras_tensor("x"), constant], "kwargs": {}}]
+    args = [constant, keras_tensor("x")] if constant_first else [keras_tensor("x"), constant]
+    config["config"]["layers"][1]["inbound_nodes"] = [{"args": args, "kwargs": {}}]
     return save_keras(tmp_path / "op.keras", config, {})
 
 
@@ -107,11 +108,14 @@ def test_op_node_with_scalar_constant(tmp_path: Path, class_name: str, batch: in
     assert_close(actual, reference(x))
 
 
-def test_op_node_constant_of_non_commutative_op_is_refused(tmp_path: Path) -> None:
-    """The file keeps `2.0 - x` and `x - 2.0` apart only by argument position, which kconvert does not
-    record for constants; refuse instead of guessing."""
-    with pytest.raises(UnsupportedLayerError, match="Subtract 'op' has constant operands"):
-        converter.convert(_op_node_model(tmp_path, "Subtract", 2.0))
+@pytest.mark.parametrize("constant_first", [False, True])
+def test_op_node_constant_of_non_commutative_op_keeps_its_position(tmp_path: Path, constant_first: bool,
+                                                                   rng: np.random.Generator) -> None:
+    """The file keeps `2.0 - x` and `x - 2.0` apart only by argument position, which the call keeps."""
+    path = _op_node_model(tmp_path, "Subtract", 2.0, constant_first)
+    x = rng.normal(size=(2, 4, 5)).astype("float32")
+    (actual,) = run_onnx(converter.convert(path), x)
+    assert_close(actual, 2.0 - x if constant_first else x - 2.0)
 
 
 def test_tf_op_layer_with_bare_inbound_entry_is_refused_cleanly(tmp_path: Path) -> None:

@@ -23,14 +23,28 @@ class NoArgs(LayerSpec):
     """The spec of a layer whose output depends on no argument (identities, internal nodes' defaults)."""
 
 
+@dataclass(frozen=True)
+class TensorArg:
+    """A tensor among a call's written arguments: the position in `Node.inputs` that holds it."""
+
+    index: int
+
+
 @dataclass
 class CallSite:
     """What one call of a layer passed besides its positional tensors: plain keyword arguments
     (`training`, `return_attention_scores`, ...) and tensor keyword arguments, each naming the positions
-    in `Node.inputs` that hold it (`mask`, MultiHeadAttention's `value`, ...)."""
+    in `Node.inputs` that hold it (`mask`, MultiHeadAttention's `value`, ...).
+
+    `args` / `arg_kwargs` keep the call's arguments as the file wrote them, in place and nested (a list
+    passed to `tf.concat`, a slice spec), each tensor replaced by a `TensorArg` and constants kept as their
+    JSON values: what a call of a named tensor function (a tf.keras TFOpLambda, a Keras 3 op node) binds
+    to the function's parameters. Layers read `kwargs` and `tensor_kwargs`."""
 
     kwargs: dict[str, Any] = field(default_factory=dict)
     tensor_kwargs: dict[str, list[int]] = field(default_factory=dict)
+    args: list[Any] = field(default_factory=list)
+    arg_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def tensor_positions(self, name: str) -> list[int]:
         return list(self.tensor_kwargs.get(name) or [])

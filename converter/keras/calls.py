@@ -7,8 +7,8 @@
 - `input_layers` / `output_layers`: a list of triples, one bare triple, or a dict of them.
 
 Every reference is checked where it is read: a layer name (str) and two indices (ints >= 0; Keras
-accepts integral floats such as 2.0). The walks over nested values are iterative: a file's nesting
-depth never becomes Python recursion.
+accepts integral floats such as 2.0). The walks that only collect references are iterative; the ones
+that rebuild a call's arguments recurse, over a config whose depth `structure.check_config_tree` bounds.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from converter.errors import FormatError
+from converter.ir.spec import TensorArg
 
 # (layer name, call index of that layer, output index of that call)
 TensorRef = tuple[str, int, int]
@@ -29,11 +30,14 @@ _REF_HINT = "a reference is [layer name, call index, output index]; is the confi
 
 @dataclass
 class Call:
-    """One call of a layer: its tensor arguments in order, plain kwargs, and tensor kwargs -> ref positions."""
+    """One call of a layer: its tensor arguments in order, plain kwargs, and tensor kwargs -> ref positions;
+    `args` / `arg_kwargs` are the arguments as written, tensors replaced by `TensorArg(ref position)`."""
 
     refs: list[TensorRef]
     kwargs: dict[str, Any] = field(default_factory=dict)
     tensor_kwargs: dict[str, list[int]] = field(default_factory=dict)
+    args: list[Any] = field(default_factory=list)
+    arg_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 def _index(value: Any, what: str, layer: str, field_name: str) -> int:
@@ -95,28 +99,47 @@ def parse_call(call: Any, layer: str) -> Call:
 
 
 def _legacy_call(call: Any, layer: str) -> Call:
-    # tf.keras writes a TFOpLambda call on one tensor as a bare entry, `[name, node, tensor, kwargs]`.
-    entries = [call] if isinstance(call, list) and call and isinstance(call[0], str) else call
+    # tf.keras writes a TFOpLambda call on one tensor as a bare entry, `[name, node, tensor, kwargs]`, and a
+    # constant first argument (`1.0 - x`) as `["_CONSTANT_VALUE", -1, value, kwargs]`.
+    bare = isinstance(call, list) and bool(call) and isinstance(call[0], str)
+    entries = [call] if bare else call
     if not isinstance(entries, list):
         raise FormatError(f"inbound_nodes of layer '{layer}' holds the call {excerpt(call)}, not a list of "
                           "references or an {args, kwargs} object", layer=layer, hint=_REF_HINT)
-    refs, kwargs = [], {}
+    refs: list[TensorRef] = []
+    first: list[Any] = []
+    kwargs: dict[str, Any] = {}
     for entry in entries:
-        refs.append(tensor_ref(entry, layer, "inbound_nodes"))
-        extra = entry[3] if len(entry) > 3 else None
-        if len(entry) > 4 or not isinstance(extra, (dict, type(None))):
-            raise FormatError(f"inbound_nodes of layer '{layer}' holds {excerpt(entry)}: the 4th entry of a "
-                              "reference must be a kwargs object", layer=layer, hint=_REF_HINT)
-        kwargs.update(extra or {})
-    # Keras 2 writes tensors passed as kwargs (MHA `value`, `attention_mask`) as [layer, node, index].
-    tensor_kwargs = {}
+        if _is_constant_entry(entry):
+            first.append(entry[2])
+        else:
+            first.append(TensorArg(len(refs)))
+            refs.append(tensor_ref(entry, layer, "inbound_nodes"))
+        kwargs.update(_entry_kwargs(entry, layer))
+    # Keras 2 writes tensors passed as kwargs (MHA `value`, `attention_mask`, tf.math.subtract's `y`) as
+    # [layer, node, index], possibly inside lists and objects (a slice bound).
+    tensor_kwargs, arg_kwargs = {}, {}
     for key, value in list(kwargs.items()):
-        found = _legacy_tensors(value, layer)
+        found: list[TensorRef] = []
+        arg_kwargs[key] = _replace_legacy_tensors(value, layer, len(refs), found)
         if found:
             tensor_kwargs[key] = list(range(len(refs), len(refs) + len(found)))
             refs.extend(found)
             del kwargs[key]
-    return Call(refs, kwargs, tensor_kwargs)
+    args = [first[0]] if bare else [first]
+    return Call(refs, kwargs, tensor_kwargs, args, arg_kwargs)
+
+
+def _is_constant_entry(entry: Any) -> bool:
+    return isinstance(entry, list) and len(entry) in (3, 4) and entry[0] == "_CONSTANT_VALUE" and entry[1] == -1
+
+
+def _entry_kwargs(entry: Any, layer: str) -> dict[str, Any]:
+    extra = entry[3] if isinstance(entry, list) and len(entry) > 3 else None
+    if not isinstance(entry, list) or len(entry) > 4 or not isinstance(extra, (dict, type(None))):
+        raise FormatError(f"inbound_nodes of layer '{layer}' holds {excerpt(entry)}: the 4th entry of a "
+                          "reference must be a kwargs object", layer=layer, hint=_REF_HINT)
+    return extra or {}
 
 
 def _keras3_call(call: dict[str, Any], layer: str) -> Call:
@@ -125,30 +148,50 @@ def _keras3_call(call: dict[str, Any], layer: str) -> Call:
         raise FormatError(f"inbound_nodes of layer '{layer}' holds a call whose args/kwargs are "
                           f"{excerpt(args)} / {excerpt(raw_kwargs)}, not a list and an object",
                           layer=layer, hint=_REF_HINT)
-    refs = keras_tensors(args, layer)
+    refs: list[TensorRef] = []
+    written_args = _replace_keras_tensors(args, layer, refs)
     kwargs: dict[str, Any] = {}
     tensor_kwargs: dict[str, list[int]] = {}
     # Keras 3 op nodes take constants positionally (`ops.not_equal(x, 0)` of a mask): keep them.
     constants = [a for a in args if not keras_tensors(a, layer)]
     if constants:
         kwargs["positional_constants"] = constants
+    arg_kwargs: dict[str, Any] = {}
     for key, value in raw_kwargs.items():
-        found = keras_tensors(value, layer)
-        if found:
-            tensor_kwargs[key] = list(range(len(refs), len(refs) + len(found)))
-            refs.extend(found)
+        before = len(refs)
+        arg_kwargs[key] = _replace_keras_tensors(value, layer, refs)
+        if len(refs) > before:
+            tensor_kwargs[key] = list(range(before, len(refs)))
         else:
             kwargs[key] = value
-    return Call(refs, kwargs, tensor_kwargs)
+    return Call(refs, kwargs, tensor_kwargs, written_args, arg_kwargs)
 
 
-def _legacy_tensors(value: Any, layer: str) -> list[TensorRef]:
-    """A Keras 2 kwarg value that is one [name, node, index] triple or a list of them (None entries skipped)."""
+# The replacing walks recurse: the config's nesting depth is bounded before any walk (structure.py).
+def _replace_legacy_tensors(value: Any, layer: str, start: int, found: list[TensorRef]) -> Any:
+    """`value` with each [name, node, index] triple replaced by a TensorArg (positions from `start`)."""
     if _is_triple(value):
-        return [tensor_ref(value, layer, "inbound_nodes")]
-    if isinstance(value, list) and any(_is_triple(v) for v in value) and all(v is None or _is_triple(v) for v in value):
-        return [tensor_ref(v, layer, "inbound_nodes") for v in value if v is not None]
-    return []
+        found.append(tensor_ref(value, layer, "inbound_nodes"))
+        return TensorArg(start + len(found) - 1)
+    if isinstance(value, list):
+        return [_replace_legacy_tensors(v, layer, start, found) for v in value]
+    if isinstance(value, dict):
+        return {k: _replace_legacy_tensors(v, layer, start, found) for k, v in value.items()}
+    return value
+
+
+def _replace_keras_tensors(value: Any, layer: str, refs: list[TensorRef]) -> Any:
+    """`value` with each `__keras_tensor__` replaced by a TensorArg at the position it is appended to `refs`."""
+    if isinstance(value, dict) and value.get("class_name") == "__keras_tensor__":
+        config = value.get("config")
+        history = config.get("keras_history") if isinstance(config, dict) else None
+        refs.append(tensor_ref(history, layer, "inbound_nodes keras_history"))
+        return TensorArg(len(refs) - 1)
+    if isinstance(value, list):
+        return [_replace_keras_tensors(v, layer, refs) for v in value]
+    if isinstance(value, dict):
+        return {k: _replace_keras_tensors(v, layer, refs) for k, v in value.items()}
+    return value
 
 
 def _is_triple(value: Any) -> bool:

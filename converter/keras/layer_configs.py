@@ -22,12 +22,27 @@ def layer_parts(layer: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
         raise FormatError(f"the model config holds a layer entry without a class name: {shown}",
                           hint='Keras writes each layer as {"class_name": "Dense", "config": {...}}; the file\'s '
                                "config is damaged")
-    cls = canonical_class(layer["class_name"])
+    cls = op_node_kind(layer) or canonical_class(layer["class_name"])
     raw = layer.get("config")
     # A nested Keras 1 Sequential's config is its bare list of layers.
     config: dict[str, Any] = raw if isinstance(raw, dict) else {"layers": raw} if isinstance(raw, list) else {}
     name = str(layer.get("name") or config.get("name") or cls.lower())
     return cls, name, config
+
+
+# Keras 3 records a `keras.ops` call in a functional model as a node of the op's class, in these modules.
+OP_MODULE_PREFIXES = ("keras.src.ops.", "keras.ops.")
+
+
+def op_node_kind(layer: dict[str, Any]) -> str | None:
+    """The node kind of a Keras 3 op node whose class name is also a layer's with other arguments (the op
+    `Reshape(newshape)` beside the layer `Reshape(target_shape)`): `ops.<class>`, where a handler is
+    registered under that name; None for every other entry."""
+    module = layer.get("module")
+    if not isinstance(module, str) or not module.startswith(OP_MODULE_PREFIXES):
+        return None
+    kind = f"ops.{layer['class_name']}"
+    return kind if kind in LAYERS else None
 
 
 def saved_names_of(layers: list[dict[str, Any]]) -> dict[str, str]:

@@ -218,7 +218,8 @@ def _build_functional(ctx: _Context, config: Any, inputs: list[Tensor] | None, p
             produced[(name, node_index)] = [_new_input(ctx, prefix + name, spec)]
     for step in plan.steps:
         args = [_tensor_at(ctx, produced, ref) for ref in step.call.refs]
-        extra = CallSite(dict(step.call.kwargs), {k: list(v) for k, v in step.call.tensor_kwargs.items()})
+        extra = CallSite(dict(step.call.kwargs), {k: list(v) for k, v in step.call.tensor_kwargs.items()},
+                         list(step.call.args), dict(step.call.arg_kwargs))
         produced[step.key] = _call_layer(ctx, layers[step.layer], args, step.index, prefix, wpath, extra, saved)
     return [_tensor_at(ctx, produced, ref) for ref in plan.outputs]
 

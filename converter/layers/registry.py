@@ -169,6 +169,11 @@ class LayerHandler(ABC, Generic[S]):
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
         return [input_shapes[0]]
 
+    def output_dtypes(self, node: Node) -> list[str] | None:
+        """The outputs' dtypes when they are not float32 (a comparison's bool, a cast's int32); shape
+        inference records them on the tensors, which the inputs' dtypes already hold."""
+        return None
+
     @abstractmethod
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
         """Emit ONNX ops for the node; return the names of its outputs."""

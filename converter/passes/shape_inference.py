@@ -27,6 +27,8 @@ def infer(node: Node) -> None:
     _check_weights(node, handler.weight_shapes(node, input_shapes))
     for tensor, shape in zip(node.outputs, handler.output_shapes(node, input_shapes)):
         tensor.shape = tuple(shape)
+    for tensor, dtype in zip(node.outputs, handler.output_dtypes(node) or []):
+        tensor.dtype = dtype
 
 
 def _check_weights(node: Node, expected: dict[str, tuple[int | None, ...]]) -> None:
