@@ -34,7 +34,10 @@ def test_table_rows_as_onnxruntime_lists_them() -> None:
     assert find_release("1.18.1") == find_release(" 1.18 ") == RELEASES["1.18"]
     assert oldest_release_for(13) == "1.6" and oldest_release_for(17) == "1.12"
     assert oldest_release_for(19) == "1.16" and oldest_release_for(21) == "1.18"  # 1.15 lists IR 8 for opset 19
-    assert oldest_release_for(22) is None
+    # Measured rows (bench/ort_release_limits.py): 1.21 takes opset 22, 1.24 IR 13, 1.32 opset 28 / IR 14.
+    assert oldest_release_for(22) == "1.21" and oldest_release_for(23) == "1.23"
+    assert oldest_release_for(25) == "1.24" and oldest_release_for(28) == "1.32"
+    assert (find_release("1.32").max_opset, find_release("1.32").max_ir) == (28, 14)
 
 
 @pytest.mark.parametrize("release, opset, expected", [
@@ -60,10 +63,10 @@ def test_choice_refusals(release: str, opset: int | None, words: list[str]) -> N
 
 
 def test_a_release_newer_than_the_table_gets_the_newest_rows_limits_and_a_warning() -> None:
-    """onnxruntime loads whatever an older release loads, so 1.20's limits are safe for 1.32."""
+    """onnxruntime loads whatever an older release loads, so 1.32's limits are safe for 1.40."""
     with pytest.warns(KconvertWarning, match="newer than kconvert's compatibility table"):
-        choice = choose("1.32", None)
-    assert (choice.release.name, choice.opset, choice.ir_version, choice.release.max_opset) == ("1.32", 17, 8, 21)
+        choice = choose("1.40", None)
+    assert (choice.release.name, choice.opset, choice.ir_version, choice.release.max_opset) == ("1.40", 17, 8, 28)
 
 
 def test_readme_table_matches_the_module() -> None:

@@ -27,8 +27,10 @@ class OrtRelease:
     max_ir: int
 
 
-# release -> (max opset, max IR version), newest first, as onnxruntime's compatibility table lists them.
+# release -> (max opset, max IR version), newest first (see the module docstring for the sources).
 _TABLE: dict[str, tuple[int, int]] = {
+    "1.32": (28, 14), "1.31": (26, 13), "1.30": (26, 13), "1.29": (26, 13), "1.28": (26, 13), "1.27": (26, 13),
+    "1.26": (26, 13), "1.25": (26, 13), "1.24": (25, 13), "1.23": (23, 11), "1.22": (22, 10), "1.21": (22, 10),
     "1.20": (21, 10), "1.19": (21, 10), "1.18": (21, 10), "1.17": (20, 9), "1.16": (19, 9), "1.15": (19, 8),
     "1.14": (18, 8), "1.13": (17, 8), "1.12": (17, 8), "1.11": (16, 8), "1.10": (15, 8), "1.9": (15, 8),
     "1.8": (14, 7), "1.7": (13, 7), "1.6": (13, 7),
