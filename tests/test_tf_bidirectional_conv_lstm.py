@@ -64,7 +64,15 @@ def _backward_layer_2d(k: Any) -> Any:
     return _bi(k, forward, "concat", (3, 5, 4, 2), backward)
 
 
-MODELS = {
+def _initial_state_2d(k: Any) -> Any:
+    inp = k.Input((3, 5, 4, 2))
+    states = [k.Input((5, 4, 3)) for _ in range(4)]  # forward h, c, then backward h, c
+    layer = k.layers.ConvLSTM2D(3, 3, padding="same", return_sequences=True, return_state=True)
+    out = k.layers.Bidirectional(layer, merge_mode="ave")(inp, initial_state=states)
+    return k.Model([inp, *states], out)
+
+
+MODELS: dict[str, tuple[Any, ...]] = {  # the builder, then each input's sample shape
     "concat_seq_2d": (_concat_seq_2d, (4, 6, 5, 2)),
     "sum_last_1d": (_sum_last_1d, (5, 9, 2)),
     "ave_states_1d": (_ave_states_1d, (4, 9, 3)),
@@ -74,6 +82,7 @@ MODELS = {
     "channels_first_concat_last_1d": (_channels_first_concat_last_1d, (4, 2, 7)),
     "channels_first_sum_states_3d": (_channels_first_sum_states_3d, (3, 2, 4, 3, 4)),
     "backward_layer_2d": (_backward_layer_2d, (3, 5, 4, 2)),
+    "initial_state_2d": (_initial_state_2d, (3, 5, 4, 2), (5, 4, 3), (5, 4, 3), (5, 4, 3), (5, 4, 3)),
 }
 
 
@@ -82,5 +91,5 @@ MODELS = {
 def test_bidirectional_conv_lstm_matches_keras(tmp_path: Any, rng: Any, writer: str, model_name: str) -> None:
     module, suffix = WRITERS[writer]
     k = pytest.importorskip(module)
-    build, shape = MODELS[model_name]
-    compare_live(k, build, [shape], tmp_path / f"m{suffix}", rng)
+    build, *shapes = MODELS[model_name]
+    compare_live(k, build, shapes, tmp_path / f"m{suffix}", rng)
