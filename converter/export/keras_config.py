@@ -45,6 +45,13 @@ def keras3_class(node: Node) -> tuple[str, dict[str, Any]]:
     if node.kind == "ThresholdedReLU":
         # x if x > theta else 0; ReLU(threshold=theta) differs only at x == theta exactly.
         return "ReLU", {"name": attrs.get("name"), "threshold": float(node.attr("theta", 1.0))}
+    if node.kind == "BatchNormalization" and attrs.get("mode") == 2:
+        # Keras 1's batch statistics at inference: no Keras 3 argument says so, and dropping `mode` would
+        # write a layer normalising with the unused running statistics.
+        raise UnsupportedLayerError(
+            f"layer '{node.layer_name}' (BatchNormalization) uses Keras 1's mode=2 (the batch's own statistics "
+            "at inference), which no Keras 3 layer computes", layer=node.layer_name,
+            hint="convert it to ONNX instead, or rebuild the layer without mode=2")
     if node.kind in ("RandomHeight", "RandomWidth"):
         return "Identity", {"name": attrs.get("name")}  # inference-time identities that Keras 3 removed
     return node.kind, attrs

@@ -118,10 +118,10 @@ def legacy_refusal(class_name: str, config: dict[str, Any]) -> str | None:
             return "a Keras 1 Merge with a Python function as mode holds code, which kconvert never runs"
         return f"a Keras 1 Merge with mode {mode!r}, which Keras 1 itself did not define"
     mode = config.get("mode")
-    if class_name == "BatchNormalization" and mode not in (None, 0):
-        what = "sample-wise statistics" if mode == 1 else "the statistics of the batch being predicted"
-        return (f"a Keras 1 BatchNormalization with mode={mode} normalises with {what} at inference, "
-                "which a converted graph cannot reproduce (only mode=0 can be converted)")
+    if class_name == "BatchNormalization" and mode not in (None, 0, 2):
+        # mode=2 (the batch's own statistics) converts: layers/batch_normalization.py.
+        return (f"a Keras 1 BatchNormalization with mode={mode!r} is not converted (mode=0 and mode=2 are; "
+                "mode=1, sample-wise statistics, is not)")
     padding = config.get("padding", config.get("border_mode"))
     if padding == "full":
         return "border_mode='full' (a Theano-only Keras 1 padding) has no Keras 2/3 equivalent"

@@ -1,5 +1,14 @@
 """BatchNormalization: inference with the moving statistics gathered while training (per-sample
-normalisations are in feature_normalization.py)."""
+normalisations are in feature_normalization.py).
+
+Keras 1's `BatchNormalization(mode=2)` normalises with the statistics of the batch being predicted, at
+inference too (Keras 1.2.2 `layers/normalization.py` calls `K.normalize_batch_in_training` in mode 2):
+    mean, var = moments(x) over every axis but `axis` (var biased: divided by the count, as tf.nn.moments)
+    y = (x - mean) / sqrt(var + epsilon) * gamma + beta
+The running statistics are stored but unused. The output of one sample depends on the other samples of
+the batch (a batch of one sample normalises it with its own statistics): the ONNX graph is
+batch-dependent exactly as the Keras 1 model was.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +33,7 @@ class BatchNormSpec(LayerSpec):
     epsilon: float = 1e-3
     center: bool = True
     scale: bool = True
+    mode: int = 0  # Keras 1: 0 moving statistics, 2 the batch's own statistics (legacy_config refuses 1)
 
 
 def bn_axes(node: Node, spec: BatchNormSpec, rank: int) -> list[int]:
@@ -69,7 +79,13 @@ class BatchNormalization(LayerHandler[BatchNormSpec]):
                 raise UnsupportedLayerError(f"BatchNormalization '{name}' uses {key}, whose stored "
                                             "weights kconvert does not read", layer=name,
                                             hint=f"rebuild the layer without {key} before saving")
-        return parse_fields(BatchNormSpec, config)
+        spec = parse_fields(BatchNormSpec, config)
+        if spec.mode not in (0, BATCH_STATISTICS) or (spec.mode and config.ctx.keras_major != 1):
+            name = config.ctx.layer_name
+            raise UnsupportedLayerError(f"BatchNormalization '{name}' has mode={spec.mode} in a Keras "
+                                        f"{config.ctx.keras_major} file", layer=name,
+                                        hint="mode is a Keras 1 argument: 0 or 2 in Keras 1 files only")
+        return spec
 
     def remap_axes(self, node: Node, perm: tuple[int, ...]) -> bool:
         """Layout pass: a one-axis BN on a permuted input normalises where that axis now sits."""
@@ -83,7 +99,7 @@ class BatchNormalization(LayerHandler[BatchNormSpec]):
     def channel_affine(self, node: Node, rank: int) -> tuple[np.ndarray, np.ndarray, int] | None:
         """BN folding (layers/traits.ChannelAffine): float64 scale and shift along the one normalised axis."""
         axes = self.spec(node).axis
-        if len(axes) != 1 or "moving_mean" not in node.weights:
+        if len(axes) != 1 or "moving_mean" not in node.weights or self.spec(node).mode == BATCH_STATISTICS:
             return None
         scale, shift = (a.astype(np.float64) for a in bn_scale_shift(node))
         return scale, shift, axes[0] + rank if axes[0] < 0 else axes[0]
@@ -104,6 +120,8 @@ class BatchNormalization(LayerHandler[BatchNormSpec]):
         return [input_shapes[0]]
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
+        if self.spec(node).mode == BATCH_STATISTICS:
+            return [_batch_statistics(node, self.spec(node), b, inputs[0])]
         scale, shift = bn_scale_shift(node)
         rank = len(node.inputs[0].shape or ())
         # Broadcast over the sample axes: the batch axis is left out (numpy aligns from the end).
@@ -117,6 +135,7 @@ class BatchNormalization(LayerHandler[BatchNormSpec]):
         return [b.op("Add", y, b.weight("shift", shift))]
 
 
+BATCH_STATISTICS = 2  # Keras 1's mode=2
 BATCH_NORMALIZATION = BatchNormalization()
 LAYERS.add("BatchNormalization", BATCH_NORMALIZATION)
 
@@ -129,3 +148,21 @@ def bn_scale_shift(node: Node) -> tuple[np.ndarray, np.ndarray]:
     scale = inv * w["gamma"] if "gamma" in w else inv
     shift = -w["moving_mean"] * scale + w.get("beta", 0.0)
     return scale.astype(np.float32), np.asarray(shift, dtype=np.float32)
+
+
+def _batch_statistics(node: Node, spec: BatchNormSpec, b: OpBuilder, x: str) -> str:
+    """Keras 1 mode=2: (x - mean) / sqrt(var + epsilon) * gamma + beta with the batch's own moments."""
+    rank = len(node.inputs[0].shape or ())
+    axis = bn_axes(node, spec, rank)[0]
+    reduced = [a for a in range(rank) if a != axis]
+    centred = b.op("Sub", x, b.reduce("ReduceMean", x, reduced, keepdims=True))
+    variance = b.reduce("ReduceMean", b.op("Mul", centred, centred), reduced, keepdims=True)
+    inv = b.op("Reciprocal", b.op("Sqrt", b.op("Add", variance, b.const(np.float32(spec.epsilon), "epsilon"))))
+    y = b.op("Mul", centred, inv)
+    target = [1] * (rank - 1)  # the batch axis left out: numpy-style broadcasting aligns from the end
+    target[axis - 1] = -1
+    if "gamma" in node.weights:
+        y = b.op("Mul", y, b.weight("gamma", node.weights["gamma"].reshape(target)))
+    if "beta" in node.weights:
+        y = b.op("Add", y, b.weight("beta", node.weights["beta"].reshape(target)))
+    return y

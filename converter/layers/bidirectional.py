@@ -15,6 +15,8 @@ An `RNN(LSTMCell | GRUCell | SimpleRNNCell)` child stands for the layer of its c
 Children: `node.children[0]` is the forward layer config; `node.children[1]` the backward_layer when
 the file has one (Keras 3 always writes it), else the forward config with go_backwards flipped.
 Weights are stored forward first, then backward.
+
+Bidirectional(ConvLSTM1D / 2D / 3D) has no ONNX op of its own: two Scans, see `bidirectional_conv.py`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,15 @@ from dataclasses import dataclass
 
 from converter.errors import UnsupportedLayerError
 from converter.ir import Node, Shape
+from converter.layers.bidirectional_conv import (
+    check_conv,
+    conv_children,
+    conv_num_outputs,
+    conv_output_shapes,
+    conv_weight_names,
+    conv_weight_shapes,
+    emit_conv,
+)
 from converter.layers.builder import OpBuilder
 from converter.layers.recurrent import (
     SEQUENCE_MEANING,
@@ -97,7 +108,7 @@ class Bidirectional(LayerHandler[BidirectionalSpec]):
 
     def mask_carrying_outputs(self, node: Node) -> int:
         """layers/traits.MaskedSequences: the sequence output(s), two for merge_mode=None."""
-        if not directions(node)[0].return_sequences:
+        if conv_children(node) or not directions(node)[0].return_sequences:
             return 0
         return 2 if self.spec(node).merge_mode is None else 1
 
@@ -111,12 +122,19 @@ class Bidirectional(LayerHandler[BidirectionalSpec]):
 
     def check(self, node: Node) -> None:
         # The children are parsed on their own; whether they pair into one ONNX op is the wrapper's question.
+        if conv_children(node):
+            check_conv(node)
+            return
         _check_directions(node, *directions(node))
 
     def weight_names(self, node: Node) -> list[str]:
+        if conv_children(node):
+            return conv_weight_names(node)
         return [f"{side}/{name}" for side, cell in zip(SIDES, directions(node)) for name in cell_weight_names(cell)]
 
     def weight_shapes(self, node: Node, input_shapes: list[Shape]) -> dict[str, tuple[int | None, ...]]:
+        if conv_children(node):
+            return conv_weight_shapes(node, input_shapes)
         expect_rank(node, input_shapes[0], 3, SEQUENCE_MEANING)
         features = features_of(input_shapes[0])
         return {f"{side}/{name}": shape for side, cell in zip(SIDES, directions(node))
@@ -128,10 +146,14 @@ class Bidirectional(LayerHandler[BidirectionalSpec]):
         if not isinstance(spec, BidirectionalSpec):
             return 1
         merged = 2 if spec.merge_mode is None else 1
+        if conv_children(node):
+            return conv_num_outputs(node, merged)
         forward = single_cell(node.children[0].spec) if node.children else None
         return merged + (2 * forward.num_states if forward is not None and forward.return_state else 0)
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
+        if conv_children(node):
+            return conv_output_shapes(node, input_shapes, self.spec(node).merge_mode)
         shape = input_shapes[0]
         expect_rank(node, shape, 3, SEQUENCE_MEANING)
         forward, mode = directions(node)[0], self.spec(node).merge_mode
@@ -141,6 +163,8 @@ class Bidirectional(LayerHandler[BidirectionalSpec]):
         return [(*lead, width)] * merged + [(shape[0], forward.units)] * (self.num_outputs(node) - merged)
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
+        if conv_children(node):
+            return emit_conv(node, b, inputs, self.spec(node).merge_mode)
         forward = directions(node)[0]
         cells = _cells(node)
         count = cells[0].num_states

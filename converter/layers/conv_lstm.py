@@ -187,8 +187,10 @@ class ConvLSTM(LayerHandler[ConvLSTMSpec]):
         return [y, *(b.transpose(s, to_cl) if last else s for s in outs[:2])]
 
 
-for _rank in (1, 2, 3):
-    LAYERS.add(f"ConvLSTM{_rank}D", ConvLSTM(rank=_rank))
+# By rank: Bidirectional(ConvLSTM) (bidirectional_conv.py) emits each direction with the same handler.
+CONV_LSTM = {rank: ConvLSTM(rank=rank) for rank in (1, 2, 3)}
+for _rank, _handler in CONV_LSTM.items():
+    LAYERS.add(f"ConvLSTM{_rank}D", _handler)
 
 
 def _check_initial_states(node: Node, given: list[Shape], state: Shape) -> None:

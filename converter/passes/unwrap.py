@@ -10,7 +10,7 @@ From here on every pass sees the wrapped layers: cleanup removes a Dropout insid
 followed by a merge, BN folding and padding folding reach inside, and the layout pass places the
 wrapped spatial layers channels-first like any other.
 
-Bidirectional is not a wrapper here: it is one ONNX RNN op.
+Bidirectional is not a wrapper here: it is one ONNX RNN op (two Scans around ConvLSTM, layers/bidirectional_conv.py).
 """
 
 from __future__ import annotations
