@@ -56,6 +56,14 @@ Worked example: an old model whose Lambda `normalize` computes `x / 127.5 - 1`, 
     model = converter.convert("old_model.h5")
 
 Unregistered Lambda and custom layers still fail conversion, all of them listed in one error.
+
+A class name matches with or without its package prefix: Keras saves a class registered with
+`keras.saving.register_keras_serializable(package="my")` as "my>Scale" in .h5 files and as "Scale" in
+.keras archives; a handler registered as "Scale" or "my>Scale" serves both.
+
+From the command line, `kconvert model.h5 --extension my_layers.py` runs such a file
+(application/user_code.py; nothing under converter/ runs code): it is the user's own code, run because
+they named it.
 """
 
 from __future__ import annotations
@@ -199,3 +207,4 @@ def registrations() -> dict[str, list[str]]:
     """What was registered through this module: class names and Lambda layer names."""
     return {kind: sorted(name for what, name in _user if what == registry.what)
             for kind, registry in (("layers", LAYERS), ("lambdas", LAMBDAS))}
+

@@ -48,8 +48,10 @@ class _Context:
     depth: int = 0  # models being built, one inside the other
 
 
-def build_graph(artifact: KerasArtifact, require_weights: bool = True) -> Graph:
-    """Build the LayerGraph; report every unsupported layer at once."""
+def build_graph(artifact: KerasArtifact, require_weights: bool = True,
+                unsupported: list[UnsupportedEntry] | None = None) -> Graph:
+    """Build the LayerGraph; report every unsupported layer at once, or, given an `unsupported` list (inspect),
+    add them to it and return the graph with those layers' nodes left without a handler's spec or weights."""
     check_config_tree(artifact.model_config)
     raw = upgrade_model_config(artifact.model_config, artifact.keras_version)
     class_name, config = model_class_and_config(raw)
@@ -61,7 +63,9 @@ def build_graph(artifact: KerasArtifact, require_weights: bool = True) -> Graph:
     graph.outputs = _build_model(ctx, class_name, config, None, "", (), graph.name)
     graph.output_names = _distinct([t.name for t in graph.outputs])
     if ctx.unsupported:
-        raise unsupported_error(ctx.unsupported)
+        if unsupported is None:
+            raise unsupported_error(ctx.unsupported)
+        unsupported.extend(ctx.unsupported)
     if ctx.weight_errors:
         raise ctx.weight_errors[0]
     graph.validate()
