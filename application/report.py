@@ -41,7 +41,9 @@ def print_summary(summary: dict[str, Any]) -> None:
     more = f" (+ ? in {unknown} layer(s))" if unknown else ""
     source = "" if summary.get("weights", True) else "  (from the config: the file has no weights)"
     console.print(f'Total params: {summary["total_params"]:,}{more}{source}')
-    console.print(f'Trainable params: {summary.get("trainable_params", 0):,}')
+    split = summary.get("split_unknown", 0)
+    unsplit = f" (+ the {split} unsupported layer(s)' counted params, trainable or not)" if split else ""
+    console.print(f'Trainable params: {summary.get("trainable_params", 0):,}{unsplit}')
     console.print(f'Non-trainable params: {summary.get("non_trainable_params", 0):,}')
     for entry in summary.get("unsupported", []):
         console.print(f'✗ {entry["name"]} ({entry["class_name"]}): {entry["reason"]}', markup=False)

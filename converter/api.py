@@ -245,9 +245,9 @@ def _shape_text(tensor: Tensor) -> str:
 def _layer_row(node: Node, refused: UnsupportedEntry | None) -> LayerRow:
     shapes = ", ".join(_shape_text(t) for t in node.outputs)
     handler = None if refused is not None else handler_for(node)
-    if handler is None:
-        return LayerRow(node.name, node.kind, shapes, None, None, None, False,
-                        refused.reason if refused is not None else "no handler")
+    if handler is None:  # counted from the file's arrays; which of them Keras trains is unknown
+        return LayerRow(node.name, node.kind, shapes, refused.stored_params if refused else None, None, None,
+                        False, refused.reason if refused is not None else "no handler")
     sizes = _weight_sizes(node, handler)
     if any(size is None for size in sizes.values()):
         return LayerRow(node.name, node.kind, shapes, None, None, None)
@@ -295,9 +295,10 @@ def _non_trainable(kind: str, weight: str) -> bool:
 
 
 def _totals(rows: list[LayerRow]) -> dict[str, Any]:
-    """Totals over the rows whose counts are known; `params_unknown`: how many rows are not."""
-    known = [r for r in rows if r.params is not None]
-    return {"total_params": sum(r.params or 0 for r in known),
-            "trainable_params": sum(r.trainable_params or 0 for r in known),
-            "non_trainable_params": sum(r.non_trainable_params or 0 for r in known),
-            "params_unknown": len(rows) - len(known)}
+    """Totals over the rows whose counts are known; `params_unknown`: how many rows' counts are not,
+    `split_unknown`: how many counted rows have no trainable / non-trainable split (unsupported layers)."""
+    return {"total_params": sum(r.params or 0 for r in rows),
+            "trainable_params": sum(r.trainable_params or 0 for r in rows),
+            "non_trainable_params": sum(r.non_trainable_params or 0 for r in rows),
+            "params_unknown": sum(r.params is None for r in rows),
+            "split_unknown": sum(r.params is not None and r.trainable_params is None for r in rows)}

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 from click.testing import CliRunner
 from conftest import assert_close
@@ -64,8 +65,6 @@ def test_extension_file_converts_either_spelling(tmp_path: Path, rng: np.random.
     result = _cli(model, "-o", tmp_path / "m.onnx", "--extension", handlers)
     assert result.exit_code == 0, result.output
     x = rng.normal(size=(2, 3)).astype("float32")
-    import onnx
-
     (y,) = run_onnx(onnx.load(str(tmp_path / "m.onnx")), x)
     assert_close(y, x * gamma)
     assert registrations() == {"layers": [], "lambdas": []}  # unregistered when the command ends
@@ -123,8 +122,6 @@ def test_two_extension_files(tmp_path: Path, rng: np.random.Generator) -> None:
     result = _cli(model, "-o", tmp_path / "m.onnx", "--extension", tmp_path / "a.py", "--extension", tmp_path / "b.py")
     assert result.exit_code == 0, result.stderr
     x = rng.normal(size=(2, 3)).astype("float32")
-    import onnx
-
     assert_close(run_onnx(onnx.load(str(tmp_path / "m.onnx")), x)[0], -x * gamma)
 
 

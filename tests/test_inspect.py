@@ -19,12 +19,13 @@ CASES = sorted(p.name for p in FIXTURES.iterdir() if (p / "model.json").is_file(
 
 
 def _bn_model(tmp_path: Path, save: object = save_keras, trainable: bool = True) -> Path:
-    """Dense(4 -> 3), BatchNormalization(3) (moving stats: non-trainable), an unknown class, Dense(3 -> 2)."""
+    """Dense(4 -> 3), BatchNormalization(3) (moving stats: non-trainable), an unknown class storing 6 values,
+    Dense(3 -> 2)."""
     rng = np.random.default_rng(0)
     config = sequential([layer("Dense", "d1", units=3), layer("BatchNormalization", "bn", trainable=trainable),
                          layer("Mystery", "odd"), layer("Dense", "d2", units=2)], (4,))
     weights = {"d1": [rng.normal(size=(4, 3)).astype("float32"), np.zeros(3, "float32")],
-               "bn": [np.ones(3, "float32")] * 4,
+               "bn": [np.ones(3, "float32")] * 4, "odd": [np.ones((2, 3), "float32")],
                "d2": [rng.normal(size=(3, 2)).astype("float32"), np.zeros(2, "float32")]}
     return save(tmp_path / ("m.keras" if save is save_keras else "m.h5"), config, weights)  # type: ignore[operator]
 
@@ -34,15 +35,16 @@ def test_unsupported_layers_are_listed_and_marked(tmp_path: Path, save: object) 
     summary = converter.inspect(_bn_model(tmp_path, save))
     rows = {row["name"]: row for row in summary["layers"]}
     assert list(rows) == ["d1", "bn", "odd", "d2"]
-    assert rows["odd"]["supported"] is False and rows["odd"]["params"] is None
+    assert rows["odd"]["supported"] is False and rows["odd"]["params"] == 6  # the file's arrays, counted
+    assert rows["odd"]["trainable_params"] is None and rows["odd"]["output_shape"] == "?"
     assert "not a layer class kconvert knows" in rows["odd"]["reason"]
     assert rows["d1"] == {**rows["d1"], "params": 15, "trainable_params": 15, "non_trainable_params": 0,
                           "supported": True, "output_shape": "(None, 3)"}
     assert (rows["bn"]["trainable_params"], rows["bn"]["non_trainable_params"]) == (6, 6)
     assert rows["d2"]["params"] == 8  # stored weights: known even after the unsupported layer
     assert rows["d2"]["output_shape"] == "?"  # its input's shape is the unknown layer's output
-    assert (summary["total_params"], summary["trainable_params"], summary["non_trainable_params"]) == (35, 29, 6)
-    assert summary["params_unknown"] == 1
+    assert (summary["total_params"], summary["trainable_params"], summary["non_trainable_params"]) == (41, 29, 6)
+    assert (summary["params_unknown"], summary["split_unknown"]) == (0, 1)
     assert summary["unsupported"] == [{"name": "odd", "class_name": "Mystery", "reason": rows["odd"]["reason"]}]
 
 
@@ -55,7 +57,7 @@ def test_cli_lists_an_unsupported_model_in_full(tmp_path: Path) -> None:
     model = _bn_model(tmp_path)
     text = CliRunner().invoke(main, ["inspect", str(model)])
     assert text.exit_code == 0, text.output
-    assert "odd (Mystery) ✗ unsupported" in text.output and "Total params: 35 (+ ? in 1 layer(s))" in text.output
+    assert "odd (Mystery) ✗ unsupported" in text.output and "Total params: 41" in text.output
     assert "Trainable params: 29" in text.output and "Non-trainable params: 6" in text.output
     as_json = CliRunner().invoke(main, ["inspect", str(model), "--json"])
     summary = json.loads(as_json.output)
@@ -76,12 +78,13 @@ def test_architecture_only_json_counts_from_the_config(case: str) -> None:
 
 
 def test_unknown_sizes_are_question_marks(tmp_path: Path) -> None:
-    """Dense on an input whose feature size is unknown: its kernel's size cannot be known without weights."""
-    config = sequential([layer("Dense", "d", units=2)], (None,))
+    """Without weights: Dense on an input whose feature size is unknown (its kernel's size cannot be known),
+    and an unknown class (no rule says what it holds)."""
+    config = sequential([layer("Dense", "d", units=2), layer("Mystery", "odd")], (None,))
     path = tmp_path / "model.json"
     path.write_text(json.dumps(config))
     summary = converter.inspect(path)
-    assert summary["layers"][0]["params"] is None and summary["params_unknown"] == 1
+    assert [row["params"] for row in summary["layers"]] == [None, None] and summary["params_unknown"] == 2
     text = CliRunner().invoke(main, ["inspect", str(path)])
     assert text.exit_code == 0 and "?" in text.output and "from the config" in text.output
 

@@ -46,6 +46,7 @@ class _Context:
     unsupported: list[UnsupportedEntry] = field(default_factory=list)
     weight_errors: list[WeightsError] = field(default_factory=list)
     depth: int = 0  # models being built, one inside the other
+    listing: bool = False  # inspect: unsupported layers are listed (with their stored arrays), not refused
 
 
 def build_graph(artifact: KerasArtifact, require_weights: bool = True,
@@ -59,7 +60,8 @@ def build_graph(artifact: KerasArtifact, require_weights: bool = True,
     graph = Graph(name=name if isinstance(name, str) and name else artifact.path.stem,
                   keras_major=artifact.keras_major)
     top_layers = model_layers(config, graph.name)
-    ctx = _Context(artifact, graph, WeightAttacher(artifact, require_weights, top_layers))
+    ctx = _Context(artifact, graph, WeightAttacher(artifact, require_weights, top_layers),
+                   listing=unsupported is not None)
     graph.outputs = _build_model(ctx, class_name, config, None, "", (), graph.name)
     graph.output_names = _distinct([t.name for t in graph.outputs])
     if ctx.unsupported:
@@ -288,7 +290,9 @@ def _call_layer(ctx: _Context, layer: dict[str, Any], args: list[Tensor], call_i
     node.inputs = list(args)
     handler = _file_handler(node)
     if handler is None:
-        ctx.unsupported.append(UnsupportedEntry(node.layer_name, cls, why_unsupported(cls, layer)))
+        stored = ctx.weights.stored_arrays(wpath + (key,)) if ctx.listing else None
+        ctx.unsupported.append(UnsupportedEntry(node.layer_name, cls, why_unsupported(cls, layer),
+                                                None if stored is None else sum(int(a.size) for a in stored)))
     # A refused layer has no spec to count its outputs by: one output keeps the walk going, and the
     # refusal is reported with every other unsupported layer.
     parsed = handler is not None and _configure(ctx, node, handler, config, wpath + (key,))

@@ -14,6 +14,7 @@ class UnsupportedEntry:
     name: str
     class_name: str
     reason: str
+    stored_params: int | None = None  # inspect: how many values the file stores for the layer (None: unknown)
 
 
 # Where the README lists every class kconvert converts (GitHub's anchor of the "Supported layers" heading).
