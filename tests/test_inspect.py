@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from kmodels import layer, save_keras, save_legacy_h5, sequential
+from kmodels import input_layer, keras_tensor, layer, save_keras, save_legacy_h5, sequential
 
 import converter
+import converter.errors as converter_errors
 from application.cli import main
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -98,3 +99,20 @@ def test_inspect_takes_extensions(tmp_path: Path) -> None:
     summary = json.loads(result.output)
     assert result.exit_code == 0 and summary["unsupported"] == [] and summary["params_unknown"] == 0
     assert summary["layers"][3]["output_shape"] == "(None, 2)"
+
+
+def test_an_unsupported_layer_read_at_several_outputs(tmp_path: Path) -> None:
+    """A functional model reading outputs 0 and 1 of an unknown layer (a tf.split saved as TFOpLambda)."""
+    split = {**layer("Splitter", "split"), "inbound_nodes": [{"args": [keras_tensor("x")], "kwargs": {}}]}
+    add = {**layer("Add", "add"), "inbound_nodes": [{"args": [[keras_tensor("split", 0, 0),
+                                                                keras_tensor("split", 0, 1)]], "kwargs": {}}]}
+    config = {"class_name": "Functional", "config": {
+        "name": "f", "layers": [{**input_layer("x", (4,)), "inbound_nodes": []}, split, add],
+        "input_layers": [["x", 0, 0]], "output_layers": [["add", 0, 0]]}}
+    path = tmp_path / "model.json"
+    path.write_text(json.dumps(config))
+    summary = converter.inspect(path)
+    assert [r["name"] for r in summary["layers"]] == ["split", "add"]
+    assert summary["layers"][0]["output_shape"] == "?, ?" and summary["layers"][0]["supported"] is False
+    with pytest.raises(converter_errors.UnsupportedLayerError, match="'split' \\(Splitter\\)"):
+        converter.convert(path)

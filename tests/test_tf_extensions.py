@@ -130,10 +130,21 @@ def _counted_model(keras: Any) -> Any:
     return keras.Model(inputs, L.Dense(2)(L.BatchNormalization(scale=False)(x)))
 
 
+def _frozen_base_model(keras: Any) -> Any:
+    """Transfer learning: a frozen base model (BatchNormalization inside) under a trainable head."""
+    L = keras.layers
+    inner_input = L.Input((4,))
+    base = keras.Model(inner_input, L.BatchNormalization()(L.Dense(3)(inner_input)), name="base")
+    base.trainable = False
+    inputs = L.Input((4,))
+    return keras.Model(inputs, L.Dense(2)(base(inputs)))
+
+
 @pytest.mark.parametrize("module, fmt", WRITERS)
-def test_inspect_counts_match_keras(tmp_path: Path, module: str, fmt: str) -> None:
+@pytest.mark.parametrize("build", [_counted_model, _frozen_base_model])
+def test_inspect_counts_match_keras(tmp_path: Path, module: str, fmt: str, build: Any) -> None:
     keras = pytest.importorskip(module)
-    model = _counted_model(keras)
+    model = build(keras)
     path = tmp_path / f"model.{fmt}"
     model.save(str(path))
     (tmp_path / "model.json").write_text(model.to_json())

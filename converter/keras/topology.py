@@ -236,10 +236,28 @@ def _tensor_at(ctx: _Context, produced: dict[tuple[str, int], list[Tensor]], ref
     outputs = produced[(ref[0], ref[1])]
     if ref[2] < len(outputs):
         return outputs[ref[2]]
+    if ctx.listing and _refused_producer(ctx, outputs):
+        return _grown(outputs, ref[2])
     if ctx.unsupported:
         raise unsupported_error(ctx.unsupported)
     raise FormatError(f"the config reads output {ref[2]} of layer '{ref[0]}', which has {len(outputs)}",
                       layer=ref[0], hint="is the config complete?")
+
+
+def _refused_producer(ctx: _Context, outputs: list[Tensor]) -> bool:
+    producer = outputs[0].producer if outputs else None
+    return producer is not None and any(e.name == producer.layer_name for e in ctx.unsupported)
+
+
+def _grown(outputs: list[Tensor], index: int) -> Tensor:
+    """Inspect: an unsupported layer has as many outputs as the model reads from it (shapes unknown)."""
+    node = outputs[0].producer
+    assert node is not None
+    while len(node.outputs) <= index:
+        node.outputs.append(Tensor(name=f"{node.name}:{len(node.outputs)}", producer=node))
+    if outputs is not node.outputs:
+        outputs[len(outputs):] = node.outputs[len(outputs):]
+    return node.outputs[index]
 
 
 def _unique(ctx: _Context, name: str) -> str:
@@ -281,7 +299,11 @@ def _call_layer(ctx: _Context, layer: dict[str, Any], args: list[Tensor], call_i
     key = (name, saved.get(name, name))
     if cls in MODEL_CLASSES:
         sub_prefix = f"{prefix}{name}/" if call_index == 0 else f"{prefix}{name}_call{call_index}/"
+        first = len(ctx.graph.nodes)
         produced = _build_model(ctx, cls, config, args, sub_prefix, wpath + (key,), prefix + name)
+        if isinstance(config, dict) and config.get("trainable") is False:
+            for inner in ctx.graph.nodes[first:]:  # a frozen model freezes every layer in it, as in Keras
+                inner.attrs["trainable"] = False
         return _mark_keras_outputs(produced, prefix, name, cls, call_index)
     node_name = _unique(ctx, prefix + name if call_index == 0 else f"{prefix}{name}_call{call_index}")
     node = make_node(cls, node_name, config, ctx.artifact.keras_major)
