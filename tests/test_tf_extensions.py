@@ -167,3 +167,18 @@ def test_inspect_without_handlers_lists_and_counts_the_custom_layers(tmp_path: P
     assert sorted(e["class_name"].rsplit(">", 1)[-1] for e in summary["unsupported"]) == ["Scale", "Shift"]
     assert summary["total_params"] == model.count_params() and summary["params_unknown"] == 0
     assert summary["split_unknown"] == 2
+
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+
+
+@pytest.mark.parametrize("case", ["small_cnn", "lstm_stack", "time_distributed", "nested", "embedding", "gru"])
+@pytest.mark.parametrize("module, name", [("keras", "model.keras"), ("tf_keras", "model_k2.h5")])
+def test_inspect_counts_of_fixtures_match_keras(case: str, module: str, name: str) -> None:
+    keras = pytest.importorskip(module)
+    path = FIXTURES / case / name
+    model = keras.models.load_model(str(path), compile=False)
+    summary = converter.inspect(path)
+    assert summary["total_params"] == model.count_params()
+    assert summary["trainable_params"] == sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    assert summary["non_trainable_params"] == sum(int(np.prod(w.shape)) for w in model.non_trainable_weights)
