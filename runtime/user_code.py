@@ -55,12 +55,13 @@ def _describe(err: BaseException) -> str:
 
 def _line_in(err: BaseException, path: Path) -> str:
     """`, line N`: where in the user's file the error was raised (its innermost frame there)."""
-    if isinstance(err, SyntaxError) and err.lineno is not None and Path(str(err.filename)) == path:
+    file = path.resolve()  # the path may be relative; Python's frames may name it either way
+    if isinstance(err, SyntaxError) and err.lineno is not None and Path(str(err.filename)).resolve() == file:
         return f", line {err.lineno}"
     line = None
     trace = err.__traceback__
     while trace is not None:
-        if Path(trace.tb_frame.f_code.co_filename) == path:
+        if Path(trace.tb_frame.f_code.co_filename).resolve() == file:
             line = trace.tb_lineno
         trace = trace.tb_next
     return "" if line is None else f", line {line}"

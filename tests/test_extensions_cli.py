@@ -166,3 +166,22 @@ def test_user_code_errors_name_the_file() -> None:
 
     with pytest.raises(UsageError, match="no such file"):
         run_user_file(Path("/nonexistent/x.py"), "--custom-objects")
+
+
+def test_a_relative_path_still_names_the_line(tmp_path: Path, rng: np.random.Generator,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    model = _scale_model(tmp_path, "h5", "my>Scale", rng.normal(size=3).astype("float32"))
+    (tmp_path / "bad.py").write_text("x = 1\nimport no_such_module_kconvert\n")
+    monkeypatch.chdir(tmp_path)
+    result = _cli(model, "--extension", "bad.py")
+    assert result.exit_code == 2 and "--extension bad.py, line 2: ModuleNotFoundError" in result.stderr
+
+
+def test_a_failing_handler_is_the_users_error_not_a_kconvert_bug(tmp_path: Path, rng: np.random.Generator) -> None:
+    model = _scale_model(tmp_path, "h5", "my>Scale", rng.normal(size=3).astype("float32"))
+    handlers = tmp_path / "typo.py"
+    handlers.write_text(SCALE_HANDLERS.format(name="Scale").replace('b.weight("gamma")', 'b.weight("gama")'))
+    result = _cli(model, "--extension", handlers)
+    assert result.exit_code == 2, result.stderr
+    assert "the registered handler scale for my>Scale 'scale' failed: KeyError" in result.stderr
+    assert "kconvert bug" not in result.stderr and "Traceback" not in result.stderr
