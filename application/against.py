@@ -66,6 +66,7 @@ class AgainstRequest:
     feeding: Feeding
     inputs_path: Path | None = None
     generate: bool = False  # --samples/--seed/--input-shape given: generated even where test data exists
+    custom_objects: Path | None = None  # --custom-objects: the user's Keras classes, for Keras to load the file
 
 
 def keras_sets(request: AgainstRequest, onnx_inputs: list[str], onnx_outputs: list[str],
@@ -77,7 +78,7 @@ def keras_sets(request: AgainstRequest, onnx_inputs: list[str], onnx_outputs: li
     perms_in = request.value_map.inputs if request.value_map else {}
     perms_out = request.value_map.outputs if request.value_map else {}
     with opened(request.against, request.weights, mapped=True) as loaded:
-        keras_model = load_keras_model(loaded.artifact, request.weights)
+        keras_model = load_keras_model(loaded.artifact, request.weights, request.custom_objects)
         _check_names(request.against, "input", onnx_inputs, len(keras_model.inputs))
         _check_names(request.against, "output", onnx_outputs, len(keras_model.outputs))
         batches, used = _feeds(request, loaded.graph, perms_in)

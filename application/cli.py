@@ -231,6 +231,14 @@ def main(debug: bool) -> None:
               help="int8 QDQ model via onnxruntime.quantization (static, calibrated on --inputs or --samples generated "
                    "samples, default 16; dynamic for LSTM/GRU models); the float32 model is kept as STEM.fp32.onnx; "
                    "reports int8-vs-float32 accuracy, size and CPU latency; --check uses int8 tolerances (0.1).")
+@click.option("--extension", multiple=True, type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.py",
+              help="Run this Python file of converter.extensions handlers (register_layer / register_lambda) "
+                   "before reading the model; repeatable. It is your own code and runs with your rights: give only "
+                   "files you trust.")
+@click.option("--custom-objects", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.py",
+              help="With --check: run this Python file of your custom Keras classes and functions and give them "
+                   "to Keras to load the model (by name and package>name). Opt-in: it runs your code in the Keras "
+                   "process.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable JSON report.")
 def convert_command(as_json: bool, **options: Any) -> ConversionResult | KerasExportResult:
     """Convert MODEL to ONNX."""
@@ -245,12 +253,20 @@ def convert_command(as_json: bool, **options: Any) -> ConversionResult | KerasEx
 @click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), help="Weights file for a model.json.")
 @click.option("--backend", type=click.Choice(["tensorflow", "theano"]), default=None,
               help="Keras backend that saved the file, where the file does not record it (Theano kernels are flipped).")
+@click.option("--extension", multiple=True, type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.py",
+              help="Run this Python file of converter.extensions handlers (register_layer / register_lambda) "
+                   "before reading the model; repeatable. It is your own code and runs with your rights: give only "
+                   "files you trust.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def inspect_command(model: Path, weights: Path | None, backend: str | None, as_json: bool) -> dict[str, Any]:
-    """Print a model.summary()-like table of MODEL, without TensorFlow."""
+def inspect_command(model: Path, weights: Path | None, backend: str | None, extension: tuple[Path, ...],
+                    as_json: bool) -> dict[str, Any]:
+    """Print a model.summary()-like table of MODEL, without TensorFlow: every layer, unsupported ones marked,
+    with trainable and non-trainable parameter counts (from the config when the file has no weights)."""
     import converter
+    from application.extension_files import extensions_loaded
 
-    summary: dict[str, Any] = converter.inspect(model, weights, backend=backend)
+    with extensions_loaded(extension):
+        summary: dict[str, Any] = converter.inspect(model, weights, backend=backend)
     return summary
 
 
@@ -288,6 +304,14 @@ def inspect_command(model: Path, weights: Path | None, backend: str | None, as_j
 @click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), help="Write a JUnit XML report.")
 @click.option("--markdown", type=click.Path(dir_okay=False, path_type=Path), help="Write a Markdown summary.")
 @click.option("--html", type=click.Path(dir_okay=False, path_type=Path), help="Write one self-contained HTML page.")
+@click.option("--extension", multiple=True, type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.py",
+              help="Run this Python file of converter.extensions handlers (register_layer / register_lambda) "
+                   "before reading the --against model; repeatable. It is your own code and runs with your rights: "
+                   "give only files you trust.")
+@click.option("--custom-objects", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.py",
+              help="With --against: run this Python file of your custom Keras classes and functions and give them "
+                   "to Keras to load the model (by name and package>name). Opt-in: it runs your code in the Keras "
+                   "process.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable JSON report.")
 def verify_command(as_json: bool, tolerances: tuple[str, ...], input_shape: tuple[str, ...],
                    **options: Any) -> VerifyResult:

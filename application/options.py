@@ -52,6 +52,8 @@ class ConvertRequest:
     optimize: bool = False  # onnxslim the written ONNX, verified against the unoptimised one (application/optimize.py)
     streaming: bool = False  # recurrent states as graph inputs/outputs (converter/passes/streaming.py)
     quantize: str | None = None  # "int8": QDQ, the float32 model kept as <stem>.fp32.onnx (application/quantize.py)
+    extension: Sequence[Path] = ()  # Python files of handlers, run before the model is read (extension_files.py)
+    custom_objects: Path | None = None  # with --check: a Python file of the user's Keras classes, run for Keras
 
     @property
     def verifies(self) -> bool:
@@ -134,6 +136,9 @@ def _check_flags(request: ConvertRequest) -> None:
         raise UsageError("--check and --reference are two ways to check the result; give one",
                          hint="--check compares with Keras (needs TensorFlow), --reference with stored outputs")
     _check_quantize(request)
+    if request.custom_objects is not None and not request.check:
+        raise UsageError("--custom-objects gives Keras the model's custom classes for --check, and --check was not "
+                         "given", hint="add --check, or drop --custom-objects")
     if request.save_test_data and not request.verifies:
         raise UsageError("--save-test-data saves the inputs and Keras outputs of a check, and no check was asked",
                          hint="add --check or --reference FILE.npz")
@@ -225,8 +230,9 @@ def _check_tolerances(request: ConvertRequest) -> None:
 
 
 def _check_inputs_exist(request: ConvertRequest) -> None:
+    user_files = [("--extension", p) for p in request.extension] + [("--custom-objects", request.custom_objects)]
     for option, path in (("model", request.model), ("--weights", request.weights),
-                         ("--reference", request.reference), ("--inputs", request.inputs)):
+                         ("--reference", request.reference), ("--inputs", request.inputs), *user_files):
         if path is None:
             continue
         if not path.exists():

@@ -23,18 +23,34 @@ if TYPE_CHECKING:  # `kconvert verify` renders without importing the conversion 
 
 
 def print_summary(summary: dict[str, Any]) -> None:
+    """model.summary()'s table: every layer, unsupported ones marked "✗", unknown counts as "?"."""
     console = Console()
     version = escape(str(summary.get("keras_version") or "unknown"))
     title = f'Model: "{escape(str(summary["model"]))}"  ({escape(str(summary["format"]))}, Keras {version})'
     table = Table(title=title)
-    for column in ("Layer (type)", "Output Shape", "Param #"):
-        table.add_column(column, justify="right" if column == "Param #" else "left")
+    for column in ("Layer (type)", "Output Shape", "Param #", "Trainable"):
+        table.add_column(column, justify="left" if column[0] in "LO" else "right")
     for item in summary["inputs"]:
-        table.add_row(escape(f'{item["name"]} (InputLayer)'), escape(item["shape"]), "0")
+        table.add_row(escape(f'{item["name"]} (InputLayer)'), escape(item["shape"]), "0", "")
     for row in summary["layers"]:
-        table.add_row(escape(f'{row["name"]} ({row["class_name"]})'), escape(row["output_shape"]), f'{row["params"]:,}')
+        mark = "" if row.get("supported", True) else " ✗ unsupported"
+        table.add_row(escape(f'{row["name"]} ({row["class_name"]}){mark}'), escape(row["output_shape"]),
+                      _count(row["params"]), _count(row.get("trainable_params")))
     console.print(table)
-    console.print(f'Total params: {summary["total_params"]:,}')
+    unknown = summary.get("params_unknown", 0)
+    more = f" (+ ? in {unknown} layer(s))" if unknown else ""
+    source = "" if summary.get("weights", True) else "  (from the config: the file has no weights)"
+    console.print(f'Total params: {summary["total_params"]:,}{more}{source}')
+    split = summary.get("split_unknown", 0)
+    unsplit = f" (+ the {split} unsupported layer(s)' counted params, trainable or not)" if split else ""
+    console.print(f'Trainable params: {summary.get("trainable_params", 0):,}{unsplit}')
+    console.print(f'Non-trainable params: {summary.get("non_trainable_params", 0):,}')
+    for entry in summary.get("unsupported", []):
+        console.print(f'✗ {entry["name"]} ({entry["class_name"]}): {entry["reason"]}', markup=False)
+
+
+def _count(value: int | None) -> str:
+    return "?" if value is None else f"{value:,}"
 
 
 def print_result(result: ConversionResult | KerasExportResult) -> None:

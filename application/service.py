@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from application.extension_files import extensions_loaded
 from application.optimize import OptimizeResult, optimize_written
 from application.options import ConvertRequest, default_output, target_choice, validate
 from application.progress import Advance, Progress
@@ -145,13 +146,14 @@ class KerasExportResult:
 def convert(request: ConvertRequest, progress: Progress | None = None) -> ConversionResult | KerasExportResult:
     """`progress`: what to show on long steps (the CLI's Progress.for_cli); None shows nothing."""
     output = validate(request)
-    if output.suffix.lower() == ".keras":
-        return _export_keras(request, output)
-    start = time.perf_counter()
-    layout = LayoutOptions(nchw_inputs=request.nchw_inputs, nchw_outputs=request.nchw_outputs)
-    with opened(request.model, request.weights, backend=request.backend, layout=layout, mapped=True,
-                streaming=request.streaming) as loaded:
-        return _convert_loaded(loaded, output, request, start, progress or Progress.off())
+    with extensions_loaded(request.extension):  # the user's handler files, before the model is read
+        if output.suffix.lower() == ".keras":
+            return _export_keras(request, output)
+        start = time.perf_counter()
+        layout = LayoutOptions(nchw_inputs=request.nchw_inputs, nchw_outputs=request.nchw_outputs)
+        with opened(request.model, request.weights, backend=request.backend, layout=layout, mapped=True,
+                    streaming=request.streaming) as loaded:
+            return _convert_loaded(loaded, output, request, start, progress or Progress.off())
 
 
 def _convert_loaded(loaded: LoadedModel, output: Path, request: ConvertRequest, start: float,
@@ -162,7 +164,7 @@ def _convert_loaded(loaded: LoadedModel, output: Path, request: ConvertRequest, 
     keras_model = None
     if request.check:
         with progress.status(f"loading {request.model.name} in Keras"):
-            keras_model = load_keras_model(loaded.artifact, request.weights)
+            keras_model = load_keras_model(loaded.artifact, request.weights, request.custom_objects)
     start += time.perf_counter() - aside  # "seconds" is the conversion's time, not TensorFlow's or the inputs'
     # Without a check the Keras-layout weights are dropped as soon as each layer is lowered.
     target = target_choice(request)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from application.extension_files import extensions_loaded
 from application.options import check_feeding_values, feeding_given, parse_input_shapes
 from application.progress import Progress
 from converter.errors import CheckFailedError, UsageError
@@ -58,6 +59,8 @@ class VerifyRequest:
     seed: int | None = None
     batch_size: int | None = None
     input_shape: Sequence[str] = ()  # NAME=D1,D2,...: unknown dims of generated inputs (Keras' order)
+    extension: Sequence[Path] = ()  # with --against: handler files for the Keras file's custom layers
+    custom_objects: Path | None = None  # with --against: a Python file of the user's Keras classes, run for Keras
 
 
 @dataclass(frozen=True)
@@ -110,7 +113,8 @@ def verify(request: VerifyRequest, progress: Progress | None = None) -> VerifyRe
         choose_providers(request.provider)
     facts = model_facts(request.model)  # the one parse of the file before onnxruntime's
     value_map = _localizable(request.model, facts) if request.localize else None  # before Keras loads
-    source, sets, run = _load_sets(request, facts, progress)
+    with extensions_loaded(request.extension):  # --against reads the Keras file's custom layers too
+        source, sets, run = _load_sets(request, facts, progress)
     default = DEFAULT_TOLERANCES[facts.precision]
     with progress.status(f"running {len(sets)} test sets on onnxruntime"):
         results, providers = replay(request.model, sets, request.provider or "auto", tolerances, default)
@@ -171,6 +175,7 @@ def _check_paths(request: VerifyRequest) -> None:
             raise UsageError(f"no such file: {path} (given to {option})", hint="check the path")
     if request.weights is not None and request.against is None:
         raise UsageError("--weights is the weights file of an --against model.json; there is no --against")
+    _check_user_files(request)
     if request.localize and request.against is None:
         raise UsageError("--localize needs --against KERAS_FILE: Keras computes each layer's output",
                          hint="kconvert verify MODEL.onnx --against MODEL.h5 --localize")
@@ -179,6 +184,18 @@ def _check_paths(request: VerifyRequest) -> None:
     if not request.localize_budget_mb > 0:
         raise UsageError(f"--localize-budget {request.localize_budget_mb}: expected a size in MB above 0")
     _check_feeding(request)
+
+
+def _check_user_files(request: VerifyRequest) -> None:
+    """--extension and --custom-objects serve the Keras file of --against, and must exist."""
+    given = [("--extension", path) for path in request.extension] + \
+        ([("--custom-objects", request.custom_objects)] if request.custom_objects is not None else [])
+    for option, path in given:
+        if request.against is None:
+            raise UsageError(f"{option} applies to the Keras file of --against, and --against was not given",
+                             hint=f"add --against KERAS_FILE, or drop {option}")
+        if not path.is_file():
+            raise UsageError(f"no such file: {path} (given to {option})", hint="check the path")
 
 
 def _check_feeding(request: VerifyRequest) -> None:
@@ -226,7 +243,7 @@ def _against_keras(request: VerifyRequest, facts: ModelFacts, stored: list[TestS
     generate = request.samples is not None or request.seed is not None or bool(request.input_shape)
     value_map = read_value_map(facts.metadata, str(request.model))
     asked = AgainstRequest(request.model, request.against, request.weights, value_map, stored, feeding,
-                           request.inputs, generate)
+                           request.inputs, generate, request.custom_objects)
     with progress.steps(f"Keras ({request.against.name}) on each batch") as advance:
         run = keras_sets(asked, facts.inputs, facts.outputs, advance)
     return request.against, run.sets, run

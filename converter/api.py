@@ -13,11 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from converter.ir import Graph, Node, format_shape
+import numpy as np
+
+from converter.errors import KconvertError
+from converter.ir import Graph, Node, Tensor, format_shape
 from converter.keras.artifacts import KerasArtifact, open_artifact
 from converter.keras.mapped import release_pages
 from converter.keras.topology import build_graph
-from converter.layers.registry import handler_for
+from converter.keras.unsupported import UnsupportedEntry
+from converter.layers.registry import LayerHandler, handler_for
 from converter.passes import LayoutOptions, run_pipeline, run_shape_passes
 
 if TYPE_CHECKING:
@@ -168,32 +172,133 @@ def add_onnx_metadata(output: Path, metadata: dict[str, str]) -> Path:
         raise cannot_write(output, err) from None
 
 
+# Weights Keras keeps out of training (model.non_trainable_weights): BatchNormalization's moving statistics,
+# an adapted Normalization's statistics, SpectralNormalization's power-iteration vector.
+NON_TRAINABLE_WEIGHTS = {"moving_mean", "moving_variance", "vector_u"}
+NON_TRAINABLE_BY_CLASS = {"Normalization": {"mean", "variance", "count"}}
+
+
 @dataclass
 class LayerRow:
+    """One row of `inspect`. Parameter counts are None where they cannot be known (an unsupported layer's,
+    or a weight whose shape depends on a size unknown without weights), shown as "?"."""
+
     name: str
     class_name: str
     output_shape: str
-    params: int
+    params: int | None
+    trainable_params: int | None
+    non_trainable_params: int | None
+    supported: bool = True
+    reason: str | None = None  # why an unsupported layer cannot be converted
 
 
 def inspect(path: str | Path, weights: str | Path | None = None, backend: str | None = None) -> dict[str, Any]:
-    """A model.summary()-like description, as data (an architecture-only JSON is described too)."""
-    with opened(path, weights, optimize=False, backend=backend, require_weights=False) as loaded:
-        graph, artifact = loaded.graph, loaded.artifact
-        rows = [_layer_row(node) for node in graph.nodes]
+    """A model.summary()-like description, as data: every layer, also those kconvert cannot convert
+    (`supported: false`, with the reason), trainable / non-trainable parameter counts, computed from the
+    config where the file has no weights (an architecture-only JSON)."""
+    artifact = open_artifact(path, weights, backend=backend)
+    try:
+        unsupported: list[UnsupportedEntry] = []
+        graph = build_graph(artifact, require_weights=False, unsupported=unsupported)
+        refused = {entry.name: entry for entry in unsupported}
+        _inspect_shapes(graph, set(refused))
+        rows = [_layer_row(node, refused.get(node.layer_name)) for node in graph.nodes]
+    finally:
+        artifact.close()
     return {
         "model": graph.name,
         "format": artifact.format,
         "keras_version": artifact.keras_version,
+        "weights": artifact.weights is not None,  # False: the counts come from the config
         "inputs": [{"name": t.name, "shape": format_shape(t.shape or ()), "dtype": t.dtype} for t in graph.inputs],
-        "outputs": [{"name": n, "shape": format_shape(t.shape or ())}
-                    for n, t in zip(graph.output_names, graph.outputs)],
+        "outputs": [{"name": n, "shape": _shape_text(t)} for n, t in zip(graph.output_names, graph.outputs)],
         "layers": [row.__dict__ for row in rows],
-        "total_params": sum(r.params for r in rows),
+        **_totals(rows),
+        "unsupported": [{"name": e.name, "class_name": e.class_name, "reason": e.reason} for e in unsupported],
     }
 
 
-def _layer_row(node: Node) -> LayerRow:
-    handler = handler_for(node)
-    shapes = ", ".join(format_shape(t.shape or ()) for t in node.outputs)
-    return LayerRow(node.name, node.kind, shapes, handler.param_count(node) if handler else 0)
+def _inspect_shapes(graph: Graph, refused: set[str]) -> None:
+    """The shape passes; with unsupported layers, each layer's shape where it can be known: after an
+    unsupported layer (no shape rule) the shapes that depend on it stay unknown ("?")."""
+    if not refused:
+        run_shape_passes(graph)
+        return
+    from converter.passes import shape_inference, shape_semantics
+
+    shape_semantics.run(graph)
+    for node in graph.nodes:
+        if node.layer_name in refused or any(t.shape is None for t in node.inputs):
+            continue
+        try:
+            shape_inference.infer(node)
+        except KconvertError:  # a rule that needs what an unsupported layer hides: that row shows "?"
+            for tensor in node.outputs:
+                tensor.shape = None
+
+
+def _shape_text(tensor: Tensor) -> str:
+    return "?" if tensor.shape is None else format_shape(tensor.shape)
+
+
+def _layer_row(node: Node, refused: UnsupportedEntry | None) -> LayerRow:
+    shapes = ", ".join(_shape_text(t) for t in node.outputs)
+    handler = None if refused is not None else handler_for(node)
+    if handler is None:  # counted from the file's arrays; which of them Keras trains is unknown
+        return LayerRow(node.name, node.kind, shapes, refused.stored_params if refused else None, None, None,
+                        False, refused.reason if refused is not None else "no handler")
+    sizes = _weight_sizes(node, handler)
+    if any(size is None for size in sizes.values()):
+        return LayerRow(node.name, node.kind, shapes, None, None, None)
+    total = sum(size or 0 for size in sizes.values())
+    frozen = total if node.attrs.get("trainable") is False else \
+        sum(size or 0 for name, size in sizes.items() if _non_trainable(node.kind, name))
+    return LayerRow(node.name, node.kind, shapes, total, total - frozen, frozen)
+
+
+def _weight_sizes(node: Node, handler: LayerHandler[Any]) -> dict[str, int | None]:
+    """Each weight's element count: from the file's arrays, else from the config and the inferred input
+    shapes (None where a size is unknown)."""
+    stored = _stored_weights(node)
+    if stored:
+        return {name: int(np.prod(array.shape)) for name, array in stored.items()}
+    names = handler.weight_names(node)
+    if not names:
+        return {}
+    try:
+        shapes = handler.weight_shapes(node, [t.shape or () for t in node.inputs]) \
+            if all(t.shape is not None for t in node.inputs) else {}
+    except KconvertError:
+        shapes = {}
+    return {name: _size(shapes.get(name)) for name in names}
+
+
+def _stored_weights(node: Node) -> dict[str, Any]:
+    """The node's arrays (a wrapper holds its wrapped layer's), else those of the layers it holds in a list
+    (a Pipeline's, attached to each), under their layer names."""
+    if node.weights:
+        return dict(node.weights)
+    return {f"{child.layer_name}/{k}": v for child in node.children for k, v in _stored_weights(child).items()}
+
+
+def _size(shape: tuple[int | None, ...] | None) -> int | None:
+    dims = [d for d in shape or () if isinstance(d, int)]
+    if shape is None or len(dims) != len(shape):
+        return None
+    return int(np.prod(dims, dtype=np.int64))
+
+
+def _non_trainable(kind: str, weight: str) -> bool:
+    leaf = weight.rsplit("/", 1)[-1]
+    return leaf in NON_TRAINABLE_WEIGHTS or leaf in NON_TRAINABLE_BY_CLASS.get(kind, set())
+
+
+def _totals(rows: list[LayerRow]) -> dict[str, Any]:
+    """Totals over the rows whose counts are known; `params_unknown`: how many rows' counts are not,
+    `split_unknown`: how many counted rows have no trainable / non-trainable split (unsupported layers)."""
+    return {"total_params": sum(r.params or 0 for r in rows),
+            "trainable_params": sum(r.trainable_params or 0 for r in rows),
+            "non_trainable_params": sum(r.non_trainable_params or 0 for r in rows),
+            "params_unknown": sum(r.params is None for r in rows),
+            "split_unknown": sum(r.params is not None and r.trainable_params is None for r in rows)}

@@ -56,6 +56,14 @@ Worked example: an old model whose Lambda `normalize` computes `x / 127.5 - 1`, 
     model = converter.convert("old_model.h5")
 
 Unregistered Lambda and custom layers still fail conversion, all of them listed in one error.
+
+A class name matches with or without its package prefix: Keras saves a class registered with
+`keras.saving.register_keras_serializable(package="my")` as "my>Scale" in .h5 files and as "Scale" in
+.keras archives; a handler registered as "Scale" or "my>Scale" serves both.
+
+From the command line, `kconvert model.h5 --extension my_layers.py` runs such a file
+(application/user_code.py; nothing under converter/ runs code): it is the user's own code, run because
+they named it.
 """
 
 from __future__ import annotations
@@ -98,12 +106,12 @@ class FunctionHandler(LayerHandler[NoArgs]):
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
         if self.shape_fn is None:
             return [input_shapes[0]] * self.outputs
-        result = self.shape_fn(input_shapes, node)
+        result = _user_call(node, "output_shape", self.shape_fn, input_shapes, node)
         shapes = list(result) if _is_shape_list(result) else [result]
         return [tuple(s) for s in self._counted(node, shapes, "output_shape")]
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
-        result = self.fn(b, list(inputs), node)
+        result = _user_call(node, "handler", self.fn, b, list(inputs), node)
         return self._counted(node, [result] if isinstance(result, str) else list(result), "handler")
 
     def _counted(self, node: Node, values: list[T], what: str) -> list[T]:
@@ -112,6 +120,23 @@ class FunctionHandler(LayerHandler[NoArgs]):
                              f"result(s) for {self.outputs} output(s)", layer=node.layer_name,
                              hint="return one value per output, or register with outputs=<count>")
         return values
+
+
+# What a user's handler may raise (a weight name misspelt, a wrong shape): the user's mistake, reported as
+# a UsageError naming the layer and the function, not as a kconvert bug. A KconvertError (the builder
+# refusing an op) goes on as it is.
+USER_CODE_ERRORS = (LookupError, TypeError, ValueError, AttributeError, NameError, ArithmeticError, AssertionError,
+                    RuntimeError)
+
+
+def _user_call(node: Node, what: str, fn: Callable[..., Any], *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except USER_CODE_ERRORS as err:
+        name = getattr(fn, "__qualname__", repr(fn))
+        raise UsageError(f"the registered {what} {name} for {node.kind} '{node.layer_name}' failed: "
+                         f"{type(err).__name__}: {err}", layer=node.layer_name,
+                         hint="fix the handler (rerun with --debug for the traceback)") from err
 
 
 def _is_shape_list(value: Any) -> bool:
@@ -199,3 +224,4 @@ def registrations() -> dict[str, list[str]]:
     """What was registered through this module: class names and Lambda layer names."""
     return {kind: sorted(name for what, name in _user if what == registry.what)
             for kind, registry in (("layers", LAYERS), ("lambdas", LAMBDAS))}
+

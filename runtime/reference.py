@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from converter.errors import FormatError, KconvertError, UnsupportedLayerError
+from converter.errors import FormatError, KconvertError, UnsupportedLayerError, UsageError
 from converter.keras.artifacts import KerasArtifact
 
 TF_HINT = "install the cross-check extra: pip install 'kconvert-onnx[tf]'"
@@ -157,23 +157,44 @@ def _loader_major(artifact: KerasArtifact) -> int:
     return 3 if artifact.keras_major == 3 else 2
 
 
-def load_keras_model(artifact: KerasArtifact, weights: str | Path | None = None) -> Any:
+def load_keras_model(artifact: KerasArtifact, weights: str | Path | None = None,
+                     custom_objects: Path | None = None) -> Any:
+    """The file loaded by the Keras that wrote it (Lambda layers refused). `custom_objects`: a Python file
+    of the user's own Keras classes and functions (--custom-objects), run here, after that Keras is
+    imported (so its backend is the one chosen here), and given to Keras by name."""
     refuse_code_layers(artifact.model_config)
     major = _loader_major(artifact)
     keras = _import_keras3() if major == 3 else _import_tf_keras()
+    objects = user_objects(keras, custom_objects) if custom_objects is not None else None
     path = str(artifact.path)
     try:
         if artifact.format == "json":
-            model = keras.models.model_from_json(json.dumps(artifact.model_config))
+            model = keras.models.model_from_json(json.dumps(artifact.model_config), custom_objects=objects)
             model.load_weights(str(weights))
             return model
-        return keras.models.load_model(path, compile=False, safe_mode=True)
+        return keras.models.load_model(path, compile=False, safe_mode=True, custom_objects=objects)
     except KconvertError:
         raise
     except Exception as err:  # Keras' own loader failed: say so, the conversion itself stands
         raise ReferenceUnavailable(
             f"Keras {major} could not load {artifact.path.name}: {type(err).__name__}: {str(err)[:200]}",
             hint="the ONNX file was written; only the cross-check is unavailable") from None
+
+
+def user_objects(keras: Any, path: Path) -> dict[str, Any]:
+    """Every class and function the user's file defines, by its name and by the `package>name` Keras
+    registered it under (a registered class is saved under that name; an unregistered one by its name)."""
+    from runtime.user_code import defined_objects, run_user_file
+
+    found = defined_objects(run_user_file(path, "--custom-objects"))
+    if not found:
+        raise UsageError(f"--custom-objects {path}: the file defines no class or function",
+                         hint="define your custom Keras layers (and functions) in it")
+    named = dict(found)
+    for obj in found.values():
+        registered = keras.saving.get_registered_name(obj)
+        named.setdefault(str(registered), obj)
+    return named
 
 
 def _import_tf_keras() -> Any:

@@ -107,7 +107,7 @@ def test_failed_check_exits_4(tmp_path: Path, rng: np.random.Generator, monkeypa
     """The comparison path on its own: a reference that disagrees must fail the run with exit 4."""
     import runtime.check as check
 
-    monkeypatch.setattr("application.service.load_keras_model", lambda artifact, weights: object())
+    monkeypatch.setattr("application.service.load_keras_model", lambda artifact, weights, custom_objects=None: object())
     monkeypatch.setattr("application.options.tensorflow_installed", lambda: True)  # Keras is faked: TF not needed
     monkeypatch.setattr(check, "reference_outputs", lambda model, inputs: [np.full((inputs[0].shape[0], 2), 9.0)])
     model = _dense_model(tmp_path, rng)
@@ -124,7 +124,7 @@ def test_check_passes_against_an_agreeing_reference(tmp_path: Path, rng: np.rand
     kernel = rng.normal(size=(3, 2)).astype("float32")
     config = sequential([layer("Dense", "dense", units=2, activation="tanh", use_bias=False)], (3,))
     model = save_legacy_h5(tmp_path / "m.h5", config, {"dense": [kernel]})
-    monkeypatch.setattr("application.service.load_keras_model", lambda artifact, weights: object())
+    monkeypatch.setattr("application.service.load_keras_model", lambda artifact, weights, custom_objects=None: object())
     monkeypatch.setattr("application.options.tensorflow_installed", lambda: True)  # Keras is faked: TF not needed
     monkeypatch.setattr(check, "reference_outputs", lambda model, inputs: [np.tanh(inputs[0] @ kernel)])
     result = CliRunner().invoke(main, [str(model), "--check"])

@@ -47,7 +47,7 @@ def _fake_keras(monkeypatch: pytest.MonkeyPatch, outputs: Any) -> None:
 
     monkeypatch.setattr(options, "tensorflow_installed", lambda: True)
 
-    monkeypatch.setattr(service, "load_keras_model", lambda artifact, weights: object())
+    monkeypatch.setattr(service, "load_keras_model", lambda artifact, weights, custom_objects=None: object())
     monkeypatch.setattr(check, "reference_outputs", lambda model, inputs: outputs(inputs))
 
 
@@ -363,7 +363,7 @@ def test_keras_failing_to_load_leaves_no_onnx(tmp_path: Path, monkeypatch: pytes
     import application.service as service
     from runtime.reference import ReferenceUnavailable
 
-    def unavailable(artifact: Any, weights: Any) -> None:
+    def unavailable(artifact: Any, weights: Any, custom_objects: Any = None) -> None:
         raise ReferenceUnavailable("Keras 2 could not load m.h5", hint="-")
 
     monkeypatch.setattr(service, "load_keras_model", unavailable)

@@ -40,7 +40,7 @@ def fed(monkeypatch: pytest.MonkeyPatch) -> list[list[np.ndarray]]:
         calls.append([np.array(a) for a in inputs])
         return [np.tanh(np.concatenate(inputs, axis=-1) @ KERNEL)]
 
-    monkeypatch.setattr("application.service.load_keras_model", lambda artifact, weights: object())
+    monkeypatch.setattr("application.service.load_keras_model", lambda artifact, weights, custom_objects=None: object())
     monkeypatch.setattr("application.options.tensorflow_installed", lambda: True)
     monkeypatch.setattr(check, "reference_outputs", keras)
     return calls

@@ -170,7 +170,7 @@ def test_a_live_check_saves_one_set_per_batch(tmp_path: Path, rng: np.random.Gen
     kernel = rng.normal(size=(3, 2)).astype("float32")
     config = sequential([layer("Dense", "dense", units=2, activation="tanh", use_bias=False)], (3,))
     model = save_legacy_h5(tmp_path / "m.h5", config, {"dense": [kernel]})
-    monkeypatch.setattr("application.service.load_keras_model", lambda artifact, weights: object())
+    monkeypatch.setattr("application.service.load_keras_model", lambda artifact, weights, custom_objects=None: object())
     monkeypatch.setattr("application.options.tensorflow_installed", lambda: True)
     monkeypatch.setattr(check, "reference_outputs", lambda model, inputs: [np.tanh(inputs[0] @ kernel)])
     assert _run(model, "--check", "--save-test-data").exit_code == 0

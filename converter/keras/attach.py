@@ -47,9 +47,7 @@ class WeightAttacher:
         source = self.artifact.weights
         if source is None and not self.require_weights:
             return
-        if source is not None and len(path) == 1 and not self.order_matched:
-            self.artifact.weights = source = match_by_order(source, self._order_keys(source))
-            self.order_matched = True
+        source = self._matched(source, path)
         if source is None:
             raise WeightsError(f"no weights for layer '{node.layer_name}': the file holds only the architecture",
                                layer=node.layer_name, hint="pass the weights file with --weights")
@@ -69,6 +67,18 @@ class WeightAttacher:
                 hint="is this the weights file saved from this model?")
         node.weights = {n: np.asarray(a) for n, a in zip(names, arrays)}
 
+
+    def _matched(self, source: WeightSource | None, path: tuple[LayerKey, ...]) -> WeightSource | None:
+        if source is not None and len(path) == 1 and not self.order_matched:
+            self.artifact.weights = source = match_by_order(source, self._order_keys(source))
+            self.order_matched = True
+        return source
+
+    def stored_arrays(self, path: tuple[LayerKey, ...]) -> list[np.ndarray] | None:
+        """The arrays the file holds for a layer kconvert has no handler for (inspect counts them), as
+        stored; None when the file holds no weights, or none for it."""
+        source = self._matched(self.artifact.weights, path)
+        return None if source is None else source.layer_weights(path)
 
     def attach_inner(self, node: Node, path: tuple[LayerKey, ...]) -> None:
         """A Pipeline's layers keep their own weights (Keras 3: `<pipeline>/layers/<saved name>/vars`; legacy

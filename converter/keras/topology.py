@@ -46,10 +46,13 @@ class _Context:
     unsupported: list[UnsupportedEntry] = field(default_factory=list)
     weight_errors: list[WeightsError] = field(default_factory=list)
     depth: int = 0  # models being built, one inside the other
+    listing: bool = False  # inspect: unsupported layers are listed (with their stored arrays), not refused
 
 
-def build_graph(artifact: KerasArtifact, require_weights: bool = True) -> Graph:
-    """Build the LayerGraph; report every unsupported layer at once."""
+def build_graph(artifact: KerasArtifact, require_weights: bool = True,
+                unsupported: list[UnsupportedEntry] | None = None) -> Graph:
+    """Build the LayerGraph; report every unsupported layer at once, or, given an `unsupported` list (inspect),
+    add them to it and return the graph with those layers' nodes left without a handler's spec or weights."""
     check_config_tree(artifact.model_config)
     raw = upgrade_model_config(artifact.model_config, artifact.keras_version)
     class_name, config = model_class_and_config(raw)
@@ -57,11 +60,14 @@ def build_graph(artifact: KerasArtifact, require_weights: bool = True) -> Graph:
     graph = Graph(name=name if isinstance(name, str) and name else artifact.path.stem,
                   keras_major=artifact.keras_major)
     top_layers = model_layers(config, graph.name)
-    ctx = _Context(artifact, graph, WeightAttacher(artifact, require_weights, top_layers))
+    ctx = _Context(artifact, graph, WeightAttacher(artifact, require_weights, top_layers),
+                   listing=unsupported is not None)
     graph.outputs = _build_model(ctx, class_name, config, None, "", (), graph.name)
     graph.output_names = _distinct([t.name for t in graph.outputs])
     if ctx.unsupported:
-        raise unsupported_error(ctx.unsupported)
+        if unsupported is None:
+            raise unsupported_error(ctx.unsupported)
+        unsupported.extend(ctx.unsupported)
     if ctx.weight_errors:
         raise ctx.weight_errors[0]
     graph.validate()
@@ -231,10 +237,28 @@ def _tensor_at(ctx: _Context, produced: dict[tuple[str, int], list[Tensor]], ref
     outputs = produced[(ref[0], ref[1])]
     if ref[2] < len(outputs):
         return outputs[ref[2]]
+    if ctx.listing and _refused_producer(ctx, outputs):
+        return _grown(outputs, ref[2])
     if ctx.unsupported:
         raise unsupported_error(ctx.unsupported)
     raise FormatError(f"the config reads output {ref[2]} of layer '{ref[0]}', which has {len(outputs)}",
                       layer=ref[0], hint="is the config complete?")
+
+
+def _refused_producer(ctx: _Context, outputs: list[Tensor]) -> bool:
+    producer = outputs[0].producer if outputs else None
+    return producer is not None and any(e.name == producer.layer_name for e in ctx.unsupported)
+
+
+def _grown(outputs: list[Tensor], index: int) -> Tensor:
+    """Inspect: an unsupported layer has as many outputs as the model reads from it (shapes unknown)."""
+    node = outputs[0].producer
+    assert node is not None
+    while len(node.outputs) <= index:
+        node.outputs.append(Tensor(name=f"{node.name}:{len(node.outputs)}", producer=node))
+    if outputs is not node.outputs:
+        outputs[len(outputs):] = node.outputs[len(outputs):]
+    return node.outputs[index]
 
 
 def _unique(ctx: _Context, name: str) -> str:
@@ -276,7 +300,11 @@ def _call_layer(ctx: _Context, layer: dict[str, Any], args: list[Tensor], call_i
     key = (name, saved.get(name, name))
     if cls in MODEL_CLASSES:
         sub_prefix = f"{prefix}{name}/" if call_index == 0 else f"{prefix}{name}_call{call_index}/"
+        first = len(ctx.graph.nodes)
         produced = _build_model(ctx, cls, config, args, sub_prefix, wpath + (key,), prefix + name)
+        if isinstance(config, dict) and config.get("trainable") is False:
+            for inner in ctx.graph.nodes[first:]:  # a frozen model freezes every layer in it, as in Keras
+                inner.attrs["trainable"] = False
         return _mark_keras_outputs(produced, prefix, name, cls, call_index)
     node_name = _unique(ctx, prefix + name if call_index == 0 else f"{prefix}{name}_call{call_index}")
     node = make_node(cls, node_name, config, ctx.artifact.keras_major)
@@ -285,7 +313,9 @@ def _call_layer(ctx: _Context, layer: dict[str, Any], args: list[Tensor], call_i
     node.inputs = list(args)
     handler = _file_handler(node)
     if handler is None:
-        ctx.unsupported.append(UnsupportedEntry(node.layer_name, cls, why_unsupported(cls, layer)))
+        stored = ctx.weights.stored_arrays(wpath + (key,)) if ctx.listing else None
+        ctx.unsupported.append(UnsupportedEntry(node.layer_name, cls, why_unsupported(cls, layer),
+                                                None if stored is None else sum(int(a.size) for a in stored)))
     # A refused layer has no spec to count its outputs by: one output keeps the walk going, and the
     # refusal is reported with every other unsupported layer.
     parsed = handler is not None and _configure(ctx, node, handler, config, wpath + (key,))

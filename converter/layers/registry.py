@@ -218,11 +218,23 @@ class Registry:
     def names(self) -> list[str]:
         return sorted(self._handlers)
 
+    def find_class(self, kind: str) -> LayerHandler[Any] | None:
+        """The handler of Keras class `kind`, with or without its package prefix: Keras saves a class
+        registered as `my>Scale` as "my>Scale" in .h5 files and as "Scale" in .keras archives (whose
+        `registered_name` holds the prefix), and a user may register either spelling."""
+        found = self._handlers.get(kind)
+        if found is not None or PACKAGE_SEP in kind:
+            return found if found is not None else self._handlers.get(kind.rsplit(PACKAGE_SEP, 1)[-1])
+        prefixed = [h for n, h in self._handlers.items() if n.endswith(PACKAGE_SEP + kind)]
+        return prefixed[0] if len(prefixed) == 1 else None
+
     def public_names(self) -> list[str]:
         """Keras class names, without kconvert's internal node kinds."""
         return sorted(n for n, h in self._handlers.items() if not h.internal)
 
 
+# Between a registered Keras class's package and its name (`keras.saving.register_keras_serializable`).
+PACKAGE_SEP = ">"
 LAYERS = Registry("keras layer")
 # Handlers for single Lambda layers, keyed by layer name (filled only by converter.extensions).
 LAMBDAS = Registry("lambda layer")
@@ -239,7 +251,7 @@ def handler_for(node: Node) -> LayerHandler[Any] | None:
             handler = LAMBDAS.get(key)
             if handler is not None:
                 return handler
-    return LAYERS.get(node.kind)
+    return LAYERS.find_class(node.kind)
 
 
 def expect_rank(node: Node, shape: Shape, rank: int, meaning: str) -> None:
