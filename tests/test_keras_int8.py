@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import pytest
 from conftest import assert_close
-from kmodels import functional, input_layer, layer, run_onnx, save_keras
+from kmodels import functional, input_layer, layer, run_onnx, save_keras, save_legacy_h5
 
 import converter
 from converter.errors import UnsupportedLayerError
@@ -203,3 +203,16 @@ def test_keras_3_0_policy_name_is_read(tmp_path: Path, rng: np.random.Generator)
     (y,) = run_onnx(converter.convert(path), x)
     x_q, x_scale = _quantize_rows(x, (-1,))
     assert_close(y, x_q @ kernel.astype("float32") / (scale[0] * x_scale), rtol=1e-6, atol=1e-6)
+
+
+def test_keras_3_legacy_h5_lists_the_bias_first(tmp_path: Path, rng: np.random.Generator) -> None:
+    """model.save("x.h5") writes trainable weights first: bias, then the int8 kernel and its scale."""
+    kernel, scale = _quantize_kernel(rng.normal(size=(6, 5)).astype("float32"), (0,))
+    bias = rng.normal(size=5).astype("float32")
+    dense = layer("Dense", "d", units=5, **_int8())
+    path = save_legacy_h5(tmp_path / "m.h5", _model([(dense, ["x"])], (6,)), {"d": [bias, kernel, scale[0]]},
+                          keras_version="3.15.1")
+    x = rng.normal(size=(2, 6)).astype("float32")
+    (y,) = run_onnx(converter.convert(path), x)
+    x_q, x_scale = _quantize_rows(x, (-1,))
+    assert_close(y, x_q @ kernel.astype("float32") / (scale[0] * x_scale) + bias, rtol=1e-6, atol=1e-6)
