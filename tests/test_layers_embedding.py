@@ -60,8 +60,9 @@ def test_embedding_table_must_fit(tmp_path: Path, rng: np.random.Generator) -> N
         converter.convert(path)
 
 
-def test_quantized_embedding_is_refused(tmp_path: Path) -> None:
-    policy = {"module": "keras", "class_name": "QuantizedDTypePolicy", "config": {"name": "int8_from_float32"}}
+def test_int4_embedding_is_refused(tmp_path: Path) -> None:
+    """int8 is read (tests/test_keras_int8.py); int4's packed table is refused by its mode."""
+    policy = {"module": "keras", "class_name": "QuantizedDTypePolicy", "config": {"name": "int4_from_float32"}}
     path = save_keras(tmp_path / "m.keras", _model("int32", (5,), dtype=policy), {"embed": [np.zeros((10, 3))]})
-    with pytest.raises(UnsupportedLayerError, match="quantised"):
+    with pytest.raises(UnsupportedLayerError, match="mode 'int4'"):
         converter.convert(path)

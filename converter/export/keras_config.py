@@ -15,6 +15,7 @@ from converter.errors import UnsupportedLayerError
 from converter.export.keras_args import class_fact, keras3_args, op_args, op_module
 from converter.export.keras_objects import keras3_object, object_kind
 from converter.ir import Node
+from converter.layers.quantized import quantization_mode
 from converter.layers.registry import handler_for
 from converter.layers.windows import KERAS_FORMAT
 
@@ -70,6 +71,13 @@ def layer_entry(node: Node, name: str, source_major: int, notes: Notes) -> dict[
         raise UnsupportedLayerError(
             f"layer '{node.layer_name}' (Lambda) holds Python code, which kconvert never writes into an archive",
             layer=node.layer_name, hint="replace the Lambda with built-in layers before upgrading")
+    mode = quantization_mode(node.attrs.get("dtype"))
+    if mode is not None:
+        # The writer re-serialises float weights; a quantized layer's int8 values and scales it would write wrong.
+        raise UnsupportedLayerError(
+            f"layer '{node.layer_name}' ({node.kind}) is quantized (mode '{mode}'), which the Keras 3 writer "
+            "does not write", layer=node.layer_name,
+            hint="a quantized layer comes from Keras 3 already: keep using the source file")
     if accepted is None:
         raise UnsupportedLayerError(
             f"layer '{node.layer_name}' ({node.kind}) has no Keras 3 built-in equivalent",

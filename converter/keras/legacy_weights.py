@@ -78,6 +78,15 @@ def upgrade_weights(node: Node, arrays: list[np.ndarray], origin: WeightOrigin) 
         arrays = std_to_variance(arrays, float(node.attr("epsilon", 1e-3)))
     if kernel_rank(node.kind) is not None and arrays:
         arrays = _upgrade_conv(node, arrays, origin)
+    return _int8_bias_first(arrays)
+
+
+def _int8_bias_first(arrays: list[np.ndarray]) -> list[np.ndarray]:
+    """Keras 3's legacy .h5 lists a model.quantize("int8") Dense/EinsumDense's weights trainable first:
+    bias, then the int8 kernel and its scale; the canonical order (a .keras archive's) is kernel, bias,
+    kernel_scale. Told by the dtypes, which no float layer's arrays have."""
+    if len(arrays) == 3 and arrays[0].dtype != np.int8 and arrays[1].dtype == np.int8:
+        return [arrays[1], arrays[0], arrays[2]]
     return arrays
 
 

@@ -11,6 +11,7 @@ from converter.ir.spec import NoArgs
 from converter.layers.activations import apply_activation, parse_activation
 from converter.layers.builder import OpBuilder
 from converter.layers.channel_linear import ChannelLinear
+from converter.layers.quantized import Int8, int8_weight, parse_int8, quantize_input, rescale
 from converter.layers.registry import LAYERS, LayerHandler, expect_min_rank
 from converter.layers.spec import Config, LayerSpec, parse_fields
 
@@ -20,6 +21,7 @@ class DenseSpec(LayerSpec):
     units: int
     activation: str = "linear"
     use_bias: bool = True
+    int8: Int8 | None = None  # Keras 3 model.quantize("int8"): int8 kernel + kernel_scale (layers/quantized.py)
 
 
 @LAYERS.register("Dense")
@@ -48,19 +50,24 @@ class Dense(ChannelLinear, LayerHandler[DenseSpec]):
         return True
 
     def parse(self, config: Config) -> DenseSpec:
-        return parse_fields(DenseSpec, config, activation=parse_activation(config))
+        return parse_fields(DenseSpec, config, activation=parse_activation(config), int8=parse_int8(config))
 
     def channel_axis(self, node: Node, rank: int) -> int | None:
-        return rank - 1 if self.spec(node).activation == "linear" else None
+        # An int8 kernel cannot absorb a float channel scale: no fold into a quantized Dense.
+        spec = self.spec(node)
+        return rank - 1 if spec.activation == "linear" and spec.int8 is None else None
 
     def weight_names(self, node: Node) -> list[str]:
-        return ["kernel", "bias"] if self.spec(node).use_bias else ["kernel"]
+        # Keras' variable_serialization_spec: int8 saves kernel, bias (when used), kernel_scale.
+        names = ["kernel", "bias"] if self.spec(node).use_bias else ["kernel"]
+        return names + ["kernel_scale"] if self.spec(node).int8 else names
 
     def weight_shapes(self, node: Node, input_shapes: list[Shape]) -> dict[str, tuple[int | None, ...]]:
         expect_min_rank(node, input_shapes[0], 2)  # before indexing: the rank error says more
         units = self.spec(node).units
         features = input_shapes[0][-1]
-        return {"kernel": (features if isinstance(features, int) else None, units), "bias": (units,)}
+        shapes = {"kernel": (features if isinstance(features, int) else None, units), "bias": (units,)}
+        return {**shapes, "kernel_scale": (units,)} if self.spec(node).int8 else shapes
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
         (shape,) = input_shapes[:1]
@@ -69,6 +76,9 @@ class Dense(ChannelLinear, LayerHandler[DenseSpec]):
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
         x = inputs[0]
+        int8 = self.spec(node).int8
+        if int8 is not None:
+            return [apply_activation(b, self._int8_product(node, b, x, int8), self.spec(node).activation)]
         if "bias" in node.weights and len(node.outputs[0].shape or ()) == 2:
             y = b.op("Gemm", x, b.weight("kernel"), b.weight("bias"))
         else:
@@ -76,6 +86,15 @@ class Dense(ChannelLinear, LayerHandler[DenseSpec]):
             if "bias" in node.weights:
                 y = b.op("Add", y, b.weight("bias"))
         return [apply_activation(b, y, self.spec(node).activation)]
+
+    def _int8_product(self, node: Node, b: OpBuilder, x: str, int8: Int8) -> str:
+        """Dense._int8_call: x quantized per row over the features, int8 @ int8, rescaled, plus bias."""
+        input_scale = None
+        if int8.inputs is not None:
+            x, input_scale = quantize_input(b, x, [len(node.inputs[0].shape or ()) - 1], int8.inputs)
+        product = b.op("MatMul", x, int8_weight(b, "kernel", node.weights["kernel"]))
+        y = rescale(b, product, b.weight("kernel_scale"), input_scale)
+        return b.op("Add", y, b.weight("bias")) if "bias" in node.weights else y
 
 
 # Random augmentation layers transform images only when called with training=True (Keras 3's

@@ -7,6 +7,7 @@ runtime fuses well; anything else goes to ONNX Einsum.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +16,7 @@ from converter.errors import ShapeError, UnsupportedLayerError
 from converter.ir import Node, Shape
 from converter.layers.activations import apply_activation, parse_activation
 from converter.layers.builder import OpBuilder
+from converter.layers.quantized import Int8, int8_weight, parse_int8, quantize_input, rescale
 from converter.layers.registry import LAYERS, LayerHandler
 from converter.layers.spec import Config, LayerSpec
 
@@ -68,18 +70,31 @@ def check_equation(kind: str, layer: str, text: str) -> Equation:
     return eq
 
 
+# How a kernel array becomes an ONNX value: b.weight (float32) unless the caller keeps it int8.
+KernelValue = Callable[[OpBuilder, str, np.ndarray], str]
+
+
+def float_kernel(b: OpBuilder, key: str, kernel: np.ndarray) -> str:
+    return b.weight(key, kernel)
+
+
 def project(b: OpBuilder, x: str, rank: int, eq: Equation, kernel: np.ndarray, bias: np.ndarray | None,
-            prefix: str) -> str:
-    """einsum(eq, x, kernel) + bias, with the bias right-aligned to the output as Keras adds it."""
-    y = _as_matmul(b, x, rank, eq, kernel, prefix)
+            prefix: str, kernel_value: KernelValue = float_kernel,
+            rescale: Callable[[str], str] | None = None) -> str:
+    """einsum(eq, x, kernel) + bias, with the bias right-aligned to the output as Keras adds it;
+    `rescale` (an int8 layer's) applies to the product before the bias, as in Keras' _int8_call."""
+    y = _as_matmul(b, x, rank, eq, kernel, prefix, kernel_value)
     if y is None:
-        y = b.op("Einsum", x, b.weight(f"{prefix}kernel", kernel), equation=eq.text)
+        y = b.op("Einsum", x, kernel_value(b, f"{prefix}kernel", kernel), equation=eq.text)
+    if rescale is not None:
+        y = rescale(y)
     if bias is not None:
         y = b.op("Add", y, b.weight(f"{prefix}bias", bias))
     return y
 
 
-def _as_matmul(b: OpBuilder, x: str, rank: int, eq: Equation, kernel: np.ndarray, prefix: str) -> str | None:
+def _as_matmul(b: OpBuilder, x: str, rank: int, eq: Equation, kernel: np.ndarray, prefix: str,
+               kernel_value: KernelValue) -> str | None:
     """`P Q, Q R -> P R`: flatten Q on both sides, MatMul, unflatten R; None when the pattern differs."""
     contracted = "".join(c for c in eq.x if c in eq.kernel and c not in eq.out)
     if not contracted or eq.right_elided or not eq.x.endswith(contracted) or not eq.kernel.startswith(contracted):
@@ -92,7 +107,7 @@ def _as_matmul(b: OpBuilder, x: str, rank: int, eq: Equation, kernel: np.ndarray
     r_dims = [int(d) for d in kernel.shape[len(contracted):]]
     if len(contracted) > 1:
         x = b.reshape(x, [0] * lead + [-1])
-    y = b.op("MatMul", x, b.weight(f"{prefix}kernel", np.reshape(kernel, (q_size, int(np.prod(r_dims))))))
+    y = b.op("MatMul", x, kernel_value(b, f"{prefix}kernel", np.reshape(kernel, (q_size, int(np.prod(r_dims))))))
     return b.reshape(y, [0] * lead + r_dims) if len(r_dims) != 1 else y
 
 
@@ -101,6 +116,7 @@ class EinsumDenseSpec(LayerSpec):
     equation: Equation
     activation: str = "linear"
     has_bias: bool = False  # `bias_axes` names at least one output axis
+    int8: Int8 | None = None  # Keras 3 model.quantize("int8"): int8 kernel + kernel_scale (layers/quantized.py)
 
 
 @LAYERS.register("EinsumDense")
@@ -121,13 +137,18 @@ class EinsumDense(LayerHandler[EinsumDenseSpec]):
         if config.value("lora_rank"):
             raise UnsupportedLayerError(f"EinsumDense '{layer}' has LoRA enabled",
                                         layer=layer, hint="merge the LoRA weights before saving")
-        if config.value("quantization_config") or config.value("quantization_mode"):
-            raise UnsupportedLayerError(f"EinsumDense '{layer}' is quantized", layer=layer,
+        int8 = parse_int8(config)
+        if int8 is None and config.value("quantization_mode"):
+            raise UnsupportedLayerError(f"EinsumDense '{layer}' is quantized in mode "
+                                        f"{config.value('quantization_mode')!r}", layer=layer,
                                         hint="save the float model")
-        return EinsumDenseSpec(equation=equation, activation=activation, has_bias=bool(config.value("bias_axes")))
+        return EinsumDenseSpec(equation=equation, activation=activation, has_bias=bool(config.value("bias_axes")),
+                               int8=int8)
 
     def weight_names(self, node: Node) -> list[str]:
-        return ["kernel", "bias"] if self.spec(node).has_bias else ["kernel"]
+        # Keras' variable_serialization_spec: int8 saves kernel, bias (when used), kernel_scale.
+        names = ["kernel", "bias"] if self.spec(node).has_bias else ["kernel"]
+        return names + ["kernel_scale"] if self.spec(node).int8 else names
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
         eq = self.spec(node).equation
@@ -139,7 +160,49 @@ class EinsumDense(LayerHandler[EinsumDenseSpec]):
         return [eq.output_shape(shape, tuple(node.weights["kernel"].shape))]
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
-        eq = self.spec(node).equation
-        y = project(b, inputs[0], len(node.inputs[0].shape or ()), eq, node.weights["kernel"],
-                    node.weights.get("bias"), "")
-        return [apply_activation(b, y, self.spec(node).activation)]
+        spec = self.spec(node)
+        rank = len(node.inputs[0].shape or ())
+        if spec.int8 is not None:
+            y = _int8_project(node, b, inputs[0], rank, spec.equation, spec.int8)
+        else:
+            y = project(b, inputs[0], rank, spec.equation, node.weights["kernel"], node.weights.get("bias"), "")
+        return [apply_activation(b, y, spec.activation)]
+
+
+def _int8_project(node: Node, b: OpBuilder, x: str, rank: int, eq: Equation, int8: Int8) -> str:
+    """EinsumDense._int8_call: x quantized over its contracted axes, einsum of the integers, divided by
+    inputs_scale * kernel_scale (the kernel scale is saved already broadcastable to the output)."""
+    x_labels, out_labels = _full_labels(eq, rank)
+    input_scale = None
+    if int8.inputs is not None:
+        reduced = [i for i, label in enumerate(x_labels) if label not in out_labels]
+        x, keepdims_scale = quantize_input(b, x, reduced, int8.inputs)
+        input_scale = _align_to_output(b, keepdims_scale, x_labels, out_labels)
+    kernel_scale = b.weight("kernel_scale")
+    return project(b, x, rank, eq, node.weights["kernel"], node.weights.get("bias"), "", int8_weight,
+                   lambda product: rescale(b, product, kernel_scale, input_scale))
+
+
+def _full_labels(eq: Equation, rank: int) -> tuple[str, str]:
+    """The input's and the output's labels with the "..." axes named (digits: never an equation letter)."""
+    elided = "".join(str(i) for i in range(eq.elided(rank)))
+    if eq.left_elided:
+        return elided + eq.x, elided + eq.out
+    if eq.right_elided:
+        return eq.x + elided, eq.out + elided
+    return eq.x, eq.out
+
+
+def _align_to_output(b: OpBuilder, scale: str, x_labels: str, out_labels: str) -> str:
+    """A scale with the input's contracted axes kept as 1, moved onto the output's axes (Keras'
+    _adjust_scale_for_quant): drop the contracted axes, order the rest as the output does, and add
+    a 1 for each output axis the kernel brings."""
+    reduced = [i for i, label in enumerate(x_labels) if label not in out_labels]
+    kept = [label for label in x_labels if label in out_labels]
+    if reduced:
+        scale = b.squeeze(scale, reduced)
+    order = [label for label in out_labels if label in kept]
+    if order != kept:
+        scale = b.op("Transpose", scale, perm=[kept.index(label) for label in order])
+    new_axes = [i for i, label in enumerate(out_labels) if label not in kept]
+    return b.unsqueeze(scale, new_axes) if new_axes else scale

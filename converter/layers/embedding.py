@@ -5,10 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from converter.errors import UnsupportedLayerError
 from converter.ir import Node, Shape
 from converter.ir.internal import TimestepMaskSpec
 from converter.layers.builder import OpBuilder
+from converter.layers.quantized import Int8, parse_int8
 from converter.layers.registry import LAYERS, LayerHandler
 from converter.layers.spec import Config, LayerSpec
 
@@ -18,6 +21,7 @@ class EmbeddingSpec(LayerSpec):
     input_dim: int
     output_dim: int
     mask_zero: bool = False  # read by the masking pass: the ids' mask, not the values
+    int8: Int8 | None = None  # Keras 3 model.quantize("int8"): int8 table + a scale per row
 
 
 def _quantized(dtype: Any) -> bool:
@@ -28,6 +32,7 @@ def _quantized(dtype: Any) -> bool:
 
 
 def refuse_quantized(config: Config) -> None:
+    """ReversibleEmbedding: its quantized reverse projection is not read (Embedding reads int8)."""
     if _quantized(config.value("dtype")) or config.has("quantization_config"):
         layer = config.ctx.layer_name
         raise UnsupportedLayerError(f"Embedding '{layer}' is quantised (int8/int4)", layer=layer,
@@ -64,16 +69,16 @@ class Embedding(LayerHandler[EmbeddingSpec]):
         return TimestepMaskSpec(source="embedding") if self.spec(node).mask_zero else None
 
     def parse(self, config: Config) -> EmbeddingSpec:
-        refuse_quantized(config)
         return EmbeddingSpec(input_dim=integer_dim(config, "input_dim"), output_dim=integer_dim(config, "output_dim"),
-                             mask_zero=config.flag("mask_zero", False))
+                             mask_zero=config.flag("mask_zero", False), int8=parse_int8(config))
 
     def weight_names(self, node: Node) -> list[str]:
-        return ["embeddings"]
+        return ["embeddings", "embeddings_scale"] if self.spec(node).int8 else ["embeddings"]
 
     def weight_shapes(self, node: Node, input_shapes: list[Shape]) -> dict[str, tuple[int | None, ...]]:
         spec = self.spec(node)
-        return {"embeddings": (spec.input_dim, spec.output_dim)}
+        table: dict[str, tuple[int | None, ...]] = {"embeddings": (spec.input_dim, spec.output_dim)}
+        return {**table, "embeddings_scale": (spec.input_dim,)} if spec.int8 else table
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
         return [(*input_shapes[0], self.spec(node).output_dim)]
@@ -82,4 +87,13 @@ class Embedding(LayerHandler[EmbeddingSpec]):
         ids = inputs[0]
         if node.inputs[0].dtype != "int64":
             ids = b.op("Cast", ids, to=7)  # 7 = TensorProto.INT64; handlers do not import onnx
+        if self.spec(node).int8:
+            return [self._int8_lookup(node, b, ids)]
         return [b.op("Gather", b.weight("embeddings"), ids, axis=0)]
+
+    def _int8_lookup(self, node: Node, b: OpBuilder, ids: str) -> str:
+        """Embedding._int8_call: the int8 rows (kept int8 in the file) divided by their row's scale."""
+        table = b.const(np.ascontiguousarray(node.weights["embeddings"], dtype=np.int8), "embeddings")
+        rows = b.op("Cast", b.op("Gather", table, ids, axis=0), to=1)  # 1 = TensorProto.FLOAT
+        scales = b.op("Gather", b.weight("embeddings_scale"), ids, axis=0)
+        return b.op("Div", rows, b.unsqueeze(scales, [-1]))
