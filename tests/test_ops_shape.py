@@ -75,6 +75,14 @@ def test_tf_matmul_old_name_with_tensor_operand(tmp_path: Path) -> None:
     assert_close(actual, X @ W)
 
 
+@pytest.mark.parametrize("out_type", ["int32", "int64"])
+def test_tf_shape_v2_name(tmp_path: Path, out_type: str) -> None:
+    """`tf.shape` as TensorFlow 2.x before 2.16 names it: the run-time shape, batch included."""
+    (actual,) = run_onnx(converter.convert(_tf_op(tmp_path, "shape", {"out_type": out_type})), X)
+    assert actual.dtype == np.dtype(out_type)
+    np.testing.assert_array_equal(actual, [3, 4, 6])
+
+
 def test_squeeze_without_axis_keeps_an_open_batch_axis(tmp_path: Path) -> None:
     """TensorFlow drops every size-1 axis at run time (a batch of 1 too); the model's shapes know only
     the static ones, and the converted model keeps the batch axis, as Keras' declared shape does."""
@@ -110,7 +118,7 @@ def test_keras_op_node_forms(tmp_path: Path, class_name: str, config: dict[str, 
 
 REFUSED = [
     ("einsum", {}, "tf.einsum"),  # unknown here: tf_keras does not save einsum's operands
-    ("reshape", {"shape": [["x0", 0, 0], 24]}, "argument shape=.* is computed in the graph"),
+    ("broadcast_to", {"shape": ["x0", 0, 0]}, "argument shape=.* is computed in the graph"),
     ("unstack", {"axis": 1}, "argument num=None is not given"),
     ("compat.v1.pad", {"paddings": [[0, 0], [1, 1], [0, 0]], "mode": "SYMMETRIC"}, "argument mode='SYMMETRIC'"),
     ("gather", {"indices": [0], "axis": 1, "batch_dims": 1}, "argument batch_dims=1"),
@@ -129,3 +137,24 @@ def test_slice_bound_held_in_a_tensor_is_refused(tmp_path: Path) -> None:
     path = _tf_op(tmp_path, "__operators__.getitem", {"slice_spec": spec}, cls="SlicingOpLambda")
     with pytest.raises(UnsupportedLayerError, match="only constant integer bounds convert"):
         converter.convert(path)
+
+
+def test_reshape_to_a_shape_built_from_tf_shape_keeps_the_batch_axis(tmp_path: Path) -> None:
+    """`tf.reshape(x, [tf.shape(x)[0], -1, 3])`: the shape is concatenated at run time, and its first
+    entry is traced to x's batch axis, so the -1 is known (8) for the layers after it."""
+    x = input_layer("x0", (4, 6))
+    x["inbound_nodes"] = []
+    shape = layer("TFOpLambda", "s", function="compat.v1.shape")
+    shape["inbound_nodes"] = [["x0", 0, 0, {"out_type": "int32", "name": None}]]
+    first = layer("SlicingOpLambda", "g", function="__operators__.getitem")
+    first["inbound_nodes"] = [["s", 0, 0, {"slice_spec": 0}]]
+    reshape = layer("TFOpLambda", "r", function="reshape")
+    reshape["inbound_nodes"] = [["x0", 0, 0, {"shape": [["g", 0, 0], -1, 3]}]]
+    config = {"class_name": "Functional", "config": {"name": "model", "layers": [x, shape, first, reshape],
+                                                     "input_layers": [["x0", 0, 0]], "output_layers": [["r", 0, 0]]}}
+    model = converter.convert(save_legacy_h5(tmp_path / "op.h5", config, {}))
+    dims = model.graph.output[0].type.tensor_type.shape.dim
+    assert [d.dim_value for d in dims[1:]] == [8, 3]
+    assert dims[0].dim_param == model.graph.input[0].type.tensor_type.shape.dim[0].dim_param != ""
+    (actual,) = run_onnx(model, X)
+    assert_close(actual, X.reshape(3, 8, 3))

@@ -1,15 +1,14 @@
-"""Shape tensor functions: reshape, transpose, expand/squeeze, getitem, tile, broadcast_to, flip, pad, repeat.
+"""Shape tensor functions: transpose, swapaxes, moveaxis, expand/squeeze, identity, tile, broadcast_to, flip, pad.
 
-Both front ends bind here: tf.keras `tf.reshape(x, [-1, 24])` / `x[:, 1:]` and Keras 3 `keras.ops.reshape`
-/ `GetItem`. Shapes written in the file include the batch axis (unlike the Reshape layer's target_shape);
-a shape or index computed in the graph (from `tf.shape`) is refused by name (`Bound.constant`). None of
-these is layout-agnostic: they name axes, so the layout pass keeps Transposes around them. Joining and
-products (concat, split, matmul, einsum, gather) are in op_join.py.
+Both front ends bind here: tf.keras `tf.transpose(x, [0, 2, 1])` and Keras 3 `keras.ops.swapaxes`. Shapes
+written in the file include the batch axis; an argument computed in the graph is refused by name
+(`Bound.constant`). None of these but identity is layout-agnostic: they name axes, so the layout pass
+keeps Transposes around them. Reshapes are in op_reshape.py, `x[...]` in op_getitem.py, joining in
+op_join.py, products in op_products.py.
 """
 
 from __future__ import annotations
 
-import math
 from abc import abstractmethod
 from typing import Any
 
@@ -17,7 +16,6 @@ import numpy as np
 
 from converter.errors import ShapeError
 from converter.ir import Dim, Node, Shape
-from converter.ir.shape import num_elements
 from converter.layers.builder import OpBuilder
 from converter.layers.keras_op_nodes import add_keras_op
 from converter.layers.op_functions import Bound, Signature, TensorFunction, constant_input, normalized_axis
@@ -63,48 +61,6 @@ def shaped(node: Node, args: Bound, name: str) -> bool:
     """Whether the tensor's shape is known yet: `check` runs while the graph is built, before shape
     inference, so the checks that need a rank wait for output_shapes (which runs them again)."""
     return node.inputs[args.tensor(name)].shape is not None
-
-
-class Reshape(TensorFunction):
-    """`tf.reshape(tensor, shape)` / `keras.ops.reshape(x, newshape)`: the shape includes the batch axis;
-    one -1 is inferred."""
-
-    parameters: tuple[str, ...] = ("tensor", "shape")
-
-    def target(self, args: Bound) -> list[int]:
-        target = int_list(args, "shape")
-        if target is None or sum(d == -1 for d in target) > 1 or any(d < -1 or d == 0 for d in target):
-            raise args.refuse("shape", "must be positive sizes with at most one -1")
-        return target
-
-    def check(self, node: Node, args: Bound) -> None:
-        self.target(args)
-
-    def output_shapes(self, node: Node, args: Bound, input_shapes: list[Shape]) -> list[Shape]:
-        shape, target = input_shapes[args.tensor("tensor")], self.target(args)
-        total, known = num_elements(shape), math.prod(d for d in target if d != -1)
-        if total is not None and (total % known if -1 in target else total != known):
-            raise ShapeError(f"{args.function} '{node.layer_name}' cannot reshape {shape} into {tuple(target)}",
-                             layer=node.layer_name, hint="the shape (batch included) must hold as many values")
-        if -1 not in target:
-            return [tuple(target)]
-        axis = target.index(-1)
-        inferred: Dim = unknown(node, axis) if total is None else total // known
-        if axis == 0 and total is None and num_elements(shape[1:]) == known:
-            inferred = shape[0]  # the batch axis stays the batch axis
-        return [(*target[:axis], inferred, *target[axis + 1:])]
-
-    def emit(self, node: Node, b: OpBuilder, args: Bound, inputs: list[str]) -> list[str]:
-        return [b.reshape(inputs[args.tensor("tensor")], self.target(args))]
-
-
-class Ravel(Reshape):
-    """`keras.ops.ravel(x)`: every value, batch included, on one axis."""
-
-    parameters = ("tensor",)
-
-    def target(self, args: Bound) -> list[int]:
-        return [-1]
 
 
 class Permutation(TensorFunction):
@@ -392,10 +348,9 @@ def _padded(node: Node, axis: int, dim: Dim, added: int) -> Dim:
     return dim + added if isinstance(dim, int) else unknown(node, axis)
 
 
-RESHAPE, TRANSPOSE, EXPAND, SQUEEZE = Reshape(), Transpose(), ExpandDims(), Squeeze()
+TRANSPOSE, EXPAND, SQUEEZE = Transpose(), ExpandDims(), Squeeze()
 TILE, BROADCAST, FLIP, PAD = Tile(), BroadcastTo(), Flip(), Pad()
 
-TF_FUNCTIONS["reshape"] = Signature(RESHAPE, ("tensor", "shape"))
 TF_FUNCTIONS["transpose"] = Signature(TRANSPOSE, ("a", "perm", "conjugate"), rename={"a": "x"})
 TF_FUNCTIONS["compat.v1.transpose"] = Signature(TRANSPOSE, ("a", "perm", "name", "conjugate"), rename={"a": "x"})
 TF_FUNCTIONS["expand_dims"] = Signature(EXPAND, ("input", "axis"))
@@ -411,8 +366,6 @@ TF_FUNCTIONS["pad"] = Signature(PAD, ("tensor", "paddings", "mode", "constant_va
 TF_FUNCTIONS["compat.v1.pad"] = Signature(PAD, ("tensor", "paddings", "mode", "name", "constant_values"))
 TF_SLICING["__operators__.getitem"] = Signature(GETITEM, ("tensor", "slice_spec"))
 
-add_keras_op("Reshape", Signature(RESHAPE, ("x",), rename={"x": "tensor", "newshape": "shape"}))
-add_keras_op("Ravel", Signature(Ravel(), ("x",), rename={"x": "tensor"}))
 add_keras_op("Swapaxes", Signature(Swapaxes(), ("x",)))
 add_keras_op("Moveaxis", Signature(Moveaxis(), ("x",)))
 add_keras_op("ExpandDims", Signature(EXPAND, ("x",), rename={"x": "input"}))
