@@ -19,7 +19,7 @@ os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 pytestmark = pytest.mark.tf
 
 # Table names no TensorFlow of this venv writes: exercised by hand-made configs in test_ops_shape.py.
-TF_OLD_SPELLINGS = {"transpose", "squeeze", "pad", "gather", "matmul", "compat.v1.expand_dims"}
+TF_OLD_SPELLINGS = {"transpose", "squeeze", "pad", "gather", "matmul", "compat.v1.expand_dims", "shape"}
 
 
 def _shape_ops() -> tuple[set[str], set[str]]:
@@ -28,7 +28,8 @@ def _shape_ops() -> tuple[set[str], set[str]]:
     from converter.layers.op_functions import TensorFunction
     from converter.layers.tf_op_layers import TF_FUNCTIONS, TF_SLICING
 
-    mine = (op_shape.__name__, op_join.__name__, op_products.__name__, "converter.layers.op_getitem")
+    mine = (op_shape.__name__, op_join.__name__, op_products.__name__, "converter.layers.op_getitem",
+            "converter.layers.op_reshape")
 
     def ours(function: TensorFunction) -> bool:
         return type(function).__module__ in mine
@@ -46,7 +47,10 @@ def _tf_keras_model(tf: Any, keras: Any, ellipsis: bool) -> Any:
     """tf_keras' .keras writer cannot serialise an ellipsis (`x[..., 0]`): only the .h5 model has one."""
     x, w = keras.Input((4, 6)), keras.Input((6, 3))
     ids = keras.Input((2,), dtype="int32")
-    outs = [tf.reshape(x, [-1, 24]), tf.reshape(x, [-1, 2, 12]), tf.transpose(x, [0, 2, 1]),
+    outs = [tf.reshape(x, [-1, 24]), tf.reshape(x, [-1, 2, 12]), tf.reshape(x, [tf.shape(x)[0], -1, 3]),
+            tf.reshape(tf.transpose(x, [0, 2, 1]), tf.shape(x)), tf.reshape(x, [tf.shape(w)[0], 24]),
+            tf.reshape(x, [-1, tf.shape(x)[2]]),
+            tf.transpose(x, [0, 2, 1]),
             tf.compat.v1.transpose(x, perm=[2, 1, 0]), tf.expand_dims(x, 1), tf.expand_dims(x, -1),
             tf.squeeze(tf.expand_dims(x, 2), axis=2), tf.squeeze(x[:, :1], [1]), tf.identity(x),
             tf.tile(x, [1, 2, 3]), tf.broadcast_to(x[:1, :, :1], [1, 4, 6]),
@@ -111,3 +115,35 @@ def test_keras3_op_nodes(tmp_path: Path, fmt: str) -> None:
     _, keras_ops = _shape_ops()
     assert keras_ops <= _called(model)
     assert_saved_model_matches(tmp_path, model, fmt, _inputs(np.random.default_rng(1)))
+
+
+def _conv_model(keras: Any, tf: Any | None) -> Any:
+    """Op calls between convolutions: the layout pass runs the convolutions channels-first and must keep
+    the Keras (channels-last) layout around every function that names axes."""
+    L = keras.layers
+    image = keras.Input((6, 5, 3))
+    conv = L.Conv2D(4, 3, padding="same")(image)
+    if tf is not None:
+        joined = tf.concat([conv, tf.reverse(conv, [1])[:, :, :, :2]], axis=-1)
+        moved = tf.transpose(tf.pad(joined, [[0, 0], [1, 0], [0, 1], [0, 0]]), [0, 2, 1, 3])
+        flat = tf.reshape(tf.split(moved, [2, 4], axis=-1)[1], [-1, 7 * 6 * 4])
+    else:
+        ops = keras.ops
+        joined = ops.concatenate([conv, ops.flip(conv, axis=1)[:, :, :, :2]], axis=-1)
+        moved = ops.swapaxes(ops.pad(joined, [[0, 0], [1, 0], [0, 1], [0, 0]]), 1, 2)
+        flat = ops.reshape(ops.split(moved, [2], axis=-1)[1], (-1, 7 * 6 * 4))
+    out = L.Conv2D(2, 2)(moved)
+    return keras.Model(image, [L.Dense(3)(flat), out])
+
+
+@pytest.mark.parametrize("module, fmt", [("keras", "keras"), ("keras", "h5"), ("tf_keras", "h5")])
+def test_op_calls_between_convolutions(tmp_path: Path, module: str, fmt: str,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    if module == "tf_keras":
+        monkeypatch.setenv("TF_USE_LEGACY_KERAS", "1")
+    keras = pytest.importorskip(module)
+    model = _conv_model(keras, pytest.importorskip("tensorflow") if module == "tf_keras" else None)
+    rng = np.random.default_rng(4)
+    for lay in model.layers:
+        lay.set_weights([rng.normal(size=w.shape).astype("float32") * 0.5 for w in lay.get_weights()])
+    assert_saved_model_matches(tmp_path, model, fmt, lambda n: [rng.normal(size=(n, 6, 5, 3)).astype("float32")])
