@@ -123,6 +123,7 @@ REFUSED = [
     ("compat.v1.pad", {"paddings": [[0, 0], [1, 1], [0, 0]], "mode": "SYMMETRIC"}, "argument mode='SYMMETRIC'"),
     ("gather", {"indices": [0], "axis": 1, "batch_dims": 1}, "argument batch_dims=1"),
     ("tile", {"multiples": [1, 2, 1], "bogus": 1}, "has the argument bogus"),
+    ("slice", {"begin": [0, 1], "size": [-1, 2]}, "argument begin=.* must be 3 integers each"),
 ]
 
 

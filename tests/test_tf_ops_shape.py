@@ -57,6 +57,7 @@ def _tf_keras_model(tf: Any, keras: Any, ellipsis: bool) -> Any:
             tf.reverse(x, [1, -1]), tf.pad(x, [[0, 0], [1, 2], [0, 1]]),
             tf.pad(x, [[0, 0], [1, 1], [2, 0]], mode="REFLECT"),
             tf.pad(x, [[0, 0], [1, 0], [0, 0]], constant_values=2.5),
+            tf.slice(x, [0, 1, 2], [-1, 2, -1]), tf.slice(x, [0, 0, 1], [1, 4, 5]),
             x[:, 1:, ::2], x[..., 0] if ellipsis else x[:, :, 0], x[:, None, -1], x[:, ::-1],
             x[:, 1:-1:2, tf.newaxis], x[:, -2:, ::-3], x[0],
             tf.concat([x, x], axis=-1), tf.concat([x, x[:, :2]], 1), tf.stack([x, x], axis=1),

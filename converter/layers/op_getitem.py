@@ -129,4 +129,42 @@ class GetItem(TensorFunction):
         return [x if sliced or dropped or added else b.op("Identity", x)]
 
 
-GETITEM = GetItem()
+class SliceBySize(TensorFunction):
+    """`tf.slice(input_, begin, size)`: `size[i]` values from `begin[i]` on each axis (-1: to the end)."""
+
+    parameters = ("input_", "begin", "size")
+
+    def bounds(self, node: Node, args: Bound, rank: int) -> tuple[list[int], list[int]]:
+        begin, size = args.constant("begin"), args.constant("size")
+        ints = all(isinstance(v, int) and not isinstance(v, bool) for v in [*_listed(begin), *_listed(size)])
+        if not ints or len(_listed(begin)) != rank or len(_listed(size)) != rank:
+            raise args.refuse("begin", f"and size must be {rank} integers each (one per axis)")
+        if any(b < 0 for b in begin) or any(s < -1 for s in size):
+            raise args.refuse("begin", "and size must be >= 0 (size -1: to the end)")
+        return list(begin), list(size)
+
+    def output_shapes(self, node: Node, args: Bound, input_shapes: list[Shape]) -> list[Shape]:
+        shape = input_shapes[args.tensor("input_")]
+        begin, size = self.bounds(node, args, len(shape))
+        dims: list[Dim] = []
+        for axis, (dim, start, count) in enumerate(zip(shape, begin, size)):
+            if isinstance(dim, int) and start + max(count, 0) > dim:
+                raise ShapeError(f"{args.function} '{node.layer_name}' slices past the end of axis {axis} "
+                                 f"(size {dim})", layer=node.layer_name, hint="begin + size must fit the axis")
+            if count >= 0:
+                dims.append(count)
+            else:
+                dims.append(dim - start if isinstance(dim, int) else dim if start == 0 else f"{node.name}_d{axis}")
+        return [tuple(dims)]
+
+    def emit(self, node: Node, b: OpBuilder, args: Bound, inputs: list[str]) -> list[str]:
+        begin, size = self.bounds(node, args, len(node.inputs[args.tensor("input_")].shape or ()))
+        ends = [END if count == -1 else start + count for start, count in zip(begin, size)]
+        return [b.slice(inputs[args.tensor("input_")], begin, ends, list(range(len(begin))))]
+
+
+def _listed(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+GETITEM, SLICE = GetItem(), SliceBySize()

@@ -19,7 +19,7 @@ from converter.ir import Dim, Node, Shape
 from converter.layers.builder import OpBuilder
 from converter.layers.keras_op_nodes import add_keras_op
 from converter.layers.op_functions import Bound, Signature, TensorFunction, constant_input, normalized_axis
-from converter.layers.op_getitem import GETITEM
+from converter.layers.op_getitem import GETITEM, SLICE
 from converter.layers.tf_op_layers import TF_FUNCTIONS, TF_SLICING
 
 # ONNX Slice's "to the end" bound (clamped to the axis); its negation runs a negative step past index 0.
@@ -365,6 +365,7 @@ TF_FUNCTIONS["reverse"] = Signature(FLIP, ("tensor", "axis"))
 TF_FUNCTIONS["pad"] = Signature(PAD, ("tensor", "paddings", "mode", "constant_values"))
 TF_FUNCTIONS["compat.v1.pad"] = Signature(PAD, ("tensor", "paddings", "mode", "name", "constant_values"))
 TF_SLICING["__operators__.getitem"] = Signature(GETITEM, ("tensor", "slice_spec"))
+TF_FUNCTIONS["slice"] = Signature(SLICE, ("input_", "begin", "size"))
 
 add_keras_op("Swapaxes", Signature(Swapaxes(), ("x",)))
 add_keras_op("Moveaxis", Signature(Moveaxis(), ("x",)))
