@@ -39,10 +39,20 @@ def op_node_kind(layer: dict[str, Any]) -> str | None:
     `Reshape(newshape)` beside the layer `Reshape(target_shape)`): `ops.<class>`, where a handler is
     registered under that name; None for every other entry."""
     module = layer.get("module")
-    if not isinstance(module, str) or not module.startswith(OP_MODULE_PREFIXES):
-        return None
-    kind = f"ops.{layer['class_name']}"
-    return kind if kind in LAYERS else None
+    kind = f"ops.{layer.get('class_name')}"
+    if isinstance(module, str) and module.startswith(OP_MODULE_PREFIXES):
+        return kind if kind in LAYERS else None
+    # Keras 3's legacy .h5 writes no `module`: an op class that is no layer's (GetItem, Squeeze) is the
+    # op's, and the op Reshape is told from the layer by its `newshape`.
+    config = layer.get("config")
+    if module is None and kind in LAYERS and isinstance(config, dict):
+        plain = str(layer.get("class_name")) in LAYERS
+        return kind if not plain or any(key in config for key in OP_ONLY_KEYS.get(kind, ())) else None
+    return None
+
+
+# Config keys only the op of a class shared with a layer writes.
+OP_ONLY_KEYS = {"ops.Reshape": ("newshape",)}
 
 
 def saved_names_of(layers: list[dict[str, Any]]) -> dict[str, str]:
