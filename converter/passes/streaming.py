@@ -25,7 +25,8 @@ from converter.ir import Graph, Node, Tensor
 from converter.layers.registry import LayerHandler, handler_for
 from converter.layers.traits import StreamsState
 
-STREAMING_HINT = "convert without --streaming, or replace the layer by single-direction LSTM / GRU / SimpleRNN layers"
+STREAMING_HINT = ("convert without --streaming, or replace the layer by single-direction LSTM / GRU / SimpleRNN / "
+                  "ConvLSTM layers")
 
 
 def run(graph: Graph, streaming: bool = False) -> Graph:
@@ -49,8 +50,8 @@ def _refuse(node: Node, handler: LayerHandler[Any] | None) -> None:
         return
     raise UnsupportedLayerError(
         f"--streaming: {node.kind} '{node.layer_name}' cannot export its states; only single-direction "
-        "LSTM, GRU and SimpleRNN layers stream (a backward direction reads each chunk from its end, so its "
-        "state cannot carry into the next chunk)", layer=node.layer_name, hint=STREAMING_HINT)
+        "LSTM, GRU, SimpleRNN, RNN(cell) and ConvLSTM layers stream (a backward direction reads each chunk "
+        "from its end, so its state cannot carry into the next chunk)", layer=node.layer_name, hint=STREAMING_HINT)
 
 
 def _stream(graph: Graph, node: Node, handler: StreamsState) -> None:
@@ -59,16 +60,14 @@ def _stream(graph: Graph, node: Node, handler: StreamsState) -> None:
         raise UnsupportedLayerError(f"--streaming: {node.kind} '{node.layer_name}' takes its initial states from other "
                                     "tensors of the model, so they cannot be graph inputs", layer=node.layer_name,
                                     hint="convert without --streaming, or make those states model inputs in Keras")
-    batch = (node.inputs[0].shape or (None,))[0]
-    shape = (batch, handler.state_width(node))
-    slots = handler.state_slots(node)
-    state_in = [Tensor(graph.names.unique(f"{node.layer_name}/{slot}_in"), shape) for slot in slots]
+    slots, shapes = handler.state_slots(node), handler.state_shapes(node)
+    state_in = [Tensor(graph.names.unique(f"{node.layer_name}/{slot}_in"), shape) for slot, shape in zip(slots, shapes)]
     graph.inputs.extend(state_in)
     node.inputs = [*node.inputs, *state_in]
     if len(node.outputs) == 1:
         handler.return_states(node)
         node.outputs.extend(Tensor(graph.names.unique(f"{node.name}/{slot}_state"), shape, producer=node)
-                            for slot in slots)
+                            for slot, shape in zip(slots, shapes))
     graph.changed()
     graph.outputs.extend(node.outputs[1:])
     graph.output_names.extend(graph.names.unique(f"{node.layer_name}/{slot}_out") for slot in slots)
