@@ -20,16 +20,19 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from converter.errors import KconvertWarning, UnsupportedLayerError
-from converter.ir import Graph, Node, Tensor
+from converter.errors import KconvertError, KconvertWarning, UnsupportedLayerError
+from converter.ir import Graph, Node, Shape, Tensor
 from converter.layers.registry import LayerHandler, handler_for
 from converter.layers.traits import StreamsState
+from converter.passes import shape_inference
 
 STREAMING_HINT = ("convert without --streaming, or replace the layer by single-direction LSTM / GRU / SimpleRNN / "
                   "ConvLSTM layers")
 
 
 def run(graph: Graph, streaming: bool = False) -> Graph:
+    if streaming:
+        free_dims(graph, [node for node in graph.nodes if isinstance(handler_for(node), StreamsState)])
     for node in list(graph.nodes):
         handler = handler_for(node)
         if isinstance(handler, StreamsState):
@@ -71,3 +74,74 @@ def _stream(graph: Graph, node: Node, handler: StreamsState) -> None:
     graph.changed()
     graph.outputs.extend(node.outputs[1:])
     graph.output_names.extend(graph.names.unique(f"{node.layer_name}/{slot}_out") for slot in slots)
+
+
+def free_dims(graph: Graph, streamed: list[Node]) -> None:
+    """Free the batch and time axes (0 and 1) of the inputs feeding the streamed layers, so chunks of any
+    length run: a stateful Keras model must declare its batch_input_shape, usually with the time fixed.
+    Kept only where shape inference with the dims freed succeeds and every layer between such an input and
+    a streamed layer keeps the time axis free (a Reshape or Flatten that folds time in needs the length);
+    otherwise the batch alone is freed, or nothing, with a warning."""
+    feeding = [t for t in _inputs_reaching(graph, streamed) if len(t.shape or ()) >= 2]
+    if not any(isinstance(d, int) for t in feeding for d in (t.shape or ())[:2]):
+        return
+    timed = [t for t in feeding if isinstance((t.shape or ())[1], int)]
+    reason = _try_freeing(graph, feeding, (0, 1), streamed) if timed else None
+    if timed and reason is None:
+        return
+    if reason is not None:
+        fixed = ", ".join(f"'{t.name}' ({(t.shape or ())[1]} steps)" for t in timed)
+        warnings.warn(f"--streaming: the time length of {fixed} stays fixed: {reason}; every chunk must have "
+                      "that length", KconvertWarning, stacklevel=3)
+    _try_freeing(graph, feeding, (0,), streamed)
+
+
+def _inputs_reaching(graph: Graph, targets: list[Node]) -> list[Tensor]:
+    """The graph inputs some target node depends on."""
+    wanted = {id(node) for node in targets}
+    reaching: dict[int, bool] = {}  # tensor id -> reaches a target
+    for node in reversed(graph.nodes):
+        hit = id(node) in wanted or any(reaching.get(id(t), False) for t in node.outputs)
+        for tensor in node.inputs:
+            reaching[id(tensor)] = reaching.get(id(tensor), False) or hit
+    return [t for t in graph.inputs if reaching.get(id(t), False)]
+
+
+def _try_freeing(graph: Graph, inputs: list[Tensor], axes: tuple[int, ...], streamed: list[Node]) -> str | None:
+    """Free `axes` of `inputs` and infer every shape again; None when that holds, else why not (and every
+    shape is back as it was)."""
+    tensors = [*graph.inputs, *(t for node in graph.nodes for t in node.outputs)]
+    before: dict[int, Shape | None] = {id(t): t.shape for t in tensors}
+    for tensor in inputs:
+        shape = tensor.shape or ()
+        tensor.shape = tuple(None if axis in axes else d for axis, d in enumerate(shape))
+    try:
+        shape_inference.run(graph)
+        reason = _time_kept(graph, inputs, before, streamed) if 1 in axes else None
+    except KconvertError as err:
+        reason = f"shape inference fails with it free ({err})"
+    if reason is not None:
+        for tensor in tensors:
+            tensor.shape = before[id(tensor)]
+    graph.changed()
+    return reason
+
+
+def _time_kept(graph: Graph, inputs: list[Tensor], before: dict[int, Shape | None],
+               streamed: list[Node]) -> str | None:
+    """Why the freed time axis cannot stay free: a layer fed a time-carrying tensor whose outputs do not
+    carry the time axis on (only a streamed layer may end it: its last output or states)."""
+    carrying = {id(t) for t in inputs}
+    ends = {id(node) for node in streamed}
+    for node in graph.nodes:
+        if not any(id(t) in carrying for t in node.inputs):
+            continue
+        carried = [t for t in node.outputs if _frees_time(before.get(id(t)), t.shape)]
+        if id(node) not in ends and len(carried) != len(node.outputs):
+            return f"{node.kind} '{node.layer_name}' needs the fixed length"
+        carrying.update(id(t) for t in carried)
+    return None
+
+
+def _frees_time(old: Shape | None, new: Shape | None) -> bool:
+    return bool(old and new and len(old) >= 2 and len(new) == len(old) and new[1] is None)
