@@ -17,6 +17,7 @@ the layer map (value_map.py) lists them with perm None and no layer entry.
 
 from __future__ import annotations
 
+import json
 import warnings
 from typing import Any
 
@@ -26,6 +27,9 @@ from converter.layers.registry import LayerHandler, handler_for
 from converter.layers.traits import StreamsState
 from converter.passes import shape_inference
 
+# Graph metadata (an ONNX metadata_props entry): the state inputs and outputs, paired in order, so a check
+# or `kconvert verify` tells them from the Keras model's own (runtime/streamed.py).
+STREAMING_KEY = "kconvert.streaming"
 STREAMING_HINT = ("convert without --streaming, or replace the layer by single-direction LSTM / GRU / SimpleRNN / "
                   "ConvLSTM layers")
 
@@ -33,17 +37,20 @@ STREAMING_HINT = ("convert without --streaming, or replace the layer by single-d
 def run(graph: Graph, streaming: bool = False) -> Graph:
     if streaming:
         free_dims(graph, [node for node in graph.nodes if isinstance(handler_for(node), StreamsState)])
+    states: list[dict[str, str]] = []
     for node in list(graph.nodes):
         handler = handler_for(node)
         if isinstance(handler, StreamsState):
             if streaming:
-                _stream(graph, node, handler)
+                states.extend(_stream(graph, node, handler))
             elif handler.is_stateful(node):
                 warnings.warn(f"{node.kind} '{node.layer_name}' is stateful: converted with zero initial states "
                               "on every run; convert with --streaming to feed its states in and out",
                               KconvertWarning, stacklevel=2)
         elif streaming:
             _refuse(node, handler)
+    if states:
+        graph.metadata[STREAMING_KEY] = json.dumps({"states": states})
     return graph
 
 
@@ -57,8 +64,9 @@ def _refuse(node: Node, handler: LayerHandler[Any] | None) -> None:
         "from its end, so its state cannot carry into the next chunk)", layer=node.layer_name, hint=STREAMING_HINT)
 
 
-def _stream(graph: Graph, node: Node, handler: StreamsState) -> None:
-    """States in after the sequence (and mask), states out after the layer's outputs."""
+def _stream(graph: Graph, node: Node, handler: StreamsState) -> list[dict[str, str]]:
+    """States in after the sequence (and mask), states out after the layer's outputs; returns each state's
+    layer, input and output name."""
     if handler.has_initial_states(node):
         raise UnsupportedLayerError(f"--streaming: {node.kind} '{node.layer_name}' takes its initial states from other "
                                     "tensors of the model, so they cannot be graph inputs", layer=node.layer_name,
@@ -72,8 +80,10 @@ def _stream(graph: Graph, node: Node, handler: StreamsState) -> None:
         node.outputs.extend(Tensor(graph.names.unique(f"{node.name}/{slot}_state"), shape, producer=node)
                             for slot, shape in zip(slots, shapes))
     graph.changed()
-    graph.outputs.extend(node.outputs[1:])
-    graph.output_names.extend(graph.names.unique(f"{node.layer_name}/{slot}_out") for slot in slots)
+    graph.outputs.extend(node.outputs[-len(slots):])
+    outputs = [graph.names.unique(f"{node.layer_name}/{slot}_out") for slot in slots]
+    graph.output_names.extend(outputs)
+    return [{"layer": node.layer_name, "input": t.name, "output": name} for t, name in zip(state_in, outputs)]
 
 
 def free_dims(graph: Graph, streamed: list[Node]) -> None:
