@@ -30,7 +30,7 @@ from runtime.inputs import (
     has_unknown_dims,
 )
 from runtime.reference import reference_outputs
-from runtime.streamed import chunked_diffs, keras_io, with_zero_states
+from runtime.streamed import chunked_diffs, declared_dims, keras_io, with_zero_states
 from runtime.testdata import TestSet
 
 __all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_SAMPLES", "Feeding", "InputsUsed", "Reference", "check_against_keras",
@@ -137,7 +137,8 @@ def feed_batches(graph: Graph, session: Any, feeding: Feeding) -> tuple[Iterable
         samples = sum(_batch_of(batch) for batch in feeding.given)
         plan = InputsUsed(feeding.source, samples, len(feeding.given), None, {})
         return _in_onnx_layout(graph, feeding.given), plan
-    dims = chosen_dims(graph, feeding.shapes)
+    # A streamed graph's freed dims: the Keras model still takes the sizes its file declares.
+    dims, declared_batch = declared_dims(graph, chosen_dims(graph, feeding.shapes))
     size, probed = DEFAULT_UNKNOWN_DIM, None
     if has_unknown_dims(graph, dims):
         size = probed = find_unknown_dim_size(graph, lambda feeds: run_error(session, feeds), dims)
@@ -145,7 +146,7 @@ def feed_batches(graph: Graph, session: Any, feeding: Feeding) -> tuple[Iterable
         given = " ".join(f"{name}={','.join(map(str, shape))}" for name, shape in feeding.shapes.items())
         raise UsageError(f"the converted model does not run at --input-shape {given}: {error[:300]}",
                          hint="choose sizes the model's layers accept (kernels, strides, pooling)")
-    sizes = batch_sizes(feeding.samples, feeding.batch_size, fixed_batch(graph))
+    sizes = batch_sizes(feeding.samples, feeding.batch_size, fixed_batch(graph) or declared_batch)
     plan = InputsUsed("generated", sum(sizes), len(sizes), feeding.seed, {}, probed)
     return generated_batches(graph, sizes, feeding.seed, size, dims), plan
 

@@ -45,6 +45,19 @@ def stream_states(metadata: dict[str, str]) -> StreamStates | None:
     return StreamStates(tuple(s["input"] for s in states), tuple(s["output"] for s in states))
 
 
+def declared_dims(graph: Graph, dims: dict[str, tuple[int | None, ...]]) -> tuple[dict[str, tuple[int | None, ...]],
+                                                                                  int | None]:
+    """The generated check's dims after the batch, and the batch, for a streamed graph whose inputs'
+    fixed dims were freed: the sizes the file declares, which the Keras model still requires."""
+    text = graph.metadata.get(STREAMING_KEY)
+    declared: dict[str, list[int | None]] = json.loads(text).get("declared", {}) if text else {}
+    chosen = dict(dims)
+    for name, shape in declared.items():
+        chosen[name] = tuple(d if isinstance(d, int) else old for d, old in zip(shape[1:], chosen[name]))
+    batch = next((shape[0] for shape in declared.values() if isinstance(shape[0], int)), None)
+    return chosen, batch
+
+
 def keras_io(graph: Graph) -> tuple[list[Tensor], list[Tensor], list[str]]:
     """The inputs, outputs and output names the Keras model has: a streamed graph's state I/O left out."""
     states = stream_states(graph.metadata)

@@ -35,8 +35,8 @@ STREAMING_HINT = ("convert without --streaming, or replace the layer by single-d
 
 
 def run(graph: Graph, streaming: bool = False) -> Graph:
-    if streaming:
-        free_dims(graph, [node for node in graph.nodes if isinstance(handler_for(node), StreamsState)])
+    declared = free_dims(graph, [node for node in graph.nodes if isinstance(handler_for(node), StreamsState)]
+                         ) if streaming else {}
     states: list[dict[str, str]] = []
     for node in list(graph.nodes):
         handler = handler_for(node)
@@ -49,8 +49,8 @@ def run(graph: Graph, streaming: bool = False) -> Graph:
                               KconvertWarning, stacklevel=2)
         elif streaming:
             _refuse(node, handler)
-    if states:
-        graph.metadata[STREAMING_KEY] = json.dumps({"states": states})
+    if states:  # "declared": the freed inputs' shapes in the file, which the Keras model still takes
+        graph.metadata[STREAMING_KEY] = json.dumps({"states": states, "declared": declared})
     return graph
 
 
@@ -86,24 +86,30 @@ def _stream(graph: Graph, node: Node, handler: StreamsState) -> list[dict[str, s
     return [{"layer": node.layer_name, "input": t.name, "output": name} for t, name in zip(state_in, outputs)]
 
 
-def free_dims(graph: Graph, streamed: list[Node]) -> None:
+def free_dims(graph: Graph, streamed: list[Node]) -> dict[str, list[int | None]]:
     """Free the batch and time axes (0 and 1) of the inputs feeding the streamed layers, so chunks of any
     length run: a stateful Keras model must declare its batch_input_shape, usually with the time fixed.
     Kept only where shape inference with the dims freed succeeds and every layer between such an input and
     a streamed layer keeps the time axis free (a Reshape or Flatten that folds time in needs the length);
-    otherwise the batch alone is freed, or nothing, with a warning."""
+    otherwise the batch alone is freed, or nothing, with a warning. Returns the freed inputs' shapes as
+    they were."""
     feeding = [t for t in _inputs_reaching(graph, streamed) if len(t.shape or ()) >= 2]
     if not any(isinstance(d, int) for t in feeding for d in (t.shape or ())[:2]):
-        return
+        return {}
+    declared = {t.name: [d if isinstance(d, int) else None for d in t.shape or ()] for t in feeding}
     timed = [t for t in feeding if isinstance((t.shape or ())[1], int)]
     reason = _try_freeing(graph, feeding, (0, 1), streamed) if timed else None
-    if timed and reason is None:
-        return
     if reason is not None:
         fixed = ", ".join(f"'{t.name}' ({(t.shape or ())[1]} steps)" for t in timed)
         warnings.warn(f"--streaming: the time length of {fixed} stays fixed: {reason}; every chunk must have "
                       "that length", KconvertWarning, stacklevel=3)
-    _try_freeing(graph, feeding, (0,), streamed)
+    if not timed or reason is not None:
+        _try_freeing(graph, feeding, (0,), streamed)
+    return {name: shape for name, shape in declared.items() if shape != list(graph_input(graph, name).shape or ())}
+
+
+def graph_input(graph: Graph, name: str) -> Tensor:
+    return next(t for t in graph.inputs if t.name == name)
 
 
 def _inputs_reaching(graph: Graph, targets: list[Node]) -> list[Tensor]:
