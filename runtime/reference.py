@@ -238,7 +238,10 @@ def _reset_states(model: Any) -> None:
     of its own, from zero states (what the converted model is fed: runtime/streamed.py)."""
     for layer in getattr(model, "layers", []):
         if getattr(layer, "stateful", False) and hasattr(layer, "reset_states"):
-            layer.reset_states()
+            try:
+                layer.reset_states()
+            except AttributeError as err:  # Keras 3.15 cannot reset a stateful RNN of StackedRNNCells
+                raise _reference_failed(model, err) from None
         elif hasattr(layer, "layers"):
             _reset_states(layer)
 
