@@ -123,12 +123,6 @@ def tensorflow_installed() -> bool:
 
 
 def _check_flags(request: ConvertRequest) -> None:
-    if request.streaming and request.verifies:
-        # The Keras model has no state inputs or outputs to compare with; the streamed graph is the same
-        # lowering with the states wired out (tests/test_streaming.py, tests/test_tf_streaming.py).
-        raise UsageError("--streaming adds state inputs and outputs the Keras model does not have, so --check "
-                         "and --reference cannot compare it", hint="check a conversion without --streaming "
-                         "(the same layers and weights), then convert with --streaming alone")
     if request.float16_io and not request.float16:
         raise UsageError("--float16-io makes the float16 model's inputs and outputs float16, but --float16 "
                          "was not given", hint="add --float16, or drop --float16-io")

@@ -30,6 +30,7 @@ from runtime.inputs import (
     has_unknown_dims,
 )
 from runtime.reference import reference_outputs
+from runtime.streamed import chunked_diffs, declared_dims, keras_io, with_zero_states
 from runtime.testdata import TestSet
 
 __all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_SAMPLES", "Feeding", "InputsUsed", "Reference", "check_against_keras",
@@ -106,24 +107,26 @@ def check_against_keras(loaded: LoadedModel, onnx_path: Path, keras_model: Any, 
     session = make_session(onnx_path, provider, float16=float16)
     graph = loaded.graph
     batches, plan = feed_batches(graph, session, feeding or Feeding())
-    names = list(graph.output_names)
+    # A streamed graph's state inputs and outputs are not Keras': zero states in, compared with itself.
+    inputs, outputs, names = keras_io(graph)
     merged: dict[str, OutputDiff] = {}
-    shapes: dict[str, list[tuple[int, ...]]] = {t.name: [] for t in graph.inputs}
+    shapes: dict[str, list[tuple[int, ...]]] = {t.name: [] for t in inputs}
     for done, batch in enumerate(batches, start=1):
-        feeds = session_feeds(session, batch)
+        feeds = session_feeds(session, with_zero_states(batch, graph))
         ours = _run_fed(session, feeds, plan.source)
-        keras_inputs = [to_keras_layout(t, as_keras_input(feeds[t.name])) for t in graph.inputs]
+        keras_inputs = [to_keras_layout(t, as_keras_input(feeds[t.name])) for t in inputs]
         theirs = reference_outputs(keras_model, keras_inputs)
-        mine = [to_keras_layout(t, ours[n]) for t, n in zip(graph.outputs, names)]
-        _record(sets, feeds, graph.outputs, names, theirs)
-        for diff in compare(mine, theirs, names, tolerance):
+        mine = [to_keras_layout(t, ours[n]) for t, n in zip(outputs, names)]
+        _record(sets, feeds, outputs, names, theirs)
+        chunked = chunked_diffs(lambda fed: _run_fed(session, fed, plan.source), feeds, ours, graph, tolerance)
+        for diff in [*compare(mine, theirs, names, tolerance), *chunked]:
             merged[diff.name] = merge_diffs(merged[diff.name], diff) if diff.name in merged else diff
-        for tensor, array in zip(graph.inputs, keras_inputs):
+        for tensor, array in zip(inputs, keras_inputs):
             shapes[tensor.name].append(array.shape)
         if on_batch is not None:
             on_batch(done, plan.batches)
     used = InputsUsed(plan.source, plan.samples, plan.batches, plan.seed, summary_shapes(shapes), plan.probed)
-    return [merged[n] for n in names], session.get_providers(), used
+    return list(merged.values()), session.get_providers(), used
 
 
 def feed_batches(graph: Graph, session: Any, feeding: Feeding) -> tuple[Iterable[Batch], InputsUsed]:
@@ -134,7 +137,8 @@ def feed_batches(graph: Graph, session: Any, feeding: Feeding) -> tuple[Iterable
         samples = sum(_batch_of(batch) for batch in feeding.given)
         plan = InputsUsed(feeding.source, samples, len(feeding.given), None, {})
         return _in_onnx_layout(graph, feeding.given), plan
-    dims = chosen_dims(graph, feeding.shapes)
+    # A streamed graph's freed dims: the Keras model still takes the sizes its file declares.
+    dims, declared_batch = declared_dims(graph, chosen_dims(graph, feeding.shapes))
     size, probed = DEFAULT_UNKNOWN_DIM, None
     if has_unknown_dims(graph, dims):
         size = probed = find_unknown_dim_size(graph, lambda feeds: run_error(session, feeds), dims)
@@ -142,7 +146,7 @@ def feed_batches(graph: Graph, session: Any, feeding: Feeding) -> tuple[Iterable
         given = " ".join(f"{name}={','.join(map(str, shape))}" for name, shape in feeding.shapes.items())
         raise UsageError(f"the converted model does not run at --input-shape {given}: {error[:300]}",
                          hint="choose sizes the model's layers accept (kernels, strides, pooling)")
-    sizes = batch_sizes(feeding.samples, feeding.batch_size, fixed_batch(graph))
+    sizes = batch_sizes(feeding.samples, feeding.batch_size, fixed_batch(graph) or declared_batch)
     plan = InputsUsed("generated", sum(sizes), len(sizes), feeding.seed, {}, probed)
     return generated_batches(graph, sizes, feeding.seed, size, dims), plan
 
@@ -208,14 +212,17 @@ def check_against_reference(loaded: LoadedModel, onnx_path: Path, stored: Refere
     from runtime.session import make_session, run, session_feeds  # onnxruntime only when checking
 
     inputs, expected = stored
-    names = list(loaded.graph.output_names)
+    graph = loaded.graph
+    _, outputs, names = keras_io(graph)  # a streamed graph's states: zeros in, checked against itself
     session = make_session(onnx_path, provider, float16=float16)
-    tensors = {t.name: t for t in loaded.graph.inputs}
-    feeds = session_feeds(session, {k: to_onnx_layout(tensors[k], v) for k, v in inputs.items()})
+    tensors = {t.name: t for t in graph.inputs}
+    given = {k: to_onnx_layout(tensors[k], v) for k, v in inputs.items()}
+    feeds = session_feeds(session, with_zero_states(given, graph))
     ours = run(session, feeds)
-    mine = [to_keras_layout(t, ours[n]) for t, n in zip(loaded.graph.outputs, names)]
-    _record(sets, feeds, loaded.graph.outputs, names, expected)
-    return compare(mine, expected, names, tolerance), session.get_providers()
+    mine = [to_keras_layout(t, ours[n]) for t, n in zip(outputs, names)]
+    _record(sets, feeds, outputs, names, expected)
+    chunked = chunked_diffs(lambda fed: run(session, fed), feeds, ours, graph, tolerance)
+    return [*compare(mine, expected, names, tolerance), *chunked], session.get_providers()
 
 
 def _record(sets: list[TestSet] | None, feeds: dict[str, np.ndarray], outputs: list[Tensor], names: list[str],

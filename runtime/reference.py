@@ -246,11 +246,25 @@ def reference_outputs(model: Any, inputs: list[np.ndarray]) -> list[np.ndarray]:
     feed = inputs if len(inputs) > 1 else inputs[0]
     failures = _backend_failures()
     try:
+        _reset_states(model)
         with _without_gradients(model):
             outputs = _xla_call(model, feed) if needs_xla(model) else model(feed, training=False)
             return _flatten(outputs)
     except failures as err:
         raise _reference_failed(model, err) from None
+
+
+def _reset_states(model: Any) -> None:
+    """A stateful layer carries its states from one call to the next; each batch of a check is a sequence
+    of its own, from zero states (what the converted model is fed: runtime/streamed.py)."""
+    for layer in getattr(model, "layers", []):
+        if getattr(layer, "stateful", False) and hasattr(layer, "reset_states"):
+            try:
+                layer.reset_states()
+            except AttributeError as err:  # Keras 3.15 cannot reset a stateful RNN of StackedRNNCells
+                raise _reference_failed(model, err) from None
+        elif hasattr(layer, "layers"):
+            _reset_states(layer)
 
 
 @contextmanager

@@ -21,6 +21,7 @@ from converter.ir import Graph, Tensor
 from converter.ir.graph import CHANNELS_FIRST
 from converter.ir.shape import Shape, format_shape, permute
 from converter.passes.layout import to_channels_last
+from runtime.streamed import keras_io
 
 NUMERIC_KINDS = "biuf"  # bool, signed, unsigned, float
 # What np.load and an .npz member's read raise for a damaged or truncated file (a bad zip, a CRC or
@@ -61,12 +62,12 @@ def _said(err: Exception) -> str:
 
 def fit_reference(path: Path, graph: Graph) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
     """The reference's inputs (by name, Keras layout) and expected outputs, checked against the model."""
-    names = list(graph.output_names)
-    inputs, expected = load_reference(path, [t.name for t in graph.inputs], names)
+    model_inputs, outputs, names = keras_io(graph)  # a streamed graph's states are not the reference's
+    inputs, expected = load_reference(path, [t.name for t in model_inputs], names)
     batches: dict[str, int] = {}
-    for tensor in graph.inputs:
+    for tensor in model_inputs:
         _fit(path, "input", tensor.name, tensor, inputs[tensor.name], batches)
-    for tensor, name, array in zip(graph.outputs, names, expected):
+    for tensor, name, array in zip(outputs, names, expected):
         _fit(path, "output", name, tensor, array, batches)
     if len(set(batches.values())) > 1:
         sizes = ", ".join(f"{name} {size}" for name, size in batches.items())

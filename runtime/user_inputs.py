@@ -24,6 +24,7 @@ from converter.ir import Graph
 from converter.ir.graph import CHANNELS_FIRST
 from converter.ir.shape import Shape, to_channels_last
 from runtime.stored import fit_array, keras_shape
+from runtime.streamed import keras_io
 from runtime.testdata import FILE_PATTERN, SET_PATTERN, read_tensor
 
 __all__ = ["ModelInput", "load_inputs", "model_inputs", "onnx_model_inputs", "split_batches"]
@@ -43,7 +44,8 @@ class ModelInput:
 
 
 def model_inputs(graph: Graph) -> list[ModelInput]:
-    return [ModelInput(t.name, keras_shape(t), t.dtype, t.layout == CHANNELS_FIRST) for t in graph.inputs]
+    """The inputs a user gives: a streamed graph's state inputs are fed zeros by the check (runtime/streamed.py)."""
+    return [ModelInput(t.name, keras_shape(t), t.dtype, t.layout == CHANNELS_FIRST) for t in keras_io(graph)[0]]
 
 
 def onnx_model_inputs(model: Path) -> list[ModelInput]:

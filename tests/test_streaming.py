@@ -177,5 +177,3 @@ def test_cli_streaming(tmp_path: Path, rng: np.random.Generator) -> None:
     result = CliRunner().invoke(main, ["convert", str(path), "-o", str(out), "--streaming", "--json"])
     assert result.exit_code == 0, result.output
     assert [i.name for i in onnx.load(out).graph.input][1:] == ["lstm/h_in", "lstm/c_in"]
-    refused = CliRunner().invoke(main, ["convert", str(path), "--streaming", "--reference", str(path)])
-    assert refused.exit_code == 2 and "--streaming adds state inputs" in refused.output

@@ -13,6 +13,8 @@ Outputs follow Keras: the sequence (return_sequences) or the last h, then with r
 go_backwards walks time from the end and returns the outputs in that (reversed) order, which is how a
 Scan with a reversed scan input writes its scan outputs. `initial_state` tensors (h, c in the layer's
 data_format) are read; masks are refused (Keras' ConvLSTM masks are rare and need a per-step select).
+With `--streaming` (passes/streaming.py) those two states are graph inputs `<layer>/h_in`, `<layer>/c_in`
+and the final ones outputs `<layer>/h_out`, `<layer>/c_out`, in Keras' state layout.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class ConvLSTMSpec(LayerSpec):
     return_sequences: bool = False
     return_state: bool = False
     go_backwards: bool = False
+    stateful: bool = False  # zero initial states, or states as graph inputs with --streaming
 
     @property
     def channels_first(self) -> bool:
@@ -137,6 +140,24 @@ class ConvLSTM(LayerHandler[ConvLSTMSpec]):
         if "mask" in node.call.tensor_kwargs:
             raise UnsupportedLayerError(f"{node.kind} '{node.layer_name}' is called with a mask",
                                         layer=node.layer_name, hint="masked ConvLSTM layers do not convert")
+
+    # layers/traits.StreamsState: h and c, each shaped as Keras' state (the layer's data_format)
+    def state_slots(self, node: Node) -> tuple[str, ...]:
+        return ("h", "c")
+
+    def state_shapes(self, node: Node) -> list[Shape]:
+        spec, shape = self.spec(node), node.inputs[0].shape or ()
+        _, spatial = _split_input(node, spec, shape)
+        return [_keras_state_shape(spec, shape[0], _out_spatial(node, spec, spatial))] * 2
+
+    def is_stateful(self, node: Node) -> bool:
+        return self.spec(node).stateful
+
+    def has_initial_states(self, node: Node) -> bool:
+        return bool(state_inputs(node, [t.name for t in node.inputs]))
+
+    def return_states(self, node: Node) -> None:
+        node.spec = self.spec(node).replace(return_state=True)
 
     def weight_names(self, node: Node) -> list[str]:
         names = ["kernel", "recurrent_kernel", "bias"]

@@ -133,8 +133,9 @@ class Recurrent(LayerHandler[RecurrentSpec]):
     def state_slots(self, node: Node) -> tuple[str, ...]:
         return ("h", "c")[:self.spec(node).num_states]
 
-    def state_width(self, node: Node) -> int:
-        return self.spec(node).units
+    def state_shapes(self, node: Node) -> list[Shape]:
+        batch = (node.inputs[0].shape or (None,))[0]
+        return [(batch, self.spec(node).units)] * self.spec(node).num_states
 
     def is_stateful(self, node: Node) -> bool:
         return self.spec(node).stateful

@@ -182,6 +182,28 @@ class GenericRNN(LayerHandler[RNNSpec]):
     def parse(self, config: Config) -> RNNSpec:
         return parse_rnn(config)
 
+    # layers/traits.StreamsState: every cell's states, in the order return_state lists them
+    def state_slots(self, node: Node) -> tuple[str, ...]:
+        spec = self.spec(node)
+        # One cell streams like the layer it computes (LAYER/h_in); stacked cells say whose state it is.
+        prefixes = [""] if len(spec.cells) == 1 else [f"cell{k}/" for k in range(len(spec.cells))]
+        return tuple(f"{prefix}{slot}" for prefix, cell in zip(prefixes, spec.cells)
+                     for slot in ("h", "c")[:cell.num_states])
+
+    def state_shapes(self, node: Node) -> list[Shape]:
+        batch = (node.inputs[0].shape or (None,))[0]
+        return [(batch, cell.units) for cell in self.spec(node).cells for _ in range(cell.num_states)]
+
+    def is_stateful(self, node: Node) -> bool:
+        return self.spec(node).stateful
+
+    def has_initial_states(self, node: Node) -> bool:
+        return bool(state_inputs(node, [t.name for t in node.inputs]))
+
+    def return_states(self, node: Node) -> None:
+        spec = self.spec(node)
+        node.spec = spec.replace(return_state=True, cells=tuple(cell.replace(return_state=True) for cell in spec.cells))
+
     def weight_names(self, node: Node) -> list[str]:
         return [name for k, view in enumerate(cells(node)) for name in _names(view, k)]
 

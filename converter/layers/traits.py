@@ -126,10 +126,11 @@ class StreamsState(Protocol):
     deployment feeds a long sequence chunk by chunk (passes/streaming.py)."""
 
     def state_slots(self, node: Node) -> tuple[str, ...]:
-        """Short names of the states, in Keras order ("h", or "h", "c")."""
+        """Short names of the states, in Keras order ("h", or "h", "c"; "cell0/h", ... for stacked cells)."""
 
-    def state_width(self, node: Node) -> int:
-        """Units of each (batch, units) state."""
+    def state_shapes(self, node: Node) -> list[Shape]:
+        """Each state's shape, batch first, in the layer's own layout: (batch, units) for LSTM / GRU /
+        SimpleRNN, (batch, *space, filters) or (batch, filters, *space) for ConvLSTM."""
 
     def is_stateful(self, node: Node) -> bool:
         """Keras `stateful=True`: the layer carries its states across calls."""
