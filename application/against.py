@@ -23,6 +23,7 @@ from runtime.value_map import Perm, ValueMap
 
 if TYPE_CHECKING:
     from runtime.reference import ReferenceBackend
+    from runtime.streamed import StreamStates
 
 
 @dataclass
@@ -70,27 +71,32 @@ class AgainstRequest:
 
 
 def keras_sets(request: AgainstRequest, onnx_inputs: list[str], onnx_outputs: list[str],
-               on_batch: OnBatch | None = None) -> KerasRun:
-    """Keras' outputs for each batch fed, as test sets in the ONNX file's layout."""
+               on_batch: OnBatch | None = None, states: StreamStates | None = None) -> KerasRun:
+    """Keras' outputs for each batch fed, as test sets in the ONNX file's layout. A streamed file's state
+    inputs (`states`) are fed zeros, where Keras starts, and its state outputs are not Keras' to give."""
     from converter.api import opened
     from runtime.reference import load_keras_model, reference_backend, reference_outputs
 
     perms_in = request.value_map.inputs if request.value_map else {}
     perms_out = request.value_map.outputs if request.value_map else {}
+    keras_in = [n for n in onnx_inputs if states is None or n not in states.inputs]
+    keras_out = [n for n in onnx_outputs if states is None or n not in states.outputs]
     with opened(request.against, request.weights, mapped=True) as loaded:
         keras_model = load_keras_model(loaded.artifact, request.weights, request.custom_objects)
-        _check_names(request.against, "input", onnx_inputs, len(keras_model.inputs))
-        _check_names(request.against, "output", onnx_outputs, len(keras_model.outputs))
-        batches, used = _feeds(request, loaded.graph, perms_in)
+        _check_names(request.against, "input", keras_in, len(keras_model.inputs))
+        _check_names(request.against, "output", keras_out, len(keras_model.outputs))
+        state_shapes = _state_shapes(request.model, states)
+        batches, used = _feeds(request, loaded.graph, perms_in, state_shapes)
         sets, first = [], []
-        shapes: dict[str, list[tuple[int, ...]]] = {name: [] for name in onnx_inputs}
+        shapes: dict[str, list[tuple[int, ...]]] = {name: [] for name in keras_in}
         for done, given in enumerate(batches, start=1):
-            keras_inputs = [_to_keras(given[name], perms_in.get(name)) for name in onnx_inputs]
-            for name, array in zip(onnx_inputs, keras_inputs):
+            keras_inputs = [_to_keras(given[name], perms_in.get(name)) for name in keras_in]
+            for name, array in zip(keras_in, keras_inputs):
                 shapes[name].append(tuple(array.shape))
             expected = reference_outputs(keras_model, keras_inputs)
-            sets.append(TestSet(dict(given), {name: _to_onnx(array, perms_out.get(name))
-                                              for name, array in zip(onnx_outputs, expected)}))
+            fed = {**_zero_states(state_shapes, _batch_of({n: given[n] for n in keras_in})), **given}
+            sets.append(TestSet(fed, {name: _to_onnx(array, perms_out.get(name))
+                                      for name, array in zip(keras_out, expected)}))
             first = first or keras_inputs
             if on_batch is not None:
                 on_batch(done, used.batches)
@@ -98,8 +104,8 @@ def keras_sets(request: AgainstRequest, onnx_inputs: list[str], onnx_outputs: li
     return KerasRun(sets, LiveKeras(keras_model, first), used, reference_backend(keras_model))
 
 
-def _feeds(request: AgainstRequest, graph: Any, perms: dict[str, Perm | None]
-           ) -> tuple[list[dict[str, np.ndarray]], InputsUsed]:
+def _feeds(request: AgainstRequest, graph: Any, perms: dict[str, Perm | None],
+           state_shapes: dict[str, tuple[int, ...]]) -> tuple[list[dict[str, np.ndarray]], InputsUsed]:
     """The batches in the ONNX file's layout, and what they are."""
     from runtime.check import feed_batches
     from runtime.session import make_session
@@ -112,11 +118,43 @@ def _feeds(request: AgainstRequest, graph: Any, perms: dict[str, Perm | None]
     if request.inputs_path is not None:
         given = load_inputs(request.inputs_path, model_inputs(graph), feeding.batch_size)
         feeding = replace(feeding, given=given, source=str(request.inputs_path))
-    session = make_session(request.model, "cpu")  # probing unknown dims runs the ONNX file itself
+    session: Any = make_session(request.model, "cpu")  # probing unknown dims runs the ONNX file itself
+    if state_shapes:
+        session = _WithZeroStates(session, state_shapes)
     batches, used = feed_batches(graph, session, feeding)
     # The graph read here has the default layout, so its batches are in Keras' order; the file's map says
     # which of its inputs are channels-first (a --nchw-inputs conversion).
     return [{name: _to_onnx(array, perms.get(name)) for name, array in batch.items()} for batch in batches], used
+
+
+def _state_shapes(model: Path, states: StreamStates | None) -> dict[str, tuple[int, ...]]:
+    """Each state input's shape after the batch, as the ONNX file declares it (units, or spatial dims and
+    filters: all fixed)."""
+    if states is None:
+        return {}
+    from runtime.session import make_session
+
+    declared = {i.name: i.shape for i in make_session(model, "cpu").get_inputs()}
+    return {name: tuple(d if isinstance(d, int) else 1 for d in declared[name][1:]) for name in states.inputs}
+
+
+def _zero_states(shapes: dict[str, tuple[int, ...]], batch: int) -> dict[str, np.ndarray]:
+    return {name: np.zeros((batch, *shape), np.float32) for name, shape in shapes.items()}
+
+
+class _WithZeroStates:
+    """A streamed file's session seen as the Keras model's, for probing unknown sizes: its state inputs
+    are fed zeros."""
+
+    def __init__(self, session: Any, shapes: dict[str, tuple[int, ...]]) -> None:
+        self._session = session
+        self._shapes = shapes
+
+    def run(self, names: Any, feeds: dict[str, np.ndarray], *options: Any) -> Any:
+        return self._session.run(names, {**_zero_states(self._shapes, _batch_of(feeds)), **feeds}, *options)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session, name)
 
 
 def _batch_of(batch: dict[str, np.ndarray]) -> int:

@@ -235,6 +235,7 @@ def _against_keras(request: VerifyRequest, facts: ModelFacts, stored: list[TestS
                    ) -> tuple[Path, list[TestSet], KerasRun]:
     from application.against import AgainstRequest, keras_sets
     from runtime.check import DEFAULT_BATCH_SIZE, DEFAULT_SAMPLES, Feeding
+    from runtime.streamed import stream_states
 
     assert request.against is not None
     feeding = Feeding(samples=request.samples or DEFAULT_SAMPLES, seed=request.seed or 0,
@@ -245,7 +246,7 @@ def _against_keras(request: VerifyRequest, facts: ModelFacts, stored: list[TestS
     asked = AgainstRequest(request.model, request.against, request.weights, value_map, stored, feeding,
                            request.inputs, generate, request.custom_objects)
     with progress.steps(f"Keras ({request.against.name}) on each batch") as advance:
-        run = keras_sets(asked, facts.inputs, facts.outputs, advance)
+        run = keras_sets(asked, facts.inputs, facts.outputs, advance, stream_states(facts.metadata))
     return request.against, run.sets, run
 
 

@@ -136,3 +136,30 @@ def test_check_with_streaming(tmp_path: Path, rng: np.random.Generator, stateful
     assert result.exit_code == 0, result.output
     names = {d["name"] for d in json.loads(result.stdout)["check"]["outputs"]}
     assert {"lstm", "lstm (2 chunks vs whole)", "rnn/h_out (2 chunks vs whole)"} <= names
+
+
+@pytest.mark.parametrize("stateful", [False, True])
+def test_verify_against_keras_of_a_streamed_file(tmp_path: Path, rng: np.random.Generator, stateful: bool) -> None:
+    """`kconvert verify --against` feeds a streamed file's state inputs zeros and compares its own outputs with
+    Keras; a perturbed bias makes it fail (exit 4)."""
+    k = pytest.importorskip("keras")
+    inp = k.Input(batch_shape=(B, 8, F) if stateful else (None, None, F))
+    model = k.Model(inp, k.layers.LSTM(3, stateful=stateful, return_sequences=True, name="lstm")(inp))
+    _randomise(model, rng)
+    model.save(tmp_path / "m.keras")
+    onnx_path = tmp_path / "m.onnx"
+    converted = CliRunner().invoke(main, ["convert", str(tmp_path / "m.keras"), "-o", str(onnx_path), "--streaming"])
+    assert converted.exit_code == 0, converted.output
+    verified = CliRunner().invoke(main, ["verify", str(onnx_path), "--against", str(tmp_path / "m.keras"), "--json"])
+    assert verified.exit_code == 0, verified.output
+    assert {o["name"] for s in json.loads(verified.stdout)["sets"] for o in s["outputs"]} == {"lstm"}
+    import onnx
+
+    proto = onnx.load(onnx_path)
+    bias = next(t for t in proto.graph.initializer if "bias" in t.name or t.name.endswith("/B"))
+    array = onnx.numpy_helper.to_array(bias).copy()
+    array.flat[0] += 1.0
+    bias.CopyFrom(onnx.numpy_helper.from_array(array, bias.name))
+    onnx.save(proto, onnx_path)
+    failed = CliRunner().invoke(main, ["verify", str(onnx_path), "--against", str(tmp_path / "m.keras")])
+    assert failed.exit_code == 4, failed.output
