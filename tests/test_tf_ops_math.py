@@ -215,11 +215,11 @@ def build(keras: Any, calls: dict[str, Calls]) -> tuple[Any, list[str]]:
     return keras.Model(tensors, outputs), names
 
 
-def assert_matches(tmp_path: Path, model: Any, names: list[str], fmt: str) -> float:
+def assert_matches(tmp_path: Path, model: Any, names: list[str], fmt: str, opset: int | None = None) -> float:
     """Save, convert, compare at batch 1 and 3; the largest absolute error."""
     path = tmp_path / f"m.{fmt}"
     model.save(path)
-    onnx_model = converter.convert(path)
+    onnx_model = converter.convert(path, opset=opset)
     rng, worst = np.random.default_rng(0), 0.0
     for batch in (1, 3):
         xs = _inputs(batch, rng)
@@ -253,20 +253,21 @@ def test_every_keras_op_class_is_exercised() -> None:
     assert set(keras_calls(keras.ops)) == math_names(KERAS_OPS)
 
 
-@pytest.mark.parametrize("fmt", ["h5", "keras"])
-def test_tf_keras_op_layers_match(tmp_path: Path, tf_keras: Any, fmt: str) -> None:
+# The default opset, and opset 13 (the oldest kconvert writes: reduce axes as attributes, no HardSwish).
+@pytest.mark.parametrize("fmt, opset", [("h5", None), ("keras", None), ("h5", 13)])
+def test_tf_keras_op_layers_match(tmp_path: Path, tf_keras: Any, fmt: str, opset: int | None) -> None:
     import tensorflow as tf
 
     model, names = build(tf_keras, tf_calls(tf))
     written = {layer.get_config().get("function") for layer in model.layers}
     assert math_names(TF_FUNCTIONS) <= written, "tf_keras writes another name than the table's"
-    assert_matches(tmp_path, model, names, fmt)
+    assert_matches(tmp_path, model, names, fmt, opset)
 
 
-@pytest.mark.parametrize("fmt", ["keras", "h5"])
-def test_keras3_op_nodes_match(tmp_path: Path, fmt: str) -> None:
+@pytest.mark.parametrize("fmt, opset", [("keras", None), ("h5", None), ("keras", 13)])
+def test_keras3_op_nodes_match(tmp_path: Path, fmt: str, opset: int | None) -> None:
     keras = pytest.importorskip("keras")
     model, names = build(keras, keras_calls(keras.ops))
     written = {type(op).__name__ for op in model.operations}
     assert math_names(KERAS_OPS) <= written, "Keras 3 writes another class than the table's"
-    assert_matches(tmp_path, model, names, fmt)
+    assert_matches(tmp_path, model, names, fmt, opset)
