@@ -32,13 +32,13 @@ def tf_model(tmp_path: Path, function: str, entry: list[Any], dtype: str = "floa
 
 
 def keras3_model(tmp_path: Path, class_name: str, args: list[Any], config: dict[str, Any] | None = None,
-                 h5: bool = False) -> Path:
+                 h5: bool = False, dtype: str = "float32") -> Path:
     """One Keras 3 op node on input `x`: a .keras archive (the entry names its ops module) or a Keras 3
     legacy .h5 (no module; an op's config has no `trainable`)."""
     op: dict[str, Any] = {"class_name": class_name, "config": {"name": "op", **(config or {})}, "name": "op"}
     if not h5:
         op.update(module="keras.src.ops.numpy", registered_name=class_name)
-    model = functional([(input_layer("x", (4, 5)), []), (op, ["x"])], ["x"], ["op"])
+    model = functional([(input_layer("x", (4, 5), dtype), []), (op, ["x"])], ["x"], ["op"])
     model["config"]["layers"][1]["inbound_nodes"] = [{"args": args, "kwargs": {}}]
     if h5:
         return save_legacy_h5(tmp_path / "op.h5", model, {}, keras_version="3.15.1")
@@ -124,6 +124,15 @@ def test_keras3_op_node_matches_numpy(tmp_path: Path, case: str, h5: bool) -> No
     class_name, args, config, reference = KERAS3_CASES[case]
     path = keras3_model(tmp_path, class_name, _keras3_args(args), config, h5=h5)
     assert_close(run(path), np.asarray(reference(X), dtype="float32"))
+
+
+def test_keras3_integer_tensor_meets_a_float_constant_in_float32(tmp_path: Path) -> None:
+    """Keras 3 promotes `int32 - 0.5` to float32 (a weak float); an int constant keeps int32."""
+    ints = np.arange(-10, 10, dtype="int32").reshape(1, 4, 5)
+    out = run(keras3_model(tmp_path, "Subtract", [keras_tensor("x"), 0.5], dtype="int32"), ints)
+    assert out.dtype == np.float32 and (out == ints - 0.5).all()
+    out = run(keras3_model(tmp_path, "Subtract", [keras_tensor("x"), 2], dtype="int32"), ints)
+    assert out.dtype == np.int32 and (out == ints - 2).all()
 
 
 def test_keras3_argmin_keeps_dims_as_int32(tmp_path: Path) -> None:

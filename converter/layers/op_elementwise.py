@@ -116,15 +116,22 @@ def operand_shape(args: Bound, name: str, input_shapes: list[Shape]) -> Shape:
 
 
 def common_dtype(node: Node, args: Bound, names: tuple[str, ...]) -> str:
-    """The tensor operands' dtype; tensors of several dtypes meet in the floating one (Keras 3 promotion).
-    Only constants: float32 for a float constant (Keras 3 `where(c, 1.0, 0.0)`), else int32."""
+    """The operands' common dtype: the tensors' (several dtypes meet in the floating one, as Keras 3
+    promotes); float32 where a float constant meets integers (`where(c, 1.0, 0)` too), else int32."""
     dtypes = [node.inputs[args.tensor(n)].dtype for n in names if args.is_tensor(n)]
-    if not dtypes:
-        floats = any(isinstance(args.constant(n), float) for n in names)
-        return "float32" if floats else "int32"
-    if len(set(dtypes)) == 1:
-        return dtypes[0]
-    return next((d for d in dtypes if d in FLOATS), "float32" if "bool" not in dtypes else dtypes[0])
+    if any(d in FLOATS for d in dtypes):
+        return next(d for d in dtypes if d in FLOATS)
+    # Integer tensors with a float constant meet in float32 (Keras 3's weak-float promotion; TensorFlow
+    # refuses to build such a call, so its files never hold one).
+    if any(_holds_float(args.constant(n)) for n in names if not args.is_tensor(n)):
+        return "float32"
+    return dtypes[0] if dtypes else "int32"
+
+
+def _holds_float(value: Any) -> bool:
+    if isinstance(value, (list, tuple)):
+        return any(_holds_float(v) for v in value)
+    return isinstance(value, float)
 
 
 def operand(b: OpBuilder, node: Node, args: Bound, name: str, inputs: list[str], dtype: str) -> str:
