@@ -73,7 +73,7 @@ def layers_table() -> str:
 
 
 # Plain names that differ between TensorFlow and Keras 3 for one function.
-_SAME_FUNCTION = {"clipbyvalue": "clip", "variance": "var"}
+_SAME_FUNCTION = {"clipbyvalue": "clip", "variance": "var", "arctan2": "atan2"}
 
 
 def _plain(name: str) -> str:

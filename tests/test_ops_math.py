@@ -111,6 +111,9 @@ KERAS3_CASES: dict[str, tuple[str, list[Any], dict[str, Any], Any]] = {
     "clip": ("Clip", ["x"], {"x_min": -0.2, "x_max": 0.4}, lambda x: np.clip(x, -0.2, 0.4)),
     "round decimals": ("Round", ["x"], {"decimals": 1}, lambda x: np.round(x, 1)),
     "std": ("Std", ["x"], {"axis": 1, "keepdims": False}, lambda x: x.std(axis=1)),
+    "atan2 constant": ("Arctan2", ["x", -1.0], {}, lambda x: np.arctan2(x, -1.0)),
+    "cbrt": ("Cbrt", ["x"], {}, np.cbrt),
+    "full_like": ("FullLike", ["x", 2.5], {"dtype": None}, lambda x: np.full_like(x, 2.5)),
 }
 
 

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.tf
 
 RTOL, ATOL = 1e-4, 1e-5
 MATH_MODULES = {"converter.layers.op_math", "converter.layers.op_activations", "converter.layers.op_reductions",
-                "converter.layers.op_elementwise"}
+                "converter.layers.op_elementwise", "converter.layers.op_special"}
 # Inputs, shape (5, 6): x and y normal, p in [0.5, 2] (logs, roots), u in [-0.9, 0.9] (asin, atanh).
 Calls = Callable[[Any, Any, Any, Any, Any], list[Any]]
 
@@ -119,6 +119,11 @@ def tf_calls(tf: Any) -> dict[str, Calls]:
         "math.argmin": lambda x, y, p, u: [m.argmin(x, axis=-1)],
         "math.l2_normalize": lambda x, y, p, u: [m.l2_normalize(x, axis=-1), nn.l2_normalize(x, axis=[1, 2])],
         "math.cumsum": lambda x, y, p, u: [m.cumsum(x, axis=1), m.cumsum(x, axis=2, exclusive=True, reverse=True)],
+        "math.count_nonzero": lambda x, y, p, u: [m.count_nonzero(m.round(x), axis=1)],
+        "math.atan2": lambda x, y, p, u: [m.atan2(x, y), m.atan2(u, -p)],
+        "zeros_like": lambda x, y, p, u: [tf.zeros_like(x)],
+        "ones_like": lambda x, y, p, u: [tf.ones_like(x, dtype="int32")],
+        "compat.v1.where": lambda x, y, p, u: [tf.compat.v1.where(x > y, x, y)],
     }
 
 
@@ -195,6 +200,13 @@ def keras_calls(ops: Any) -> dict[str, Calls]:
         "Average": lambda x, y, p, u: [ops.average(x, axis=1)],
         "Normalize": lambda x, y, p, u: [ops.normalize(x, axis=-1)],
         "Cumsum": lambda x, y, p, u: [ops.cumsum(x, axis=1)],
+        "CountNonzero": lambda x, y, p, u: [ops.count_nonzero(ops.round(x), axis=1)],
+        "Arctan2": lambda x, y, p, u: [ops.arctan2(x, y)], "Hypot": lambda x, y, p, u: [ops.hypot(x, y)],
+        "Heaviside": lambda x, y, p, u: [ops.heaviside(ops.round(x), y)],
+        "NanToNum": lambda x, y, p, u: [ops.nan_to_num(ops.log(x)), ops.nan_to_num(x / ops.relu(y), posinf=5.0)],
+        "Cbrt": lambda x, y, p, u: [ops.cbrt(x)], "ZerosLike": lambda x, y, p, u: [ops.zeros_like(x)],
+        "OnesLike": lambda x, y, p, u: [ops.ones_like(x, dtype="int32")],
+        "FullLike": lambda x, y, p, u: [ops.full_like(x, 2.5)],
     }
 
 

@@ -24,6 +24,7 @@ from converter.layers.op_elementwise import (
     common_dtype,
     one_op,
     operand,
+    operand_shape,
     unary,
 )
 from converter.layers.op_functions import ONNX_TYPES, Bound, Signature, TensorFunction
@@ -221,6 +222,18 @@ class Select(Elementwise):
         return [b.op("Where", condition, *(operand(b, node, args, n, inputs, dtype) for n in ("x", "y")))]
 
 
+class CompatSelect(Select):
+    """`tf.compat.v1.where(condition, x, y)`: as where for a condition of x's shape; its other form (a
+    vector condition choosing rows) is refused."""
+
+    def output_shapes(self, node: Node, args: Bound, input_shapes: list[Shape]) -> list[Shape]:
+        ranks = {len(operand_shape(args, n, input_shapes)) for n in self.operands if args.is_tensor(n)}
+        if len(ranks) > 1:
+            raise args.refuse("condition", "has another rank than x and y: choosing rows by a vector "
+                                           "condition does not convert")
+        return super().output_shapes(node, args, input_shapes)
+
+
 class CastTo(TensorFunction):
     """`cast(x, dtype)`. Floating targets other than float32 stay float32 tensors (kconvert computes in
     float32, as Keras layers autocast their inputs): float16 rounds to float16 precision and back."""
@@ -339,6 +352,7 @@ add_keras_op("Round", Signature(unary(_round_decimals, {"decimals": 0}, floating
 TF_FUNCTIONS["compat.v1.math.scalar_mul"] = Signature(MULTIPLY, ("scalar", "x"), rename={"scalar": "y"})
 TF_FUNCTIONS["math.add_n"] = Signature(AddN(), ("inputs",))
 TF_FUNCTIONS["where"] = Signature(Select(), ("condition", "x", "y"))
+TF_FUNCTIONS["compat.v1.where"] = Signature(CompatSelect(), ("condition", "x", "y"))
 add_keras_op("Where", Signature(Select(), ("condition", "x1", "x2"), rename=K3_RENAME))
 TF_FUNCTIONS["cast"] = Signature(CastTo(), ("x", "dtype"))
 add_keras_op("Cast", Signature(CastTo(), ("x",)))

@@ -53,8 +53,9 @@ class Reduce(TensorFunction):
     (Keras 3 Max's `initial`, Prod's `dtype`) are refused otherwise."""
 
     def __init__(self, build: ReduceBuild, floating: bool = False, logical: bool = False,
-                 fixed_none: tuple[str, ...] = (), refuse_integers: bool = False) -> None:
+                 fixed_none: tuple[str, ...] = (), refuse_integers: bool = False, result: str | None = None) -> None:
         self.build = build
+        self.result = result  # a fixed output dtype (count_nonzero's)
         self.floating = floating
         self.logical = logical
         self.fixed_none = fixed_none
@@ -82,8 +83,8 @@ class Reduce(TensorFunction):
         return [tuple(1 if i in axes else d for i, d in enumerate(shape) if keep or i not in axes)]
 
     def output_dtypes(self, node: Node, args: Bound) -> list[str]:
-        if self.logical:
-            return ["bool"]
+        if self.logical or self.result:
+            return [self.result or "bool"]
         dtype = self._input_dtype(node, args)
         return ["float32" if self.floating and dtype not in FLOATS else dtype]
 
@@ -103,6 +104,14 @@ class Reduce(TensorFunction):
 
 def _onnx_reduce(op_type: str) -> ReduceBuild:
     return lambda b, x, axes, keep, args: b.reduce(op_type, x, axes, keep)
+
+
+def _count_nonzero(dtype: str) -> ReduceBuild:
+    def build(b: OpBuilder, x: str, axes: list[int], keep: bool, args: Bound) -> str:
+        zero = b.const(np.zeros((), args.node.inputs[args.tensor("x")].dtype), "zero", None)
+        nonzero = b.op("Cast", b.op("Not", b.op("Equal", x, zero)), to=ONNX_TYPES[dtype])
+        return b.reduce("ReduceSum", nonzero, axes, keep)
+    return build
 
 
 def _variance(b: OpBuilder, x: str, axes: list[int], keep: bool, args: Bound) -> str:
@@ -258,6 +267,11 @@ for _name, (_classes, _build) in FLOAT_REDUCTIONS.items():
 add_keras_op("Average", Signature(Reduce(_onnx_reduce("ReduceMean"), floating=True, fixed_none=("weights",)),
                                   ("x",)))
 
+# tf.math.count_nonzero counts in int64 (its `dtype`), keras.ops.count_nonzero in int32.
+TF_FUNCTIONS["math.count_nonzero"] = Signature(
+    Reduce(_count_nonzero("int64"), result="int64", fixed_none=("dtype",)), ("input", "axis", "keepdims"),
+    rename={"input": "x"})
+add_keras_op("CountNonzero", Signature(Reduce(_count_nonzero("int32"), result="int32"), ("x",)))
 TF_FUNCTIONS["math.argmax"] = Signature(ArgReduce("ArgMax", 0, "int64"), ("input", "axis"), rename={"input": "x"})
 TF_FUNCTIONS["math.argmin"] = Signature(ArgReduce("ArgMin", 0, "int64"), ("input", "axis"), rename={"input": "x"})
 add_keras_op("Argmax", Signature(ArgReduce("ArgMax", None, "int32"), ("x",)))
