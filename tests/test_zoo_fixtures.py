@@ -22,7 +22,6 @@ from conftest import assert_close
 from kmodels import functional, input_layer, keras_tensor, layer, run_onnx, save_keras, save_legacy_h5
 
 import converter
-from converter.errors import UnsupportedLayerError
 
 ZOO = Path(__file__).resolve().parent.parent / "fixtures" / "zoo"
 RTOL = ATOL = 1e-4
@@ -118,10 +117,10 @@ def test_op_node_constant_of_non_commutative_op_keeps_its_position(tmp_path: Pat
     assert_close(actual, 2.0 - x if constant_first else x - 2.0)
 
 
-def test_tf_op_layer_with_bare_inbound_entry_is_refused_cleanly(tmp_path: Path) -> None:
+def test_tf_op_layer_with_bare_inbound_entry_converts(tmp_path: Path, rng: np.random.Generator) -> None:
     """tf_keras' MobileNetV3 / ConvNeXt hold `x + 3.0` as TFOpLambda layers whose call tf.keras writes as
-    one bare `[name, node, tensor, kwargs]` entry instead of a list of entries; reading it must reach the
-    unsupported-layer report (it once failed with a ValueError while parsing the call)."""
+    one bare `[name, node, tensor, kwargs]` entry instead of a list of entries; it converts (it once failed
+    with a ValueError while parsing the call, then was refused by name)."""
     op = layer("TFOpLambda", "tf.__operators__.add", function="__operators__.add")
     op["inbound_nodes"] = [["x", 0, 0, {"y": 3.0, "name": None}]]
     x = input_layer("x", (4,))
@@ -130,5 +129,6 @@ def test_tf_op_layer_with_bare_inbound_entry_is_refused_cleanly(tmp_path: Path) 
                                                      "input_layers": [["x", 0, 0]],
                                                      "output_layers": [["tf.__operators__.add", 0, 0]]}}
     path = save_legacy_h5(tmp_path / "op.h5", config, {})
-    with pytest.raises(UnsupportedLayerError, match=r"'tf.__operators__.add' \(TFOpLambda\)"):
-        converter.convert(path)
+    value = rng.normal(size=(2, 4)).astype("float32")
+    (actual,) = run_onnx(converter.convert(path), value)
+    assert_close(actual, value + 3.0)

@@ -39,20 +39,29 @@ def op_node_kind(layer: dict[str, Any]) -> str | None:
     `Reshape(newshape)` beside the layer `Reshape(target_shape)`): `ops.<class>`, where a handler is
     registered under that name; None for every other entry."""
     module = layer.get("module")
-    kind = f"ops.{layer.get('class_name')}"
-    if isinstance(module, str) and module.startswith(OP_MODULE_PREFIXES):
-        return kind if kind in LAYERS else None
-    # Keras 3's legacy .h5 writes no `module`: an op class that is no layer's (GetItem, Squeeze) is the
-    # op's, and the op Reshape is told from the layer by its `newshape`.
-    config = layer.get("config")
-    if module is None and kind in LAYERS and isinstance(config, dict):
-        plain = str(layer.get("class_name")) in LAYERS
-        return kind if not plain or any(key in config for key in OP_ONLY_KEYS.get(kind, ())) else None
-    return None
+    if not (isinstance(module, str) and module.startswith(OP_MODULE_PREFIXES) or _legacy_h5_op_node(layer)):
+        return None
+    kind = f"ops.{layer['class_name']}"
+    return kind if kind in LAYERS else None
 
 
-# Config keys only the op of a class shared with a layer writes.
-OP_ONLY_KEYS = {"ops.Reshape": ("newshape",)}
+def _legacy_h5_op_node(layer: dict[str, Any]) -> bool:
+    """Keras 3's legacy .h5 writes no `module`; an op node is told from a layer by its config (an op's holds
+    its name and constructor arguments, a layer's always `trainable`) in a Keras 3 call
+    (`{"args", "kwargs"}` inbound nodes)."""
+    config, calls = layer.get("config"), layer.get("inbound_nodes")
+    if not ("module" not in layer and isinstance(config, dict) and "trainable" not in config
+            and isinstance(calls, list) and bool(calls) and all(isinstance(call, dict) for call in calls)):
+        return False
+    # A class that is also a layer's (Subtract, Average, Softmax): the layer is called on one list of
+    # inputs (merge layers) or with a mask; the op on its operands.
+    return layer["class_name"] not in LAYERS or all(_op_call(call) for call in calls)
+
+
+def _op_call(call: dict[str, Any]) -> bool:
+    args, kwargs = call.get("args"), call.get("kwargs")
+    return (isinstance(args, list) and bool(args) and not isinstance(args[0], list)
+            and not (isinstance(kwargs, dict) and "mask" in kwargs))
 
 
 def saved_names_of(layers: list[dict[str, Any]]) -> dict[str, str]:

@@ -41,7 +41,18 @@ from converter.layers import (  # noqa: F401  (imported for registration)
 
 # The tensor-function front ends and the function modules filling their tables (after the layers:
 # the tables are theirs alone).
-from converter.layers import keras_op_nodes, op_join, op_math, op_products, op_reshape, op_shape, tf_op_layers  # noqa: F401,E402,E501  isort: skip
+from converter.layers import (  # noqa: F401,E402  isort: skip
+    keras_op_nodes,
+    op_activations,
+    op_join,
+    op_math,
+    op_products,
+    op_reductions,
+    op_reshape,
+    op_shape,
+    op_special,
+    tf_op_layers,
+)
 from converter.layers.builder import OpBuilder
 from converter.layers.registry import LAYERS, LayerHandler, Registry
 
