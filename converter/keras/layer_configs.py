@@ -54,8 +54,16 @@ def _legacy_h5_op_node(layer: dict[str, Any]) -> bool:
             and isinstance(calls, list) and bool(calls) and all(isinstance(call, dict) for call in calls)):
         return False
     # A class that is also a layer's (Subtract, Average, Softmax): the layer is called on one list of
-    # inputs (merge layers) or with a mask; the op on its operands.
-    return layer["class_name"] not in LAYERS or all(_op_call(call) for call in calls)
+    # inputs (merge layers) or with a mask; the op on its operands. Where the op's config has an argument
+    # the layer's never has (Reshape's `newshape`, the layer's `target_shape`), that decides.
+    if layer["class_name"] not in LAYERS:
+        return True
+    telling = OP_ONLY_KEYS.get(layer["class_name"])
+    return any(key in config for key in telling) if telling else all(_op_call(call) for call in calls)
+
+
+# Config keys only the op of a class shared with a layer writes.
+OP_ONLY_KEYS = {"Reshape": ("newshape",)}
 
 
 def _op_call(call: dict[str, Any]) -> bool:
