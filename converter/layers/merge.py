@@ -13,19 +13,9 @@ from converter.errors import ShapeError, UnsupportedLayerError
 from converter.ir import Dim, Node, Shape
 from converter.ir.spec import NoArgs
 from converter.layers.builder import OpBuilder
+from converter.layers.op_functions import broadcast_dim
 from converter.layers.registry import LAYERS, LayerHandler, expect_min_rank
 from converter.layers.spec import Config, LayerSpec
-
-
-def _broadcast_dim(node: Node, a: Dim, b: Dim) -> Dim:
-    if a == b or b == 1:
-        return a
-    if a == 1:
-        return b
-    if isinstance(a, int) and isinstance(b, int):
-        raise ShapeError(f"{node.kind} '{node.layer_name}' cannot merge inputs whose sizes {a} and {b} differ "
-                         "on one axis", layer=node.layer_name, hint="merged inputs must have broadcastable shapes")
-    return a if isinstance(a, int) else b
 
 
 def _expanded(shape: Shape, rank: int) -> Shape:
@@ -67,7 +57,7 @@ class ElementwiseMerge(LayerHandler[NoArgs]):
         shapes = [_expanded(s, rank) for s in input_shapes]
         out = list(shapes[0])
         for shape in shapes[1:]:
-            out = [_broadcast_dim(node, a, b) for a, b in zip(out, shape)]
+            out = [broadcast_dim(node, a, b) for a, b in zip(out, shape)]
         return [tuple(out)]
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:

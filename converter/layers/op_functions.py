@@ -152,17 +152,18 @@ def broadcast(node: Node, shapes: Sequence[Shape]) -> Shape:
     out: list[Dim] = [1] * rank
     for shape in shapes:
         padded = (1,) * (rank - len(shape)) + tuple(shape)
-        out = [_broadcast_dim(node, a, b) for a, b in zip(out, padded)]
+        out = [broadcast_dim(node, a, b) for a, b in zip(out, padded)]
     return tuple(out)
 
 
-def _broadcast_dim(node: Node, a: Dim, b: Dim) -> Dim:
+def broadcast_dim(node: Node, a: Dim, b: Dim) -> Dim:
+    """One axis of numpy broadcasting (merge layers and tensor functions share it)."""
     if a == b or b == 1:
         return a
     if a == 1:
         return b
     if isinstance(a, int) and isinstance(b, int):
-        raise ShapeError(f"'{node.layer_name}' cannot broadcast sizes {a} and {b} on one axis",
+        raise ShapeError(f"{node.kind} '{node.layer_name}' cannot broadcast sizes {a} and {b} on one axis",
                          layer=node.layer_name, hint="the operands' shapes must broadcast (numpy rules)")
     return a if isinstance(a, int) else b
 
