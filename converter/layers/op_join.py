@@ -69,16 +69,22 @@ def merged_dim(node: Node, dims: list[Dim]) -> Dim:
     return known.pop() if known else dims[0]
 
 
+def _same_rank_operands(args: Bound, input_shapes: list[Shape]) -> tuple[list[Any], list[Shape]]:
+    """The joined operands and their shapes, which must share one rank."""
+    values = operand_list(args, "values")
+    shapes = [operand_shape(args, "values", v, input_shapes) for v in values]
+    if len({len(s) for s in shapes}) != 1:
+        raise args.refuse("values", "holds operands of different ranks")
+    return values, shapes
+
+
 class Concat(TensorFunction):
     """`tf.concat(values, axis)` / `keras.ops.concatenate(xs, axis)`."""
 
     parameters = ("values", "axis")
 
     def output_shapes(self, node: Node, args: Bound, input_shapes: list[Shape]) -> list[Shape]:
-        values = operand_list(args, "values")
-        shapes = [operand_shape(args, "values", v, input_shapes) for v in values]
-        if len({len(s) for s in shapes}) != 1:
-            raise args.refuse("values", "holds operands of different ranks")
+        values, shapes = _same_rank_operands(args, input_shapes)
         axis = normalized_axis(node, args.constant("axis", 0), len(shapes[0]))
         joined = [s[axis] for s in shapes]
         total: Dim = sum(d for d in joined if isinstance(d, int))
@@ -101,10 +107,7 @@ class Stack(TensorFunction):
     parameters = ("values", "axis")
 
     def output_shapes(self, node: Node, args: Bound, input_shapes: list[Shape]) -> list[Shape]:
-        values = operand_list(args, "values")
-        shapes = [operand_shape(args, "values", v, input_shapes) for v in values]
-        if len({len(s) for s in shapes}) != 1:
-            raise args.refuse("values", "holds operands of different ranks")
+        values, shapes = _same_rank_operands(args, input_shapes)
         axis = normalized_axis(node, args.constant("axis", 0), len(shapes[0]) + 1)
         dims = [merged_dim(node, [s[a] for s in shapes]) for a in range(len(shapes[0]))]
         return [(*dims[:axis], len(values), *dims[axis:])]
