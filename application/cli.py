@@ -172,6 +172,7 @@ def main(debug: bool) -> None:
       kconvert inspect model.h5         prints a model.summary()-like table
       kconvert verify model.onnx        replays the test data saved by --save-test-data
       kconvert old.h5 -o model.keras    upgrades a Keras 1/2 file to a Keras 3 archive
+      kconvert batch models/ -o onnx/   converts a whole registry, each model in its own process
 
     \b
     Exit codes: 0 done, 2 bad input or option, 3 unsupported content, 4 the check found a mismatch

@@ -233,3 +233,37 @@ def test_corpus_batch_and_cached_rerun(tmp_path: Path) -> None:
     again = _json(_batch(str(CORPUS), "-o", str(tmp_path / "out"), "--json").stdout)
     assert time.perf_counter() - start < 2.0
     assert again["counts"]["cached"] == len(result["models"])
+
+
+def test_manifest_reference_and_test_data_are_checked(tmp_path: Path) -> None:
+    """A reference .npz checks the conversion (convert --reference); a test_data folder is replayed on the
+    new file (kconvert verify)."""
+    shutil.copy(FIXTURES / "small_cnn" / "model.keras", tmp_path / "model.keras")
+    shutil.copy(FIXTURES / "small_cnn" / "reference.npz", tmp_path / "reference.npz")
+    (tmp_path / "first.json").write_text(json.dumps(
+        [{"model": "model.keras", "reference": "reference.npz", "save_test_data": True}]))
+    first = _batch(str(tmp_path / "first.json"), "-o", str(tmp_path / "a"), "--json")
+    assert first.returncode == 0, first.stderr
+    (model,) = _json(first.stdout)["models"]
+    assert model["convert"]["check"]["ok"] and model["convert"]["check"]["against"].endswith("reference.npz")
+    saved = Path(model["convert"]["test_data"])
+    (tmp_path / "second.json").write_text(json.dumps([{"model": "model.keras", "test_data": str(saved)}]))
+    second = _batch(str(tmp_path / "second.json"), "-o", str(tmp_path / "b"), "--json")
+    assert second.returncode == 0, second.stderr
+    (verified,) = _json(second.stdout)["models"]
+    assert verified["status"] == "pass" and verified["verify"]["ok"]
+    assert verified["verify"]["model"].startswith(str(tmp_path / "b"))
+
+
+def test_the_job_process_imports_only_the_conversion_path(tmp_path: Path) -> None:
+    """No Keras, TensorFlow, onnxruntime, Dask or click in a job that does not check (start-up per model)."""
+    job = {"name": "m", "model": str(FIXTURES / "small_cnn" / "model.keras"), "output": str(tmp_path / "m.onnx"),
+           "options": {}}
+    code = ("import json, sys; from application.batch_job import run_job; r = run_job(json.loads(sys.argv[1])); "
+            "print(json.dumps([r['status'], sorted({m.split('.')[0] for m in sys.modules})]))")
+    done = subprocess.run([sys.executable, "-c", code, json.dumps(job)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    status, modules = json.loads(done.stdout.splitlines()[-1])
+    assert status == "pass"
+    assert not set(modules) & {"tensorflow", "keras", "tf_keras", "jax", "torch", "onnxruntime", "distributed",
+                               "dask", "click"}
