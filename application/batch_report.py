@@ -65,8 +65,8 @@ class BatchProgress:
         eta = f"{(time.perf_counter() - self.start) / ran * left:.0f} s" if ran else "?"
         filled = int(30 * self.done / max(self.total, 1))
         counts = "  ".join(f"[{STYLE.get(k, 'red')}]{k} {v}[/]" for k, v in self.counts.items())
-        return f"batch [{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total}  {counts}  cached {self.cached}" \
-               f"  ETA {eta}"
+        bar = escape(f"[{'#' * filled}{'.' * (30 - filled)}]")
+        return f"batch {bar} {self.done}/{self.total}  {counts}  cached {self.cached}  ETA {eta}"
 
 
 def print_batch(outcome: BatchResult) -> None:

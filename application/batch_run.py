@@ -97,7 +97,7 @@ def run_dask(jobs: list[dict[str, Any]], address: str, on_done: OnDone) -> None:
     distributed = dask_module()
     try:
         client = distributed.Client(address, timeout="10s")
-    except (OSError, TimeoutError) as err:
+    except (OSError, TimeoutError, ValueError) as err:  # refused, unreachable, or not an address
         raise UsageError(f"--dask {address}: cannot reach the Dask scheduler ({err})",
                          hint="start one (dask scheduler; dask worker ADDRESS) or give its address, "
                               "e.g. tcp://host:8786") from None

@@ -92,7 +92,7 @@ def _from_source(source: str) -> list[Found]:
         root = _fixed_prefix(source)
         return _from_files(root, [Path(p) for p in sorted(glob.glob(source, recursive=True))])
     if path.is_dir():
-        return _from_files(path, sorted(p for p in path.rglob("*") if p.name != ".kconvert-batch"))
+        return _from_files(path, sorted(p for p in path.rglob("*") if ".kconvert-batch" not in p.parts))
     if not path.exists():
         raise UsageError(f"no such file or folder: {source}", hint="give folders, globs (quoted) or manifests")
     if path.suffix.lower() in MANIFEST_SUFFIXES or _is_json_list(path):

@@ -267,3 +267,16 @@ def test_the_job_process_imports_only_the_conversion_path(tmp_path: Path) -> Non
     assert status == "pass"
     assert not set(modules) & {"tensorflow", "keras", "tf_keras", "jax", "torch", "onnxruntime", "distributed",
                                "dask", "click"}
+
+
+def test_progress_line_counts_and_eta() -> None:
+    from rich.text import Text
+
+    from application.batch_report import BatchProgress
+
+    progress = BatchProgress(4, enabled=False)
+    progress.add([{"status": "pass", "cached": True}, {"status": "timeout"}, {"status": "refused"}])
+    line = Text.from_markup(progress.line()).plain
+    assert line.startswith("batch [######################........] 3/4")
+    assert "pass 1" in line and "refused 1" in line and "error 1" in line and "cached 1" in line
+    assert "ETA ? " not in line and line.endswith(" s")
