@@ -160,7 +160,8 @@ def _is_json_list(path: Path) -> bool:
 
 def read_manifest(path: Path) -> list[Found]:
     """A JSON list of objects, or a CSV with a header: model, weights, reference, test_data (paths relative
-    to the manifest) and per-model options. The corpus manifest's `files` lists are read too."""
+    to the manifest) and per-model options. The corpus manifest's records (`files` lists, no `model`) are read
+    for their files only."""
     rows = _csv_rows(path) if path.suffix.lower() == ".csv" else _json_rows(path)
     return [_manifest_row(path, number, row) for number, row in enumerate(rows, start=1)]
 
@@ -188,6 +189,8 @@ def _manifest_row(manifest: Path, number: int, row: dict[str, Any]) -> Found:
     where = f"manifest {manifest}, entry {number}"
     root = manifest.parent
     model, weights = _row_files(root, row, where)
+    if "model" not in row:  # a corpus manifest's record (`files`): its other fields describe, they ask nothing
+        return Found(root, model, weights)
     options, limits = parse_options({k: v for k, v in row.items() if k not in COLUMNS}, where, root)
     return Found(root, model, weights, _row_path(root, row, "reference", where),
                  _row_path(root, row, "test_data", where), options, limits)
@@ -224,10 +227,9 @@ def parse_options(raw: dict[str, Any], where: str, root: Path) -> tuple[dict[str
     options: dict[str, Any] = {}
     limits: dict[str, float] = {}
     for given, value in raw.items():
+        if value is None:  # JSON null: not given, as an empty CSV cell
+            continue
         name = given.strip().lstrip("-").replace("-", "_")
-        if name in ("source_repo", "source_path", "commit", "commit_date", "format", "era", "keras_version",
-                    "model_class", "layers", "oddities", "sizes", "sha256", "notes"):
-            continue  # the corpus manifest's descriptive fields
         if name in JOB_LIMITS or name == "memory_limit":
             limits[name.replace("memory_limit", "memory")] = _positive(_typed(float, value, given, where), given, where)
         elif name in CONVERT_OPTIONS:

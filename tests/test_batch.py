@@ -80,7 +80,7 @@ def test_json_and_csv_manifests_with_options(tmp_path: Path) -> None:
     registry = _registry(tmp_path)
     (registry / "list.json").write_text(json.dumps([
         {"model": "small_cnn/model.json", "weights": "small_cnn/model.weights.h5", "opset": 13, "timeout": 30},
-        {"model": "dense_relu/model.h5", "--float16": True}]))
+        {"model": "dense_relu/model.h5", "--float16": True, "opset": None}]))  # null: not given
     jobs = discover([str(registry / "list.json")], tmp_path / "out")
     assert [(j.name, j.options, j.timeout) for j in jobs] == [
         ("dense_relu/model.h5", {"float16": True}, None), ("small_cnn/model.json", {"opset": 13}, 30.0)]
@@ -223,7 +223,11 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
 @pytest.mark.corpus
 @pytest.mark.skipif(not (CORPUS / "manifest.json").exists(), reason=f"the real-world corpus is not at {CORPUS}")
 def test_corpus_batch_and_cached_rerun(tmp_path: Path) -> None:
-    """Every corpus model ends with a status (none crashes or hangs); a cached re-run takes under 2 s."""
+    """Every corpus model ends with a status (none crashes or hangs); a cached re-run takes under 2 s; the
+    corpus' own manifest (records with `files`) names the same models as a search of its folder, but two."""
+    by_manifest = {(j.model, j.weights) for j in discover([str(CORPUS / "manifest.json")], tmp_path)}
+    by_search = {(j.model, j.weights) for j in discover([str(CORPUS)], tmp_path)}
+    assert len(by_manifest) == len(by_search) and len(by_manifest - by_search) <= 2
     first = _batch(str(CORPUS), "-o", str(tmp_path / "out"), "--json", timeout=900)
     result = _json(first.stdout)
     assert len(result["models"]) >= 70 and result["counts"]["pass"] >= 50
