@@ -25,6 +25,7 @@ from converter import __version__
 from converter.errors import KconvertError, KconvertWarning, exit_code_for
 
 if TYPE_CHECKING:
+    from application.batch import BatchResult
     from application.service import ConversionResult, KerasExportResult
     from application.verify import VerifyResult
 
@@ -148,9 +149,13 @@ def _finish(command: str | None, outcome: Any, as_json: bool, warning_lines: lis
             report.print_summary(outcome)
         elif command == "verify":
             report.print_verify(outcome)
+        elif command == "batch":
+            from application.batch_report import print_batch
+
+            print_batch(outcome)
         else:
             report.print_result(outcome)
-    failure = outcome.failure if command in ("convert", "verify") else None
+    failure = outcome.failure if command in ("convert", "verify", "batch") else None
     if failure is not None:
         sys.exit(exit_code_for(failure))
 
@@ -167,6 +172,7 @@ def main(debug: bool) -> None:
       kconvert inspect model.h5         prints a model.summary()-like table
       kconvert verify model.onnx        replays the test data saved by --save-test-data
       kconvert old.h5 -o model.keras    upgrades a Keras 1/2 file to a Keras 3 archive
+      kconvert batch models/ -o onnx/   converts a whole registry, each model in its own process
 
     \b
     Exit codes: 0 done, 2 bad input or option, 3 unsupported content, 4 the check found a mismatch
@@ -323,6 +329,62 @@ def verify_command(as_json: bool, tolerances: tuple[str, ...], input_shape: tupl
 
     request = VerifyRequest(tolerances=list(tolerances), input_shape=list(input_shape), **options)
     return verify(request, Progress.for_cli(as_json))
+
+
+@main.command("batch")
+@click.argument("sources", nargs=-1, required=True)
+@click.option("-o", "--outdir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for the ONNX files (names mirror each model's path under its source: a/model.h5 -> "
+                   "OUTDIR/a/model.h5.onnx) and the result cache (OUTDIR/.kconvert-batch).")
+@click.option("--jobs", type=int, default=None, help="Models converted at once, each in its own process (default: "
+                                                    "the core count).")
+@click.option("--dask", metavar="ADDRESS", default=None,
+              help="Run the jobs on the Dask cluster at ADDRESS (tcp://host:8786; pip install 'kconvert-onnx[dask]'); "
+                   "workers need kconvert and the model paths at the same paths.")
+@click.option("--shard", metavar="I/N", default=None, help="Only the I-th of N deterministic slices of the sorted "
+                                                           "models (CI matrices; I from 1).")
+@click.option("--timeout", type=float, default=600.0, metavar="S", help="Seconds per model before its process is "
+                                                                        "killed (default 600).")
+@click.option("--memory-limit", type=float, default=None, metavar="MB",
+              help="Address space per model's process (RLIMIT_AS); a model needing more fails alone as out of memory.")
+@click.option("--force", is_flag=True, help="Redo every model, cached results included.")
+@click.option("--allow-refused", is_flag=True, help="Count refused models (unsupported content, exit 3) as passing.")
+@click.option("--jsonl", type=click.Path(dir_okay=False, path_type=Path), help="Write one JSON object per model.")
+@click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), 
+              help="Write JUnit XML (a testcase per model).")
+@click.option("--markdown", type=click.Path(dir_okay=False, path_type=Path), help="Write a Markdown summary.")
+@click.option("--backend", type=click.Choice(["tensorflow", "theano"]), default=None,
+              help="As convert's --backend, for every model.")
+@click.option("--opset", type=int, default=None, help="As convert's --opset.")
+@click.option("--target-onnxruntime", metavar="X.Y", default=None, help="As convert's --target-onnxruntime.")
+@click.option("--float16", is_flag=True, help="As convert's --float16.")
+@click.option("--nchw-inputs", is_flag=True, help="As convert's --nchw-inputs.")
+@click.option("--nchw-outputs", is_flag=True, help="As convert's --nchw-outputs.")
+@click.option("--check", is_flag=True, help="As convert's --check: compare each model with Keras (needs the tf extra).")
+@click.option("--samples", type=int, default=None, help="With --check: as convert's --samples.")
+@click.option("--seed", type=int, default=None, help="With --check: as convert's --seed.")
+@click.option("--batch-size", type=int, default=None, help="With --check: as convert's --batch-size.")
+@click.option("--rtol", type=float, default=None, help="As convert's --rtol (with --check or manifest references).")
+@click.option("--atol", type=float, default=None, help="As convert's --atol.")
+@click.option("--provider", type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]), default=None,
+              help="As convert's --provider.")
+@click.option("--save-test-data", is_flag=True, help="As convert's --save-test-data.")
+@click.option("--optimize", is_flag=True, help="As convert's --optimize.")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole result as JSON.")
+def batch_command(sources: tuple[str, ...], outdir: Path, jobs: int | None, dask: str | None, shard: str | None,
+                  timeout: float, memory_limit: float | None, force: bool, allow_refused: bool, jsonl: Path | None,
+                  junit: Path | None, markdown: Path | None, as_json: bool, **options: Any) -> BatchResult:
+    """Convert every model of SOURCES (folders searched recursively, globs, or manifests: a JSON list or a CSV
+    with model, weights, reference, test_data and per-model convert options) into OUTDIR, each model in its own
+    process. Re-runs skip unchanged models (cached by content). Exit 0 when every model passed, 4 when any
+    failed (mismatch, error, timeout, out of memory), else 3 when any was refused."""
+    from application.batch import BatchRequest, run_batch
+    from application.progress import progress_wanted
+
+    given = {name: value for name, value in options.items() if value not in (None, False)}
+    request = BatchRequest(list(sources), outdir, jobs, dask, shard, timeout, memory_limit, force, allow_refused,
+                           jsonl, junit, markdown, given)
+    return run_batch(request, progress_wanted(as_json))
 
 
 if __name__ == "__main__":
