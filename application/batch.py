@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from application.batch_run import Result, dask_module, run_dask, run_local
-from application.batch_sources import BatchJob, discover
+from application.batch_sources import BatchJob, discover, option_files, request_values
 from converter import __version__
 from converter.errors import KconvertError, UsageError
 
@@ -195,7 +195,7 @@ def _checked(jobs: list[BatchJob], request: BatchRequest) -> tuple[list[dict[str
 def check_job_options(job: BatchJob, options: dict[str, Any]) -> None:
     from application.options import ConvertRequest, validate
 
-    typed = {**options, **({"inputs": Path(options["inputs"])} if options.get("inputs") else {})}
+    typed = request_values(options)
     validate(ConvertRequest(model=Path(job.model), output=Path(job.output), weights=_path(job.weights),
                             reference=_path(job.reference), **typed))
     if job.test_data is not None and not Path(job.test_data).is_dir():
@@ -215,9 +215,9 @@ def cache_key(job: dict[str, Any]) -> str:
         digest.update(f"\0{role}\0".encode())
         if job.get(role) is not None:
             hash_path(Path(job[role]), digest)
-    if job["options"].get("inputs"):
-        digest.update(b"\0inputs\0")
-        hash_path(Path(job["options"]["inputs"]), digest)
+    for name in option_files(job["options"]):  # --inputs, --extension, --custom-objects
+        digest.update(f"\0{name}\0".encode())
+        hash_path(Path(name), digest)
     return digest.hexdigest()
 
 

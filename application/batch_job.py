@@ -62,6 +62,7 @@ def _out_of_memory(job: dict[str, Any], what: str) -> dict[str, Any]:
 
 def _convert_and_verify(job: dict[str, Any]) -> dict[str, Any]:
     start = time.perf_counter()
+    from application.batch_sources import request_values
     from application.service import ConvertRequest, convert
 
     imports = round(time.perf_counter() - start, 3)  # the per-job start-up cost the bench reports
@@ -69,9 +70,7 @@ def _convert_and_verify(job: dict[str, Any]) -> dict[str, Any]:
     def path(key: str) -> Path | None:
         return None if job.get(key) is None else Path(job[key])
 
-    options = dict(job["options"])
-    if options.get("inputs") is not None:
-        options["inputs"] = Path(options["inputs"])
+    options = request_values(job["options"])
     request = ConvertRequest(model=Path(job["model"]), output=Path(job["output"]), weights=path("weights"),
                              reference=path("reference"), **options)
     converted = convert(request)

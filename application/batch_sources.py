@@ -34,10 +34,12 @@ BOOL_OPTIONS = ("float16", "float16_io", "nchw_inputs", "nchw_outputs", "check",
 INT_OPTIONS = ("opset", "batch_size", "samples", "seed")
 FLOAT_OPTIONS = ("rtol", "atol", "embed_limit")
 STR_OPTIONS = ("target_onnxruntime", "backend", "provider", "quantize")
-PATH_OPTIONS = ("inputs",)
+PATH_OPTIONS = ("inputs", "custom_objects")
+PATH_LIST_OPTIONS = ("extension",)  # several files: a list, or ';'-separated in a CSV cell
 LIST_OPTIONS = ("input_shape",)
 JOB_LIMITS = ("timeout", "memory")  # per-job limits: seconds, megabytes
-CONVERT_OPTIONS = BOOL_OPTIONS + INT_OPTIONS + FLOAT_OPTIONS + STR_OPTIONS + PATH_OPTIONS + LIST_OPTIONS
+CONVERT_OPTIONS = (BOOL_OPTIONS + INT_OPTIONS + FLOAT_OPTIONS + STR_OPTIONS + PATH_OPTIONS + PATH_LIST_OPTIONS
+                   + LIST_OPTIONS)
 
 
 @dataclass(frozen=True)
@@ -250,6 +252,11 @@ def typed_option(name: str, value: Any, where: str, root: Path) -> Any:
         return _typed(float, value, name, where)
     if name in PATH_OPTIONS:
         return str(root / str(value))
+    if name in PATH_LIST_OPTIONS:
+        files = value.split(";") if isinstance(value, str) else value
+        if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+            raise UsageError(f"{where}: '{name}' must be a file or a list of files", hint='"extension": ["layers.py"]')
+        return [str(root / f.strip()) for f in files if f.strip()]
     if name in LIST_OPTIONS:
         items = value.split(";") if isinstance(value, str) else value
         if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
@@ -315,3 +322,21 @@ def _job(item: Found, name: str, output: Path) -> BatchJob:
 
     return BatchJob(name, os.path.abspath(item.model), str(output), text(item.weights), text(item.reference),
                     text(item.test_data), dict(item.options), item.limits.get("timeout"), item.limits.get("memory"))
+
+
+def request_values(options: dict[str, Any]) -> dict[str, Any]:
+    """Options as JSON carries them (paths as text) -> the values ConvertRequest takes (Paths)."""
+    typed = dict(options)
+    for name in PATH_OPTIONS:
+        if typed.get(name) is not None:
+            typed[name] = Path(typed[name])
+    for name in PATH_LIST_OPTIONS:
+        if name in typed:
+            typed[name] = tuple(Path(p) for p in typed[name])
+    return typed
+
+
+def option_files(options: dict[str, Any]) -> list[str]:
+    """The files the options name (their bytes belong in the cache key: a changed handler file reconverts)."""
+    files = [options[name] for name in PATH_OPTIONS if options.get(name)]
+    return files + [f for name in PATH_LIST_OPTIONS for f in options.get(name) or []]

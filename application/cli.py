@@ -370,6 +370,10 @@ def verify_command(as_json: bool, tolerances: tuple[str, ...], input_shape: tupl
               help="As convert's --provider.")
 @click.option("--save-test-data", is_flag=True, help="As convert's --save-test-data.")
 @click.option("--optimize", is_flag=True, help="As convert's --optimize.")
+@click.option("--extension", multiple=True, type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.py",
+              help="As convert's --extension (runs your handler file in each model's process).")
+@click.option("--custom-objects", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.py",
+              help="As convert's --custom-objects, with --check (runs your Keras classes' file).")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole result as JSON.")
 def batch_command(sources: tuple[str, ...], outdir: Path, jobs: int | None, dask: str | None, shard: str | None,
                   timeout: float, memory_limit: float | None, force: bool, allow_refused: bool, jsonl: Path | None,
@@ -381,7 +385,11 @@ def batch_command(sources: tuple[str, ...], outdir: Path, jobs: int | None, dask
     from application.batch import BatchRequest, run_batch
     from application.progress import progress_wanted
 
-    given = {name: value for name, value in options.items() if value not in (None, False)}
+    given = {name: value for name, value in options.items() if value not in (None, False, ())}
+    # Files travel to the jobs' processes (and Dask workers) as absolute paths in JSON.
+    given.update({k: str(v.resolve()) for k, v in given.items() if isinstance(v, Path)})
+    if "extension" in given:
+        given["extension"] = [str(p.resolve()) for p in given["extension"]]
     request = BatchRequest(list(sources), outdir, jobs, dask, shard, timeout, memory_limit, force, allow_refused,
                            jsonl, junit, markdown, given)
     return run_batch(request, progress_wanted(as_json))

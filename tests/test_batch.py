@@ -284,3 +284,30 @@ def test_progress_line_counts_and_eta() -> None:
     assert line.startswith("batch [######################........] 3/4")
     assert "pass 1" in line and "refused 1" in line and "error 1" in line and "cached 1" in line
     assert "ETA ? " not in line and line.endswith(" s")
+
+
+def test_extension_files_reach_each_job_and_key_the_cache(tmp_path: Path) -> None:
+    """--extension (here for every model) and a manifest's per-model `extension` run the user's handler file in
+    the job's process; editing that file reconverts (its bytes are in the cache key)."""
+    registry = tmp_path / "registry"
+    registry.mkdir()
+    scale = [layer("Dense", "d", units=3), layer("my>Scale", "scale")]
+    weights = {"d": [np.eye(3, dtype="float32"), np.zeros(3, "float32")], "scale": [np.full(3, 2.0, "float32")]}
+    save_legacy_h5(registry / "m.h5", sequential(scale, (3,)), weights)
+    handlers = tmp_path / "my_layers.py"
+    handlers.write_text("from converter.extensions import register_layer\n\n"
+                        "@register_layer('Scale', weights=('gamma',))\n"
+                        "def scale(b, inputs, node):\n    return b.op('Mul', inputs[0], b.weight('gamma'))\n")
+    refused = _batch(str(registry), "-o", str(tmp_path / "out0"), "--json")
+    assert refused.returncode == 3, refused.stdout + refused.stderr
+    first = _batch(str(registry), "-o", str(tmp_path / "out"), "--extension", str(handlers), "--json")
+    assert first.returncode == 0, first.stdout + first.stderr
+    manifest = tmp_path / "list.json"
+    manifest.write_text(json.dumps([{"model": "registry/m.h5", "extension": ["my_layers.py"]}]))
+    per_model = _batch(str(manifest), "-o", str(tmp_path / "out2"), "--json")
+    assert per_model.returncode == 0, per_model.stdout + per_model.stderr
+    cached = _batch(str(registry), "-o", str(tmp_path / "out"), "--extension", str(handlers), "--json")
+    assert _json(cached.stdout)["counts"].get("cached") == 1, cached.stdout
+    handlers.write_text(handlers.read_text() + "# edited\n")
+    edited = _batch(str(registry), "-o", str(tmp_path / "out"), "--extension", str(handlers), "--json")
+    assert edited.returncode == 0 and not _json(edited.stdout)["counts"].get("cached"), edited.stdout
