@@ -94,7 +94,9 @@ def parse_call(call: Any, layer: str) -> Call:
     parsed = _keras3_call(call, layer) if isinstance(call, dict) else _legacy_call(call, layer)
     if not parsed.refs:  # every layer call of a functional graph reads at least one tensor
         raise FormatError(f"inbound_nodes of layer '{layer}' holds a call without input tensors",
-                          layer=layer, hint=_REF_HINT)
+                          layer=layer, hint=_REF_HINT + "; tf.keras does not save tensors passed to a TensorFlow "
+                          "function as *args (tf.einsum's operands), so such a model cannot be read back from its "
+                          "file: save it with Keras 3 (keras.ops.einsum) or replace the call with a layer")
     return parsed
 
 
