@@ -32,6 +32,7 @@ KCONVERT_ROOT = str(Path(__file__).resolve().parent.parent)  # where `applicatio
 OOM_MARKERS = ("MemoryError", "std::bad_alloc", "Cannot allocate memory", "out of memory")
 ONE_THREAD = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 FORK_SERVER_ENV = "KCONVERT_BATCH_FORK_SERVER"  # "0": no fork servers, a fresh process per job
+SERVER_MODULE = "application.batch_zygote"
 FORK_SERVER, SUBPROCESS = "fork-server", "subprocess"  # a result's "runner"
 SERVER_START_GRACE = 120.0  # s for a new server's imports before it forks its first child (a loaded machine)
 SERVER_REPLY_GRACE = 30.0  # s past a job's timeout before a silent server is taken as hung
@@ -164,7 +165,7 @@ class ForkServer:
     def _started(self) -> subprocess.Popen[bytes]:
         if self.process is None or self.process.poll() is not None:
             self._unread = b""
-            self.process = subprocess.Popen([sys.executable, "-m", "application.batch_zygote"], bufsize=0,
+            self.process = subprocess.Popen([sys.executable, "-m", SERVER_MODULE], bufsize=0,
                                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                             stderr=subprocess.DEVNULL, env=_child_env())
         return self.process
