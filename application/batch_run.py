@@ -117,8 +117,12 @@ def run_local(jobs: Iterable[dict[str, Any]], workers: int, on_done: OnDone) -> 
     try:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             futures = [pool.submit(run, job) for job in jobs]
-            for future in as_completed(futures):
-                on_done(future.result())
+            try:
+                for future in as_completed(futures):
+                    on_done(future.result())
+            except KeyboardInterrupt:  # Ctrl-C: no job starts after it (the running ones end on their own)
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
     finally:
         if servers is not None:
             servers.close()
@@ -131,6 +135,7 @@ class ForkServer:
     def __init__(self) -> None:
         self.process: subprocess.Popen[bytes] | None = None
         self.served = 0
+        self.last_exit: int | None = None  # the exit status of the last server that failed
         self._unread = b""
 
     def run(self, job: dict[str, Any]) -> Result | None:
@@ -156,7 +161,10 @@ class ForkServer:
             child = int(self._reply(SERVER_START_GRACE)["started"])
             timeout = job.get("timeout")
             ended = self._reply(None if timeout is None else timeout + SERVER_REPLY_GRACE)
-        except (OSError, EOFError, TimeoutError, ValueError, KeyError):  # died, hung, or answered nonsense
+        except EOFError:  # it died: let it finish dying, for its exit status
+            self.stop(child, settle=SERVER_CLOSE_SECONDS)
+            return None
+        except (OSError, TimeoutError, ValueError, KeyError):  # could not be written to, hung, or answered nonsense
             self.stop(child)
             return None
         self.served += 1
@@ -186,16 +194,20 @@ class ForkServer:
         reply: Result = json.loads(line)
         return reply
 
-    def stop(self, child: int | None = None) -> None:
-        """Kill the server, and the child it was waiting for (in its own session, it would outlive it)."""
+    def stop(self, child: int | None = None, settle: float = 0.0) -> None:
+        """Kill the server (after `settle` seconds for one that is ending anyway), and the child it was
+        waiting for (in its own session, it would outlive it). Keeps the server's exit status."""
         if child is not None:
             for kill in (os.killpg, os.kill):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     kill(child, signal.SIGKILL)
         if self.process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=settle)
             with contextlib.suppress(ProcessLookupError):
                 self.process.kill()
             self.process.communicate()
+            self.last_exit = self.process.returncode
         self.process = None
 
     def close(self) -> None:
@@ -211,8 +223,8 @@ class ForkServer:
 
 class ForkServers:
     """A fork server per pool thread, handed out through an idle queue. A job whose server failed runs in a
-    process of its own (run_isolated); a server that never served a job is taken as a sign that fork servers
-    cannot run here, and the rest of the batch runs without them."""
+    process of its own (run_isolated), unless Ctrl-C ended the server; a server that never served a job is
+    taken as a sign that fork servers cannot run here, and the rest of the batch runs without them."""
 
     def __init__(self) -> None:
         self._idle: queue.SimpleQueue[ForkServer] = queue.SimpleQueue()
@@ -229,6 +241,9 @@ class ForkServers:
                 self._idle.put(server)
             if result is not None:
                 return result
+            if server.last_exit == -signal.SIGINT:  # Ctrl-C reached the server: the user stops the batch
+                return _ended(job, time.perf_counter(), {"status": "error", "exit_code": None, "runner": FORK_SERVER,
+                                                         "reason": "interrupted (SIGINT)"})
             self.broken = self.broken or server.served == 0
         return run_isolated(job)
 

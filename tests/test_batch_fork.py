@@ -8,8 +8,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -145,3 +147,27 @@ def test_the_server_imports_only_the_conversion_path_before_it_forks() -> None:
     assert not {name.split(".")[0] for name in modules} & HEAVY
     # what a conversion would otherwise import in each child: the service, and onnx's C++ core
     assert {"application.service", "application.batch_sources", "onnx.onnx_cpp2py_export"} <= modules
+
+
+def test_ctrl_c_reaching_a_server_ends_its_job_without_a_fallback(tmp_path: Path) -> None:
+    """Ctrl-C goes to the whole foreground group, the servers with it (their children, in sessions of their
+    own, do not get it): the server kills its child and ends, and the job is not started again elsewhere."""
+    hangs = _extension(tmp_path, "hangs.py", "import time\ntime.sleep(300)")
+    servers = ForkServers()
+
+    def interrupt() -> None:
+        while not servers._every or servers._every[0].process is None:
+            time.sleep(0.05)
+        time.sleep(1.5)  # its imports done, its child running
+        process = servers._every[0].process
+        if process is not None:
+            os.kill(process.pid, signal.SIGINT)
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    start = time.perf_counter()
+    try:
+        result = servers.run(_job(tmp_path, "slow", hangs, timeout=60))
+    finally:
+        servers.close()
+    assert time.perf_counter() - start < 30
+    assert (result["status"], result["runner"], result["reason"]) == ("error", FORK_SERVER, "interrupted (SIGINT)")
