@@ -4,7 +4,8 @@ The job (application/batch_sources.BatchJob as JSON) is converted, and checked w
 service the convert and verify commands use; the outcome is written to RESULT.json. The process caps its
 own address space first (RLIMIT_AS, the job's `memory` in MB), so a model too big for the cap fails here,
 alone. It imports only what conversion needs: application.service (numpy, h5py, the converter); verify's
-modules only for a job with test data.
+modules only for a job with test data. The fork server (application/batch_zygote.py) runs the same
+run_job and limit_memory in each child it forks.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ import pytest
 from kmodels import layer, save_legacy_h5, sequential
 
 from application.batch import parse_shard, take_shard
+from application.batch_run import FORK_SERVER_ENV
 from application.batch_sources import COLUMNS, CONVERT_OPTIONS, discover
 from application.options import ConvertRequest
 from converter.errors import UsageError
@@ -27,9 +28,9 @@ FIXTURES = ROOT / "fixtures"
 CORPUS = ROOT.parent / "shared" / "corpus" / "real"
 
 
-def _batch(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def _batch(*args: str, timeout: float = 300, fork_server: str = "1") -> subprocess.CompletedProcess[str]:
     code = "import sys; from application.cli import main; sys.exit(main())"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), FORK_SERVER_ENV: fork_server}
     return subprocess.run([sys.executable, "-c", code, "batch", *args], capture_output=True, text=True,
                           timeout=timeout, env=env)
 
@@ -184,25 +185,32 @@ def test_mismatch_against_a_reference_exits_4(tmp_path: Path) -> None:
     assert model["status"] == "mismatch" and "does not match" in model["reason"]
 
 
-def test_a_hanging_job_and_a_memory_blowup_fail_alone(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("fork_server", "runner"), [("1", "fork-server"), ("0", "subprocess")])
+def test_a_hanging_job_and_a_memory_blowup_fail_alone(tmp_path: Path, fork_server: str, runner: str) -> None:
     """A FIFO named model.h5 would block whoever opens it: it is refused without being opened. A job past
-    its timeout is killed; a model whose weights exceed --memory-limit fails as out of memory; the others
-    pass."""
+    its timeout (its --extension file sleeps) is killed; a model whose weights exceed --memory-limit fails as
+    out of memory; the others pass. Through the fork servers (the default) and a fresh process per job."""
     registry = _registry(tmp_path)
     os.mkfifo(registry / "fifo.h5")
-    n, m = 2048, 8192  # 64 MB of weights against a 150 MB address-space cap (the interpreter takes ~100)
+    # 128 MB of weights against a 250 MB address-space cap: the interpreter with the conversion path imported
+    # takes ~180 MB (a fork server's child starts there), so a small model passes under the same cap
+    n, m = 4096, 8192
     config = sequential([layer("Dense", "dense", units=m)], (n,))
     save_legacy_h5(registry / "big.h5", config, {"dense": [np.ones((n, m), "float32"), np.zeros(m, "float32")]})
+    (registry / "hangs.py").write_text("import time\ntime.sleep(300)\n")  # a handler file that never returns
     (registry / "list.json").write_text(json.dumps([
-        {"model": "small_cnn/model.h5", "timeout": 0.05}, {"model": "big.h5", "memory": 150},
-        {"model": "fifo.h5"}, {"model": "dense_relu/model.h5"}, {"model": "small_cnn/model.json"}]))
+        {"model": "small_cnn/model.h5", "timeout": 1, "extension": ["hangs.py"]}, {"model": "big.h5", "memory": 250},
+        {"model": "fifo.h5"}, {"model": "dense_relu/model.h5", "memory": 250}, {"model": "small_cnn/model.json"}]))
     start = time.perf_counter()
-    run = _batch(str(registry / "list.json"), "-o", str(tmp_path / "out"), "--jobs", "2", "--json", timeout=120)
+    run = _batch(str(registry / "list.json"), "-o", str(tmp_path / "out"), "--jobs", "2", "--json", timeout=120,
+                 fork_server=fork_server)
     assert time.perf_counter() - start < 60
-    status = {m["name"]: (m["status"], m["reason"]) for m in _json(run.stdout)["models"]}
+    models = _json(run.stdout)["models"]
+    status = {m["name"]: (m["status"], m["reason"]) for m in models}
+    assert {m["runner"] for m in models if m["name"] != "fifo.h5"} == {runner}  # the FIFO never runs
     assert run.returncode == 4
-    assert status["small_cnn/model.h5"][0] == "timeout" and "0.05 s" in status["small_cnn/model.h5"][1]
-    assert status["big.h5"][0] == "oom" and "150 MB" in status["big.h5"][1]
+    assert status["small_cnn/model.h5"][0] == "timeout" and "after 1 s" in status["small_cnn/model.h5"][1]
+    assert status["big.h5"][0] == "oom" and "250 MB" in status["big.h5"][1]
     assert status["fifo.h5"][0] == "error" and "not a file" in status["fifo.h5"][1]
     assert status["dense_relu/model.h5"][0] == status["small_cnn/model.json"][0] == "pass"
 
