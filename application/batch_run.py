@@ -11,6 +11,7 @@ returns plain dicts, so Dask pickles nothing of kconvert's.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -264,9 +265,29 @@ class ForkServers:
             server.close()
 
 
+# A Dask worker process's own fork servers: started at its first job, kept for the next ones (they end
+# when the worker does: their stdin closes).
+_WORKER_SERVERS: ForkServers | None = None
+_WORKER_LOCK = threading.Lock()
+
+
+def run_on_worker(job: dict[str, Any]) -> Result:
+    """The job function Dask workers run: through the worker process's fork servers where they run (Linux),
+    else in a process of its own (run_isolated). Either way the job runs apart from the worker."""
+    global _WORKER_SERVERS
+    if not fork_server_enabled():
+        return run_isolated(job)
+    with _WORKER_LOCK:
+        if _WORKER_SERVERS is None:
+            _WORKER_SERVERS = ForkServers()
+            atexit.register(_WORKER_SERVERS.close)
+    return _WORKER_SERVERS.run(job)
+
+
 def run_dask(jobs: list[dict[str, Any]], address: str, on_done: OnDone) -> None:
-    """The same jobs on the Dask cluster at `address`: each worker runs run_isolated, which launches the job's
-    process on the worker's machine (kconvert installed there, the model paths visible at the same paths)."""
+    """The same jobs on the Dask cluster at `address`: each worker runs run_on_worker, which forks (or
+    launches) the job's process on the worker's machine (kconvert installed there, the model paths visible
+    at the same paths)."""
     distributed = dask_module()
     try:
         client = distributed.Client(address, timeout="10s")
@@ -275,7 +296,7 @@ def run_dask(jobs: list[dict[str, Any]], address: str, on_done: OnDone) -> None:
                          hint="start one (dask scheduler; dask worker ADDRESS) or give its address, "
                               "e.g. tcp://host:8786") from None
     with client:
-        futures = client.map(run_isolated, jobs, pure=False)
+        futures = client.map(run_on_worker, jobs, pure=False)
         for future in distributed.as_completed(futures):
             on_done(future.result())
 

@@ -36,12 +36,16 @@ def test_dask_runs_the_isolated_jobs_and_matches_the_local_pool(tmp_path: Path, 
     for case in ("small_cnn", "gru", "dense_relu"):
         shutil.copytree(FIXTURES / case, registry / case, ignore=shutil.ignore_patterns("*.npz"))
     os.mkfifo(registry / "gru" / "fifo.h5")  # refused without being opened, on the client
-    (registry / "slow.json").write_text(json.dumps([{"model": "small_cnn/model.keras", "timeout": 0.05}]))
+    (registry / "hangs.py").write_text("import time\ntime.sleep(300)\n")  # a handler file that never returns
+    (registry / "slow.json").write_text(json.dumps([{"model": "small_cnn/model.keras", "timeout": 1,
+                                                     "extension": ["hangs.py"]}]))
     run = _batch(str(registry), str(registry / "slow.json"), "-o", str(tmp_path / "dask"), "--dask", scheduler,
                  "--json")
     assert run.returncode == 4, run.stderr
     result = json.loads(run.stdout)
     assert result["executor"] == f"dask {scheduler}"
+    # each worker forks the jobs from its own fork server (the FIFO is refused on the client and never runs)
+    assert {m["runner"] for m in result["models"] if m["name"] != "gru/fifo.h5"} == {"fork-server"}
     by_status: dict[str, list[str]] = {}
     for model in result["models"]:
         by_status.setdefault(model["status"], []).append(model["name"])
