@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from application.batch_run import Result, dask_module, run_dask, run_local
+from application.batch_run import ForkServers, Result, dask_module, fork_server_enabled, run_dask, run_local
 from application.batch_sources import BatchJob, discover, option_files, request_values
 from converter import __version__
 from converter.errors import KconvertError, UsageError
@@ -135,10 +135,29 @@ def take_shard(jobs: list[BatchJob], shard: tuple[int, int] | None) -> list[Batc
 
 
 def run_batch(request: BatchRequest, show_progress: bool = False) -> BatchResult:
-    from application.batch_report import BatchProgress, write_reports
-
     start = time.perf_counter()
     shard = check_request(request)
+    servers = _early_servers(request)
+    try:
+        return _run_batch(request, show_progress, start, shard, servers)
+    finally:
+        if servers is not None:
+            servers.close()
+
+
+def _early_servers(request: BatchRequest) -> ForkServers | None:
+    """On a first (or --force) local run every model will run: start the fork servers now, so that their
+    imports overlap finding, checking and hashing the models. A re-run starts them only if a model runs."""
+    first_run = request.force or not (request.outdir / CACHE_FOLDER).exists()
+    if request.dask is not None or not first_run or not fork_server_enabled():
+        return None
+    return ForkServers().start(request.jobs or os.cpu_count() or 1)
+
+
+def _run_batch(request: BatchRequest, show_progress: bool, start: float, shard: tuple[int, int] | None,
+               servers: ForkServers | None) -> BatchResult:
+    from application.batch_report import BatchProgress, write_reports
+
     jobs = take_shard(discover(request.sources, request.outdir), shard)
     if not jobs:
         raise UsageError(f"--shard {request.shard}: this shard holds none of the models",
@@ -162,7 +181,7 @@ def run_batch(request: BatchRequest, show_progress: bool = False) -> BatchResult
         if request.dask is not None:
             run_dask(to_run, request.dask, done)
         else:
-            run_local(to_run, request.jobs or os.cpu_count() or 1, done)
+            run_local(to_run, request.jobs or os.cpu_count() or 1, done, servers)
     results.sort(key=lambda r: r["name"])
     executor = f"dask {request.dask}" if request.dask else f"local x{request.jobs or os.cpu_count() or 1}"
     outcome = BatchResult(request.outdir, executor, results, round(time.perf_counter() - start, 3),

@@ -113,10 +113,11 @@ def fork_server_enabled() -> bool:
     return sys.platform.startswith("linux") and hasattr(os, "fork") and os.environ.get(FORK_SERVER_ENV, "1") != "0"
 
 
-def run_local(jobs: Iterable[dict[str, Any]], workers: int, on_done: OnDone) -> None:
+def run_local(jobs: Iterable[dict[str, Any]], workers: int, on_done: OnDone,
+              servers: ForkServers | None = None) -> None:
     """Up to `workers` jobs at once (threads only wait on them), each forked by its thread's fork server, or
-    each in a fresh process where fork servers are off."""
-    servers = ForkServers() if fork_server_enabled() else None
+    each in a fresh process where fork servers are off. `servers`: ones the caller started early (closed here)."""
+    servers = servers if servers is not None else ForkServers() if fork_server_enabled() else None
     run = servers.run if servers is not None else run_isolated
     try:
         with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -157,7 +158,7 @@ class ForkServer:
     def _exchange(self, job: dict[str, Any], result_path: Path, stderr_path: Path) -> Result | None:
         child = None
         try:
-            process = self._started()
+            process = self.started()
             assert process.stdin is not None
             process.stdin.write(json.dumps({"job": job, "result": str(result_path), "stderr": str(stderr_path)},
                                            default=str).encode() + b"\n")
@@ -174,7 +175,7 @@ class ForkServer:
         self.served += 1
         return ended
 
-    def _started(self) -> subprocess.Popen[bytes]:
+    def started(self) -> subprocess.Popen[bytes]:
         if self.process is None or self.process.poll() is not None:
             self._unread = b""
             self.process = subprocess.Popen([sys.executable, "-m", SERVER_MODULE], bufsize=0,
@@ -259,6 +260,16 @@ class ForkServers:
             with self._lock:
                 self._every.append(server)
             return server
+
+    def start(self, count: int) -> ForkServers:
+        """Start `count` servers now, so that their imports overlap the caller's planning."""
+        for _ in range(count):
+            server = ForkServer()
+            server.started()
+            with self._lock:
+                self._every.append(server)
+            self._idle.put(server)
+        return self
 
     def close(self) -> None:
         for server in self._every:

@@ -54,7 +54,8 @@ def versions() -> str:
 
 def timed(sources: list[str], outdir: Path, jobs: int | None = None, dask: str | None = None,
           runner: str = FORK_SERVER) -> BatchResult:
-    """One batch from scratch; `runner` picks the local pool's (Dask workers always start a process per job)."""
+    """One batch from scratch; `runner` picks the local pool's and, through the environment a LocalCluster's
+    workers inherit, the Dask workers'."""
     os.environ[FORK_SERVER_ENV] = SWITCH[runner]
     return run_batch(BatchRequest(sources, outdir, jobs=jobs, dask=dask))
 
@@ -73,19 +74,20 @@ def local_rows(sources: list[str], scratch: Path, runners: list[str], rounds: in
     for runner in runners:
         ones[runner] = timed(sources, scratch / f"one-{runner}", jobs=1, runner=runner)
         print(row(f"local, 1 worker, {runner}", ones[runner], None), flush=True)
-    ratios = []
+    ratios: dict[str, list[float]] = {runner: [] for runner in runners}
     for round_ in range(1, rounds + 1):
         for runner in runners:
             two = timed(sources, scratch / f"two{round_}-{runner}", jobs=2, runner=runner)
             print(row(f"local, 2 workers, {runner} (round {round_})", two, ones[runner].seconds), flush=True)
-        if dask:
-            through_dask, cluster_start = dask_run(sources, scratch / f"dask{round_}")
-            print(row(f"Dask LocalCluster, 2 workers (round {round_}; cluster start {cluster_start:.1f} s "
-                      "not counted)", through_dask, ones[runners[-1]].seconds), flush=True)
-            ratios.append(through_dask.seconds / two.seconds)
-    if ratios:
-        print(f"\nDask overhead vs the local 2-worker pool ({runners[-1]}), per round: "
-              + ", ".join(f"{r - 1:+.1%}" for r in ratios))
+            if dask:  # the cluster's workers run the same runner (they inherit KCONVERT_BATCH_FORK_SERVER)
+                through_dask, cluster_start = dask_run(sources, scratch / f"dask{round_}-{runner}")
+                print(row(f"Dask LocalCluster, 2 workers, {runner} (round {round_}; cluster start "
+                          f"{cluster_start:.1f} s not counted)", through_dask, ones[runner].seconds), flush=True)
+                ratios[runner].append(through_dask.seconds / two.seconds)
+    for runner, per_round in ratios.items():
+        if per_round:
+            print(f"\nDask overhead vs the local 2-worker pool ({runner}), per round: "
+                  + ", ".join(f"{r - 1:+.1%}" for r in per_round))
     return ones
 
 
