@@ -14,10 +14,10 @@ import json
 import sys
 import traceback
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
@@ -160,6 +160,24 @@ def _finish(command: str | None, outcome: Any, as_json: bool, warning_lines: lis
         sys.exit(exit_code_for(failure))
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _extension_option(model: str) -> Callable[[F], F]:
+    return click.option(
+        "--extension", multiple=True, type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.py",
+        help=f"Run this Python file of converter.extensions handlers (register_layer / register_lambda) before "
+             f"reading {model}; repeatable. It is your own code and runs with your rights: give only files you trust.")
+
+
+def _custom_objects_option(flag: str) -> Callable[[F], F]:
+    return click.option(
+        "--custom-objects", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.py",
+        help=f"With {flag}: run this Python file of your custom Keras classes and functions and give them to Keras "
+             "to load the model (by name and package>name). Opt-in: it runs your code in the Keras process.")
+
+
+
 @click.group(cls=KconvertGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(version=__version__, message="kconvert %(version)s")
 @click.option("--debug", is_flag=True, help="Show Python tracebacks and library warnings (for bug reports).")
@@ -237,14 +255,8 @@ def main(debug: bool) -> None:
               help="int8 QDQ model via onnxruntime.quantization (static, calibrated on --inputs or --samples generated "
                    "samples, default 16; dynamic for LSTM/GRU models); the float32 model is kept as STEM.fp32.onnx; "
                    "reports int8-vs-float32 accuracy, size and CPU latency; --check uses int8 tolerances (0.1).")
-@click.option("--extension", multiple=True, type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.py",
-              help="Run this Python file of converter.extensions handlers (register_layer / register_lambda) "
-                   "before reading the model; repeatable. It is your own code and runs with your rights: give only "
-                   "files you trust.")
-@click.option("--custom-objects", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.py",
-              help="With --check: run this Python file of your custom Keras classes and functions and give them "
-                   "to Keras to load the model (by name and package>name). Opt-in: it runs your code in the Keras "
-                   "process.")
+@_extension_option("the model")
+@_custom_objects_option("--check")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable JSON report.")
 def convert_command(as_json: bool, **options: Any) -> ConversionResult | KerasExportResult:
     """Convert MODEL to ONNX."""
@@ -310,14 +322,8 @@ def inspect_command(model: Path, weights: Path | None, backend: str | None, exte
 @click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), help="Write a JUnit XML report.")
 @click.option("--markdown", type=click.Path(dir_okay=False, path_type=Path), help="Write a Markdown summary.")
 @click.option("--html", type=click.Path(dir_okay=False, path_type=Path), help="Write one self-contained HTML page.")
-@click.option("--extension", multiple=True, type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.py",
-              help="Run this Python file of converter.extensions handlers (register_layer / register_lambda) "
-                   "before reading the --against model; repeatable. It is your own code and runs with your rights: "
-                   "give only files you trust.")
-@click.option("--custom-objects", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.py",
-              help="With --against: run this Python file of your custom Keras classes and functions and give them "
-                   "to Keras to load the model (by name and package>name). Opt-in: it runs your code in the Keras "
-                   "process.")
+@_extension_option("the --against model")
+@_custom_objects_option("--against")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable JSON report.")
 def verify_command(as_json: bool, tolerances: tuple[str, ...], input_shape: tuple[str, ...],
                    **options: Any) -> VerifyResult:

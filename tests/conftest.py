@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,3 +46,15 @@ def assert_saved_model_matches(tmp_path: Path, model: Any, fmt: str, inputs: Any
         assert len(got) == len(expected)
         for actual, want in zip(got, expected):
             assert_close(actual, want)
+
+
+@pytest.fixture
+def clean_extension_registrations() -> Iterator[None]:
+    """Drop every handler a test registered through converter.extensions (its own or an --extension file's)."""
+    from converter.extensions import registrations, unregister_lambda, unregister_layer
+
+    yield
+    for name in registrations()["layers"]:
+        unregister_layer(name)
+    for name in registrations()["lambdas"]:
+        unregister_lambda(name)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,6 @@ from converter.errors import UnsupportedLayerError, UsageError
 from converter.extensions import (
     register_lambda,
     register_layer,
-    registrations,
     unregister_lambda,
     unregister_layer,
 )
@@ -30,13 +28,8 @@ SAVERS = {"keras": save_keras, "h5": save_legacy_h5}
 GARBAGE = "\x00\xff not base64, not marshal \x01"
 
 
-@pytest.fixture(autouse=True)
-def clean_registrations() -> Iterator[None]:
-    yield
-    for name in registrations()["layers"]:
-        unregister_layer(name)
-    for name in registrations()["lambdas"]:
-        unregister_lambda(name)
+# Each test starts and ends without user registrations (conftest.clean_extension_registrations).
+pytestmark = pytest.mark.usefixtures("clean_extension_registrations")
 
 
 def _lambda(name: str, fmt: str) -> dict[str, Any]:

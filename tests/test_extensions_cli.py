@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ import converter
 from application.cli import main
 from application.extension_files import extensions_loaded
 from converter.errors import UnsupportedLayerError, UsageError
-from converter.extensions import register_layer, registrations, unregister_lambda, unregister_layer
+from converter.extensions import register_layer, registrations
 
 SCALE_HANDLERS = '''
 from converter.extensions import register_layer, register_lambda
@@ -29,13 +28,8 @@ def scale(b, inputs, node):
 '''
 
 
-@pytest.fixture(autouse=True)
-def clean_registrations() -> Iterator[None]:
-    yield
-    for name in registrations()["layers"]:
-        unregister_layer(name)
-    for name in registrations()["lambdas"]:
-        unregister_lambda(name)
+# Each test starts and ends without user registrations (conftest.clean_extension_registrations).
+pytestmark = pytest.mark.usefixtures("clean_extension_registrations")
 
 
 def _cli(*args: object) -> object:
