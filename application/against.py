@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from converter.errors import UsageError
-from runtime.check import Feeding, InputsUsed, OnBatch, summary_shapes
+from runtime.check import Feeding, InputsUsed, OnBatch, batch_of, summary_shapes
+from runtime.streamed import zero_states
 from runtime.testdata import TestSet
 from runtime.value_map import Perm, ValueMap
 
@@ -94,7 +95,7 @@ def keras_sets(request: AgainstRequest, onnx_inputs: list[str], onnx_outputs: li
             for name, array in zip(keras_in, keras_inputs):
                 shapes[name].append(tuple(array.shape))
             expected = reference_outputs(keras_model, keras_inputs)
-            fed = {**_zero_states(state_shapes, _batch_of({n: given[n] for n in keras_in})), **given}
+            fed = {**zero_states(state_shapes, batch_of({n: given[n] for n in keras_in})), **given}
             sets.append(TestSet(fed, {name: _to_onnx(array, perms_out.get(name))
                                       for name, array in zip(keras_out, expected)}))
             first = first or keras_inputs
@@ -112,7 +113,7 @@ def _feeds(request: AgainstRequest, graph: Any, perms: dict[str, Perm | None],
     from runtime.user_inputs import load_inputs, model_inputs
 
     if request.stored and request.inputs_path is None and not request.generate:
-        samples = sum(_batch_of(s.inputs) for s in request.stored)
+        samples = sum(batch_of(s.inputs) for s in request.stored)
         return [s.inputs for s in request.stored], InputsUsed("test data", samples, len(request.stored), None, {})
     feeding = request.feeding
     if request.inputs_path is not None:
@@ -138,10 +139,6 @@ def _state_shapes(model: Path, states: StreamStates | None) -> dict[str, tuple[i
     return {name: tuple(d if isinstance(d, int) else 1 for d in declared[name][1:]) for name in states.inputs}
 
 
-def _zero_states(shapes: dict[str, tuple[int, ...]], batch: int) -> dict[str, np.ndarray]:
-    return {name: np.zeros((batch, *shape), np.float32) for name, shape in shapes.items()}
-
-
 class _WithZeroStates:
     """A streamed file's session seen as the Keras model's, for probing unknown sizes: its state inputs
     are fed zeros."""
@@ -151,15 +148,10 @@ class _WithZeroStates:
         self._shapes = shapes
 
     def run(self, names: Any, feeds: dict[str, np.ndarray], *options: Any) -> Any:
-        return self._session.run(names, {**_zero_states(self._shapes, _batch_of(feeds)), **feeds}, *options)
+        return self._session.run(names, {**zero_states(self._shapes, batch_of(feeds)), **feeds}, *options)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._session, name)
-
-
-def _batch_of(batch: dict[str, np.ndarray]) -> int:
-    sizes = [np.asarray(a).shape[0] for a in batch.values() if np.asarray(a).ndim]
-    return int(sizes[0]) if sizes else 1
 
 
 def _check_names(against: Path, kind: str, onnx_names: list[str], keras_count: int) -> None:

@@ -177,7 +177,6 @@ def _custom_objects_option(flag: str) -> Callable[[F], F]:
              "to load the model (by name and package>name). Opt-in: it runs your code in the Keras process.")
 
 
-
 @click.group(cls=KconvertGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(version=__version__, message="kconvert %(version)s")
 @click.option("--debug", is_flag=True, help="Show Python tracebacks and library warnings (for bug reports).")

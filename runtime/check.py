@@ -134,7 +134,7 @@ def feed_batches(graph: Graph, session: Any, feeding: Feeding) -> tuple[Iterable
     from runtime.session import run_error
 
     if feeding.given is not None:
-        samples = sum(_batch_of(batch) for batch in feeding.given)
+        samples = sum(batch_of(batch) for batch in feeding.given)
         plan = InputsUsed(feeding.source, samples, len(feeding.given), None, {})
         return _in_onnx_layout(graph, feeding.given), plan
     # A streamed graph's freed dims: the Keras model still takes the sizes its file declares.
@@ -170,7 +170,8 @@ def _in_onnx_layout(graph: Graph, batches: list[Batch]) -> Iterator[Batch]:
         yield {name: to_onnx_layout(tensors[name], np.asarray(array)) for name, array in batch.items()}
 
 
-def _batch_of(batch: Batch) -> int:
+def batch_of(batch: Batch) -> int:
+    """The batch size of a feed (1 where every input is a scalar)."""
     sizes = [array.shape[0] for array in batch.values() if np.ndim(array)]
     return int(sizes[0]) if sizes else 1
 

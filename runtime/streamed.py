@@ -76,10 +76,14 @@ def with_zero_states(feeds: Batch, graph: Graph) -> Batch:
         return feeds
     batch = next(int(a.shape[0]) for name, a in feeds.items() if name not in states.inputs and np.ndim(a))
     tensors = {t.name: t for t in graph.inputs}
-    zeros = {name: np.zeros([batch, *(d if isinstance(d, int) else 1 for d in (tensors[name].shape or ())[1:])],
-                             np.float32)
-             for name in states.inputs}
-    return {**{k: v for k, v in feeds.items() if k not in states.inputs}, **zeros}
+    shapes = {name: tuple(d if isinstance(d, int) else 1 for d in (tensors[name].shape or ())[1:])
+              for name in states.inputs}
+    return {**{k: v for k, v in feeds.items() if k not in states.inputs}, **zero_states(shapes, batch)}
+
+
+def zero_states(shapes: dict[str, tuple[int, ...]], batch: int) -> Batch:
+    """Each state input zero (Keras' start), given its shape after the batch."""
+    return {name: np.zeros((batch, *shape), np.float32) for name, shape in shapes.items()}
 
 
 def chunked_diffs(run: Runner, feeds: Batch, whole: Batch, graph: Graph, tolerance: Tolerance) -> list[OutputDiff]:

@@ -292,17 +292,21 @@ def _with_initial(cfg: dict[str, Any], w: list[np.ndarray], x: np.ndarray, h: np
     return [np.stack(outputs, axis=1), *states]
 
 
-def test_too_few_initial_state_tensors_is_a_clean_error(tmp_path: Path, rng: np.random.Generator) -> None:
-    """An LSTM takes [h, c]: a file that passes only h is refused naming the layer, not an IndexError."""
-    cfg = {"units": U, "return_sequences": True}
-    lstm = layer("LSTM", "lstm", **cfg)
-    lstm["inbound_nodes"] = [{"args": [keras_tensor("x")], "kwargs": {"initial_state": [keras_tensor("h0")]}}]
+def initial_state_model(rnn: dict[str, Any]) -> dict[str, Any]:
+    """A Functional model calling the recurrent layer entry `rnn` on input x with initial_state=[input h0]."""
+    rnn["inbound_nodes"] = [{"args": [keras_tensor("x")], "kwargs": {"initial_state": [keras_tensor("h0")]}}]
     inputs = [input_layer("x", (T, F)), input_layer("h0", (U,))]
     for entry in inputs:
         entry["inbound_nodes"] = []
-    config = {"class_name": "Functional", "config": {
-        "name": "f", "layers": [*inputs, lstm], "input_layers": [["x", 0, 0], ["h0", 0, 0]],
-        "output_layers": [["lstm", 0, 0]]}}
+    return {"class_name": "Functional", "config": {
+        "name": "f", "layers": [*inputs, rnn], "input_layers": [["x", 0, 0], ["h0", 0, 0]],
+        "output_layers": [[rnn["config"]["name"], 0, 0]]}}
+
+
+def test_too_few_initial_state_tensors_is_a_clean_error(tmp_path: Path, rng: np.random.Generator) -> None:
+    """An LSTM takes [h, c]: a file that passes only h is refused naming the layer, not an IndexError."""
+    cfg = {"units": U, "return_sequences": True}
+    config = initial_state_model(layer("LSTM", "lstm", **cfg))
     x = rng.normal(size=(2, T, F)).astype(np.float32)
     h0 = rng.normal(size=(2, U)).astype(np.float32)
     with pytest.raises(ShapeError, match="1 initial state tensors") as err:

@@ -50,6 +50,18 @@ def stacked_reference(kinds: list[str], cfgs: list[dict[str, Any]], weights: lis
     return [x, *states] if flags.get("return_state") else [x]
 
 
+def rnn_of_cells(rng: np.random.Generator, kinds: list[str], flags: dict[str, Any], steps: int | None
+                 ) -> tuple[dict[str, Any], list[dict[str, Any]], list[list[np.ndarray]]]:
+    """A Sequential model of one RNN layer over `kinds` cells (GRUs reset_after, stacked when several), with
+    random cell weights: (config, the cells' configs, their weights)."""
+    cfgs = [{"reset_after": True} if kind == "GRU" else {} for kind in kinds]
+    weights = [cell_weights(rng, kind, cfg, features=F if k == 0 else U)
+               for k, (kind, cfg) in enumerate(zip(kinds, cfgs))]
+    cells = [_cell(kind, cfg) for kind, cfg in zip(kinds, cfgs)]
+    cell = cells[0] if len(cells) == 1 else {"class_name": "StackedRNNCells", "config": {"cells": cells}}
+    return sequential([layer("RNN", "rnn", cell=cell, **flags)], (steps, F)), cfgs, weights
+
+
 STACKS = [
     (["LSTM"], {"return_sequences": True}),
     (["GRU"], {"go_backwards": True, "return_state": True}),
@@ -64,12 +76,7 @@ STACKS = [
 @pytest.mark.parametrize("kinds, flags", STACKS, ids=["-".join(k) + "-" + "-".join(f) for k, f in STACKS])
 def test_rnn_of_cells(tmp_path: Path, rng: np.random.Generator, fmt: str, batch: int, kinds: list[str],
                       flags: dict[str, Any]) -> None:
-    cfgs = [{"reset_after": True} if kind == "GRU" else {} for kind in kinds]
-    weights = [cell_weights(rng, kind, cfg, features=F if k == 0 else U)
-               for k, (kind, cfg) in enumerate(zip(kinds, cfgs))]
-    cells = [_cell(kind, cfg) for kind, cfg in zip(kinds, cfgs)]
-    cell = cells[0] if len(cells) == 1 else {"class_name": "StackedRNNCells", "config": {"cells": cells}}
-    config = sequential([layer("RNN", "rnn", cell=cell, **flags)], (T, F))
+    config, cfgs, weights = rnn_of_cells(rng, kinds, flags, T)
     x = rng.normal(size=(batch, T, F)).astype(np.float32)
     path = SAVERS[fmt](tmp_path / f"m.{fmt}", config, {"rnn": _rnn_weights(kinds, weights)})
     got = run_onnx(converter.convert(path), x)

@@ -13,8 +13,8 @@ import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
 from conftest import assert_close
-from kmodels import input_layer, keras_tensor, layer, save_keras, sequential
-from test_layers_recurrent import F, U, cell_weights, keras_rnn
+from kmodels import input_layer, layer, save_keras, sequential
+from test_layers_recurrent import F, U, cell_weights, initial_state_model, keras_rnn
 
 import converter
 from application.cli import main
@@ -145,14 +145,7 @@ def test_bidirectional_is_refused_by_name(tmp_path: Path, rng: np.random.Generat
 
 def test_initial_state_from_the_model_is_refused(tmp_path: Path, rng: np.random.Generator) -> None:
     cfg = {"units": U}
-    rnn = layer("SimpleRNN", "rnn", **cfg)
-    rnn["inbound_nodes"] = [{"args": [keras_tensor("x")], "kwargs": {"initial_state": [keras_tensor("h0")]}}]
-    inputs = [input_layer("x", (T, F)), input_layer("h0", (U,))]
-    for entry in inputs:
-        entry["inbound_nodes"] = []
-    config = {"class_name": "Functional", "config": {
-        "name": "f", "layers": [*inputs, rnn], "input_layers": [["x", 0, 0], ["h0", 0, 0]],
-        "output_layers": [["rnn", 0, 0]]}}
+    config = initial_state_model(layer("SimpleRNN", "rnn", **cfg))
     with pytest.raises(UnsupportedLayerError, match="SimpleRNN 'rnn' takes its initial states from other tensors"):
         _convert(tmp_path, config, {"rnn": {"cell": cell_weights(rng, "SimpleRNN", cfg)}})
 

@@ -14,8 +14,8 @@ import pytest
 from conftest import assert_close
 from kmodels import layer, save_keras, save_legacy_h5, sequential
 from test_layers_conv_lstm import FILTERS, C, _to_first, _weights, keras_conv_lstm
-from test_layers_recurrent import F, U, cell_weights
-from test_layers_rnn_cells import _cell, _rnn_weights, stacked_reference
+from test_layers_recurrent import F
+from test_layers_rnn_cells import _rnn_weights, rnn_of_cells, stacked_reference
 
 import converter
 
@@ -71,13 +71,8 @@ STACKS = [(["LSTM"], {"return_sequences": True}), (["GRU"], {}),
 @pytest.mark.parametrize("kinds, flags", STACKS, ids=["-".join(k) + "-" + "-".join(f) for k, f in STACKS])
 def test_rnn_of_cells_streams(tmp_path: Path, rng: np.random.Generator, fmt: str, kinds: list[str],
                               flags: dict[str, Any]) -> None:
-    cfgs = [{"reset_after": True} if kind == "GRU" else {} for kind in kinds]
-    weights = [cell_weights(rng, kind, cfg, features=F if k == 0 else U)
-               for k, (kind, cfg) in enumerate(zip(kinds, cfgs))]
-    cells = [_cell(kind, cfg) for kind, cfg in zip(kinds, cfgs)]
-    cell = cells[0] if len(cells) == 1 else {"class_name": "StackedRNNCells", "config": {"cells": cells}}
-    path = SAVERS[fmt](tmp_path / f"m.{fmt}", sequential([layer("RNN", "rnn", cell=cell, **flags)], (None, F)),
-                       {"rnn": _rnn_weights(kinds, weights)})
+    config, cfgs, weights = rnn_of_cells(rng, kinds, flags, None)
+    path = SAVERS[fmt](tmp_path / f"m.{fmt}", config, {"rnn": _rnn_weights(kinds, weights)})
     model = converter.convert(path, streaming=True)
     names = [f"rnn/{'' if len(kinds) == 1 else f'cell{k}/'}{slot}" for k, kind in enumerate(kinds)
              for slot in (("h", "c") if kind == "LSTM" else ("h",))]

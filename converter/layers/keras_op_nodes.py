@@ -14,10 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from converter.ir import Node, Shape
-from converter.layers.builder import OpBuilder
-from converter.layers.op_functions import Bound, Signature
-from converter.layers.registry import LAYERS, LayerHandler
+from converter.ir import Node
+from converter.layers.op_functions import Bound, FunctionCall, Signature, TensorFunction
+from converter.layers.registry import LAYERS
 from converter.layers.spec import Config, LayerSpec
 
 # Keras 3 op class name -> how its call and config bind to a TensorFunction (filled by the op_* modules
@@ -31,7 +30,7 @@ class KerasOpSpec(LayerSpec):
     config_args: tuple[tuple[str, Any], ...] = ()
 
 
-class KerasOpNode(LayerHandler[KerasOpSpec]):
+class KerasOpNode(FunctionCall[KerasOpSpec]):
     """One Keras 3 op class; shape, dtype and emission are its TensorFunction's."""
 
     spec_type = KerasOpSpec
@@ -45,26 +44,9 @@ class KerasOpNode(LayerHandler[KerasOpSpec]):
         args = tuple((k, v) for k, v in config.raw.items() if k != "name")
         return KerasOpSpec(config_args=args)
 
-    def bound(self, node: Node) -> Bound:
-        return self.signature.bind(node, f"keras.ops {self.class_name}", dict(self.spec(node).config_args))
-
-    def check(self, node: Node) -> None:
-        self.signature.function.check(node, self.bound(node))
-
-    def num_outputs(self, node: Node) -> int:
-        return self.signature.function.num_outputs(node, self.bound(node))
-
-    def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
-        return self.signature.function.output_shapes(node, self.bound(node), input_shapes)
-
-    def output_dtypes(self, node: Node) -> list[str] | None:
-        return self.signature.function.output_dtypes(node, self.bound(node))
-
-    def is_layout_agnostic(self, node: Node) -> bool:
-        return self.signature.function.is_layout_agnostic(node, self.bound(node))
-
-    def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
-        return self.signature.function.emit(node, b, self.bound(node), inputs)
+    def call_of(self, node: Node) -> tuple[TensorFunction, Bound]:
+        bound = self.signature.bind(node, f"keras.ops {self.class_name}", dict(self.spec(node).config_args))
+        return self.signature.function, bound
 
 
 def add_keras_op(class_name: str, signature: Signature) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -23,6 +23,8 @@ from converter.errors import ShapeError, UnsupportedLayerError
 from converter.ir import Dim, Node, Shape
 from converter.ir.spec import TensorArg
 from converter.layers.builder import OpBuilder
+from converter.layers.registry import LayerHandler
+from converter.layers.spec import LayerSpec
 
 # ONNX element types by the dtype names tensors carry (ir/dtypes.py), for Cast's `to`.
 ONNX_TYPES: dict[str, int] = {"float32": 1, "uint8": 2, "int8": 3, "int32": 6, "int64": 7, "bool": 9,
@@ -142,6 +144,42 @@ class Signature:
 
     def _own(self, name: str) -> str:
         return self.rename.get(name, name)
+
+
+S = TypeVar("S", bound=LayerSpec)
+
+
+class FunctionCall(LayerHandler[S]):
+    """The handler of a node that calls a TensorFunction (a front end's class): every rule is the
+    function's, given the node's bound arguments."""
+
+    @abstractmethod
+    def call_of(self, node: Node) -> tuple[TensorFunction, Bound]:
+        """The function the node calls and its arguments bound to the function's parameters."""
+
+    def check(self, node: Node) -> None:
+        function, args = self.call_of(node)
+        function.check(node, args)
+
+    def num_outputs(self, node: Node) -> int:
+        function, args = self.call_of(node)
+        return function.num_outputs(node, args)
+
+    def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
+        function, args = self.call_of(node)
+        return function.output_shapes(node, args, input_shapes)
+
+    def output_dtypes(self, node: Node) -> list[str] | None:
+        function, args = self.call_of(node)
+        return function.output_dtypes(node, args)
+
+    def is_layout_agnostic(self, node: Node) -> bool:
+        function, args = self.call_of(node)
+        return function.is_layout_agnostic(node, args)
+
+    def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
+        function, args = self.call_of(node)
+        return function.emit(node, b, args, inputs)
 
 
 # Shape helpers shared by the function modules.

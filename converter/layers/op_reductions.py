@@ -133,26 +133,35 @@ def _logsumexp(b: OpBuilder, x: str, axes: list[int], keep: bool, args: Bound) -
     return b.op("Add", b.op("Log", total), shift if keep else b.squeeze(shift, axes))
 
 
-class ArgReduce(TensorFunction):
+class OneAxis(TensorFunction):
+    """A function along one given axis; `axis=None` (over the flattened tensor) does not convert."""
+
+    default_axis: int | None = None
+    flattened = "the result over the flattened tensor does not convert"
+
+    def axis(self, node: Node, args: Bound) -> int:
+        self.check_axis(args)
+        return normalized_axis(node, args.constant("axis", self.default_axis), _rank(node, args))
+
+    def check_axis(self, args: Bound) -> None:
+        if args.constant("axis", self.default_axis) is None:
+            raise args.refuse("axis", f"is None: {self.flattened}")
+        check_axes(args)
+
+
+class ArgReduce(OneAxis):
     """argmax / argmin along one axis (the first index among ties); int64 or int32 indices."""
 
     parameters = ("x", "axis", "keepdims", "output_type")
+    flattened = "the index into the flattened tensor does not convert"
 
     def __init__(self, op_type: str, default_axis: int | None, default_type: str) -> None:
         self.op_type = op_type
         self.default_axis = default_axis
         self.default_type = default_type
 
-    def axis(self, node: Node, args: Bound) -> int:
-        axis = args.constant("axis", self.default_axis)
-        if axis is None:
-            raise args.refuse("axis", "is None: the index into the flattened tensor does not convert")
-        return normalized_axis(node, axis, _rank(node, args))
-
     def check(self, node: Node, args: Bound) -> None:
-        if args.constant("axis", self.default_axis) is None:
-            raise args.refuse("axis", "is None: the index into the flattened tensor does not convert")
-        check_axes(args)
+        self.check_axis(args)
         if args.constant("output_type", self.default_type) not in ("int32", "int64"):
             raise args.refuse("output_type", "is not int32 or int64")
 
@@ -202,24 +211,17 @@ class L2Normalize(TensorFunction):
         return [b.op("Mul", x, inverse)]
 
 
-class CumulativeSum(TensorFunction):
+class CumulativeSum(OneAxis):
     """Running sums along one axis (`exclusive`, `reverse` as tf.math.cumsum)."""
 
     parameters = ("x", "axis", "exclusive", "reverse", "dtype")
+    flattened = "the sums over the flattened tensor do not convert"
 
     def __init__(self, default_axis: int | None) -> None:
         self.default_axis = default_axis
 
-    def axis(self, node: Node, args: Bound) -> int:
-        axis = args.constant("axis", self.default_axis)
-        if axis is None:
-            raise args.refuse("axis", "is None: the sums over the flattened tensor do not convert")
-        return normalized_axis(node, axis, _rank(node, args))
-
     def check(self, node: Node, args: Bound) -> None:
-        if args.constant("axis", self.default_axis) is None:
-            raise args.refuse("axis", "is None: the sums over the flattened tensor do not convert")
-        check_axes(args)
+        self.check_axis(args)
         for flag in ("exclusive", "reverse"):
             if not isinstance(args.constant(flag, False), bool):
                 raise args.refuse(flag, "is not true or false")

@@ -12,10 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from converter.errors import FormatError, UnsupportedLayerError
-from converter.ir import Node, Shape
-from converter.layers.builder import OpBuilder
-from converter.layers.op_functions import Bound, Signature
-from converter.layers.registry import LAYERS, LayerHandler
+from converter.ir import Node
+from converter.layers.op_functions import Bound, FunctionCall, Signature, TensorFunction
+from converter.layers.registry import LAYERS
 from converter.layers.spec import Config, LayerSpec
 
 # TensorFlow function name (without `tf.`) -> how its arguments bind to a TensorFunction.
@@ -29,7 +28,7 @@ class TFOpSpec(LayerSpec):
     function: str = ""
 
 
-class TFOpLayer(LayerHandler[TFOpSpec]):
+class TFOpLayer(FunctionCall[TFOpSpec]):
     """One TensorFlow function call, by name; shape, dtype and emission are the function's."""
 
     spec_type = TFOpSpec
@@ -50,29 +49,10 @@ class TFOpLayer(LayerHandler[TFOpSpec]):
                                         hint="see the README's table of TensorFlow functions")
         return TFOpSpec(function=function)
 
-    def signature(self, node: Node) -> Signature:
-        return self.table[self.spec(node).function]
-
-    def bound(self, node: Node) -> Bound:
-        return self.signature(node).bind(node, f"tf.{self.spec(node).function}")
-
-    def check(self, node: Node) -> None:
-        self.signature(node).function.check(node, self.bound(node))
-
-    def num_outputs(self, node: Node) -> int:
-        return self.signature(node).function.num_outputs(node, self.bound(node))
-
-    def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
-        return self.signature(node).function.output_shapes(node, self.bound(node), input_shapes)
-
-    def output_dtypes(self, node: Node) -> list[str] | None:
-        return self.signature(node).function.output_dtypes(node, self.bound(node))
-
-    def is_layout_agnostic(self, node: Node) -> bool:
-        return self.signature(node).function.is_layout_agnostic(node, self.bound(node))
-
-    def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
-        return self.signature(node).function.emit(node, b, self.bound(node), inputs)
+    def call_of(self, node: Node) -> tuple[TensorFunction, Bound]:
+        function = self.spec(node).function
+        signature = self.table[function]
+        return signature.function, signature.bind(node, f"tf.{function}")
 
     def functions(self) -> list[str]:
         """The TensorFlow functions this class converts (the README lists them)."""
