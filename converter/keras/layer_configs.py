@@ -22,12 +22,21 @@ def layer_parts(layer: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
         raise FormatError(f"the model config holds a layer entry without a class name: {shown}",
                           hint='Keras writes each layer as {"class_name": "Dense", "config": {...}}; the file\'s '
                                "config is damaged")
-    cls = op_node_kind(layer) or canonical_class(layer["class_name"])
+    cls = op_node_kind(layer) or hub_layer_kind(layer) or canonical_class(layer["class_name"])
     raw = layer.get("config")
     # A nested Keras 1 Sequential's config is its bare list of layers.
     config: dict[str, Any] = raw if isinstance(raw, dict) else {"layers": raw} if isinstance(raw, list) else {}
     name = str(layer.get("name") or config.get("name") or cls.lower())
     return cls, name, config
+
+
+def hub_layer_kind(layer: dict[str, Any]) -> str | None:
+    """A Keras Hub layer is handled under its registered name (`keras_hub>RMSNormalization`): some share a
+    class name with a Keras layer of other meaning (Gemma's RMSNormalization scales by 1 + scale)."""
+    registered = layer.get("registered_name")
+    if isinstance(registered, str) and registered.startswith("keras_hub>") and registered in LAYERS:
+        return registered
+    return None
 
 
 # Keras 3 records a `keras.ops` call in a functional model as a node of the op's class, in these modules.
@@ -73,7 +82,10 @@ def _op_call(call: dict[str, Any]) -> bool:
 
 
 def saved_names_of(layers: list[dict[str, Any]]) -> dict[str, str]:
-    return saved_names([(layer_parts(layer)[1], str(layer.get("class_name"))) for layer in layers])
+    """Keras 3 saved names; a Keras Hub model expanded to a Functional (keras/hub/expand.py) keeps the saved
+    name of its own class (`saved_class`)."""
+    return saved_names([(layer_parts(layer)[1], str(layer.get("saved_class") or layer.get("class_name")))
+                        for layer in layers])
 
 
 def make_node(cls: str, name: str, config: dict[str, Any], keras_major: int) -> Node:

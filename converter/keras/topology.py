@@ -22,6 +22,7 @@ from converter.keras.assets import attach_vocabulary
 from converter.keras.attach import WeightAttacher
 from converter.keras.calls import TensorRef, excerpt, model_refs
 from converter.keras.dialects import canonical_class, upgrade_model_config
+from converter.keras.hub.expand import expand_hub_models
 from converter.keras.layer_configs import (
     MODEL_CLASSES,
     inner_layers,
@@ -54,7 +55,7 @@ def build_graph(artifact: KerasArtifact, require_weights: bool = True,
     """Build the LayerGraph; report every unsupported layer at once, or, given an `unsupported` list (inspect),
     add them to it and return the graph with those layers' nodes left without a handler's spec or weights."""
     check_config_tree(artifact.model_config)
-    raw = upgrade_model_config(artifact.model_config, artifact.keras_version)
+    raw = expand_hub_models(upgrade_model_config(artifact.model_config, artifact.keras_version), artifact.weights)
     class_name, config = model_class_and_config(raw)
     name = config.get("name") if isinstance(config, dict) else None
     graph = Graph(name=name if isinstance(name, str) and name else artifact.path.stem,
@@ -63,7 +64,9 @@ def build_graph(artifact: KerasArtifact, require_weights: bool = True,
     ctx = _Context(artifact, graph, WeightAttacher(artifact, require_weights, top_layers),
                    listing=unsupported is not None)
     graph.outputs = _build_model(ctx, class_name, config, None, "", (), graph.name)
-    graph.output_names = _distinct([t.name for t in graph.outputs])
+    keys = _output_keys(config)
+    graph.output_names = _distinct(keys if keys and len(keys) == len(graph.outputs) else
+                                   [t.name for t in graph.outputs])
     if ctx.unsupported:
         if unsupported is None:
             raise unsupported_error(ctx.unsupported)
@@ -72,6 +75,15 @@ def build_graph(artifact: KerasArtifact, require_weights: bool = True,
         raise ctx.weight_errors[0]
     graph.validate()
     return graph
+
+
+def _output_keys(config: Any) -> list[str] | None:
+    """A Keras 3 model returning a dict (a Keras Hub backbone's `sequence_output` / `pooled_output`): its
+    outputs are named by their keys, as Keras hands them to the caller."""
+    outputs = config.get("output_layers") if isinstance(config, dict) else None
+    if isinstance(outputs, dict) and outputs and all(isinstance(k, str) and k for k in outputs):
+        return list(outputs)
+    return None
 
 
 def _distinct(names: list[str]) -> list[str]:

@@ -161,6 +161,12 @@ def _gelu(b: OpBuilder, x: str, kw: dict[str, Any]) -> str:
     return b.op("Mul", half_x, b.op("Add", t, b.scalar(1.0, "one")))
 
 
+@activation("keras_hub>gelu_approximate")
+def _gelu_approximate(b: OpBuilder, x: str, kw: dict[str, Any]) -> str:
+    """Keras Hub's BERT and GPT-2 blocks: gelu's tanh form, saved under Keras Hub's registered name."""
+    return _gelu(b, x, {"approximate": True})
+
+
 @activation("leaky_relu")
 def _leaky_relu(b: OpBuilder, x: str, kw: dict[str, Any]) -> str:
     return b.op("LeakyRelu", x, alpha=float(kw.get("negative_slope", 0.2)))

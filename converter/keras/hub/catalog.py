@@ -1,0 +1,1 @@
+"""Every recipe module, imported once so that each registers its classes (recipes.BACKBONES / TASKS)."""

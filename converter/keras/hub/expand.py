@@ -1,0 +1,108 @@
+"""Keras Hub model entries -> Functional configs, before the graph is built.
+
+A file's top-level model, or a model nested as a layer of the user's own Functional model, may be a Keras
+Hub backbone or task (`registered_name` `keras_hub>BertBackbone`, module `keras_hub.src.models...`). Each
+is replaced by the Functional config its recipe builds; everything after (topology, weights, passes)
+treats it as any Functional model. Preprocessors and tokenizers turn strings into token ids in Python:
+they are no graph, so they are refused by name, with the backbone's way out.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+from converter.errors import KconvertWarning, UnsupportedLayerError
+from converter.keras.hub import catalog  # noqa: F401  (registers every recipe)
+from converter.keras.hub.recipes import BACKBONES, TASKS, HubModel, StoredWeights
+from converter.keras.weights import WeightSource, saved_object_name
+
+# Where the README documents Keras Hub models (GitHub's anchor of the "Keras Hub models" heading).
+README_SECTION = "README.md#keras-hub-models"
+# Keras Hub classes that map strings (or raw images, audio) to model inputs in Python.
+_PREPROCESSING_SUFFIXES = ("Preprocessor", "Tokenizer", "ImageConverter", "AudioConverter", "VideoConverter")
+
+
+def hub_class(entry: Any) -> str | None:
+    """The Keras Hub class of a model entry (`BertBackbone`), or None for anything else."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("class_name"), str):
+        return None
+    module, registered = entry.get("module"), entry.get("registered_name")
+    from_hub = (isinstance(module, str) and module.startswith("keras_hub.")) or \
+        (isinstance(registered, str) and registered.startswith("keras_hub>"))
+    return entry["class_name"].removeprefix("keras_hub>") if from_hub else None
+
+
+def expand_hub_models(raw: Any, weights: WeightSource | None) -> Any:
+    """The model config with every Keras Hub model entry (top level, or a layer of a Functional or
+    Sequential model at the top level) replaced by its Functional config."""
+    cls = hub_class(raw)
+    if cls is not None:
+        config = _model_config(raw, cls)
+        return {"class_name": "Functional", "config": expand(cls, config, StoredWeights(weights))}
+    if not isinstance(raw, dict) or not isinstance(raw.get("config"), dict):
+        return raw
+    layers = raw["config"].get("layers")
+    if not isinstance(layers, list) or not any(hub_class(layer) in _MODELS for layer in layers):
+        return raw
+    expanded = [_expand_layer(layer, weights) for layer in layers]
+    return {**raw, "config": {**raw["config"], "layers": expanded}}
+
+
+_MODELS = {**BACKBONES, **TASKS}
+
+
+def _expand_layer(layer: Any, weights: WeightSource | None) -> Any:
+    cls = hub_class(layer)
+    if cls is None or cls not in _MODELS:
+        return layer
+    config = _model_config(layer, cls)
+    model = HubModel.of(cls, config, StoredWeights(weights).below(saved_object_name(cls)))
+    entry = {"class_name": "Functional", "name": model.name, "saved_class": cls,
+             "config": expand(cls, config, model.weights)}
+    return {**entry, "inbound_nodes": layer.get("inbound_nodes")}
+
+
+def _model_config(entry: dict[str, Any], cls: str) -> dict[str, Any]:
+    config = entry.get("config")
+    if not isinstance(config, dict):
+        raise UnsupportedLayerError(f"Keras Hub {cls}: the entry's config is not an object", layer=cls,
+                                    hint="is the file's config complete and undamaged?")
+    return config
+
+
+def expand(cls: str, config: dict[str, Any], weights: StoredWeights) -> dict[str, Any]:
+    """The Functional config of Keras Hub class `cls` built with constructor arguments `config`."""
+    model = HubModel.of(cls, config, weights)
+    if cls in BACKBONES:
+        return BACKBONES[cls](model).config()
+    if cls in TASKS:
+        return _task_config(model)
+    raise _refusal(cls, model.name)
+
+
+def _task_config(task: HubModel) -> dict[str, Any]:
+    entry = task.args.value("backbone")
+    backbone_cls = hub_class(entry)
+    if backbone_cls is None or backbone_cls not in BACKBONES:
+        raise _refusal(backbone_cls or repr(entry)[:60], task.name)
+    if task.args.value("preprocessor") is not None:
+        warnings.warn(f"{task.class_name} '{task.name}' was saved with its preprocessor, which maps strings to "
+                      "token ids in Python and is not converted: the ONNX model takes the token ids (see "
+                      f"{README_SECTION} for running the tokenizer beside it)", KconvertWarning, stacklevel=2)
+    config = _model_config(entry, backbone_cls)
+    backbone = HubModel.of(backbone_cls, config, task.weights.below(saved_object_name(backbone_cls)))
+    return TASKS[task.class_name](task, backbone, BACKBONES[backbone_cls](backbone))
+
+
+def _refusal(cls: str, name: str) -> UnsupportedLayerError:
+    if cls.endswith(_PREPROCESSING_SUFFIXES):
+        return UnsupportedLayerError(
+            f"{cls} '{name}' is a Keras Hub preprocessor or tokenizer: it maps strings (or raw images) to model "
+            "inputs in Python and holds no layer graph, so it has no ONNX form", layer=name,
+            hint="convert the backbone or task saved beside it (its inputs are token ids), and run the tokenizer "
+                 f"before the ONNX model: {README_SECTION}")
+    supported = ", ".join(sorted(_MODELS))
+    return UnsupportedLayerError(f"Keras Hub class {cls} ('{name}') is not one kconvert converts", layer=name,
+                                 hint=f"converted Keras Hub classes: {supported}; {README_SECTION}")
+

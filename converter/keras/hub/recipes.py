@@ -1,0 +1,116 @@
+"""The recipes: one per Keras Hub class, constructor arguments -> the layer graph that constructor builds.
+
+A Keras Hub `.keras` file holds a backbone's (or a task's) constructor arguments, not its layer graph, and
+weights stored by the layer paths that constructor creates. A backbone recipe replays the constructor on a
+`FunctionalBuilder` and returns the `BackboneGraph` (builder, inputs, outputs, the token embedding's layer);
+a task recipe nests that backbone, as Keras does, and adds its head. Recipes never run Keras: they know
+each architecture from Keras Hub's source (keras_hub/src/models/<arch>/), version `TESTED_KERAS_HUB`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from converter.errors import FormatError
+from converter.keras.hub.functional import FunctionalBuilder, Ref
+from converter.keras.weights import LayerKey, WeightSource, saved_object_name
+from converter.layers.spec import Config, ParseContext
+
+TESTED_KERAS_HUB = "0.32.0"
+
+
+@dataclass(frozen=True)
+class StoredWeights:
+    """The arrays a file holds under one model's path (a recipe asks where the config does not say:
+    Llama's tied embeddings, EfficientNet's top width)."""
+
+    source: WeightSource | None
+    path: tuple[LayerKey, ...] = ()
+
+    def arrays(self, *saved_names: str) -> list[np.ndarray] | None:
+        """The arrays of the layer at `saved_names` below this model (None: no weights, or no such layer)."""
+        if self.source is None:
+            return None
+        return self.source.layer_weights(self.path + tuple((n, n) for n in saved_names))
+
+    def below(self, saved_name: str) -> StoredWeights:
+        return StoredWeights(self.source, self.path + ((saved_name, saved_name),))
+
+
+@dataclass(frozen=True)
+class HubModel:
+    """One Keras Hub model entry of a file: class, name, constructor arguments, stored weights."""
+
+    class_name: str
+    name: str
+    args: Config
+    weights: StoredWeights
+
+    @classmethod
+    def of(cls, class_name: str, config: dict[str, Any], weights: StoredWeights) -> HubModel:
+        name = config.get("name")
+        name = name if isinstance(name, str) and name else saved_object_name(class_name)
+        return cls(class_name, name, Config(config, ParseContext(class_name, name, 3)), weights)
+
+    def refuse(self, key: str, why: str) -> FormatError:
+        """A constructor argument the architecture cannot have (the file is damaged or hand-edited)."""
+        return FormatError(f"{self.class_name} '{self.name}' has {key}={self.args.value(key)!r}: {why}",
+                           layer=self.name, hint="is the file's config complete and undamaged?")
+
+
+@dataclass
+class BackboneGraph:
+    """A backbone's graph before it is written out: a task may still call its layers (the reverse
+    embedding of a causal LM is the backbone's own token embedding, with the backbone's weights)."""
+
+    builder: FunctionalBuilder
+    outputs: Ref | dict[str, Ref]
+    token_embedding: str | None = None  # the ReversibleEmbedding layer a causal LM calls in reverse
+
+    def config(self) -> dict[str, Any]:
+        return self.builder.build(self.outputs)
+
+
+BackboneRecipe = Callable[[HubModel], BackboneGraph]
+TaskRecipe = Callable[[HubModel, HubModel, BackboneGraph], dict[str, Any]]
+
+BACKBONES: dict[str, BackboneRecipe] = {}
+TASKS: dict[str, TaskRecipe] = {}
+
+
+def backbone(*class_names: str) -> Callable[[BackboneRecipe], BackboneRecipe]:
+    def register(recipe: BackboneRecipe) -> BackboneRecipe:
+        for name in class_names:
+            BACKBONES[name] = recipe
+        return recipe
+    return register
+
+
+def task(*class_names: str) -> Callable[[TaskRecipe], TaskRecipe]:
+    def register(recipe: TaskRecipe) -> TaskRecipe:
+        for name in class_names:
+            TASKS[name] = recipe
+        return recipe
+    return register
+
+
+def nested_entry(model: HubModel, graph: BackboneGraph) -> dict[str, Any]:
+    """The backbone as a layer of its task: a Functional whose weights sit under the backbone's saved name
+    (`layers/bert_backbone/...`), which Keras derives from its class (`saved_class`, see layer_configs)."""
+    return {"class_name": "Functional", "name": model.name, "saved_class": model.class_name,
+            "config": graph.config()}
+
+
+def call_backbone(b: FunctionalBuilder, model: HubModel, graph: BackboneGraph) -> Ref | dict[str, Ref]:
+    """Give the task the backbone's inputs (same names, shapes, dtypes) and call the nested backbone on
+    them; returns the backbone's outputs as refs of the task's graph (a dict keeps the backbone's keys)."""
+    inputs = [b.input(name, shape, dtype) for name, shape, dtype in graph.builder.input_specs]
+    call = b.model(nested_entry(model, graph), inputs)
+    if isinstance(graph.outputs, dict):
+        return {key: Ref(call.layer, call.node, i) for i, key in enumerate(graph.outputs)}
+    return call
+
