@@ -9,6 +9,7 @@ each architecture from Keras Hub's source (keras_hub/src/models/<arch>/), versio
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,15 @@ from converter.keras.weights import LayerKey, WeightSource, saved_object_name
 from converter.layers.spec import Config, ParseContext
 
 TESTED_KERAS_HUB = "0.32.0"
+# Bounds on sizes and counts read from a file: far above any Keras Hub preset (Gemma 3 27B: 62 layers,
+# vocabulary 262144, hidden 5376), low enough that a hostile config cannot make a recipe loop for ever.
+MAX_SIZE = 1 << 24
+MAX_ITEMS = 4096
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 @dataclass(frozen=True)
@@ -58,8 +68,65 @@ class HubModel:
 
     def refuse(self, key: str, why: str) -> FormatError:
         """A constructor argument the architecture cannot have (the file is damaged or hand-edited)."""
-        return FormatError(f"{self.class_name} '{self.name}' has {key}={self.args.value(key)!r}: {why}",
+        return FormatError(f"{self.class_name} '{self.name}' has {key}={_shown(self.args.value(key))}: {why}",
                            layer=self.name, hint="is the file's config complete and undamaged?")
+
+    # Typed reads of constructor arguments. They come from an untrusted file, and a recipe loops over
+    # counts and allocates by sizes: each is checked for its kind and bounded before a recipe uses it.
+    def integer(self, key: str, default: int | None = None, minimum: int = 1, maximum: int = MAX_SIZE) -> int:
+        value = self._given(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+            raise self.refuse(key, f"expected an integer from {minimum} to {maximum}")
+        return value
+
+    def optional_integer(self, key: str, minimum: int = 1, maximum: int = MAX_SIZE) -> int | None:
+        return None if self.args.value(key) is None else self.integer(key, minimum=minimum, maximum=maximum)
+
+    def number(self, key: str, default: float | None = None) -> float:
+        value = self._given(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise self.refuse(key, "expected a finite number")
+        return float(value)
+
+    def optional_number(self, key: str) -> float | None:
+        return None if self.args.value(key) is None else self.number(key)
+
+    def flag(self, key: str, default: bool) -> bool:
+        value = self._given(key, default)
+        if not isinstance(value, bool):
+            raise self.refuse(key, "expected true or false")
+        return value
+
+    def text(self, key: str, default: str | None = None, choices: tuple[str, ...] = ()) -> str:
+        value = self._given(key, default)
+        if not isinstance(value, str) or (choices and value not in choices):
+            raise self.refuse(key, f"expected one of {list(choices)}" if choices else "expected a string")
+        return value
+
+    def integers(self, key: str, default: tuple[int, ...] | None = None, minimum: int = 1,
+                 maximum: int = MAX_SIZE) -> tuple[int, ...]:
+        """A list of integers (stackwise filters, an image shape), at most MAX_ITEMS long."""
+        value = self._given(key, default)
+        if not isinstance(value, (list, tuple)) or len(value) > MAX_ITEMS or not all(
+                isinstance(v, int) and not isinstance(v, bool) and minimum <= v <= maximum for v in value):
+            raise self.refuse(key, f"expected a list of at most {MAX_ITEMS} integers from {minimum} to {maximum}")
+        return tuple(value)
+
+    def items(self, key: str, default: list[Any] | None = None) -> list[Any]:
+        """A list argument whose items the recipe reads itself (at most MAX_ITEMS of them)."""
+        value = self._given(key, default)
+        if not isinstance(value, list) or len(value) > MAX_ITEMS:
+            raise self.refuse(key, f"expected a list of at most {MAX_ITEMS} items")
+        return value
+
+    def _given(self, key: str, default: Any) -> Any:
+        value = self.args.value(key)
+        if value is None:
+            if default is None:
+                raise FormatError(f"{self.class_name} '{self.name}' has no {key}", layer=self.name,
+                                  hint=f"Keras Hub's {self.class_name} requires {key}; the config is incomplete")
+            return default
+        return value
 
 
 @dataclass
