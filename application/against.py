@@ -94,7 +94,7 @@ def keras_sets(request: AgainstRequest, onnx_inputs: list[str], onnx_outputs: li
             keras_inputs = [_to_keras(given[name], perms_in.get(name)) for name in keras_in]
             for name, array in zip(keras_in, keras_inputs):
                 shapes[name].append(tuple(array.shape))
-            expected = reference_outputs(keras_model, keras_inputs)
+            expected = reference_outputs(keras_model, keras_inputs, keras_in)
             fed = {**zero_states(state_shapes, batch_of({n: given[n] for n in keras_in})), **given}
             sets.append(TestSet(fed, {name: _to_onnx(array, perms_out.get(name))
                                       for name, array in zip(keras_out, expected)}))

@@ -198,7 +198,7 @@ def main(debug: bool) -> None:
 
 
 @main.command("convert")
-@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("model", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Output file (default: MODEL with .onnx); NAME.keras writes a Keras 3 archive instead. "
                    "Missing folders are created.")
@@ -266,7 +266,7 @@ def convert_command(as_json: bool, **options: Any) -> ConversionResult | KerasEx
 
 
 @main.command("inspect")
-@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("model", type=click.Path(path_type=Path))
 @click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), help="Weights file for a model.json.")
 @click.option("--backend", type=click.Choice(["tensorflow", "theano"]), default=None,
               help="Keras backend that saved the file, where the file does not record it (Theano kernels are flipped).")

@@ -115,7 +115,7 @@ def check_against_keras(loaded: LoadedModel, onnx_path: Path, keras_model: Any, 
         feeds = session_feeds(session, with_zero_states(batch, graph))
         ours = _run_fed(session, feeds, plan.source)
         keras_inputs = [to_keras_layout(t, as_keras_input(feeds[t.name])) for t in inputs]
-        theirs = reference_outputs(keras_model, keras_inputs)
+        theirs = reference_outputs(keras_model, keras_inputs, [t.name for t in inputs])
         mine = [to_keras_layout(t, ours[n]) for t, n in zip(outputs, names)]
         _record(sets, feeds, outputs, names, theirs)
         chunked = chunked_diffs(lambda fed: _run_fed(session, fed, plan.source), feeds, ours, graph, tolerance)

@@ -158,10 +158,26 @@ def _shape_only(node: Node) -> bool:
     return handler is not None and handler.shape_only
 
 
+# Layers that look ids up in a table, and the config argument that sizes it.
+_TABLE_SIZE = {"Embedding": "input_dim", "ReversibleEmbedding": "input_dim",
+               "keras_hub>TokenAndPositionEmbedding": "vocabulary_size"}
+
+
 def _vocabulary(graph: Graph, tensor: Tensor) -> int | None:
-    """The smallest input_dim of the Embeddings this input reaches."""
-    sizes = [int(node.attrs["input_dim"]) for node in _reached(graph, tensor, ("Embedding",))]
+    """The smallest table of the embeddings this input reaches."""
+    sizes = [int(node.attrs[_TABLE_SIZE[node.kind]]) for node in _reached(graph, tensor, tuple(_TABLE_SIZE))
+             if isinstance(node.attrs.get(_TABLE_SIZE[node.kind]), int)]
     return min(sizes) if sizes else None
+
+
+# Keras Hub's name for a (batch, sequence) mask of real tokens (1) and padding (0).
+PADDING_MASK = "padding_mask"
+
+
+def _padding_mask(shape: tuple[int, ...], dtype: Any, rng: np.random.Generator) -> np.ndarray:
+    """Each sequence real up to a random length (at least one token), then padding, as a tokenizer pads."""
+    lengths = rng.integers(1, shape[-1] + 1, size=shape[:-1])
+    return (np.arange(shape[-1]) < lengths[..., None]).astype(dtype)
 
 
 def _lookup_tokens(graph: Graph, tensor: Tensor) -> list[Any]:
@@ -179,6 +195,8 @@ def _one_input(graph: Graph, tensor: Tensor, shape: tuple[int, ...], rng: np.ran
     if dtype is object:
         tokens = [str(t) for t in _lookup_tokens(graph, tensor)] or ["a", "b", "c"]
         return rng.choice(np.asarray([*tokens, OUT_OF_VOCABULARY], dtype=object), size=shape)
+    if tensor.name == PADDING_MASK and len(shape) == 2 and (np.issubdtype(dtype, np.integer) or dtype == np.bool_):
+        return _padding_mask(shape, dtype, rng)
     vocabulary = _vocabulary(graph, tensor)
     if vocabulary is not None:
         return rng.integers(0, vocabulary, size=shape).astype(dtype)

@@ -149,6 +149,14 @@ def refuse_code_layers(config: Any, path: str = "model") -> None:
             refuse_code_layers(value, path)
 
 
+KERAS_HUB_HINT = ("the file holds Keras Hub classes: `pip install keras-hub` (kconvert's [hub] extra) for the "
+                  "cross-check; the conversion itself needs no Keras")
+
+
+def _names_keras_hub(config: Any) -> bool:
+    return '"keras_hub' in json.dumps(config)
+
+
 def _loader_major(artifact: KerasArtifact) -> int:
     """Which Keras loads the file: a .keras archive is Keras 3's format; otherwise the file's major version
     (resolved once, in converter/keras/versions.py), Keras 1 files being read by Keras 2."""
@@ -165,6 +173,8 @@ def load_keras_model(artifact: KerasArtifact, weights: str | Path | None = None,
     refuse_code_layers(artifact.model_config)
     major = _loader_major(artifact)
     keras = _import_keras3() if major == 3 else _import_tf_keras()
+    if major == 3 and _names_keras_hub(artifact.model_config):
+        _import("keras_hub", KERAS_HUB_HINT)  # registers its classes, which the file names, with Keras
     objects = user_objects(keras, custom_objects) if custom_objects is not None else None
     path = str(artifact.path)
     try:
@@ -241,9 +251,11 @@ def _is_tf_keras(model: Any) -> bool:
     return type(model).__module__.startswith("tf_keras")
 
 
-def reference_outputs(model: Any, inputs: list[np.ndarray]) -> list[np.ndarray]:
-    """Keras' outputs for `inputs` (channels_last arrays as Keras takes them), one array per output."""
-    feed = inputs if len(inputs) > 1 else inputs[0]
+def reference_outputs(model: Any, inputs: list[np.ndarray], names: list[str] | None = None) -> list[np.ndarray]:
+    """Keras' outputs for `inputs` (channels_last arrays as Keras takes them), one array per output.
+    `names`: the inputs' names, for a model whose inputs are a dict (a Keras Hub backbone's `token_ids`,
+    `padding_mask`, ...), which Keras would otherwise pair with a list by its sorted keys."""
+    feed = _keyed(model, inputs, names) or (inputs if len(inputs) > 1 else inputs[0])
     failures = _backend_failures()
     try:
         _reset_states(model)
@@ -252,6 +264,13 @@ def reference_outputs(model: Any, inputs: list[np.ndarray]) -> list[np.ndarray]:
             return _flatten(outputs)
     except failures as err:
         raise _reference_failed(model, err) from None
+
+
+def _keyed(model: Any, inputs: list[np.ndarray], names: list[str] | None) -> dict[str, np.ndarray] | None:
+    struct = getattr(model, "_inputs_struct", None)  # Keras 3 Functional: the inputs as the model was built
+    if names is None or not isinstance(struct, dict) or set(struct) != set(names) or len(names) != len(inputs):
+        return None
+    return dict(zip(names, inputs))
 
 
 def _reset_states(model: Any) -> None:

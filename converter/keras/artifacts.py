@@ -103,6 +103,9 @@ def open_artifact(path: str | Path, weights: str | Path | None = None, backend: 
         raise UsageError(f"unknown backend {backend!r}", hint=f"use one of: {', '.join(BACKENDS)}")
     if not path.exists():
         raise FormatError(f"no such file: {path}", hint="check the path")
+    preset_version = None
+    if path.is_dir():
+        path, weights, preset_version = _preset_files(path, weights)
     kind = sniff(path)
     with ExitStack() as opened:
         if kind == "h5":
@@ -114,11 +117,49 @@ def open_artifact(path: str | Path, weights: str | Path | None = None, backend: 
         if weights is not None:
             artifact.weights = _open_weights_file(Path(weights), artifact, mapped, opened)
         if artifact.keras_version is None:
-            artifact.keras_version = _generation(artifact)
+            artifact.keras_version = preset_version or _generation(artifact)
         if backend is not None:
             artifact.backend = backend
         artifact._resources = opened.pop_all()
     return artifact
+
+
+# A Keras Hub preset folder (`save_to_preset`, a downloaded preset): the backbone's config, its weights and
+# the Keras version in metadata.json.
+PRESET_FILES = ("config.json", "model.weights.h5", "metadata.json")
+
+
+def _preset_files(folder: Path, weights: str | Path | None) -> tuple[Path, str | Path | None, str | None]:
+    """(config, weights, recorded Keras version) of a preset folder; nothing outside the folder is read."""
+    config, stored, metadata = (_in_folder(folder, name) for name in PRESET_FILES)
+    if config is None:
+        raise FormatError(f"{folder} is a folder without a config.json",
+                          hint="kconvert reads a model file, or a Keras Hub preset folder (config.json + "
+                               "model.weights.h5, as save_to_preset writes it)")
+    version = None
+    if metadata is not None:
+        version = recorded_text(parse_metadata(_small_file(metadata), f"{folder.name}/metadata.json"),
+                                "keras_version", f"{folder.name}/metadata.json")
+    return config, weights if weights is not None else stored, version
+
+
+def _in_folder(folder: Path, name: str) -> Path | None:
+    """`folder/name` if it is a regular file that really lies in the folder (a link pointing out of it is
+    refused: a model folder must not make kconvert read other files)."""
+    path = folder / name
+    if not path.exists():
+        return None
+    if not path.resolve().is_relative_to(folder.resolve()) or not path.is_file():
+        raise FormatError(f"{folder.name}/{name} is not a file inside the folder (a link out of it, or a folder)",
+                          hint="a preset folder holds its own files; refusing to read outside it")
+    return path
+
+
+def _small_file(path: Path) -> bytes:
+    if path.stat().st_size > MAX_JSON_FILE_BYTES:
+        raise FormatError(f"{path.name} holds {path.stat().st_size} bytes, more than any Keras metadata",
+                          hint="is this a Keras Hub preset folder?")
+    return path.read_bytes()
 
 
 def _generation(artifact: KerasArtifact) -> str | None:
