@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from converter.errors import UsageError
+from converter.keras.hub.names import is_preprocessing
 
 MODEL_SUFFIXES = (".h5", ".hdf5", ".keras")
 WEIGHT_SUFFIXES = (".h5", ".hdf5", ".hd5", ".h5f")
@@ -125,13 +126,17 @@ def _from_files(root: Path, paths: list[Path]) -> list[Found]:
     return found
 
 
+# A Keras Hub preset folder (save_to_preset) holds config.json beside model.weights.h5.
+PRESET_WEIGHTS = {"config": ("model.weights",)}
+
+
 def weights_beside(architecture: Path) -> Path | None:
     """The weights file a model.json's authors saved beside it: STEM.weights.h5, STEM_weights.h5, the stem
     with model/arch spelled weights (model_k2.json → weights_k2.h5, my_nn_arch → my_nn_weights), and last
     STEM.h5 (which may be a whole model of its own where a weights file is named the other ways)."""
     stem = architecture.name[: -len(".json")]
     stems = [f"{stem}.weights", f"{stem}_weights", stem.replace("model", "weights"), stem.replace("arch", "weights"),
-             stem]
+             stem, *PRESET_WEIGHTS.get(stem, ())]
     for candidate_stem in dict.fromkeys(stems):
         for suffix in WEIGHT_SUFFIXES:
             candidate = architecture.with_name(candidate_stem + suffix)
@@ -150,7 +155,8 @@ def _is_keras_json(path: Path) -> bool:
             data = json.loads(data)
     except (ValueError, OSError):
         return False
-    return isinstance(data, dict) and "class_name" in data
+    # A Keras Hub preset's tokenizer.json / preprocessor.json is no model (it maps strings to ids in Python).
+    return isinstance(data, dict) and "class_name" in data and not is_preprocessing(data)
 
 
 def _is_json_list(path: Path) -> bool:

@@ -14,23 +14,12 @@ from typing import Any
 
 from converter.errors import KconvertWarning, UnsupportedLayerError
 from converter.keras.hub import catalog  # noqa: F401  (registers every recipe)
+from converter.keras.hub.names import PREPROCESSING_SUFFIXES, hub_class
 from converter.keras.hub.recipes import BACKBONES, TASKS, HubModel, StoredWeights
 from converter.keras.weights import WeightSource, saved_object_name
 
 # Where the README documents Keras Hub models (GitHub's anchor of the "Keras Hub models" heading).
 README_SECTION = "README.md#keras-hub-models"
-# Keras Hub classes that map strings (or raw images, audio) to model inputs in Python.
-_PREPROCESSING_SUFFIXES = ("Preprocessor", "Tokenizer", "ImageConverter", "AudioConverter", "VideoConverter")
-
-
-def hub_class(entry: Any) -> str | None:
-    """The Keras Hub class of a model entry (`BertBackbone`), or None for anything else."""
-    if not isinstance(entry, dict) or not isinstance(entry.get("class_name"), str):
-        return None
-    module, registered = entry.get("module"), entry.get("registered_name")
-    from_hub = (isinstance(module, str) and module.startswith("keras_hub.")) or \
-        (isinstance(registered, str) and registered.startswith("keras_hub>"))
-    return entry["class_name"].removeprefix("keras_hub>") if from_hub else None
 
 
 def expand_hub_models(raw: Any, weights: WeightSource | None) -> Any:
@@ -96,7 +85,7 @@ def _task_config(task: HubModel) -> dict[str, Any]:
 
 
 def _refusal(cls: str, name: str) -> UnsupportedLayerError:
-    if cls.endswith(_PREPROCESSING_SUFFIXES):
+    if cls.endswith(PREPROCESSING_SUFFIXES):
         return UnsupportedLayerError(
             f"{cls} '{name}' is a Keras Hub preprocessor or tokenizer: it maps strings (or raw images) to model "
             "inputs in Python and holds no layer graph, so it has no ONNX form", layer=name,
