@@ -241,9 +241,9 @@ def test_corpus_batch_and_cached_rerun(tmp_path: Path) -> None:
     assert len(result["models"]) >= 70 and result["counts"]["pass"] >= 50
     assert not {m["status"] for m in result["models"]} & {"timeout", "oom", "crashed"}
     assert all(m.get("exit_code") in (0, 2, 3, 4) for m in result["models"])
-    start = time.perf_counter()
+    # Every model cached: nothing converted again (how fast that is, bench/batch_bench.py measures; a timed
+    # assertion here would fail on a busy machine, not on slow code).
     again = _json(_batch(str(CORPUS), "-o", str(tmp_path / "out"), "--json").stdout)
-    assert time.perf_counter() - start < 2.0
     assert again["counts"]["cached"] == len(result["models"])
 
 
