@@ -27,7 +27,7 @@ from converter.layers.transformer_ops import attend, inverse_sqrt, linear, merge
 # Far above ViT-Huge (32 layers, 1280 wide): a hostile config cannot make weight lists of a billion names.
 MAX_LAYERS = 1024
 BLOCK_SAVED_NAME = "vi_t_encoder_block"  # Keras' saved name of ViTEncoderBlock (a list's items: _1, _2 ...)
-FLOAT32_EPS = 1e-6
+DEFAULT_EPSILON = 1e-6  # ViTEncoder's layer_norm_epsilon default
 
 
 def _refuse(config: Config, key: str, why: str) -> FormatError:
@@ -140,7 +140,7 @@ class EncoderSpec(LayerSpec):
     mlp_dim: int
     use_mha_bias: bool = True
     use_mlp_bias: bool = True
-    layer_norm_epsilon: float = FLOAT32_EPS
+    layer_norm_epsilon: float = DEFAULT_EPSILON
 
     @property
     def key_dim(self) -> int:
@@ -179,7 +179,7 @@ class ViTEncoder(LayerHandler[EncoderSpec]):
                            hidden_dim=config.integer("hidden_dim"), mlp_dim=config.integer("mlp_dim"),
                            use_mha_bias=config.flag("use_mha_bias", True),
                            use_mlp_bias=config.flag("use_mlp_bias", True),
-                           layer_norm_epsilon=config.number("layer_norm_epsilon", FLOAT32_EPS))
+                           layer_norm_epsilon=config.number("layer_norm_epsilon", DEFAULT_EPSILON))
         if spec.num_layers > MAX_LAYERS:
             raise _refuse(config, "num_layers", f"expected at most {MAX_LAYERS} blocks")
         if spec.num_heads > spec.hidden_dim:
