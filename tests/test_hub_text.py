@@ -178,3 +178,38 @@ def test_user_decoder_with_cross_attention_is_refused(tmp_path: Path) -> None:
     model = keras.Model([decoder_in, encoder_in], outputs)
     with pytest.raises(UnsupportedLayerError, match="cross-attention"):
         convert_saved(model, tmp_path)
+
+
+def test_user_block_after_an_implicit_mask_is_refused(tmp_path: Path) -> None:
+    keras_hub = hub()
+    import keras
+
+    from converter.errors import UnsupportedLayerError
+
+    ids = keras.Input((None,), dtype="int32", name="ids")
+    x = keras.layers.Embedding(VOCAB, 8, mask_zero=True)(ids)
+    model = keras.Model(ids, keras_hub.layers.TransformerEncoder(16, 2)(x))
+    with pytest.raises(UnsupportedLayerError, match="implicit mask"):
+        convert_saved(model, tmp_path)
+
+
+def test_user_attention_masks_and_options(tmp_path: Path) -> None:
+    """attention_mask (B, T, T) on both blocks, a decoder without its causal mask, positions from 2 on."""
+    keras_hub = hub()
+    import keras
+
+    ids = keras.Input((None,), dtype="int32", name="ids")
+    allowed = keras.Input((None, None), dtype="int32", name="allowed")
+    tokens = keras.layers.Embedding(VOCAB, 8)(ids)
+    x = keras.layers.Add()([tokens, keras_hub.layers.PositionEmbedding(16)(tokens, start_index=2)])
+    x = keras_hub.layers.TransformerEncoder(16, 2, dropout=0.1)(x, attention_mask=allowed)
+    x = keras_hub.layers.TransformerDecoder(16, 2)(x, decoder_attention_mask=allowed, use_causal_mask=False)
+    model = keras.Model({"ids": ids, "allowed": allowed}, x)
+    randomize(model, seed=4, scale=0.3)
+    onnx_model = convert_saved(model, tmp_path)
+    rng = np.random.default_rng(5)
+    for batch, seq in SHAPES:
+        inputs = {"ids": rng.integers(0, VOCAB, (batch, seq)).astype("int32"),
+                  "allowed": (rng.random((batch, seq, seq)) < 0.6).astype("int32")}
+        inputs["allowed"][0, 1] = 0  # one fully masked query row
+        assert_matches(onnx_model, model, inputs)

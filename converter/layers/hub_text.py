@@ -216,6 +216,9 @@ class TransformerBlock(LayerHandler[TransformerBlockSpec]):
     required_arguments = ("intermediate_dim", "num_heads")
     # The call's tensor keyword arguments this block converts.
     mask_arguments: frozenset[str] = frozenset()
+    # Keras Hub's blocks read an implicit mask (Embedding mask_zero) as their padding mask when none is
+    # given; kconvert does not carry it there, so such a model is refused rather than converted wrongly.
+    masked_merge_refused_in_keras3 = True
 
     def parse(self, config: Config) -> TransformerBlockSpec:
         return parse_block(config)
