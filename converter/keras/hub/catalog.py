@@ -3,5 +3,6 @@
 from converter.keras.hub import (  # noqa: F401
     llama,
     resnet,
+    text,
     vit,
 )
