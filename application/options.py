@@ -234,6 +234,8 @@ def _check_inputs_exist(request: ConvertRequest) -> None:
                              hint="check the path")
         if option == "--inputs":
             _check_inputs_path(path)
+        elif option == "model" and path.is_dir():
+            continue  # a Keras Hub preset folder; the reader checks what it holds
         elif not path.is_file():
             raise UsageError(f"{path} is not a file" + ("" if option == "model" else f" (given to {option})"),
                              hint="give the path of a file")

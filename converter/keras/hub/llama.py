@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from converter.keras.hub.functional import FunctionalBuilder, Ref
-from converter.keras.hub.recipes import BackboneGraph, HubModel, backbone, call_backbone, task
+from converter.keras.hub.functional import FunctionalBuilder
+from converter.keras.hub.recipes import BackboneGraph, HubModel, backbone, causal_lm, task
 
 TOKEN_EMBEDDING = "token_embedding"
 # Constructor arguments of Llama 3.1's rotary band adjustment (all four set, or none).
@@ -42,13 +42,9 @@ def mistral_backbone(model: HubModel) -> BackboneGraph:
 
 
 @task("LlamaCausalLM", "Llama3CausalLM", "MistralCausalLM")
-def causal_lm(task_model: HubModel, backbone_model: HubModel, graph: BackboneGraph) -> dict[str, Any]:
+def llama_causal_lm(task_model: HubModel, backbone_model: HubModel, graph: BackboneGraph) -> dict[str, Any]:
     """backbone(inputs) -> the backbone's token embedding called in reverse (its own weights)."""
-    assert isinstance(graph.outputs, Ref) and graph.token_embedding is not None
-    graph.outputs = graph.builder.layer("ReversibleEmbedding", graph.token_embedding, {}, graph.outputs,
-                                        reverse=True)
-    b = FunctionalBuilder(task_model.name)
-    return b.build(call_backbone(b, backbone_model, graph))
+    return causal_lm(task_model, backbone_model, graph)
 
 
 def _attention_args(model: HubModel) -> dict[str, Any]:

@@ -181,3 +181,16 @@ def call_backbone(b: FunctionalBuilder, model: HubModel, graph: BackboneGraph) -
         return {key: Ref(call.layer, call.node, i) for i, key in enumerate(graph.outputs)}
     return call
 
+
+
+def causal_lm(task: HubModel, backbone: HubModel, graph: BackboneGraph) -> dict[str, Any]:
+    """A causal LM's forward pass (keras_hub CausalLM.call_with_cache without a cache): the backbone's hidden
+    states through its own token embedding called in reverse, inside the backbone, so that the reverse call
+    binds the backbone's embedding weights (and applies its logit soft cap). One output, `logits`."""
+    assert isinstance(graph.outputs, Ref) and graph.token_embedding is not None, "a causal LM's backbone"
+    graph.outputs = graph.builder.layer("ReversibleEmbedding", graph.token_embedding, {}, graph.outputs,
+                                        reverse=True)
+    b = FunctionalBuilder(task.name)
+    logits = call_backbone(b, backbone, graph)
+    assert isinstance(logits, Ref)
+    return b.build({"logits": logits})

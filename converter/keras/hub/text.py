@@ -13,7 +13,15 @@ from typing import Any
 
 from converter.errors import UnsupportedLayerError
 from converter.keras.hub.functional import FunctionalBuilder, Ref
-from converter.keras.hub.recipes import MAX_ITEMS, BackboneGraph, HubModel, backbone, call_backbone, task
+from converter.keras.hub.recipes import (
+    MAX_ITEMS,
+    BackboneGraph,
+    HubModel,
+    backbone,
+    call_backbone,
+    causal_lm,
+    task,
+)
 
 # Keras Hub's BERT and GPT-2 blocks use gelu's tanh form, saved as this registered function.
 GELU_APPROXIMATE = {"module": "builtins", "class_name": "function", "config": "keras_hub>gelu_approximate",
@@ -191,8 +199,4 @@ def gpt2_backbone(model: HubModel) -> BackboneGraph:
 @task("GPT2CausalLM")
 def gpt2_causal_lm(task_model: HubModel, backbone_model: HubModel, graph: BackboneGraph) -> dict[str, Any]:
     """logits = hidden @ token_embeddings^T: the backbone's own embedding called in reverse."""
-    assert isinstance(graph.outputs, Ref) and graph.token_embedding is not None
-    graph.outputs = graph.builder.layer("ReversibleEmbedding", graph.token_embedding, {}, graph.outputs,
-                                        reverse=True)
-    b = FunctionalBuilder(task_model.name)
-    return b.build(call_backbone(b, backbone_model, graph))
+    return causal_lm(task_model, backbone_model, graph)
