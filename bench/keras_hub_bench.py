@@ -329,26 +329,40 @@ def latencies_ms(sessions: list[ort.InferenceSession], feeds: list[dict[str, np.
 
 
 def bench(model: str, args: argparse.Namespace) -> dict[str, object]:
-    ours, keras = convert_kconvert(model, args.runs, args.repo), convert_keras(model, args.reexport)
-    row: dict[str, object] = {"model": model, "ours": ours, "keras": keras}
-    files = [c.path for c in (ours, keras) if c.path is not None]
-    row["graphs"] = [optimized_graph(path) for path in files]
-    sessions = [_session(path) for path in files]
-    if len(files) == 2:
-        row["diff"] = max_abs_diff(sessions, model)
+    """One model's row. Per-file values are [kconvert's, Keras'], None where that tool made no file."""
+    conversions = [convert_kconvert(model, args.runs, args.repo), convert_keras(model, args.reexport)]
+    made = [i for i, c in enumerate(conversions) if c.path is not None]
+    paths = [p for p in (c.path for c in conversions) if p is not None]
+    sessions = [_session(path) for path in paths]
+
+    def slots(values: list[object]) -> list[object]:
+        spread: list[object] = [None, None]
+        for i, value in zip(made, values):
+            spread[i] = value
+        return spread
+
+    row: dict[str, object] = {"model": model, "ours": conversions[0], "keras": conversions[1],
+                              "graphs": slots([optimized_graph(path) for path in paths]),
+                              "inputs": [[(i.name, i.type) for i in s.get_inputs()] for s in sessions],
+                              "diff": max_abs_diff(sessions, model) if len(sessions) == 2 else ""}
     for batch in BATCHES:
-        row[f"b{batch}"] = latencies_ms(sessions, _feeds(sessions, model, batch), args.rounds, args.seconds)
-    row["inputs"] = [[(i.name, i.type) for i in s.get_inputs()] for s in sessions]
+        timed = latencies_ms(sessions, _feeds(sessions, model, batch), args.rounds, args.seconds) if sessions else []
+        row[f"b{batch}"] = slots(list(timed))
     return row
 
 
-def _pair(row: dict[str, object], key: str, fmt: str) -> tuple[str, str]:
-    """"ours / Keras" cell and kconvert/Keras ratio cell for a per-file list, where both files exist."""
-    values = row[key]
-    assert isinstance(values, list)
-    if len(values) == 2:
-        return f"{values[0]:{fmt}} / {values[1]:{fmt}}", f"{values[0] / values[1]:.2f}"
-    return f"- / {values[0]:{fmt}}", ""
+def _cells(values: list[object], fmt: str) -> tuple[str, str]:
+    """"kconvert / Keras" cell ("-" for a missing file) and the kconvert / Keras ratio where both exist."""
+    cell = " / ".join("-" if v is None else f"{v:{fmt}}" for v in values)
+    ours, theirs = values
+    ratio = f"{ours / theirs:.2f}" if isinstance(ours, float) and isinstance(theirs, float) else ""
+    return cell, ratio
+
+
+def _seconds(conversion: Conversion, tool: str, fmt: str) -> str:
+    if conversion.seconds is None:
+        return f"{tool}: {conversion.problem}"
+    return f"{conversion.seconds:{fmt}}" + (f" (cached, {conversion.cached})" if conversion.cached else "")
 
 
 def table(rows: list[dict[str, object]]) -> str:
@@ -356,21 +370,15 @@ def table(rows: list[dict[str, object]]) -> str:
              "| B8 ms kconvert / Keras | ratio | max abs diff (B8) | ORT nodes kconvert / Keras | fused ops kconvert "
              "| fused ops Keras |", "|" + " --- |" * 12]
     for row in rows:
-        ours, keras = row["ours"], row["keras"]
-        assert isinstance(ours, Conversion) and isinstance(keras, Conversion)
-        ours_s = f"{ours.seconds:.2f}" if ours.seconds is not None else f"kconvert: {ours.problem}"
-        keras_s = (f"{keras.seconds:.1f}" + (f" (cached, {keras.cached})" if keras.cached else "")
-                   if keras.seconds is not None else f"Keras: {keras.problem}")
+        ours, keras, graphs = row["ours"], row["keras"], row["graphs"]
+        assert isinstance(ours, Conversion) and isinstance(keras, Conversion) and isinstance(graphs, list)
         speed = f"{keras.seconds / ours.seconds:.1f}x" if ours.seconds and keras.seconds else ""
-        graphs = row["graphs"]
-        assert isinstance(graphs, list)
-        nodes = " / ".join(str(n) for n, _ in graphs) if len(graphs) == 2 else f"- / {graphs[0][0]}" if graphs else ""
-        fused = [f for _, f in graphs]
-        fused_ours, fused_keras = (fused if len(fused) == 2 else ["", *fused][-2:]) if fused else ["", ""]
-        b1, r1 = _pair(row, "b1", ".2f")
-        b8, r8 = _pair(row, "b8", ".1f")
-        lines.append(f"| {row['model']} | {ours_s} | {keras_s} | {speed} | {b1} | {r1} | {b8} | {r8} | "
-                     f"{row.get('diff', '')} | {nodes} | {fused_ours} | {fused_keras} |")
+        nodes, _ = _cells([None if g is None else g[0] for g in graphs], "d")
+        fused = ["" if g is None else g[1] for g in graphs]
+        b1, r1 = _cells(row["b1"], ".2f")  # type: ignore[arg-type]
+        b8, r8 = _cells(row["b8"], ".1f")  # type: ignore[arg-type]
+        lines.append(f"| {row['model']} | {_seconds(ours, 'kconvert', '.2f')} | {_seconds(keras, 'Keras', '.1f')} "
+                     f"| {speed} | {b1} | {r1} | {b8} | {r8} | {row['diff']} | {nodes} | {fused[0]} | {fused[1]} |")
     return "\n".join(lines)
 
 

@@ -69,3 +69,17 @@ def test_a_kconvert_error_is_a_refusal_with_its_hint_and_anything_else_a_failure
                                           "Keras Hub classes: ResNetBackbone (UnsupportedLayerError)")
     assert hub_bench._failure("Traceback ...\nMemoryError: out\n") == "failed: out (MemoryError)"
     assert hub_bench._failure("Killed\n") == "failed: Killed"
+
+
+def test_table_keeps_each_tools_column_when_one_tool_made_no_file() -> None:
+    refused = hub_bench.Conversion(None, None, "refused: not converted (UnsupportedLayerError)")
+    keras = hub_bench.Conversion(Path("k.onnx"), 30.0, cached="2026-12-08 00:01")
+    row = {"model": "bert_small", "ours": refused, "keras": keras, "graphs": [None, (244, "FastGelu 2")],
+           "diff": "", "b1": [None, 2.0], "b8": [None, 14.0]}
+    line = hub_bench.table([row]).splitlines()[-1]
+    assert line == ("| bert_small | kconvert: refused: not converted (UnsupportedLayerError) | 30.0 (cached, "
+                    "2026-12-08 00:01) |  | - / 2.00 |  | - / 14.0 |  |  | - / 244 |  | FastGelu 2 |")
+    both = {**row, "ours": hub_bench.Conversion(Path("o.onnx"), 1.5), "graphs": [(91, "LayerNormalization 5"),
+            (244, "FastGelu 2")], "diff": "1.0e-06 (x)", "b1": [1.0, 2.0], "b8": [7.0, 14.0]}
+    assert "| 1.50 | 30.0 (cached, 2026-12-08 00:01) | 20.0x | 1.00 / 2.00 | 0.50 | 7.0 / 14.0 | 0.50 |" \
+        in hub_bench.table([both])
