@@ -153,11 +153,12 @@ def _gelu(b: OpBuilder, x: str, kw: dict[str, Any]) -> str:
     half_x = b.op("Mul", x, b.scalar(0.5, "half"))
     if approximate:
         # 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
-        cube = b.op("Mul", b.op("Mul", x, x), x)
+        cube = b.op("Pow", x, b.scalar(3.0, "three"))  # onnxruntime fuses this form (FastGelu), not x*x*x
         inner = b.op("Add", x, b.op("Mul", cube, b.scalar(0.044715, "coef")))
         t = b.op("Tanh", b.op("Mul", inner, b.scalar(0.7978845608028654, "sqrt_2_over_pi")))
     else:
-        t = b.op("Erf", b.op("Mul", x, b.scalar(0.7071067811865476, "inv_sqrt2")))
+        # x / sqrt(2), as Keras writes it: the form onnxruntime fuses into Gelu
+        t = b.op("Erf", b.op("Div", x, b.scalar(1.4142135623730951, "sqrt2")))
     return b.op("Mul", half_x, b.op("Add", t, b.scalar(1.0, "one")))
 
 
