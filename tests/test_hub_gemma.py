@@ -40,6 +40,9 @@ GEMMA3 = {**SMALL, "num_layers": 7, "image_size": 16, "use_post_ffw_norm": True,
 # Gemma 3's embedding-model attention: bidirectional, an even window (asymmetric band), no QK norm, caps.
 GEMMA3_BIDIRECTIONAL = {**GEMMA3, "use_bidirectional_attention": True, "sliding_window_size": 4,
                         "use_query_key_norm": False, "attention_logit_soft_cap": 1.5, "final_logit_soft_cap": 2.0}
+# EmbeddingGemma: the bidirectional model plus the pooled output (mean pooling, two projections, unit norm).
+GEMMA3_EMBEDDING = {**GEMMA3_BIDIRECTIONAL, "is_embedding_model": True, "pooling_intermediate_dim": 12,
+                    "embedding_dim": 6}
 SIZES = ((2, 7), (3, 4))
 
 
@@ -60,8 +63,9 @@ def _backbone(cls: str, config: dict[str, Any], seed: int = 0) -> Any:
 
 @pytest.mark.tf
 @pytest.mark.parametrize("cls,config", [("GemmaBackbone", SMALL), ("GemmaBackbone", GEMMA2_STYLE),
-                                        ("Gemma3Backbone", GEMMA3), ("Gemma3Backbone", GEMMA3_BIDIRECTIONAL)],
-                         ids=["gemma", "gemma2_style", "gemma3", "gemma3_bidirectional"])
+                                        ("Gemma3Backbone", GEMMA3), ("Gemma3Backbone", GEMMA3_BIDIRECTIONAL),
+                                        ("Gemma3Backbone", GEMMA3_EMBEDDING)],
+                         ids=["gemma", "gemma2_style", "gemma3", "gemma3_bidirectional", "gemma3_embedding"])
 def test_backbone_matches_keras(tmp_path: Path, cls: str, config: dict[str, Any]) -> None:
     model = _backbone(cls, config)
     onnx_model = convert_saved(model, tmp_path)
@@ -105,7 +109,8 @@ def _layers(config: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 @pytest.mark.tf
-@pytest.mark.parametrize("cls,config", [("GemmaBackbone", GEMMA2_STYLE), ("Gemma3Backbone", GEMMA3)])
+@pytest.mark.parametrize("cls,config", [("GemmaBackbone", GEMMA2_STYLE), ("Gemma3Backbone", GEMMA3),
+                                        ("Gemma3Backbone", GEMMA3_EMBEDDING)])
 def test_recipe_layers_are_keras_own(cls: str, config: dict[str, Any]) -> None:
     """Names, classes and order of the recipe's layers are those of Keras' own Functional graph."""
     import keras
@@ -185,13 +190,32 @@ def test_bad_gemma_config_names_the_field(tmp_path: Path, change: dict[str, Any]
         converter.convert(path)
 
 
+def test_gemma3_vision_encoder_refused_by_name(tmp_path: Path) -> None:
+    vision = {"vision_encoder": {"class_name": "Gemma3VisionEncoder", "config": {}}}
+    path = _save_hub(tmp_path / "m.keras", "Gemma3Backbone", {**GEMMA3, **vision}, module="gemma3")
+    with pytest.raises(UnsupportedLayerError, match="vision_encoder"):
+        converter.convert(path)
+
+
+@pytest.mark.parametrize("cls,module", [("GemmaBackbone", "gemma"), ("Gemma3Backbone", "gemma3")])
+def test_bfloat16_gemma_refused_with_the_way_out(tmp_path: Path, cls: str, module: str) -> None:
+    """Gemma presets load as bfloat16 by default; such a file is refused by its dtype, not by its arrays."""
+    policy = {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "bfloat16"}, "registered_name": None}
+    path = _save_hub(tmp_path / "m.keras", cls, {**GEMMA3, "dtype": policy}, module=module)
+    with pytest.raises(UnsupportedLayerError, match="bfloat16") as raised:
+        converter.convert(path)
+    assert "float32" in str(raised.value.hint)
+
+
 @pytest.mark.parametrize("change,field", [
-    ({"vision_encoder": {"class_name": "Gemma3VisionEncoder", "config": {}}}, "vision_encoder"),
-    ({"is_embedding_model": True, "pooling_intermediate_dim": 8, "embedding_dim": 4}, "is_embedding_model"),
+    ({"is_embedding_model": True, "pooling_intermediate_dim": 8}, "embedding_dim"),
+    ({"is_embedding_model": "true", "pooling_intermediate_dim": 8, "embedding_dim": 4}, "is_embedding_model"),
+    ({"use_bidirectional_attention": 1}, "use_bidirectional_attention"),
+    ({"global_rope_scaling_factor": "8"}, "global_rope_scaling_factor"),
 ])
-def test_gemma3_options_refused_by_name(tmp_path: Path, change: dict[str, Any], field: str) -> None:
+def test_bad_gemma3_config_names_the_field(tmp_path: Path, change: dict[str, Any], field: str) -> None:
     path = _save_hub(tmp_path / "m.keras", "Gemma3Backbone", {**GEMMA3, **change}, module="gemma3")
-    with pytest.raises(UnsupportedLayerError, match=field):
+    with pytest.raises(FormatError, match=field):
         converter.convert(path)
 
 

@@ -3,6 +3,7 @@
 - `RMSNormalization` (Gemma's and Gemma 3's, one formula): x * rsqrt(mean(x^2) + epsilon) * (1 + scale).
   Keras has a class of the same name that multiplies by `scale`; this one is handled under its Keras Hub
   name (`keras_hub>RMSNormalization`, see layer_configs.hub_layer_kind).
+- `Gemma3MeanPooling`: EmbeddingGemma's mean over the real tokens.
 - `GemmaDecoderBlock` (Gemma 1 and 2) and `Gemma3DecoderBlock`: pre-norm attention and gated-gelu feed
   forward, each optionally post-normed, added to the residual:
     h = norm(x); a = attention(h); [a = norm(a)]; x = x + a
@@ -29,7 +30,7 @@ from converter.ir import Node, Shape
 from converter.layers.activations import ACTIVATIONS
 from converter.layers.builder import OpBuilder
 from converter.layers.registry import LAYERS, LayerHandler, expect_rank
-from converter.layers.spec import Config, LayerSpec, parse_fields
+from converter.layers.spec import Config, LayerSpec, NoArgs, parse_fields
 from converter.layers.transformer_ops import (
     MaskedRows,
     attend,
@@ -285,6 +286,39 @@ def _padding_keep(b: OpBuilder, padding: str | None, bidirectional: bool) -> str
         return None
     keys = padding_keep(b, padding)
     return both(b, keys, b.unsqueeze(b.op("Cast", padding, to=9), [1, 3])) if bidirectional else keys
+
+
+# Gemma3MeanPooling's floor on the real-token count (an all-padding row pools to zeros).
+MIN_TOKEN_COUNT = 1e-9
+
+
+@LAYERS.register("keras_hub>Gemma3MeanPooling")
+class Gemma3MeanPooling(LayerHandler[NoArgs]):
+    """EmbeddingGemma's pooling: sum(x * mask, axis=1) / max(sum(mask, axis=1), 1e-9), (B, T, H) -> (B, H).
+    Called as pool(x, padding_mask=m) or pool([x, m])."""
+
+    keras_availability = "file"
+
+    def check(self, node: Node) -> None:
+        if len(self._operands(node)) != 2:
+            raise UnsupportedLayerError(f"{node.kind} '{node.layer_name}' is called without a padding mask",
+                                        layer=node.layer_name, hint="Keras Hub calls it as pool(x, padding_mask=m)")
+
+    def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
+        x, mask = (input_shapes[i] for i in self._operands(node))
+        expect_rank(node, x, 3, "(batch, sequence, features)")
+        expect_rank(node, mask, 2, "padding_mask (batch, sequence)")
+        return [(x[0], x[2])]
+
+    def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
+        x, padding = (inputs[i] for i in self._operands(node))
+        mask = b.op("Cast", padding, to=1)
+        total = b.reduce("ReduceSum", b.op("Mul", x, b.unsqueeze(mask, [2])), [1], keepdims=False)
+        count = b.op("Max", b.reduce("ReduceSum", mask, [1], keepdims=True), b.scalar(MIN_TOKEN_COUNT, "floor"))
+        return [b.op("Div", total, count)]
+
+    def _operands(self, node: Node) -> list[int]:
+        return node.call.positional(len(node.inputs)) + node.call.tensor_positions("padding_mask")
 
 
 def _register() -> None:

@@ -6,7 +6,8 @@ token_ids -> ReversibleEmbedding (tied, `final_logit_soft_cap` on its reverse ca
 padding mask) -> final_normalization (Gemma's RMSNormalization, the backbone's `layer_norm_epsilon`; the
 blocks keep their own default 1e-6). Gemma slides the window in even blocks; Gemma 3 in every block but
 each sixth (i % 6 < 5), those local blocks with RoPE wavelength 10^4 and `local_rope_scaling_factor`,
-the global ones with 10^6 and `global_rope_scaling_factor`. A causal LM's logits are the token
+the global ones with 10^6 and `global_rope_scaling_factor`; `is_embedding_model` adds the pooled output
+(EmbeddingGemma). A causal LM's logits are the token
 embedding called in reverse on the backbone's output.
 """
 
@@ -34,8 +35,25 @@ GLOBAL_ROPE_WAVELENGTH = 1_000_000.0
 GEMMA3_PATTERN = 6
 
 
+def _refuse_low_precision(model: HubModel) -> None:
+    """Gemma presets default to bfloat16, whose arrays a `.keras` stores as opaque 2-byte values and whose
+    Keras results differ from float32 ones: kconvert converts float32 models only."""
+    policy = model.args.value("dtype")
+    name = policy.get("config", {}).get("name") if isinstance(policy, dict) else policy
+    if name not in (None, "float32"):
+        raise UnsupportedLayerError(f"{model.class_name} '{model.name}' has the dtype policy {_quoted(name)}",
+                                    layer=model.name, hint="kconvert converts float32 Gemma models: load it with "
+                                    "dtype=\"float32\" (e.g. from_preset(..., dtype=\"float32\")) and save it again")
+
+
+def _quoted(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _shape_args(model: HubModel) -> dict[str, Any]:
     """The block arguments both generations share, checked (counts bounded, heads grouped evenly)."""
+    _refuse_low_precision(model)
     heads, kv_heads = model.integer("num_query_heads"), model.integer("num_key_value_heads")
     if heads % kv_heads:
         raise model.refuse("num_key_value_heads", f"num_query_heads={heads} is not a multiple of it")
@@ -97,7 +115,7 @@ def _window(model: HubModel, default: int) -> int:
 
 @backbone("Gemma3Backbone")
 def gemma3_backbone(model: HubModel) -> BackboneGraph:
-    _refuse_multimodal(model)
+    _refuse_vision(model)
     shared = _shape_args(model)
     sliding, window = model.flag("use_sliding_window_attention", False), _window(model, 1024)
     local_factor = model.number("local_rope_scaling_factor", 1.0)
@@ -113,22 +131,32 @@ def gemma3_backbone(model: HubModel) -> BackboneGraph:
         config = {**shared, **extra, **rope, "use_sliding_window_attention": local, "sliding_window_size": window}
         x = b.hub_layer("Gemma3DecoderBlock", f"decoder_block_{i}", config, x, padding_mask=padding_mask,
                         vision_mask=None)
-    return _finish(b, model, x)
+    graph = _finish(b, model, x)
+    if model.flag("is_embedding_model", False):
+        graph.outputs = _embedding_outputs(b, model, graph.outputs, padding_mask)
+    return graph
 
 
-def _refuse_multimodal(model: HubModel) -> None:
-    """A vision encoder (image inputs interleaved with the text) and the embedding model's pooled output
-    are Gemma 3 options kconvert does not convert: refused by name."""
+def _embedding_outputs(b: FunctionalBuilder, model: HubModel, sequence: Ref | dict[str, Ref],
+                       padding_mask: Ref) -> dict[str, Ref]:
+    """EmbeddingGemma: the sequence mean-pooled over real tokens, projected twice (no biases), unit-normed."""
+    assert isinstance(sequence, Ref)
+    pooled = b.hub_layer("Gemma3MeanPooling", "mean_pooling", {}, sequence, padding_mask=padding_mask)
+    for name, key in (("pooling_dense_1", "pooling_intermediate_dim"), ("embedding_projection", "embedding_dim")):
+        pooled = b.layer("Dense", name, {"units": model.integer(key), "activation": "linear", "use_bias": False},
+                         pooled)
+    pooled = b.layer("UnitNormalization", "unit_normalization", {"axis": -1}, pooled)
+    return {"sequence_output": sequence, "pooled_output": pooled}
+
+
+def _refuse_vision(model: HubModel) -> None:
+    """A vision encoder (image inputs interleaved with the text) is an option kconvert does not convert:
+    refused by name."""
     if model.args.value("vision_encoder") is not None:
         raise UnsupportedLayerError(
             f"{model.class_name} '{model.name}' has a vision_encoder: kconvert converts text-only Gemma 3",
             layer=model.name, hint="save the text-only model (vision_encoder=None, e.g. a gemma3_1b preset or "
                                    "Gemma3Backbone(..., vision_encoder=None)) and convert that")
-    if model.flag("is_embedding_model", False):
-        raise UnsupportedLayerError(
-            f"{model.class_name} '{model.name}' has is_embedding_model=true (a mean-pooled, projected "
-            "embedding output): kconvert converts Gemma 3's sequence output only", layer=model.name,
-            hint="convert the backbone with is_embedding_model=false (its sequence_output)")
 
 
 @task("GemmaCausalLM", "Gemma3CausalLM")
