@@ -66,7 +66,7 @@ class ElementwiseMerge(LayerHandler[NoArgs]):
         for name, tensor in zip(inputs, node.inputs):
             missing = rank - len(tensor.shape or ())
             aligned.append(b.unsqueeze(name, list(range(1, 1 + missing))) if missing else name)
-        aligned += [b.scalar(float(c), "constant") for c in _constants(node) if isinstance(c, (int, float))]
+        aligned += [b.scalar(float(c), "constant") for c in map(_number, _constants(node)) if c is not None]
         return [self.combine(b, aligned)]
 
     @abstractmethod
@@ -79,7 +79,20 @@ def _constants(node: Node) -> list[object]:
 
 
 def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return _number(value) is not None
+
+
+def _number(value: object) -> float | None:
+    """A scalar constant operand: a number, or Keras 3's float scalar `__tensor__` (Keras Hub's Gemma writes
+    `x * ops.cast(ops.sqrt(hidden_dim), x.dtype)` as {"class_name": "__tensor__", "config": {"value": 2.83,
+    "dtype": "float32"}}); None for anything else."""
+    if isinstance(value, dict) and value.get("class_name") == "__tensor__" and isinstance(value.get("config"), dict):
+        config = value["config"]
+        dtype = config.get("dtype")
+        value = config.get("value") if isinstance(dtype, str) and dtype.startswith("float") else None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return None
 
 
 @LAYERS.register("Add")

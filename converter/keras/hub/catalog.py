@@ -1,6 +1,7 @@
 """Every recipe module, imported once so that each registers its classes (recipes.BACKBONES / TASKS)."""
 
 from converter.keras.hub import (  # noqa: F401
+    gemma,
     llama,
     resnet,
     text,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from converter.errors import KconvertWarning, UnsupportedLayerError
+from converter.errors import FormatError, KconvertWarning, UnsupportedLayerError
 from converter.keras.hub import catalog  # noqa: F401  (registers every recipe)
 from converter.keras.hub.names import PREPROCESSING_SUFFIXES, hub_class
 from converter.keras.hub.recipes import BACKBONES, TASKS, HubModel, StoredWeights
@@ -79,9 +79,26 @@ def _task_config(task: HubModel) -> dict[str, Any]:
         warnings.warn(f"{task.class_name} '{task.name}' was saved with its preprocessor, which maps strings to "
                       "token ids in Python and is not converted: the ONNX model takes the token ids (see "
                       f"{README_SECTION} for running the tokenizer beside it)", KconvertWarning, stacklevel=2)
+    _check_pairing(task, backbone_cls)
     config = _model_config(entry, backbone_cls)
     backbone = HubModel.of(backbone_cls, config, task.weights.below(saved_object_name(backbone_cls)))
     return TASKS[task.class_name](task, backbone, BACKBONES[backbone_cls](backbone))
+
+
+# Keras Hub names a task after its backbone (`backbone_cls`): BertTextClassifier wraps a BertBackbone.
+_TASK_SUFFIXES = ("TextClassifier", "CausalLM", "ImageClassifier")
+
+
+def _check_pairing(task: HubModel, backbone_cls: str) -> None:
+    """A task's head reads its own backbone's outputs (BERT's pooled output, a causal LM's token embedding):
+    a task wrapping another architecture's backbone is no file Keras Hub writes. A subclass that shares
+    the backbone's recipe (Llama3Backbone in a LlamaCausalLM) is the same graph."""
+    suffix = next((s for s in _TASK_SUFFIXES if task.class_name.endswith(s)), None)
+    expected = task.class_name[: -len(suffix)] + "Backbone" if suffix else None
+    if expected is None or BACKBONES.get(expected) is BACKBONES[backbone_cls]:
+        return
+    raise FormatError(f"{task.class_name} '{task.name}' wraps a {backbone_cls}, not a {expected}", layer=task.name,
+                      hint=f"Keras Hub's {task.class_name} is built on a {expected}; is the file's config undamaged?")
 
 
 def _refusal(cls: str, name: str) -> UnsupportedLayerError:
