@@ -1,1 +1,2 @@
 """Every recipe module, imported once so that each registers its classes (recipes.BACKBONES / TASKS)."""
+from converter.keras.hub import efficientnet  # noqa: F401
