@@ -78,11 +78,60 @@ def test_efficientnet_image_classifier(pooling: str, dropout: float, activation:
     check_images(convert_saved(model, tmp_path), model)
 
 
+V2_OPTIONS = {
+    "fused_unfused": {"stackwise_block_types": ["fused", "unfused"],
+                      "stackwise_squeeze_and_excite_ratios": [0.0, 0.25]},
+    "expanded_fused_with_se": {"stackwise_block_types": ["fused", "unfused"], "stackwise_expansion_ratios": [4, 1],
+                               "stackwise_kernel_sizes": [3, 5], "stackwise_strides": [2, 1],
+                               "projection_activation": "relu", "dropout": 0.0},
+    "unfused_first_projection_activation": {"stackwise_block_types": ["unfused", "fused"],
+                                            "stackwise_expansion_ratios": [1, 1], "projection_activation": "relu6",
+                                            "stackwise_squeeze_and_excite_ratios": [0.5, 0.0],
+                                            "activation": "gelu", "batch_norm_epsilon": 1e-3},
+    "mixed_with_v1": {"stackwise_block_types": ["v1", "unfused"], "stackwise_width_coefficients": [1.1, 1.3],
+                      "stackwise_depth_coefficients": [1.0, 1.6]},
+}
+
+
+@pytest.mark.parametrize("option", sorted(V2_OPTIONS))
+def test_efficientnet_v2_blocks(option: str, tmp_path: Path) -> None:
+    model = efficientnet(**V2_OPTIONS[option])
+    randomize(model, seed=3, scale=0.3)
+    check_images(convert_saved(model, tmp_path), model, (33, 24))
+
+
+def test_efficientnet_v2_image_classifier(tmp_path: Path) -> None:
+    backbone = efficientnet(**V2_OPTIONS["fused_unfused"], input_shape=(32, 32, 3))
+    model = hub().models.EfficientNetImageClassifier(backbone, num_classes=4, preprocessor=None)
+    randomize(model, seed=4, scale=0.3)
+    check_images(convert_saved(model, tmp_path), model)
+
+
+def test_efficientnet_blocks_in_a_users_model(tmp_path: Path) -> None:
+    """MBConvBlock / FusedMBConvBlock as layers of the user's own Functional model (nores, dropout, a
+    projection kernel of 3)."""
+    import keras
+    from keras_hub.src.models.efficientnet.fusedmbconv import FusedMBConvBlock
+    from keras_hub.src.models.efficientnet.mbconv import MBConvBlock
+
+    images = keras.Input((None, None, 8))
+    x = FusedMBConvBlock(8, 8, expand_ratio=1, projection_kernel_size=3, projection_activation="relu",
+                         se_ratio=0.5, dropout=0.1, name="fused_")(images)
+    x = MBConvBlock(8, 8, expand_ratio=2, se_ratio=0.25, nores=True, name="unfused_")(x)
+    y = MBConvBlock(8, 12, expand_ratio=3, strides=2, kernel_size=5, batch_norm_epsilon=1e-5, name="down_")(x)
+    model = keras.Model(images, keras.layers.GlobalAveragePooling2D()(y))
+    randomize(model, seed=5, scale=0.3)
+    onnx = convert_saved(model, tmp_path)
+    for batch, size in ((1, 15), (2, 16)):
+        assert_matches(onnx, model, image_inputs(batch, (size, size, 8), seed=batch))
+
+
 def layer_list(config: dict[str, Any]) -> list[tuple[str, str]]:
     return [(layer["config"]["name"], layer["class_name"]) for layer in config["layers"]]
 
 
-@pytest.mark.parametrize("changes", [{}, V1_OPTIONS["rounding"], V1_OPTIONS["stem_same_relu"]])
+@pytest.mark.parametrize("changes", [{}, V1_OPTIONS["rounding"], V1_OPTIONS["stem_same_relu"],
+                                     V2_OPTIONS["fused_unfused"], V2_OPTIONS["mixed_with_v1"]])
 def test_efficientnet_recipe_matches_keras_graph(changes: dict[str, Any]) -> None:
     """Names, classes and order of the recipe's layers = Keras' own Functional config of the backbone."""
     import keras

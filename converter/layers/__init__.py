@@ -19,6 +19,7 @@ from converter.layers import (  # noqa: F401  (imported for registration)
     embedding,
     feature_normalization,
     grouped_attention,
+    hub_efficientnet,
     locally_connected,
     mask_layers,
     mel_spectrogram,
