@@ -4,6 +4,7 @@ random weights, saved as `.keras`, converted, and compared with Keras at two bat
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -126,8 +127,68 @@ def test_efficientnet_blocks_in_a_users_model(tmp_path: Path) -> None:
         assert_matches(onnx, model, image_inputs(batch, (size, size, 8), seed=batch))
 
 
+MOBILENET = {
+    "stackwise_expansion": [[16, 24], [32]], "stackwise_num_blocks": [2, 1], "stackwise_num_filters": [[8, 8], [16]],
+    "stackwise_kernel_size": [[3, 3], [5]], "stackwise_num_strides": [[2, 1], [2]],
+    "stackwise_se_ratio": [[None, None], [0.25]], "stackwise_activation": [["relu", "relu"], ["hard_swish"]],
+    "stackwise_padding": [[1, 1], [2]], "output_num_filters": 32, "depthwise_filters": 8, "depthwise_stride": 2,
+    "depthwise_residual": False, "last_layer_filter": 32, "squeeze_and_excite": 0.5, "image_shape": (None, None, 3),
+    "input_num_filters": 8,
+}
+MOBILENET_OPTIONS = {
+    "default": {},
+    "residual_depthwise_odd_channels": {
+        "depthwise_stride": 1, "depthwise_residual": True, "squeeze_and_excite": None, "input_num_filters": 12,
+        "depthwise_filters": 16, "stackwise_num_filters": [[12, 12], [20]], "stackwise_expansion": [[20, 36], [40]],
+        "stackwise_se_ratio": [[0.25, None], [0.5]], "stackwise_activation": [["hard_swish", "relu6"], ["relu"]],
+        "input_activation": "relu", "last_layer_filter": 28},
+    "fixed_size": {"image_shape": (24, 24, 3), "stackwise_kernel_size": [[5, 3], [3]],
+                   "stackwise_padding": [[2, 1], [1]]},
+}
+
+
+def mobilenet(**changes: Any) -> Any:
+    return hub().models.MobileNetBackbone(**{**MOBILENET, **changes})
+
+
+@pytest.mark.parametrize("option", sorted(MOBILENET_OPTIONS))
+def test_mobilenet_backbone(option: str, tmp_path: Path) -> None:
+    model = mobilenet(**MOBILENET_OPTIONS[option])
+    randomize(model, seed=6, scale=0.3)
+    onnx = convert_saved(model, tmp_path)
+    assert [i.name for i in onnx.graph.input] == ["images"]
+    check_images(onnx, model, (32, 45))
+
+
+@pytest.mark.parametrize("num_features", [1024, 20])
+def test_mobilenet_image_classifier(num_features: int, tmp_path: Path) -> None:
+    model = hub().models.MobileNetImageClassifier(mobilenet(), num_classes=5, num_features=num_features,
+                                                  preprocessor=None)
+    randomize(model, seed=7, scale=0.3)
+    check_images(convert_saved(model, tmp_path), model, (32, 40))
+
+
+def test_mobilenet_blocks_in_a_users_model(tmp_path: Path) -> None:
+    """Keras Hub registers no MobileNet block class: a user's file names them by bare class name."""
+    import keras
+    from keras_hub.src.models.mobilenet.mobilenet_backbone import ConvBnActBlock, InvertedResidualBlock
+
+    images = keras.Input((None, None, 8))
+    x = InvertedResidualBlock(expansion=24, infilters=8, filters=8, kernel_size=3, stride=1,
+                              squeeze_excite_ratio=0.25, activation="hard_swish", padding=1, name="irb")(images)
+    x = ConvBnActBlock(filter=16, activation="relu", name="head")(x)
+    model = keras.Model(images, x)
+    randomize(model, seed=8, scale=0.3)
+    onnx = convert_saved(model, tmp_path)
+    for batch, size in ((1, 9), (2, 12)):
+        assert_matches(onnx, model, image_inputs(batch, (size, size, 8), seed=batch))
+
+
 def layer_list(config: dict[str, Any]) -> list[tuple[str, str]]:
-    return [(layer["config"]["name"], layer["class_name"]) for layer in config["layers"]]
+    """(name, class) per layer; MobileNet's stem activation is auto-named (`activation_59` after other
+    models were built in the session, `activation` in a fresh one), so its number is dropped."""
+    return [(re.sub(r"^activation_\d+$", "activation", layer["config"]["name"]), layer["class_name"])
+            for layer in config["layers"]]
 
 
 @pytest.mark.parametrize("changes", [{}, V1_OPTIONS["rounding"], V1_OPTIONS["stem_same_relu"],
@@ -145,3 +206,19 @@ def test_efficientnet_recipe_matches_keras_graph(changes: dict[str, Any]) -> Non
     ours = expand("EfficientNetBackbone", saved, StoredWeights(None))
     assert layer_list(ours)[1:] == layer_list(golden)[1:]
     assert ours["layers"][0]["config"]["name"] == "images"
+
+
+@pytest.mark.parametrize("option", sorted(MOBILENET_OPTIONS))
+def test_mobilenet_recipe_matches_keras_graph(option: str) -> None:
+    import keras
+
+    from converter.keras.hub.expand import expand
+    from converter.keras.hub.recipes import StoredWeights
+
+    model = mobilenet(**MOBILENET_OPTIONS[option])
+    golden = keras.Model(model.input, model.output).get_config()
+    saved = json.loads(json.dumps(model.get_config()))
+    ours = expand("MobileNetBackbone", saved, StoredWeights(None))
+    assert layer_list(ours)[1:] == layer_list(golden)[1:]
+    assert [layer["registered_name"] for layer in ours["layers"]] == \
+        [layer["registered_name"] for layer in golden["layers"]]

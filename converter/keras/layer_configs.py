@@ -33,9 +33,14 @@ def layer_parts(layer: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
 def hub_layer_kind(layer: dict[str, Any]) -> str | None:
     """A Keras Hub layer is handled under its registered name (`keras_hub>RMSNormalization`): some share a
     class name with a Keras layer of other meaning (Gemma's RMSNormalization scales by 1 + scale)."""
-    registered = layer.get("registered_name")
+    registered, module = layer.get("registered_name"), layer.get("module")
     if isinstance(registered, str) and registered.startswith("keras_hub>") and registered in LAYERS:
         return registered
+    # Classes Keras Hub never registers (MobileNet's blocks) are written under their bare class name, in
+    # a keras_hub module: they take the same `keras_hub>` kind.
+    if isinstance(registered, str) and isinstance(module, str) and module.startswith("keras_hub.") and \
+            f"keras_hub>{registered}" in LAYERS:
+        return f"keras_hub>{registered}"
     return None
 
 

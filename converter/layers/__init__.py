@@ -20,6 +20,7 @@ from converter.layers import (  # noqa: F401  (imported for registration)
     feature_normalization,
     grouped_attention,
     hub_efficientnet,
+    hub_mobilenet,
     locally_connected,
     mask_layers,
     mel_spectrogram,

@@ -66,16 +66,16 @@ def conv(b: OpBuilder, x: str, spatial: list[Dim], key: str, kernel: np.ndarray,
 
 
 def conv_bn(b: OpBuilder, node: Node, x: str, spatial: list[Dim], conv_child: str, bn_child: str,
-            window: Window, epsilon: float, depthwise: bool = False) -> str:
-    """Conv2D (no bias) or DepthwiseConv2D, then BatchNormalization at inference, as one Conv: the BN's
-    scale multiplies the kernel's output channels (in float64, as kconvert's BN folding does)."""
+            window: Window, epsilon: float, depthwise: bool = False, group: int = 1) -> str:
+    """Conv2D (no bias; `group` groups) or DepthwiseConv2D, then BatchNormalization at inference, as one
+    Conv: the BN's scale multiplies the kernel's output channels (in float64, as kconvert's BN folding)."""
     stored = node.weights[f"{conv_child}/kernel"]
     kernel = depthwise_to_onnx(stored) if depthwise else keras_to_onnx_kernel(stored)
     bn = {v: np.asarray(node.weights[f"{bn_child}/{v}"], dtype=np.float64) for v in BN_VARIABLES}
     scale = bn["gamma"] / np.sqrt(bn["moving_variance"] + epsilon)
     shift = bn["beta"] - bn["moving_mean"] * scale
     folded = (kernel.astype(np.float64) * scale.reshape(-1, 1, 1, 1)).astype(np.float32)
-    group = kernel.shape[0] if depthwise else 1
+    group = kernel.shape[0] if depthwise else group
     return conv(b, x, spatial, conv_child, folded, shift.astype(np.float32), window, group)
 
 

@@ -1,2 +1,5 @@
 """Every recipe module, imported once so that each registers its classes (recipes.BACKBONES / TASKS)."""
-from converter.keras.hub import efficientnet  # noqa: F401
+from converter.keras.hub import (  # noqa: F401
+    efficientnet,
+    mobilenet,
+)
