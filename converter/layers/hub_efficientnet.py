@@ -11,6 +11,7 @@ Every Conv + BN pair is one ONNX Conv (hub_conv_blocks.conv_bn); the block compu
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from dataclasses import dataclass
 
 from converter.errors import UnsupportedLayerError
@@ -85,8 +86,9 @@ class _Block(LayerHandler[MBConvSpec]):
     def parse(self, config: Config) -> MBConvSpec:
         return parse_block(config)
 
+    @abstractmethod
     def windows(self, spec: MBConvSpec) -> list[Window]:
-        raise NotImplementedError
+        """The spatial windows, in order (they give the output's height and width)."""
 
     def output_shapes(self, node: Node, input_shapes: list[Shape]) -> list[Shape]:
         spec = self.spec(node)
@@ -120,8 +122,9 @@ class _Block(LayerHandler[MBConvSpec]):
             return b.op("Add", y, x) if spec.residual else y
         return [channels_first_io(node, spec.data_format, b, inputs[0], body)]
 
+    @abstractmethod
     def chain(self, node: Node, b: OpBuilder, x: str, spatial: list[Dim]) -> str:
-        raise NotImplementedError
+        """The block's computation on channels-first `x`, before the residual."""
 
     def is_channels_first(self, node: Node) -> bool:
         return self.spec(node).data_format == CHANNELS_FIRST

@@ -16,6 +16,7 @@ Every BN has epsilon 1e-5. The depthwise convs are Conv2D with groups = channels
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from dataclasses import dataclass
 
 from converter.errors import UnsupportedLayerError
@@ -120,8 +121,9 @@ class _MobileBlock(LayerHandler[MobileBlockSpec]):
             return b.op("Add", y, x) if self.adds_input(spec) else y
         return [channels_first_io(node, spec.data_format, b, inputs[0], body)]
 
+    @abstractmethod
     def chain(self, node: Node, b: OpBuilder, x: str, spatial: list[Dim]) -> str:
-        raise NotImplementedError
+        """The block's computation on channels-first `x`, before the residual."""
 
     def is_channels_first(self, node: Node) -> bool:
         return self.spec(node).data_format == CHANNELS_FIRST

@@ -10,7 +10,7 @@ the config by Keras Hub, so it is read from the stored top conv kernel where the
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from converter.keras.hub.functional import FunctionalBuilder, Ref
 from converter.keras.hub.image_classifier import image_classifier
@@ -74,8 +74,7 @@ class Net:
     epsilon: float
     dropout: float
     total_blocks: float
-    conv2d_count: int = 0
-    block_counts: dict[str, int] = field(default_factory=dict)
+    conv2d_count: int = 0  # Conv2D layers so far: the next one's saved name is conv2d_<count>
 
 
 def _numbers(model: HubModel, key: str, count: int, minimum: float, maximum: float) -> list[float]:
@@ -121,7 +120,7 @@ def stacks(model: HubModel) -> list[Stack]:
         "stackwise_kernel_sizes", "stackwise_num_repeats", "stackwise_input_filters", "stackwise_output_filters",
         "stackwise_expansion_ratios", "stackwise_strides")}
     force = _per_stack(model, "stackwise_force_input_filters", count, (0,) * DEFAULT_STACKS, minimum=0)
-    se = _numbers(model, "stackwise_squeeze_and_excite_ratios", count, 0.0, 1.0)
+    se = _numbers(model, "stackwise_squeeze_and_excite_ratios", count, 0.0, 64.0)  # SE only for 0 < ratio <= 1
     width = _numbers(model, "stackwise_width_coefficients", count, 1e-3, 64.0)
     depth = _numbers(model, "stackwise_depth_coefficients", count, 1e-3, 64.0)
     types, nores = _block_types(model, count), _nores(model, count)
