@@ -89,6 +89,8 @@ V2_OPTIONS = {
                                             "stackwise_expansion_ratios": [1, 1], "projection_activation": "relu6",
                                             "stackwise_squeeze_and_excite_ratios": [0.5, 0.0],
                                             "activation": "gelu", "batch_norm_epsilon": 1e-3},
+    "cba_first": {"stackwise_block_types": ["cba", "unfused"], "stackwise_kernel_sizes": [5, 3],
+                       "stackwise_num_repeats": [2, 1], "activation": "relu"},
     "mixed_with_v1": {"stackwise_block_types": ["v1", "unfused"], "stackwise_width_coefficients": [1.1, 1.3],
                       "stackwise_depth_coefficients": [1.0, 1.6]},
 }
@@ -109,9 +111,10 @@ def test_efficientnet_v2_image_classifier(tmp_path: Path) -> None:
 
 
 def test_efficientnet_blocks_in_a_users_model(tmp_path: Path) -> None:
-    """MBConvBlock / FusedMBConvBlock as layers of the user's own Functional model (nores, dropout, a
-    projection kernel of 3)."""
+    """MBConvBlock / FusedMBConvBlock / CBABlock as layers of the user's own Functional model (nores,
+    dropout, a projection kernel of 3)."""
     import keras
+    from keras_hub.src.models.efficientnet.cba import CBABlock
     from keras_hub.src.models.efficientnet.fusedmbconv import FusedMBConvBlock
     from keras_hub.src.models.efficientnet.mbconv import MBConvBlock
 
@@ -119,6 +122,7 @@ def test_efficientnet_blocks_in_a_users_model(tmp_path: Path) -> None:
     x = FusedMBConvBlock(8, 8, expand_ratio=1, projection_kernel_size=3, projection_activation="relu",
                          se_ratio=0.5, dropout=0.1, name="fused_")(images)
     x = MBConvBlock(8, 8, expand_ratio=2, se_ratio=0.25, nores=True, name="unfused_")(x)
+    x = CBABlock(8, 8, kernel_size=5, dropout=0.1, activation="relu", name="cba_")(x)
     y = MBConvBlock(8, 12, expand_ratio=3, strides=2, kernel_size=5, batch_norm_epsilon=1e-5, name="down_")(x)
     model = keras.Model(images, keras.layers.GlobalAveragePooling2D()(y))
     randomize(model, seed=5, scale=0.3)
@@ -192,7 +196,8 @@ def layer_list(config: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 @pytest.mark.parametrize("changes", [{}, V1_OPTIONS["rounding"], V1_OPTIONS["stem_same_relu"],
-                                     V2_OPTIONS["fused_unfused"], V2_OPTIONS["mixed_with_v1"]])
+                                     V2_OPTIONS["fused_unfused"], V2_OPTIONS["mixed_with_v1"],
+                                     V2_OPTIONS["cba_first"]])
 def test_efficientnet_recipe_matches_keras_graph(changes: dict[str, Any]) -> None:
     """Names, classes and order of the recipe's layers = Keras' own Functional config of the backbone."""
     import keras
@@ -205,6 +210,8 @@ def test_efficientnet_recipe_matches_keras_graph(changes: dict[str, Any]) -> Non
     saved = json.loads(json.dumps(model.get_config()))  # as the file holds it (lists, not tuples)
     ours = expand("EfficientNetBackbone", saved, StoredWeights(None))
     assert layer_list(ours)[1:] == layer_list(golden)[1:]
+    assert [(layer["registered_name"], layer["module"]) for layer in ours["layers"][1:]] == \
+        [(layer["registered_name"], layer["module"]) for layer in golden["layers"][1:]]
     assert ours["layers"][0]["config"]["name"] == "images"
 
 

@@ -48,7 +48,7 @@ BAD_EFFICIENTNET = [
     ("stackwise_num_repeats", "two"),
     ("stackwise_num_repeats", [1, 10**9]),
     ("stackwise_output_filters", [8]),
-    ("stackwise_block_types", ["v1", "cba"]),
+    ("stackwise_block_types", ["v1", "v3"]),
     ("stackwise_squeeze_and_excite_ratios", [0.25, "x"]),
     ("stackwise_width_coefficients", [1.0, float("inf")]),
     ("input_shape", [32, 32]),

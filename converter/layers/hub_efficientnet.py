@@ -1,12 +1,15 @@
-"""Keras Hub's EfficientNet v2 blocks (keras_hub/src/models/efficientnet/mbconv.py, fusedmbconv.py).
+"""Keras Hub's EfficientNet v2 blocks (keras_hub/src/models/efficientnet/mbconv.py, fusedmbconv.py, cba.py).
 
 MBConvBlock: [1x1 expand conv + BN + act] (expand_ratio != 1) -> depthwise conv ("same") + BN + act ->
 [squeeze-excite] -> projection conv (1x1, or kernel_size with symmetric padding when expand_ratio == 1)
 + BN -> + input (stride 1, same filters, not `nores`). FusedMBConvBlock: kernel_size conv (symmetric
 padding, stride) + BN + act -> [squeeze-excite] -> projection conv + BN [+ projection activation when
-expand_ratio == 1] -> the same residual. Squeeze-excite (0 < se_ratio <= 1): mean over height and width,
+expand_ratio == 1] -> the same residual. CBABlock: kernel_size conv (symmetric padding, stride) + BN + act
+-> the same residual. Squeeze-excite (0 < se_ratio <= 1): mean over height and width,
 1x1 conv with the block's activation, 1x1 conv with sigmoid, times x. Dropout is an inference identity.
 Every Conv + BN pair is one ONNX Conv (hub_conv_blocks.conv_bn); the block computes channels-first.
+Keras Hub registers none of these classes: a file names them by bare class name in a keras_hub module,
+which layer_configs.hub_layer_kind turns into the `keras_hub>` kinds registered here.
 """
 
 from __future__ import annotations
@@ -190,3 +193,23 @@ class FusedMBConvBlock(_Block):
         if spec.expand_ratio == 1 and spec.projection_activation != "linear":
             x = activate(b, x, spec.projection_activation)
         return x
+
+
+@LAYERS.register("keras_hub>CBABlock")
+class CBABlock(_Block):
+    def windows(self, spec: MBConvSpec) -> list[Window]:
+        return [Window(spec.kernel_size, spec.strides, pad=spec.kernel_size // 2)]
+
+    def weight_names(self, node: Node) -> list[str]:
+        return bn_names("bn1") + conv_names("conv1")
+
+    def weight_shapes(self, node: Node, input_shapes: list[Shape]) -> dict[str, tuple[int | None, ...]]:
+        spec = self.spec(node)
+        k = spec.kernel_size
+        kernel: dict[str, tuple[int | None, ...]] = {"conv1/kernel": (k, k, spec.input_filters, spec.output_filters)}
+        return kernel | bn_shapes("bn1", spec.output_filters)
+
+    def chain(self, node: Node, b: OpBuilder, x: str, spatial: list[Dim]) -> str:
+        spec = self.spec(node)
+        x = conv_bn(b, node, x, spatial, "conv1", "bn1", self.windows(spec)[0], spec.batch_norm_epsilon)
+        return activate(b, x, spec.activation)

@@ -1,8 +1,8 @@
 """EfficientNet (keras_hub/src/models/efficientnet/efficientnet_backbone.py, Keras Hub 0.32.0).
 
 Version 1 blocks ("v1") are expanded inline into core layers (`block1a_dwconv`, `block1a_se_reduce`, ...),
-as Keras Hub's constructor does; version 2 blocks ("fused", "unfused") are the custom layers
-FusedMBConvBlock and MBConvBlock (converter/layers/hub_efficientnet.py). Filter and repeat counts are
+as Keras Hub's constructor does; version 2 blocks ("fused", "unfused", "cba") are the custom layers
+FusedMBConvBlock, MBConvBlock and CBABlock (converter/layers/hub_efficientnet.py). Filter and repeat counts are
 rounded exactly as the constructor rounds them. `num_features` (the top conv's width) is not written to
 the config by Keras Hub, so it is read from the stored top conv kernel where the file has weights.
 """
@@ -17,7 +17,7 @@ from converter.keras.hub.image_classifier import image_classifier
 from converter.keras.hub.recipes import BackboneGraph, HubModel, backbone, task
 from converter.keras.weights import saved_object_name
 
-BLOCK_TYPES = ("v1", "fused", "unfused")
+BLOCK_TYPES = ("v1", "fused", "unfused", "cba")
 DEFAULT_NUM_FEATURES = 1280
 DEFAULT_STACKS = 7  # Keras Hub's defaults for the per-stack options are lists of 7
 
@@ -99,8 +99,7 @@ def _block_types(model: HubModel, count: int) -> list[str]:
         raise model.refuse("stackwise_block_types", f"expected one value per stack ({count} stacks)")
     for value in values[:count]:
         if value not in BLOCK_TYPES:
-            raise model.refuse("stackwise_block_types", f"expected each of {list(BLOCK_TYPES)} (Keras Hub's 'cba' "
-                                                        "blocks belong to no EfficientNet kconvert converts)")
+            raise model.refuse("stackwise_block_types", f"expected each of {list(BLOCK_TYPES)}")
     return list(values[:count])
 
 
@@ -196,16 +195,23 @@ def v1_block(net: Net, name: str, inputs: Ref, stack: Stack, filters_in: int, fi
 
 
 # -- version 2 blocks: Keras Hub layers --------------------------------------------------------------
+# Keras Hub registers none of these classes: Keras writes each under its bare class name and module.
+V2_BLOCKS = {"fused": ("FusedMBConvBlock", "fusedmbconv"), "unfused": ("MBConvBlock", "mbconv"),
+             "cba": ("CBABlock", "cba")}
+
+
 def v2_block(net: Net, name: str, x: Ref, stack: Stack, filters_in: int, filters_out: int,
              strides: int, rate: float) -> Ref:
-    config = {"input_filters": filters_in, "output_filters": filters_out, "expand_ratio": stack.expansion,
-              "kernel_size": stack.kernel_size, "strides": strides, "data_format": "channels_last",
-              "se_ratio": stack.se_ratio, "batch_norm_momentum": net.momentum, "batch_norm_epsilon": net.epsilon,
-              "activation": net.activation, "dropout": rate, "nores": stack.nores}
+    config = {"input_filters": filters_in, "output_filters": filters_out, "kernel_size": stack.kernel_size,
+              "strides": strides, "data_format": "channels_last", "batch_norm_momentum": net.momentum,
+              "batch_norm_epsilon": net.epsilon, "activation": net.activation, "dropout": rate, "nores": stack.nores}
+    if stack.block_type != "cba":
+        config |= {"expand_ratio": stack.expansion, "se_ratio": stack.se_ratio}
     if stack.block_type == "fused":
         config |= {"projection_activation": net.projection_activation, "projection_kernel_size": 1}
-    class_name = "FusedMBConvBlock" if stack.block_type == "fused" else "MBConvBlock"
-    return net.b.hub_layer(class_name, name, config, x)
+    class_name, module = V2_BLOCKS[stack.block_type]
+    return net.b.layer(class_name, name, config, x, registered_name=class_name,
+                       module=f"keras_hub.src.models.efficientnet.{module}")
 
 
 # -- the backbone -------------------------------------------------------------------------------------
