@@ -36,8 +36,8 @@ def hub_layer_kind(layer: dict[str, Any]) -> str | None:
     registered = layer.get("registered_name")
     if isinstance(registered, str) and registered.startswith("keras_hub>") and registered in LAYERS:
         return registered
-    # Keras Hub's internal layers (GemmaDecoderBlock, Gemma's RMSNormalization) are not registered: a
-    # user's model saves them with a bare registered_name, and only their module tells them apart.
+    # Layers Keras Hub never registers (GemmaDecoderBlock, Gemma's RMSNormalization, ViT's and MobileNet's
+    # blocks) are saved under their bare class name: only their keras_hub module tells them apart.
     module, cls = layer.get("module"), layer.get("class_name")
     if isinstance(module, str) and module.startswith("keras_hub.") and isinstance(cls, str) \
             and f"keras_hub>{cls}" in LAYERS:

@@ -73,10 +73,10 @@ class PatchingSpec(LayerSpec):
         return self.num_patches + (1 if self.use_class_token else 0)
 
 
-@LAYERS.register("keras_hub>ViTPatchingAndEmbedding", "ViTPatchingAndEmbedding")
+@LAYERS.register("keras_hub>ViTPatchingAndEmbedding")
 class ViTPatchingAndEmbedding(LayerHandler[PatchingSpec]):
-    """Registered also by its bare class name: Keras Hub does not export the class, so a user's own model
-    saves it with registered_name "ViTPatchingAndEmbedding"."""
+    """Keras Hub does not export the class: a user's own model saves it under its bare class name, in its
+    keras_hub module (layer_configs.hub_layer_kind gives it this kind)."""
 
     keras_availability = "file"  # a Keras Hub class, found in saved files
     required_arguments = ("image_size", "patch_size", "hidden_dim")
@@ -166,9 +166,9 @@ def stored_block_order(num_layers: int) -> list[int]:
     return [saved[name] for name in sorted(saved)]
 
 
-@LAYERS.register("keras_hub>ViTEncoder", "ViTEncoder")
+@LAYERS.register("keras_hub>ViTEncoder")
 class ViTEncoder(LayerHandler[EncoderSpec]):
-    """Registered also by its bare class name, as ViTPatchingAndEmbedding (not exported by Keras Hub)."""
+    """Not exported by Keras Hub either: found by its module, as ViTPatchingAndEmbedding."""
 
     keras_availability = "file"  # a Keras Hub class, found in saved files
     required_arguments = ("num_layers", "num_heads", "hidden_dim", "mlp_dim")
