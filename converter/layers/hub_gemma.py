@@ -40,6 +40,7 @@ from converter.layers.transformer_ops import (
     padding_keep,
     positions_keep,
     repeat_heads,
+    rms_norm,
     rope_inverse_frequencies,
     rotary,
     split_heads,
@@ -71,10 +72,8 @@ def _checked_kinds(config: Config, flags: tuple[str, ...], numbers: tuple[str, .
 def gemma_norm(b: OpBuilder, x: str, scale: np.ndarray, epsilon: float, key: str) -> str:
     """x * rsqrt(mean(x^2, -1) + epsilon) * (1 + scale), over the last axis; (1 + scale) is computed in
     float32 as Keras computes it, once, as the initializer."""
-    mean_square = b.reduce("ReduceMean", b.op("Mul", x, x), [-1], keepdims=True)
-    inverse_rms = b.op("Reciprocal", b.op("Sqrt", b.op("Add", mean_square, b.scalar(epsilon, "epsilon"))))
     one_plus_scale = (np.float32(1.0) + np.asarray(scale, np.float32)).astype(np.float32)
-    return b.op("Mul", b.op("Mul", x, inverse_rms), b.weight(f"{key}/one_plus_scale", one_plus_scale))
+    return rms_norm(b, x, b.weight(f"{key}/one_plus_scale", one_plus_scale), epsilon)
 
 
 @dataclass(frozen=True)

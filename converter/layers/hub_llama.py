@@ -38,6 +38,7 @@ from converter.layers.transformer_ops import (
     padding_keep,
     positions_keep,
     repeat_heads,
+    rms_norm,
     rope_inverse_frequencies,
     rotary,
     split_heads,
@@ -97,12 +98,6 @@ class HubRMSNorm(LayerHandler[HubRMSNormSpec]):
 
     def emit(self, node: Node, b: OpBuilder, inputs: list[str]) -> list[str]:
         return [rms_norm(b, inputs[0], b.weight("scale"), self.spec(node).epsilon)]
-
-
-def rms_norm(b: OpBuilder, x: str, scale: str, epsilon: float) -> str:
-    mean_square = b.reduce("ReduceMean", b.op("Pow", x, b.scalar(2.0, "two")), [-1], keepdims=True)
-    root = b.op("Sqrt", b.op("Add", mean_square, b.scalar(epsilon, "epsilon")))
-    return b.op("Mul", b.op("Div", x, root), scale)
 
 
 def _features(node: Node, shape: Shape) -> int:

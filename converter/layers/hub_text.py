@@ -23,10 +23,10 @@ import numpy as np
 
 from converter.errors import FormatError, ShapeError, UnsupportedLayerError
 from converter.ir import Node, Shape
+from converter.layers import transformer_ops
 from converter.layers.activations import apply_activation, parse_activation
 from converter.layers.attention import positional, refuse
 from converter.layers.builder import OpBuilder
-from converter.layers.feature_normalization import moments
 from converter.layers.registry import LAYERS, LayerHandler, expect_min_rank, expect_rank
 from converter.layers.spec import Config, LayerSpec
 from converter.layers.transformer_ops import MaskedRows, attend, linear, merge_heads, positions_keep, split_heads
@@ -303,13 +303,8 @@ def _array(b: OpBuilder, key: str) -> np.ndarray:
 
 
 def layer_norm(b: OpBuilder, x: str, key: str, eps: float) -> str:
-    """keras.layers.LayerNormalization over the last axis: the ONNX op from opset 17, else its maths."""
-    gamma, beta = b.weight(f"{key}/gamma"), b.weight(f"{key}/beta")
-    if b.opset >= 17:
-        return b.op("LayerNormalization", x, gamma, beta, axis=-1, epsilon=eps)
-    mean, var = moments(b, x, [-1])
-    y = b.op("Div", b.op("Sub", x, mean), b.op("Sqrt", b.op("Add", var, b.scalar(eps, "epsilon"))))
-    return b.op("Add", b.op("Mul", y, gamma), beta)
+    """The block's LayerNormalization `key` (its gamma and beta weights) over the last axis."""
+    return transformer_ops.layer_norm(b, x, b.weight(f"{key}/gamma"), b.weight(f"{key}/beta"), eps)
 
 
 def keep_of(b: OpBuilder, mask: str) -> str:

@@ -18,6 +18,7 @@ import numpy as np
 
 from converter.errors import FormatError, ShapeError
 from converter.ir import Node, Shape
+from converter.layers import transformer_ops
 from converter.layers.activations import apply_activation
 from converter.layers.builder import OpBuilder
 from converter.layers.registry import LAYERS, LayerHandler, expect_rank
@@ -43,15 +44,8 @@ def _pair(config: Config, key: str) -> tuple[int, int]:
 
 
 def layer_norm(b: OpBuilder, x: str, gamma: np.ndarray, beta: np.ndarray, epsilon: float, key: str) -> str:
-    """keras.layers.LayerNormalization over the last axis (ONNX's op from opset 17, else spelled out)."""
-    scale, shift = b.weight(f"{key}/gamma", gamma), b.weight(f"{key}/beta", beta)
-    if b.opset >= 17:
-        return b.op("LayerNormalization", x, scale, shift, axis=-1, epsilon=epsilon)
-    mean = b.reduce("ReduceMean", x, [-1], keepdims=True)
-    centred = b.op("Sub", x, mean)
-    variance = b.reduce("ReduceMean", b.op("Mul", centred, centred), [-1], keepdims=True)
-    normal = b.op("Div", centred, b.op("Sqrt", b.op("Add", variance, b.scalar(epsilon, "epsilon"))))
-    return b.op("Add", b.op("Mul", normal, scale), shift)
+    """keras.layers.LayerNormalization over the last axis, its arrays stored under `key`."""
+    return transformer_ops.layer_norm(b, x, b.weight(f"{key}/gamma", gamma), b.weight(f"{key}/beta", beta), epsilon)
 
 
 # -- ViTPatchingAndEmbedding ------------------------------------------------------------------------

@@ -140,5 +140,25 @@ def rotary(b: OpBuilder, x: str, inverse_frequencies: np.ndarray, sequence_axis:
     return b.op("Add", b.op("Mul", x, cos), b.op("Mul", rotated, sin))
 
 
+def layer_norm(b: OpBuilder, x: str, gamma: str, beta: str, epsilon: float) -> str:
+    """keras.layers.LayerNormalization over the last axis (gamma, beta: initializer names): ONNX's op from
+    opset 17 (which onnxruntime fuses with the residual Add), else its maths."""
+    if b.opset >= 17:
+        return b.op("LayerNormalization", x, gamma, beta, axis=-1, epsilon=epsilon)
+    mean = b.reduce("ReduceMean", x, [-1], keepdims=True)
+    centred = b.op("Sub", x, mean)
+    variance = b.reduce("ReduceMean", b.op("Mul", centred, centred), [-1], keepdims=True)
+    normal = b.op("Div", centred, b.op("Sqrt", b.op("Add", variance, b.scalar(epsilon, "epsilon"))))
+    return b.op("Add", b.op("Mul", normal, gamma), beta)
+
+
+def rms_norm(b: OpBuilder, x: str, scale: str, epsilon: float) -> str:
+    """x * rsqrt(mean(x^2, -1) + epsilon) * scale (an initializer name), emitted as Pow -> ReduceMean -> Add
+    -> Sqrt -> Div -> Mul, the pattern onnxruntime fuses into SimplifiedLayerNormalization."""
+    mean_square = b.reduce("ReduceMean", b.op("Pow", x, b.scalar(2.0, "two")), [-1], keepdims=True)
+    root = b.op("Sqrt", b.op("Add", mean_square, b.scalar(epsilon, "epsilon")))
+    return b.op("Mul", b.op("Div", x, root), scale)
+
+
 def inverse_sqrt(size: int) -> float:
     return 1.0 / math.sqrt(size)

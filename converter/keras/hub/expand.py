@@ -63,6 +63,7 @@ def _model_config(entry: dict[str, Any], cls: str) -> dict[str, Any]:
 def expand(cls: str, config: dict[str, Any], weights: StoredWeights) -> dict[str, Any]:
     """The Functional config of Keras Hub class `cls` built with constructor arguments `config`."""
     model = HubModel.of(cls, config, weights)
+    _float32_only(model)
     if cls in BACKBONES:
         return BACKBONES[cls](model).config()
     if cls in TASKS:
@@ -82,7 +83,20 @@ def _task_config(task: HubModel) -> dict[str, Any]:
     _check_pairing(task, backbone_cls)
     config = _model_config(entry, backbone_cls)
     backbone = HubModel.of(backbone_cls, config, task.weights.below(saved_object_name(backbone_cls)))
+    _float32_only(backbone)
     return TASKS[task.class_name](task, backbone, BACKBONES[backbone_cls](backbone))
+
+
+def _float32_only(model: HubModel) -> None:
+    """The recipes write float32 layers. Gemma and Llama presets load as bfloat16 by default, whose arrays a
+    `.keras` stores as opaque 2-byte values and whose Keras results differ from float32 ones."""
+    policy = model.args.value("dtype")
+    inner = policy.get("config") if isinstance(policy, dict) else None
+    name = inner.get("name") if isinstance(inner, dict) else policy
+    if name not in (None, "float32"):
+        raise UnsupportedLayerError(f"{model.class_name} '{model.name}' has the dtype policy {str(name)[:40]!r}",
+                                    layer=model.name, hint="kconvert converts float32 Keras Hub models: load it "
+                                    "with dtype=\"float32\" (from_preset(..., dtype=\"float32\")) and save it again")
 
 
 # Keras Hub names a task after its backbone (`backbone_cls`): BertTextClassifier wraps a BertBackbone.

@@ -35,17 +35,6 @@ GLOBAL_ROPE_WAVELENGTH = 1_000_000.0
 GEMMA3_PATTERN = 6
 
 
-def _refuse_low_precision(model: HubModel) -> None:
-    """Gemma presets default to bfloat16, whose arrays a `.keras` stores as opaque 2-byte values and whose
-    Keras results differ from float32 ones: kconvert converts float32 models only."""
-    policy = model.args.value("dtype")
-    name = policy.get("config", {}).get("name") if isinstance(policy, dict) else policy
-    if name not in (None, "float32"):
-        raise UnsupportedLayerError(f"{model.class_name} '{model.name}' has the dtype policy {_quoted(name)}",
-                                    layer=model.name, hint="kconvert converts float32 Gemma models: load it with "
-                                    "dtype=\"float32\" (e.g. from_preset(..., dtype=\"float32\")) and save it again")
-
-
 def _quoted(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
@@ -53,7 +42,6 @@ def _quoted(value: Any) -> str:
 
 def _shape_args(model: HubModel) -> dict[str, Any]:
     """The block arguments both generations share, checked (counts bounded, heads grouped evenly)."""
-    _refuse_low_precision(model)
     heads, kv_heads = model.integer("num_query_heads"), model.integer("num_key_value_heads")
     if heads % kv_heads:
         raise model.refuse("num_key_value_heads", f"num_query_heads={heads} is not a multiple of it")

@@ -18,9 +18,13 @@ def image_classifier(task: HubModel, backbone: HubModel, graph: BackboneGraph) -
     assert isinstance(features, Ref)  # image backbones return one feature map
     pooling = task.text("pooling", "avg", choices=tuple(POOLERS))
     x = b.layer(POOLERS[pooling], "pooler", {"data_format": "channels_last", "keepdims": False}, features)
+    return b.build(predictions(b, task, x))
+
+
+def predictions(b: FunctionalBuilder, task: HubModel, x: Ref) -> Ref:
+    """`output_dropout` (an identity at inference) -> `predictions` Dense(num_classes, activation)."""
     x = b.layer("Dropout", "output_dropout", {"rate": task.number("dropout", 0.0), "seed": None,
                                               "noise_shape": None}, x)
     activation = task.args.value("activation") or "linear"
-    x = b.layer("Dense", "predictions", {"units": task.integer("num_classes"), "activation": activation,
-                                         "use_bias": True}, x)
-    return b.build(x)
+    return b.layer("Dense", "predictions", {"units": task.integer("num_classes"), "activation": activation,
+                                            "use_bias": True}, x)

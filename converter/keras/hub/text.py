@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from converter.errors import UnsupportedLayerError
 from converter.keras.hub.functional import FunctionalBuilder, Ref
 from converter.keras.hub.recipes import (
     MAX_ITEMS,
@@ -43,7 +42,6 @@ class TextSizes:
 
 
 def text_sizes(model: HubModel, default_length: int) -> TextSizes:
-    float32_only(model)
     heads, hidden = model.integer("num_heads"), model.integer("hidden_dim")
     if hidden % heads:
         raise model.refuse("num_heads", f"does not divide hidden_dim={hidden} (Keras Hub's blocks require it)")
@@ -54,16 +52,6 @@ def text_sizes(model: HubModel, default_length: int) -> TextSizes:
                      num_layers=model.integer("num_layers", minimum=0, maximum=MAX_ITEMS), num_heads=heads,
                      hidden_dim=hidden, intermediate_dim=model.integer("intermediate_dim"), dropout=dropout,
                      max_sequence_length=model.integer("max_sequence_length", default_length))
-
-
-def float32_only(model: HubModel) -> None:
-    """The recipes write float32 layers; a model saved with another dtype policy is refused by name."""
-    policy = model.args.value("dtype")
-    name = policy.get("config", {}).get("name") if isinstance(policy, dict) else policy
-    if name not in (None, "float32"):
-        raise UnsupportedLayerError(f"{model.class_name} '{model.name}' has dtype policy {str(name)[:40]!r}",
-                                    layer=model.name, hint="kconvert converts float32 Keras Hub models; "
-                                                           "save the model with dtype='float32'")
 
 
 def text_inputs(b: FunctionalBuilder, *names: str) -> list[Ref]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from converter.keras.hub.functional import FunctionalBuilder, Ref
+from converter.keras.hub.image_classifier import predictions
 from converter.keras.hub.recipes import BackboneGraph, HubModel, backbone, call_backbone, task
 
 MAX_IMAGE_SIDE = 1 << 16
@@ -80,9 +81,4 @@ def vit_image_classifier(task_model: HubModel, backbone_model: HubModel, graph: 
     intermediate = task_model.optional_integer("intermediate_dim")
     if intermediate is not None:
         x = b.layer("Dense", "pre_logits", {"units": intermediate, "activation": "tanh", "use_bias": True}, x)
-    x = b.layer("Dropout", "output_dropout", {"rate": task_model.number("dropout", 0.0), "seed": None,
-                                              "noise_shape": None}, x)
-    activation = task_model.args.value("activation") or "linear"
-    x = b.layer("Dense", "predictions", {"units": task_model.integer("num_classes"), "activation": activation,
-                                         "use_bias": True}, x)
-    return b.build(x)
+    return b.build(predictions(b, task_model, x))
