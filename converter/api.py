@@ -204,6 +204,9 @@ def inspect(path: str | Path, weights: str | Path | None = None, backend: str | 
         refused = {entry.name: entry for entry in unsupported}
         _inspect_shapes(graph, set(refused))
         rows = [_layer_row(node, refused.get(node.layer_name)) for node in graph.nodes]
+        # A layer called more than once (a causal LM's token embedding, called again in reverse) holds its
+        # weights once: Keras counts them once.
+        layers = {node.layer_name: row for node, row in reversed(list(zip(graph.nodes, rows)))}
     finally:
         artifact.close()
     return {
@@ -214,7 +217,7 @@ def inspect(path: str | Path, weights: str | Path | None = None, backend: str | 
         "inputs": [{"name": t.name, "shape": format_shape(t.shape or ()), "dtype": t.dtype} for t in graph.inputs],
         "outputs": [{"name": n, "shape": _shape_text(t)} for n, t in zip(graph.output_names, graph.outputs)],
         "layers": [row.__dict__ for row in rows],
-        **_totals(rows),
+        **_totals(list(layers.values())),
         "unsupported": [{"name": e.name, "class_name": e.class_name, "reason": e.reason} for e in unsupported],
     }
 

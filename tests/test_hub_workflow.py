@@ -100,3 +100,15 @@ def test_batch_finds_the_model_of_a_preset_folder_and_skips_its_tokenizer(tmp_pa
     assert done.returncode == 0, done.stderr
     models = json.loads(done.stdout)["models"]
     assert [Path(m["model"]).name for m in models] == ["config.json"] and models[0]["status"] == "pass"
+
+
+def test_inspect_counts_a_layer_called_twice_once(tmp_path: Path) -> None:
+    """A causal LM calls its token embedding twice (forward, then in reverse): one set of weights, as
+    Keras counts them."""
+    model = hub().models.GPT2CausalLM(backbone=hub().models.GPT2Backbone(
+        vocabulary_size=40, num_layers=1, num_heads=2, hidden_dim=8, intermediate_dim=16, max_sequence_length=16),
+        preprocessor=None)
+    path = tmp_path / "gpt2.keras"
+    model.save(path)
+    summary = converter.inspect(path)
+    assert summary["total_params"] == summary["trainable_params"] == model.count_params()
