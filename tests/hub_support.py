@@ -6,14 +6,40 @@ the TensorFlow backend (the backend every Keras Hub block takes its explicit, no
 
 from __future__ import annotations
 
+import io
+import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 import onnxruntime as ort
 import pytest
 
 RTOL, ATOL = 1e-4, 1e-5
+
+
+def hub_archive(path: Path, class_name: str = "", config: dict[str, Any] | None = None,
+                module: str = "keras_hub.src.models", *, entry: dict[str, Any] | None = None) -> Path:
+    """A `.keras` at `path` holding one Keras Hub entry and no weights, as a damaged or hand-edited file looks,
+    for tests that need no Keras: metadata.json, config.json (`{module, class_name, registered_name
+    "keras_hub>class_name", config}`) and a model.weights.h5 with empty groups `layers` and `vars`.
+    `entry` replaces that config.json entry whole, for an entry of another shape."""
+    if (entry is None) == (not class_name):
+        raise TypeError("hub_archive takes either class_name (and config) or entry")
+    if entry is None:
+        entry = {"module": module, "class_name": class_name, "registered_name": f"keras_hub>{class_name}",
+                 "config": config if config is not None else {}}
+    weights = io.BytesIO()
+    with h5py.File(weights, "w") as handle:
+        handle.create_group("layers")
+        handle.create_group("vars")
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("metadata.json", json.dumps({"keras_version": "3.15.1"}))
+        archive.writestr("config.json", json.dumps(entry))
+        archive.writestr("model.weights.h5", weights.getvalue())
+    return path
 
 
 def hub() -> Any:

@@ -3,13 +3,11 @@ kconvert does not convert) give a KconvertError naming the field; no TensorFlow 
 
 from __future__ import annotations
 
-import json
-import zipfile
 from pathlib import Path
 from typing import Any
 
-import h5py
 import pytest
+from hub_support import hub_archive
 
 import converter
 from converter.errors import FormatError, KconvertError
@@ -26,22 +24,6 @@ EFFICIENTNET = {
     "stem_conv_padding": "valid", "batch_norm_momentum": 0.9, "batch_norm_epsilon": 1e-5,
     "projection_activation": None,
 }
-
-
-def hub_file(tmp_path: Path, class_name: str, config: dict[str, Any]) -> Path:
-    """A `.keras` zip as Keras Hub writes one: config.json (the constructor arguments), metadata.json and a
-    weights file with no arrays."""
-    path = tmp_path / "model.keras"
-    entry = {"module": "keras_hub.src.models", "class_name": class_name, "config": config,
-             "registered_name": f"keras_hub>{class_name}", "build_config": {"input_shape": None}}
-    with h5py.File(tmp_path / "w.h5", "w") as weights:
-        weights.create_group("layers")
-        weights.create_group("vars")
-    with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("config.json", json.dumps(entry))
-        archive.writestr("metadata.json", json.dumps({"keras_version": "3.15.1"}))
-        archive.write(tmp_path / "w.h5", "model.weights.h5")
-    return path
 
 
 BAD_EFFICIENTNET = [
@@ -65,14 +47,14 @@ BAD_EFFICIENTNET = [
 def test_efficientnet_bad_argument_names_the_field(key: str, value: Any, tmp_path: Path) -> None:
     config = {**EFFICIENTNET, key: value}
     with pytest.raises(KconvertError) as caught:
-        converter.convert(hub_file(tmp_path, "EfficientNetBackbone", config))
+        converter.convert(hub_archive(tmp_path / "model.keras", "EfficientNetBackbone", config))
     assert key in str(caught.value)
 
 
 def test_efficientnet_missing_argument_is_a_format_error(tmp_path: Path) -> None:
     config = {k: v for k, v in EFFICIENTNET.items() if k != "stackwise_strides"}
     with pytest.raises(FormatError, match="stackwise_strides"):
-        converter.convert(hub_file(tmp_path, "EfficientNetBackbone", config))
+        converter.convert(hub_archive(tmp_path / "model.keras", "EfficientNetBackbone", config))
 
 
 MOBILENET = {
@@ -104,14 +86,14 @@ BAD_MOBILENET = [
 @pytest.mark.parametrize("key,value", BAD_MOBILENET, ids=[f"{k}={v!r}"[:40] for k, v in BAD_MOBILENET])
 def test_mobilenet_bad_argument_names_the_field(key: str, value: Any, tmp_path: Path) -> None:
     with pytest.raises(KconvertError) as caught:
-        converter.convert(hub_file(tmp_path, "MobileNetBackbone", {**MOBILENET, key: value}))
+        converter.convert(hub_archive(tmp_path / "model.keras", "MobileNetBackbone", {**MOBILENET, key: value}))
     assert key in str(caught.value)
 
 
 def test_mobilenet_missing_argument_is_a_format_error(tmp_path: Path) -> None:
     config = {k: v for k, v in MOBILENET.items() if k != "last_layer_filter"}
     with pytest.raises(FormatError, match="last_layer_filter"):
-        converter.convert(hub_file(tmp_path, "MobileNetBackbone", config))
+        converter.convert(hub_archive(tmp_path / "model.keras", "MobileNetBackbone", config))
 
 
 def test_mobilenet_classifier_bad_num_classes(tmp_path: Path) -> None:
@@ -120,7 +102,7 @@ def test_mobilenet_classifier_bad_num_classes(tmp_path: Path) -> None:
     config = {"name": "classifier", "backbone": backbone, "preprocessor": None, "num_classes": "3",
               "num_features": 1024}
     with pytest.raises(FormatError, match="num_classes"):
-        converter.convert(hub_file(tmp_path, "MobileNetImageClassifier", config))
+        converter.convert(hub_archive(tmp_path / "model.keras", "MobileNetImageClassifier", config))
 
 
 def _block_file(tmp_path: Path, class_name: str, registered: str, config: dict[str, Any]) -> Path:

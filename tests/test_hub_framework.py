@@ -4,12 +4,11 @@ the typed constructor-argument reads, preset folders."""
 from __future__ import annotations
 
 import json
-import zipfile
 from pathlib import Path
 from typing import Any
 
-import h5py
 import pytest
+from hub_support import hub_archive
 
 import converter
 from converter.errors import FormatError, KconvertError, UnsupportedLayerError
@@ -68,31 +67,20 @@ def test_typed_reads() -> None:
             read()
 
 
-def _keras_zip(path: Path, config: dict[str, Any]) -> Path:
-    weights = path.with_suffix(".weights.h5")
-    with h5py.File(weights, "w") as handle:
-        handle.create_group("layers")
-    with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("config.json", json.dumps(config))
-        archive.writestr("metadata.json", json.dumps({"keras_version": "3.15.1"}))
-        archive.write(weights, "model.weights.h5")
-    return path
-
-
 def _hub_entry(cls: str, config: dict[str, Any], module: str = "keras_hub.src.models.x") -> dict[str, Any]:
     return {"module": module, "class_name": cls, "registered_name": f"keras_hub>{cls}", "config": config}
 
 
 @pytest.mark.parametrize("cls", ["BertTokenizer", "BertTextClassifierPreprocessor", "ViTImageConverter"])
 def test_preprocessors_and_tokenizers_are_refused_by_name(tmp_path: Path, cls: str) -> None:
-    path = _keras_zip(tmp_path / "tok.keras", _hub_entry(cls, {"name": "tok"}))
+    path = hub_archive(tmp_path / "tok.keras", entry=_hub_entry(cls, {"name": "tok"}))
     with pytest.raises(UnsupportedLayerError, match=f"{cls} 'tok' is a Keras Hub preprocessor") as err:
         converter.convert(path)
     assert "backbone" in str(err.value.hint) and "README.md#keras-hub-models" in str(err.value.hint)
 
 
 def test_an_unknown_keras_hub_model_is_refused_with_the_supported_list(tmp_path: Path) -> None:
-    path = _keras_zip(tmp_path / "t5.keras", _hub_entry("T5Backbone", {"name": "t5", "num_layers": 2}))
+    path = hub_archive(tmp_path / "t5.keras", entry=_hub_entry("T5Backbone", {"name": "t5", "num_layers": 2}))
     with pytest.raises(UnsupportedLayerError, match="Keras Hub class T5Backbone") as err:
         converter.convert(path)
     assert err.value.exit_code == 3
@@ -101,7 +89,7 @@ def test_an_unknown_keras_hub_model_is_refused_with_the_supported_list(tmp_path:
 @pytest.mark.parametrize("backbone", [None, "bert", {"class_name": 3}, _hub_entry("NoSuchBackbone", {})])
 def test_a_task_whose_backbone_is_not_a_known_backbone(tmp_path: Path, backbone: Any) -> None:
     task = _hub_entry("BertTextClassifier", {"name": "clf", "backbone": backbone, "num_classes": 2})
-    path = _keras_zip(tmp_path / "clf.keras", task)
+    path = hub_archive(tmp_path / "clf.keras", entry=task)
     from converter.keras.hub.recipes import TASKS
 
     if "BertTextClassifier" not in TASKS:

@@ -8,17 +8,14 @@ batch and time), with right and left padding.
 
 from __future__ import annotations
 
-import io
 import json
-import zipfile
 from pathlib import Path
 from typing import Any
 
-import h5py
 import kmodels
 import numpy as np
 import pytest
-from hub_support import ATOL, assert_matches, convert_saved, hub, randomize, run, text_inputs
+from hub_support import ATOL, assert_matches, convert_saved, hub, hub_archive, randomize, run, text_inputs
 
 import converter
 from converter.errors import FormatError, KconvertError, UnsupportedLayerError
@@ -157,19 +154,9 @@ def test_gemma_layers_in_a_users_model(tmp_path: Path) -> None:
 # -- hostile and unsupported configs (no TensorFlow) --------------------------------------------------------
 
 def _save_hub(path: Path, cls: str, config: dict[str, Any], module: str = "gemma") -> Path:
-    """A `.keras` holding a Keras Hub backbone entry, as Keras Hub writes it, and an empty weights file."""
-    entry = {"module": f"keras_hub.src.models.{module}.{module}_backbone", "class_name": cls,
-             "registered_name": f"keras_hub>{cls}", "config": {"name": "backbone", "trainable": True, **config},
-             "build_config": {"input_shape": None}}
-    buffer = io.BytesIO()
-    with h5py.File(buffer, "w") as handle:
-        handle.create_group("layers")
-        handle.create_group("vars")
-    with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("metadata.json", json.dumps({"keras_version": "3.15.1"}))
-        archive.writestr("config.json", json.dumps(entry))
-        archive.writestr("model.weights.h5", buffer.getvalue())
-    return path
+    """A Keras Hub backbone entry named `backbone`, under its own module, and no weights."""
+    return hub_archive(path, cls, {"name": "backbone", "trainable": True, **config},
+                       f"keras_hub.src.models.{module}.{module}_backbone")
 
 
 @pytest.mark.parametrize("change,error,field", [

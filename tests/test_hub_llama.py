@@ -7,17 +7,13 @@ whole query rows masked, which Keras Hub's blocks zero on the TensorFlow backend
 
 from __future__ import annotations
 
-import io
-import json
-import zipfile
 from pathlib import Path
 from typing import Any
 
-import h5py
 import pytest
 
 from converter.errors import KconvertError
-from tests.hub_support import assert_matches, convert_saved, hub, randomize, text_inputs
+from tests.hub_support import assert_matches, convert_saved, hub, hub_archive, randomize, text_inputs
 
 VOCAB = 50
 SMALL = {"vocabulary_size": VOCAB, "num_layers": 2, "num_query_heads": 4, "num_key_value_heads": 2,
@@ -130,18 +126,7 @@ def _call_sources(node: dict[str, Any]) -> list[Any]:
 def _hub_file(tmp_path: Path, class_name: str, **changes: Any) -> Path:
     config = {"name": "backbone", "trainable": True, **SMALL, "rope_max_wavelength": 10000,
               "layer_norm_epsilon": 1e-6, "dropout": 0, **changes}
-    entry = {"module": f"keras_hub.src.models.x.{class_name.lower()}", "class_name": class_name,
-             "config": config, "registered_name": f"keras_hub>{class_name}", "build_config": {"input_shape": None}}
-    weights = io.BytesIO()
-    with h5py.File(weights, "w") as handle:
-        handle.create_group("layers")
-        handle.create_group("vars")
-    path = tmp_path / "model.keras"
-    with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("metadata.json", json.dumps({"keras_version": "3.15.1"}))
-        archive.writestr("config.json", json.dumps(entry))
-        archive.writestr("model.weights.h5", weights.getvalue())
-    return path
+    return hub_archive(tmp_path / "model.keras", class_name, config, f"keras_hub.src.models.x.{class_name.lower()}")
 
 
 @pytest.mark.parametrize(("class_name", "changes", "field"), [

@@ -6,17 +6,15 @@ from __future__ import annotations
 
 import json
 import re
-import zipfile
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 import pytest
 
 import converter
 from converter.errors import FormatError
-from tests.hub_support import assert_matches, convert_saved, hub, image_inputs, randomize
+from tests.hub_support import assert_matches, convert_saved, hub, hub_archive, image_inputs, randomize
 
 SMALL = {"input_conv_filters": [64], "input_conv_kernel_sizes": [7], "stackwise_num_filters": [64, 16],
          "stackwise_num_blocks": [2, 1], "stackwise_num_strides": [1, 2]}
@@ -121,17 +119,8 @@ def test_recipe_graph_is_keras_graph(block_type: str, pre_activation: bool) -> N
 
 # -- damaged constructor arguments (no Keras needed) -----------------------------------------------
 def _write_keras(tmp_path: Path, config: dict[str, Any]) -> Path:
-    entry = {"module": "keras_hub.src.models.resnet.resnet_backbone", "class_name": "ResNetBackbone",
-             "registered_name": "keras_hub>ResNetBackbone", "config": {"name": "res_net_backbone", **config}}
-    with h5py.File(tmp_path / "model.weights.h5", "w") as handle:
-        handle.create_group("layers")
-        handle.create_group("vars")
-    path = tmp_path / "m.keras"
-    with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("metadata.json", json.dumps({"keras_version": "3.15.1"}))
-        archive.writestr("config.json", json.dumps(entry))
-        archive.write(tmp_path / "model.weights.h5", "model.weights.h5")
-    return path
+    return hub_archive(tmp_path / "m.keras", "ResNetBackbone", {"name": "res_net_backbone", **config},
+                       "keras_hub.src.models.resnet.resnet_backbone")
 
 
 BASE = {**SMALL, "block_type": "bottleneck_block", "use_pre_activation": False, "image_shape": [None, None, 3]}

@@ -4,15 +4,12 @@ TransformerDecoder model matches a NumPy reference of Keras Hub's block maths.""
 
 from __future__ import annotations
 
-import io
-import json
-import zipfile
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 import pytest
+from hub_support import hub_archive
 from kmodels import input_layer, keras_tensor, run_onnx, save_keras
 
 import converter
@@ -22,22 +19,6 @@ BERT = {"name": "bert_backbone", "trainable": True, "vocabulary_size": 50, "num_
         "hidden_dim": 8, "intermediate_dim": 16, "dropout": 0.1, "max_sequence_length": 16, "num_segments": 2,
         "dtype": {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "float32"},
                   "registered_name": None}}
-
-
-def _hub_file(tmp_path: Path, class_name: str, config: dict[str, Any]) -> Path:
-    """A `.keras` archive of a Keras Hub model entry (its weights file holds no arrays)."""
-    buffer = io.BytesIO()
-    with h5py.File(buffer, "w") as handle:
-        handle.create_group("layers")
-        handle.create_group("vars")
-    entry = {"module": "keras_hub.src.models", "class_name": class_name, "config": config,
-             "registered_name": f"keras_hub>{class_name}"}
-    path = tmp_path / "hub.keras"
-    with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("metadata.json", json.dumps({"keras_version": "3.15.1"}))
-        archive.writestr("config.json", json.dumps(entry))
-        archive.writestr("model.weights.h5", buffer.getvalue())
-    return path
 
 
 @pytest.mark.parametrize(("key", "value", "error"), [
@@ -55,14 +36,14 @@ def _hub_file(tmp_path: Path, class_name: str, config: dict[str, Any]) -> Path:
 def test_hostile_backbone_arguments(tmp_path: Path, key: str, value: Any, error: type[KconvertError]) -> None:
     config = {**BERT, key: value}
     with pytest.raises(error, match=key if key != "dtype" else "dtype policy"):
-        converter.convert(_hub_file(tmp_path, "BertBackbone", config))
+        converter.convert(hub_archive(tmp_path / "hub.keras", "BertBackbone", config))
 
 
 @pytest.mark.parametrize("cls", ["DistilBertBackbone", "RobertaBackbone", "GPT2Backbone"])
 def test_hostile_layer_count_in_every_backbone(tmp_path: Path, cls: str) -> None:
     config = {k: v for k, v in BERT.items() if k != "num_segments"}
     with pytest.raises(FormatError, match="num_layers"):
-        converter.convert(_hub_file(tmp_path, cls, {**config, "num_layers": "many"}))
+        converter.convert(hub_archive(tmp_path / "hub.keras", cls, {**config, "num_layers": "many"}))
 
 
 def test_task_with_a_damaged_head(tmp_path: Path) -> None:
@@ -70,7 +51,7 @@ def test_task_with_a_damaged_head(tmp_path: Path) -> None:
                 "registered_name": "keras_hub>BertBackbone"}
     task = {"name": "classifier", "backbone": backbone, "preprocessor": None, "num_classes": "three"}
     with pytest.raises(FormatError, match="num_classes"):
-        converter.convert(_hub_file(tmp_path, "BertTextClassifier", task))
+        converter.convert(hub_archive(tmp_path / "hub.keras", "BertTextClassifier", task))
 
 
 # -- keras_hub.layers in a hand-written Functional model ------------------------------------------------------

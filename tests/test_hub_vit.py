@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import json
 import re
-import zipfile
 from pathlib import Path
 from typing import Any
 
-import h5py
 import pytest
 
 import converter
 from converter.errors import FormatError
-from tests.hub_support import assert_matches, convert_saved, hub, image_inputs, randomize
+from tests.hub_support import assert_matches, convert_saved, hub, hub_archive, image_inputs, randomize
 
 SMALL = {"image_shape": (16, 16, 3), "patch_size": 4, "num_layers": 2, "num_heads": 2, "hidden_dim": 8,
          "mlp_dim": 16}
@@ -98,18 +96,6 @@ def test_recipe_graph_is_keras_graph() -> None:
 
 
 # -- damaged constructor arguments (no Keras needed) -----------------------------------------------
-def _write_keras(tmp_path: Path, entry: dict[str, Any]) -> Path:
-    with h5py.File(tmp_path / "model.weights.h5", "w") as handle:
-        handle.create_group("layers")
-        handle.create_group("vars")
-    path = tmp_path / "m.keras"
-    with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("metadata.json", json.dumps({"keras_version": "3.15.1"}))
-        archive.writestr("config.json", json.dumps(entry))
-        archive.write(tmp_path / "model.weights.h5", "model.weights.h5")
-    return path
-
-
 def _backbone_entry(config: dict[str, Any]) -> dict[str, Any]:
     return {"module": "keras_hub.src.models.vit.vit_backbone", "class_name": "ViTBackbone",
             "registered_name": "keras_hub>ViTBackbone", "config": {"name": "vi_t_backbone", **config}}
@@ -133,7 +119,7 @@ BASE = {**SMALL, "image_shape": [16, 16, 3]}
 def test_damaged_backbone_arguments_are_refused_by_name(tmp_path: Path, change: dict[str, Any],
                                                         field: str) -> None:
     with pytest.raises(FormatError, match=re.escape(field)) as caught:
-        converter.convert(_write_keras(tmp_path, _backbone_entry({**BASE, **change})))
+        converter.convert(hub_archive(tmp_path / "m.keras", entry=_backbone_entry({**BASE, **change})))
     assert caught.value.layer == "vi_t_backbone"
 
 
@@ -147,7 +133,7 @@ def test_damaged_classifier_arguments_are_refused_by_name(tmp_path: Path, change
                         "num_classes": 3, "pooling": "token", "intermediate_dim": None, "activation": None,
                         "dropout": 0.0, **change}}
     with pytest.raises(FormatError, match=re.escape(field)) as caught:
-        converter.convert(_write_keras(tmp_path, entry))
+        converter.convert(hub_archive(tmp_path / "m.keras", entry=entry))
     assert caught.value.layer == "vi_t_image_classifier"
 
 
@@ -176,5 +162,5 @@ ENCODER = {"num_layers": 1, "num_heads": 2, "hidden_dim": 8, "mlp_dim": 16}
                                                ({"hidden_dim": "8"}, "hidden_dim")])
 def test_damaged_encoder_layer_is_refused_by_name(tmp_path: Path, change: dict[str, Any], field: str) -> None:
     with pytest.raises(FormatError, match=re.escape(field)) as caught:
-        converter.convert(_write_keras(tmp_path, _functional_with_encoder({**ENCODER, **change})))
+        converter.convert(hub_archive(tmp_path / "m.keras", entry=_functional_with_encoder({**ENCODER, **change})))
     assert caught.value.layer == "vit_encoder"
