@@ -240,3 +240,16 @@ def test_gemma_rms_normalization_scales_by_one_plus_scale(tmp_path: Path) -> Non
     x = np.random.default_rng(0).normal(size=(2, 3, 5)).astype(np.float32)
     want = x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + 0.01) * (1 + scale)
     np.testing.assert_allclose(run(converter.convert(path), x)["norm"], want, rtol=1e-5, atol=1e-6)
+
+
+def test_a_causal_lm_around_an_embedding_backbone_is_refused(tmp_path: Path) -> None:
+    """Gemma3CausalLM needs hidden states to project to the vocabulary; EmbeddingGemma returns pooled ones."""
+    backbone = {"module": "keras_hub.src.models.gemma3.gemma3_backbone", "class_name": "Gemma3Backbone",
+                "registered_name": "keras_hub>Gemma3Backbone",
+                "config": {"name": "backbone", **GEMMA3, "is_embedding_model": True, "pooling_intermediate_dim": 8,
+                           "embedding_dim": 4}}
+    path = hub_archive(tmp_path / "m.keras", "Gemma3CausalLM", {"name": "lm", "backbone": backbone,
+                                                               "preprocessor": None},
+                       "keras_hub.src.models.gemma3.gemma3_causal_lm")
+    with pytest.raises(FormatError, match="wraps a Gemma3Backbone that returns no hidden states"):
+        converter.convert(path)

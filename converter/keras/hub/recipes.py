@@ -187,7 +187,10 @@ def causal_lm(task: HubModel, backbone: HubModel, graph: BackboneGraph) -> dict[
     """A causal LM's forward pass (keras_hub CausalLM.call_with_cache without a cache): the backbone's hidden
     states through its own token embedding called in reverse, inside the backbone, so that the reverse call
     binds the backbone's embedding weights (and applies its logit soft cap). One output, `logits`."""
-    assert isinstance(graph.outputs, Ref) and graph.token_embedding is not None, "a causal LM's backbone"
+    if not isinstance(graph.outputs, Ref) or graph.token_embedding is None:
+        raise FormatError(f"{task.class_name} '{task.name}' wraps a {backbone.class_name} that returns no hidden "
+                          "states for a language-model head (an embedding model's pooled outputs)", layer=task.name,
+                          hint="a causal LM's backbone is a plain decoder; is the file's config undamaged?")
     graph.outputs = graph.builder.layer("ReversibleEmbedding", graph.token_embedding, {}, graph.outputs,
                                         reverse=True)
     b = FunctionalBuilder(task.name)
