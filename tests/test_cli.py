@@ -109,7 +109,8 @@ def test_failed_check_exits_4(tmp_path: Path, rng: np.random.Generator, monkeypa
 
     monkeypatch.setattr("application.service.load_keras_model", lambda artifact, weights, custom_objects=None: object())
     monkeypatch.setattr("application.options.tensorflow_installed", lambda: True)  # Keras is faked: TF not needed
-    monkeypatch.setattr(check, "reference_outputs", lambda model, inputs: [np.full((inputs[0].shape[0], 2), 9.0)])
+    monkeypatch.setattr(check, "reference_outputs",
+                        lambda model, inputs, names=None: [np.full((inputs[0].shape[0], 2), 9.0)])
     model = _dense_model(tmp_path, rng)
     result = CliRunner().invoke(main, [str(model), "--check", "--json"])
     report = json.loads(result.output)
@@ -126,7 +127,7 @@ def test_check_passes_against_an_agreeing_reference(tmp_path: Path, rng: np.rand
     model = save_legacy_h5(tmp_path / "m.h5", config, {"dense": [kernel]})
     monkeypatch.setattr("application.service.load_keras_model", lambda artifact, weights, custom_objects=None: object())
     monkeypatch.setattr("application.options.tensorflow_installed", lambda: True)  # Keras is faked: TF not needed
-    monkeypatch.setattr(check, "reference_outputs", lambda model, inputs: [np.tanh(inputs[0] @ kernel)])
+    monkeypatch.setattr(check, "reference_outputs", lambda model, inputs, names=None: [np.tanh(inputs[0] @ kernel)])
     result = CliRunner().invoke(main, [str(model), "--check"])
     assert result.exit_code == 0 and "matches Keras" in result.output
 

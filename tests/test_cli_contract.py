@@ -48,7 +48,7 @@ def _fake_keras(monkeypatch: pytest.MonkeyPatch, outputs: Any) -> None:
     monkeypatch.setattr(options, "tensorflow_installed", lambda: True)
 
     monkeypatch.setattr(service, "load_keras_model", lambda artifact, weights, custom_objects=None: object())
-    monkeypatch.setattr(check, "reference_outputs", lambda model, inputs: outputs(inputs))
+    monkeypatch.setattr(check, "reference_outputs", lambda model, inputs, names=None: outputs(inputs))
 
 
 def _no_model_reading(monkeypatch: pytest.MonkeyPatch) -> None:

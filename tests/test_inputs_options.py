@@ -36,7 +36,7 @@ def fed(monkeypatch: pytest.MonkeyPatch) -> list[list[np.ndarray]]:
 
     calls: list[list[np.ndarray]] = []
 
-    def keras(model: Any, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    def keras(model: Any, inputs: list[np.ndarray], names: list[str] | None = None) -> list[np.ndarray]:
         calls.append([np.array(a) for a in inputs])
         return [np.tanh(np.concatenate(inputs, axis=-1) @ KERNEL)]
 
@@ -167,7 +167,8 @@ def test_a_mismatch_in_any_batch_fails_the_merged_comparison(tmp_path: Path, mon
 
     calls = []
 
-    def wrong_in_the_third_batch(model: Any, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    def wrong_in_the_third_batch(model: Any, inputs: list[np.ndarray],
+                                 names: list[str] | None = None) -> list[np.ndarray]:
         calls.append(1)
         good = np.tanh(np.concatenate(inputs, axis=-1) @ KERNEL)
         return [good + (0.5 if len(calls) == 3 else 0.0)]

@@ -172,7 +172,7 @@ def test_a_live_check_saves_one_set_per_batch(tmp_path: Path, rng: np.random.Gen
     model = save_legacy_h5(tmp_path / "m.h5", config, {"dense": [kernel]})
     monkeypatch.setattr("application.service.load_keras_model", lambda artifact, weights, custom_objects=None: object())
     monkeypatch.setattr("application.options.tensorflow_installed", lambda: True)
-    monkeypatch.setattr(check, "reference_outputs", lambda model, inputs: [np.tanh(inputs[0] @ kernel)])
+    monkeypatch.setattr(check, "reference_outputs", lambda model, inputs, names=None: [np.tanh(inputs[0] @ kernel)])
     assert _run(model, "--check", "--save-test-data").exit_code == 0
     sets = testdata.read_sets(tmp_path / "m_test_data")
     assert [s.inputs[next(iter(s.inputs))].shape[0] for s in sets] == [1, 3]
