@@ -185,11 +185,13 @@ def test_gemma3_vision_encoder_refused_by_name(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("cls,module", [("GemmaBackbone", "gemma"), ("Gemma3Backbone", "gemma3")])
-def test_bfloat16_gemma_refused_with_the_way_out(tmp_path: Path, cls: str, module: str) -> None:
-    """Gemma presets load as bfloat16 by default; such a file is refused by its dtype, not by its arrays."""
-    policy = {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "bfloat16"}, "registered_name": None}
+def test_quantized_gemma_refused_with_the_way_out(tmp_path: Path, cls: str, module: str) -> None:
+    """An int8-quantized model (`model.quantize("int8")`) is refused by its dtype policy, not by its arrays
+    (bfloat16 and float16 policies convert, in float32: tests/test_hub_bf16.py)."""
+    policy = {"module": "keras", "class_name": "QuantizedDTypePolicy",
+              "config": {"name": "int8_from_bfloat16", "source_name": "bfloat16"}, "registered_name": None}
     path = _save_hub(tmp_path / "m.keras", cls, {**GEMMA3, "dtype": policy}, module=module)
-    with pytest.raises(UnsupportedLayerError, match="bfloat16") as raised:
+    with pytest.raises(UnsupportedLayerError, match="int8_from_bfloat16") as raised:
         converter.convert(path)
     assert "float32" in str(raised.value.hint)
 

@@ -11,6 +11,9 @@ Keras writes none of them, so all are refused:
 - storage, per dataset, right before it is read (`DatasetReader.read`): external storage, virtual
   layout, filters other than HDF5's built-in ones (an unknown filter id makes HDF5 load a plugin),
   element types that are not plain numbers, and declared sizes the file cannot hold.
+Two element types are read as float32 (the converter computes in float32): float16, and Keras' bfloat16,
+which HDF5 has no type for: Keras 3 stores it as 2-byte opaque values with the attribute dtype="bfloat16".
+An opaque dataset without that attribute says nothing of what its bytes mean, and is refused.
 The file itself is opened with the default sec2 driver (a file object with h5py's fileobj driver);
 HDF5 refuses files written for its family / multi drivers.
 """
@@ -40,6 +43,8 @@ MAX_INFLATION = 1100
 MAX_FILTERED_BYTES = 16 * 1024**3
 # Element types a weight may have: floats up to float64, integers up to 64 bits.
 _NUMBER_KINDS = frozenset("fiu")
+# Keras 3 (saving_lib.H5IOStore) writes a bfloat16 variable as opaque 2-byte elements with this attribute.
+_BFLOAT16_ATTR, _BFLOAT16 = "dtype", "bfloat16"
 
 
 def open_h5(source: Any, name: str) -> h5py.File:
@@ -138,16 +143,23 @@ class DatasetReader:
         if not isinstance(dataset, h5py.Dataset):
             raise FormatError(f"{what} is a group, not a weight array", layer=layer,
                               hint="is this the weights file saved from this model?")
-        mappable = self._check(dataset, what, layer)
+        mappable, bfloat16 = self._check(dataset, what, layer)
         try:
-            view = self.image.view(dataset) if mappable and self.image is not None else None
-            return np.asarray(dataset) if view is None else view
+            # bfloat16's opaque elements are viewed (or read) as their uint16 bit patterns.
+            bits = np.dtype(np.uint16) if bfloat16 else None
+            view = self.image.view(dataset, bits) if mappable and self.image is not None else None
+            array = np.asarray(dataset) if view is None else view
         except H5_ERRORS as err:
             raise FormatError(f"{what} cannot be read: {err}", layer=layer, hint="is the file complete?") from None
+        if bfloat16:
+            return bfloat16_to_float32(array.view(np.uint16))
+        # float16 weights (Keras' float16 policies) are exact in float32, the precision the ONNX computes in.
+        return array.astype(np.float32) if array.dtype.kind == "f" and array.dtype.itemsize == 2 else array
 
-    def _check(self, dataset: h5py.Dataset, what: str, layer: str | None) -> bool:
-        """Refuse storage that reads outside the file or cannot fit; True for contiguous storage of a
-        standard type (which a view of the mapped bytes reads as h5py would)."""
+    def _check(self, dataset: h5py.Dataset, what: str, layer: str | None) -> tuple[bool, bool]:
+        """Refuse storage that reads outside the file or cannot fit. Returns (mappable, bfloat16): mappable
+        for contiguous storage of a standard type (which a view of the mapped bytes reads as h5py would),
+        bfloat16 for Keras' opaque bfloat16 elements."""
         try:
             dtype, shape = dataset.dtype, dataset.shape
             plist = dataset.id.get_create_plist()  # once: h5py's properties would each fetch it again
@@ -164,11 +176,14 @@ class DatasetReader:
         if refusal:
             raise FormatError(f"{what} {refusal}", layer=layer,
                               hint="refusing a hostile or damaged file (Keras never writes such datasets)")
-        if dtype.kind not in _NUMBER_KINDS or dtype.fields is not None or dtype.itemsize > 8:
+        opaque = dtype.kind == "V" and dtype.fields is None  # compound types are refused below, as before
+        bfloat16 = opaque and _is_bfloat16(dataset, dtype, what, layer)
+        if not bfloat16 and (dtype.kind not in _NUMBER_KINDS or dtype.fields is not None or dtype.itemsize > 8):
             raise WeightsError(f"{what} holds {dtype} values, not numbers", layer=layer,
                                hint="weights are float or integer arrays; is this a Keras weights file?")
         self._check_size(what, layer, dtype.itemsize, shape, chunks, bool(filters))
-        return native
+        # An opaque type has no byte order: contiguous bfloat16 bytes are the bits a view reads.
+        return native or (bfloat16 and layout == h5py.h5d.CONTIGUOUS), bfloat16
 
     def _check_size(self, what: str, layer: str | None, itemsize: int, shape: tuple[int, ...],
                     chunks: tuple[int, ...] | None, filtered: bool) -> None:
@@ -181,6 +196,45 @@ class DatasetReader:
                               f"a {self.file_bytes}-byte file can hold{' compressed' if filtered else ''}",
                               layer=layer,
                               hint="refusing to allocate for a damaged or hostile file")
+
+
+def bfloat16_to_float32(bits: np.ndarray) -> np.ndarray:
+    """bfloat16 bit patterns as float32, exactly: bfloat16 is float32's upper 16 bits."""
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+def _is_bfloat16(dataset: h5py.Dataset, dtype: np.dtype, what: str, layer: str | None) -> bool:
+    """Whether an opaque dataset is Keras' bfloat16 (2-byte elements, attribute dtype="bfloat16"); any
+    other opaque data is refused here, saying what it lacks."""
+    if dtype.itemsize != 2:
+        why = f"its elements are {dtype.itemsize} bytes"
+    else:
+        tag = _dtype_attribute(dataset, what, layer)
+        if tag == _BFLOAT16:
+            return True
+        why = f"it has no attribute {_BFLOAT16_ATTR}={_BFLOAT16!r}" if tag is None else \
+            f"its attribute {_BFLOAT16_ATTR} is {tag[:40]!r}"
+    raise FormatError(f"{what} holds opaque {dtype} values, not numbers: {why}", layer=layer,
+                      hint="Keras stores bfloat16 weights as 2-byte opaque values with the attribute "
+                           "dtype='bfloat16'; other opaque data is no Keras weight")
+
+
+def _dtype_attribute(dataset: h5py.Dataset, what: str, layer: str | None) -> str | None:
+    """The dataset's `dtype` text attribute, or None where it has none or it is not text. Its stored type is
+    checked before reading, as h5_attrs.read_attr does (that module imports this one)."""
+    try:
+        if not h5py.h5a.exists(dataset.id, _BFLOAT16_ATTR.encode()):
+            return None
+        stored = h5py.h5a.open(dataset.id, _BFLOAT16_ATTR.encode()).get_type()
+        if stored.get_class() != h5py.h5t.STRING or stored.get_cset() not in (h5py.h5t.CSET_ASCII, h5py.h5t.CSET_UTF8):
+            return None
+        value = dataset.attrs[_BFLOAT16_ATTR]
+    except H5_ERRORS as err:
+        raise FormatError(f"{what}: attribute '{_BFLOAT16_ATTR}' cannot be read: {err}", layer=layer,
+                          hint="is the file complete?") from None
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value if isinstance(value, str) else None
 
 
 def _storage_refusal(layout: int, external_file: bytes, filters: list[int]) -> str:

@@ -36,11 +36,12 @@ class MappedImage:
         self._start = start
         self._end = size if length is None else min(size, start + length)
 
-    def view(self, dataset: h5py.Dataset) -> np.ndarray | None:
+    def view(self, dataset: h5py.Dataset, as_dtype: np.dtype | None = None) -> np.ndarray | None:
         """A view of a dataset the caller found contiguous and stored in this file (h5_safety.py checks
         that), or None where a view would be wrong: non-numeric elements, storage never allocated
-        (h5py returns the fill value), bytes outside the mapped image."""
-        dtype = dataset.dtype
+        (h5py returns the fill value), bytes outside the mapped image. `as_dtype` reads the elements as
+        another type of the same size (bfloat16's opaque elements as their uint16 bits)."""
+        dtype = dataset.dtype if as_dtype is None or as_dtype.itemsize != dataset.dtype.itemsize else as_dtype
         if self._map is None or dtype.kind not in _MAPPABLE_KINDS or dtype.fields is not None or dataset.size == 0:
             return None
         offset = dataset.id.get_offset()

@@ -63,15 +63,16 @@ def _model_config(entry: dict[str, Any], cls: str) -> dict[str, Any]:
 def expand(cls: str, config: dict[str, Any], weights: StoredWeights) -> dict[str, Any]:
     """The Functional config of Keras Hub class `cls` built with constructor arguments `config`."""
     model = HubModel.of(cls, config, weights)
-    _float32_only(model)
+    policy = dtype_policy(model)
     if cls in BACKBONES:
+        _warn_low_precision(model, policy)
         return BACKBONES[cls](model).config()
     if cls in TASKS:
-        return _task_config(model)
+        return _task_config(model, policy)
     raise _refusal(cls, model.name)
 
 
-def _task_config(task: HubModel) -> dict[str, Any]:
+def _task_config(task: HubModel, policy: str) -> dict[str, Any]:
     entry = task.args.value("backbone")
     backbone_cls = hub_class(entry)
     if backbone_cls is None or backbone_cls not in BACKBONES:
@@ -83,20 +84,44 @@ def _task_config(task: HubModel) -> dict[str, Any]:
     _check_pairing(task, backbone_cls)
     config = _model_config(entry, backbone_cls)
     backbone = HubModel.of(backbone_cls, config, task.weights.below(saved_object_name(backbone_cls)))
-    _float32_only(backbone)
+    # One warning for the model: the task's policy, else its backbone's (Keras gives both the same one).
+    backbone_policy = dtype_policy(backbone)
+    _warn_low_precision(task, policy if policy != FLOAT32 else backbone_policy)
     return TASKS[task.class_name](task, backbone, BACKBONES[backbone_cls](backbone))
 
 
-def _float32_only(model: HubModel) -> None:
-    """The recipes write float32 layers. Gemma and Llama presets load as bfloat16 by default, whose arrays a
-    `.keras` stores as opaque 2-byte values and whose Keras results differ from float32 ones."""
+FLOAT32 = "float32"
+# Policies whose stored weights (bfloat16 or float16, read as float32 exactly; float32 for the mixed ones)
+# the float32 recipes compute with. Gemma and Llama presets load as bfloat16 by default.
+LOW_PRECISION = frozenset({"bfloat16", "float16", "mixed_bfloat16", "mixed_float16"})
+
+
+def dtype_policy(model: HubModel) -> str:
+    """The model's dtype policy name (float32 where none is given); others than float32 and LOW_PRECISION
+    (int8 / float8 quantization, float64) are refused by name."""
     policy = model.args.value("dtype")
     inner = policy.get("config") if isinstance(policy, dict) else None
     name = inner.get("name") if isinstance(inner, dict) else policy
-    if name not in (None, "float32"):
-        raise UnsupportedLayerError(f"{model.class_name} '{model.name}' has the dtype policy {str(name)[:40]!r}",
-                                    layer=model.name, hint="kconvert converts float32 Keras Hub models: load it "
-                                    "with dtype=\"float32\" (from_preset(..., dtype=\"float32\")) and save it again")
+    if name is None:
+        return FLOAT32
+    if isinstance(name, str) and (name == FLOAT32 or name in LOW_PRECISION):  # a hostile list is no set member
+        return name
+    raise UnsupportedLayerError(f"{model.class_name} '{model.name}' has the dtype policy {str(name)[:40]!r}",
+                                layer=model.name, hint="kconvert converts Keras Hub models with the dtype policy "
+                                f"float32, {', '.join(sorted(LOW_PRECISION))} (computed in float32): load it with "
+                                "dtype=\"float32\" (from_preset(..., dtype=\"float32\")) and save it again")
+
+
+def _warn_low_precision(model: HubModel, policy: str) -> None:
+    """The recipes write float32 layers: a low-precision model's ONNX computes in float32 from its stored
+    weights, so it differs from Keras' own results by Keras' low-precision rounding."""
+    if policy == FLOAT32:
+        return
+    warnings.warn(f"{model.class_name} '{model.name}' has the dtype policy {policy!r}: the ONNX model computes in "
+                  f"float32 from the stored weights, so its results differ from Keras' {policy} results by their "
+                  "rounding (bfloat16 keeps 8 significant bits): --check against Keras needs looser tolerances, "
+                  "e.g. --rtol 5e-2 --atol 5e-2 for outputs of order 1, or check against the model loaded with "
+                  "dtype=\"float32\" and saved again", KconvertWarning, stacklevel=2)
 
 
 # Keras Hub names a task after its backbone (`backbone_cls`): BertTextClassifier wraps a BertBackbone.
