@@ -34,6 +34,7 @@ class LiveKeras:
 
     model: Any
     inputs: list[np.ndarray]
+    names: list[str] | None = None  # the inputs' names (a model taking a dict of inputs is fed by name)
 
     def layers(self) -> list[tuple[str, str]]:
         # Keras 3 lists operation nodes (`x + 1` saved as an Add op) in `operations`, not in `layers`.
@@ -43,7 +44,7 @@ class LiveKeras:
     def outputs(self, layers: list[str]) -> dict[str, list[np.ndarray]]:
         from runtime.reference import layer_outputs
 
-        found: dict[str, list[np.ndarray]] = layer_outputs(self.model, self.inputs, layers)
+        found: dict[str, list[np.ndarray]] = layer_outputs(self.model, self.inputs, layers, self.names)
         return found
 
 
@@ -102,7 +103,7 @@ def keras_sets(request: AgainstRequest, onnx_inputs: list[str], onnx_outputs: li
             if on_batch is not None:
                 on_batch(done, used.batches)
     used = replace(used, shapes=summary_shapes(shapes))  # Keras' order, as --check reports them
-    return KerasRun(sets, LiveKeras(keras_model, first), used, reference_backend(keras_model))
+    return KerasRun(sets, LiveKeras(keras_model, first, keras_in), used, reference_backend(keras_model))
 
 
 def _feeds(request: AgainstRequest, graph: Any, perms: dict[str, Perm | None],

@@ -441,18 +441,22 @@ def _failing_layer(message: str, model_name: str) -> tuple[str | None, str]:
 # --- Intermediate values, for localisation (runtime/localize.py) -------------------------------------
 
 
-def layer_outputs(model: Any, inputs: list[np.ndarray], layers: list[str]) -> dict[str, list[np.ndarray]]:
+def layer_outputs(model: Any, inputs: list[np.ndarray], layers: list[str],
+                  names: list[str] | None = None) -> dict[str, list[np.ndarray]]:
     """For each named top-level layer of `model` (names as in model.layers), its output arrays for `inputs`
     (several for a layer with several outputs; a layer called more than once: its first call in the model).
-    One sub-model computes them all, so the caller bounds memory by how many layers it asks for at once."""
+    One sub-model computes them all, so the caller bounds memory by how many layers it asks for at once.
+    `names`: the inputs' names, for a model taking a dict of inputs (as reference_outputs)."""
     graph = _graph_of(model, inputs)
     tensors = {name: _flat(_first_call(graph, _layer(model, name)).outputs) for name in layers}
     wanted = [tensor for name in layers for tensor in tensors[name]]
     if not wanted:
         return {name: [] for name in layers}
-    inputs_given = model.inputs if len(model.inputs) > 1 else model.inputs[0]  # as reference_outputs feeds them
+    keyed = isinstance(getattr(model, "_inputs_struct", None), dict) and names is not None
+    # The probe takes the inputs as the model does (a dict by name, else a list), as reference_outputs feeds them.
+    inputs_given = model.input if keyed else model.inputs if len(model.inputs) > 1 else model.inputs[0]
     probe = _keras_module(model).Model(inputs_given, wanted)
-    arrays = iter(reference_outputs(probe, inputs))
+    arrays = iter(reference_outputs(probe, inputs, names))
     return {name: [next(arrays) for _ in tensors[name]] for name in layers}
 
 
@@ -533,9 +537,10 @@ def _keras_module(model: Any) -> Any:
 
 
 def _flat(structure: Any) -> list[Any]:
-    """Tensors of a node's outputs in order (tf_keras keeps them nested as the layer returns them)."""
+    """Tensors of a node's outputs in order (tf_keras keeps them nested as the layer returns them; a dict
+    flattens by sorted key, as tf.nest and Keras 3's tree do)."""
     if isinstance(structure, dict):
-        return [t for value in structure.values() for t in _flat(value)]
+        return [t for key in sorted(structure) for t in _flat(structure[key])]
     if isinstance(structure, (list, tuple)):
         return [t for item in structure for t in _flat(item)]
     return [structure]

@@ -37,6 +37,9 @@ def _cases() -> list[tuple[str, str]]:
 
 
 CASES = _cases()
+# Keras Hub tasks (fixtures/make_hub_fixtures.py): `.keras` files of constructor arguments, not rebuilt by
+# make_fixtures.py's builders and not writable as a plain Keras 3 archive.
+KERAS_HUB_PREFIX = "hub_"
 
 
 def test_fixtures_are_present() -> None:

@@ -19,12 +19,16 @@ import numpy as np
 import pytest
 from conftest import assert_close
 from kmodels import functional, input_layer, layer, save_keras, save_legacy_h5
-from test_fixtures import CASES, FIXTURES, FORMATS, run_model
+from test_fixtures import CASES, FIXTURES, FORMATS, KERAS_HUB_PREFIX, run_model
 
 import converter
 from converter.errors import ShapeError
 
 LiveFiles = tuple[Path, list[np.ndarray], list[np.ndarray]]
+
+
+# The cases make_fixtures.py rebuilds (the Keras Hub ones come from make_hub_fixtures.py).
+LIVE_CASES = [(case, fmt) for case, fmt in CASES if not case.startswith(KERAS_HUB_PREFIX)]
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +64,7 @@ def live(make_fixtures: ModuleType, tmp_path_factory: pytest.TempPathFactory) ->
 
 @pytest.mark.tf
 @pytest.mark.parametrize("batch", [1, 3])
-@pytest.mark.parametrize(("case", "fmt"), CASES, ids=[f"{c}-{f}" for c, f in CASES])
+@pytest.mark.parametrize(("case", "fmt"), LIVE_CASES, ids=[f"{c}-{f}" for c, f in LIVE_CASES])
 def test_guide_example_live(case: str, fmt: str, batch: int, live: Any) -> None:
     model_file, weights_file, source = FORMATS[fmt]
     folder, inputs, expected = live(case, source)

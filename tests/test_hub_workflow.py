@@ -112,3 +112,24 @@ def test_inspect_counts_a_layer_called_twice_once(tmp_path: Path) -> None:
     model.save(path)
     summary = converter.inspect(path)
     assert summary["total_params"] == summary["trainable_params"] == model.count_params()
+
+
+def test_a_backbone_inside_the_users_own_functional_model(tmp_path: Path) -> None:
+    """The user calls a Keras Hub backbone on a dict of inputs (in their own order) and reads both of its
+    outputs by key: Keras indexes a dict of outputs by sorted key and passes a dict of inputs by name."""
+    keras = pytest.importorskip("keras")
+    backbone = _backbone()
+    inputs = {"padding_mask": keras.Input((None,), dtype="int32", name="padding_mask"),
+              "token_ids": keras.Input((None,), dtype="int32", name="token_ids"),
+              "segment_ids": keras.Input((None,), dtype="int32", name="segment_ids")}
+    features = backbone(inputs)
+    pooled = keras.layers.GlobalAveragePooling1D()(features["sequence_output"])
+    joined = keras.layers.Concatenate()([features["pooled_output"], pooled])
+    model = keras.Model(inputs, keras.layers.Dense(2, name="head")(joined))
+    randomize(model, seed=6, scale=0.3)
+    path = tmp_path / "users.keras"
+    model.save(path)
+    ids = np.array([[2, 5, 6, 7, 8, 3, 0, 0], [2, 13, 14, 15, 3, 0, 0, 0]], "int32")
+    feed = {"token_ids": ids, "padding_mask": (ids > 0).astype("int32"), "segment_ids": np.zeros_like(ids)}
+    got = run(converter.convert(path), feed)
+    np.testing.assert_allclose(got["head"], np.asarray(model(feed)), rtol=1e-4, atol=1e-5)

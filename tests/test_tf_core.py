@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from conftest import assert_saved_model_matches
 
+import converter
 from converter.extensions import register_lambda, unregister_lambda
 
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
@@ -107,3 +108,28 @@ def test_registered_lambda(tmp_path: Path, module: str, fmt: str, normalize_lamb
     _randomize(keras, model, rng)
     assert_saved_model_matches(tmp_path, model, fmt,
                                lambda n: [rng.uniform(0, 255, size=(n, 6, 6, 3)).astype("float32")])
+
+
+def test_nested_model_with_dict_inputs_and_outputs(tmp_path: Path) -> None:
+    """A model nested in another takes a dict of inputs by name (whatever the dict's order) and its dict of
+    outputs is indexed as Keras flattens it, by sorted key (`zeta` is output 1 though declared first)."""
+    keras = pytest.importorskip("keras")
+    L = keras.layers
+    inner_in = {"x": L.Input((4,), name="x"), "y": L.Input((3,), name="y")}
+    inner = keras.Model(inner_in, {"zeta": L.Dense(2, name="zeta")(inner_in["x"]),
+                                   "alpha": L.Dense(5, name="alpha")(inner_in["y"])}, name="inner")
+    outer_in = {"y": L.Input((3,), name="y"), "x": L.Input((4,), name="x")}
+    parts = inner({"y": outer_in["y"], "x": outer_in["x"]})
+    joined = L.Concatenate()([parts["zeta"], L.Dense(1)(parts["alpha"])])
+    model = keras.Model(outer_in, L.Dense(3, name="head")(joined))
+    rng = np.random.default_rng(3)
+    for variable in model.weights:
+        variable.assign(rng.normal(size=tuple(variable.shape)).astype("float32"))
+    path = tmp_path / "nested.keras"
+    model.save(path)
+    feed = {"x": rng.normal(size=(2, 4)).astype("float32"), "y": rng.normal(size=(2, 3)).astype("float32")}
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(converter.convert(path).SerializeToString(), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, feed)
+    np.testing.assert_allclose(got, np.asarray(model(feed)), rtol=1e-4, atol=1e-5)

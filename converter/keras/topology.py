@@ -16,7 +16,7 @@ from converter.ir import Graph, Node, Tensor
 from converter.ir.dtypes import input_dtype
 from converter.ir.graph import INPUT_SPEC_KEYS, SHAPE_KEYS, KerasOutput
 from converter.ir.names import NameAuthority
-from converter.ir.spec import CallSite
+from converter.ir.spec import CallSite, TensorArg
 from converter.keras.artifacts import KerasArtifact
 from converter.keras.assets import attach_vocabulary
 from converter.keras.attach import WeightAttacher
@@ -239,7 +239,31 @@ def _build_functional(ctx: _Context, config: Any, inputs: list[Tensor] | None, p
         extra = CallSite(dict(step.call.kwargs), {k: list(v) for k, v in step.call.tensor_kwargs.items()},
                          list(step.call.args), dict(step.call.arg_kwargs))
         produced[step.key] = _call_layer(ctx, layers[step.layer], args, step.index, prefix, wpath, extra, saved)
-    return [_tensor_at(ctx, produced, ref) for ref in plan.outputs]
+    outputs = [_tensor_at(ctx, produced, ref) for ref in plan.outputs]
+    return outputs if inputs is None else _keras_flatten_order(config, outputs)
+
+
+def _keras_flatten_order(config: dict[str, Any], outputs: list[Tensor]) -> list[Tensor]:
+    """A nested model's outputs as its caller indexes them: Keras flattens a dict of outputs by sorted key
+    (tree.flatten), whatever order the config lists them in (a Keras Hub backbone's `pooled_output` is
+    output 0 of its call, `sequence_output` output 1)."""
+    declared = config.get("output_layers")
+    if not isinstance(declared, dict) or len(declared) != len(outputs):
+        return outputs
+    keys = list(declared)
+    return [outputs[keys.index(key)] for key in sorted(keys)]
+
+
+def _named_inputs(model_config: Any, extra: CallSite, args: list[Tensor]) -> list[Tensor]:
+    """A nested model called on a dict of tensors (`backbone({"token_ids": t, "padding_mask": m})`) takes
+    them by input name, in whatever order the dict lists them; any other call, by position."""
+    if len(extra.args) != 1 or not isinstance(extra.args[0], dict) or not isinstance(model_config, dict):
+        return args
+    given = extra.args[0]
+    names = [ref[0] for ref in model_refs(model_config.get("input_layers"), "model", "input_layers")]
+    if sorted(names) != sorted(given) or not all(isinstance(v, TensorArg) for v in given.values()):
+        return args
+    return [args[given[name].index] for name in names]
 
 
 def _tensor_at(ctx: _Context, produced: dict[tuple[str, int], list[Tensor]], ref: TensorRef) -> Tensor:
@@ -313,28 +337,45 @@ def _call_layer(ctx: _Context, layer: dict[str, Any], args: list[Tensor], call_i
     if cls in MODEL_CLASSES:
         sub_prefix = f"{prefix}{name}/" if call_index == 0 else f"{prefix}{name}_call{call_index}/"
         first = len(ctx.graph.nodes)
-        produced = _build_model(ctx, cls, config, args, sub_prefix, wpath + (key,), prefix + name)
+        produced = _build_model(ctx, cls, config, _named_inputs(config, extra, args), sub_prefix, wpath + (key,),
+                                prefix + name)
         if isinstance(config, dict) and config.get("trainable") is False:
             for inner in ctx.graph.nodes[first:]:  # a frozen model freezes every layer in it, as in Keras
                 inner.attrs["trainable"] = False
         return _mark_keras_outputs(produced, prefix, name, cls, call_index)
     node_name = _unique(ctx, prefix + name if call_index == 0 else f"{prefix}{name}_call{call_index}")
     node = make_node(cls, node_name, config, ctx.artifact.keras_major)
-    node.layer_name = prefix + name
+    path = _shared_weights(layer, name) or (key,)
+    node.layer_name = prefix + "/".join(step[0] for step in path)
     node.call = extra
     node.inputs = list(args)
     handler = _file_handler(node)
     if handler is None:
-        stored = ctx.weights.stored_arrays(wpath + (key,)) if ctx.listing else None
+        stored = ctx.weights.stored_arrays(wpath + path) if ctx.listing else None
         ctx.unsupported.append(UnsupportedEntry(node.layer_name, cls, why_unsupported(cls, layer),
                                                 None if stored is None else sum(int(a.size) for a in stored)))
     # A refused layer has no spec to count its outputs by: one output keeps the walk going, and the
     # refusal is reported with every other unsupported layer.
-    parsed = handler is not None and _configure(ctx, node, handler, config, wpath + (key,))
+    parsed = handler is not None and _configure(ctx, node, handler, config, wpath + path)
     count = handler.num_outputs(node) if parsed and handler is not None else 1
     node.outputs = [Tensor(name=node_name if i == 0 else f"{node_name}:{i}", producer=node) for i in range(count)]
     ctx.graph.nodes.append(node)
     return _mark_keras_outputs(node.outputs, prefix, name, cls, call_index)
+
+
+def _shared_weights(layer: dict[str, Any], name: str) -> tuple[LayerKey, ...] | None:
+    """`weights_at`: a layer of a model nested in this one that this entry is (a Keras Hub causal LM calls its
+    backbone's token embedding again, in reverse, at the task's level): the [layer name, saved name] steps
+    from this model down to it. Its weights are that layer's, under its name; None for every other entry."""
+    steps = layer.get("weights_at")
+    if steps is None:
+        return None
+    if not (isinstance(steps, list) and 0 < len(steps) <= MAX_MODEL_DEPTH and all(
+            isinstance(step, list) and len(step) == 2 and all(isinstance(part, str) and part for part in step)
+            for step in steps)):
+        raise FormatError(f"layer '{name}' has weights_at={excerpt(steps)}, not a list of [layer name, saved "
+                          "name] steps", layer=name, hint="is the config complete and undamaged?")
+    return tuple((step[0], step[1]) for step in steps)
 
 
 def _mark_keras_outputs(tensors: list[Tensor], prefix: str, layer: str, cls: str, call: int) -> list[Tensor]:

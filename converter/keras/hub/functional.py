@@ -90,6 +90,15 @@ class FunctionalBuilder:
         self._add(name, dict(entry))
         return self._call(name, args, {})
 
+    def config_of(self, name: str) -> dict[str, Any]:
+        """Layer `name`'s config (to call the same layer from an enclosing model's graph)."""
+        return dict(self._layers[name].entry["config"])
+
+    def share_weights(self, name: str, steps: list[tuple[str, str]]) -> None:
+        """Layer `name` is a layer of a model nested in this one, called again here: its weights are at
+        `steps` ([layer name, saved name] from this model down; topology reads `weights_at`)."""
+        self._layers[name].entry["weights_at"] = [list(step) for step in steps]
+
     def outputs(self, ref: Ref, count: int) -> list[Ref]:
         return [Ref(ref.layer, ref.node, i) for i in range(count)]
 

@@ -177,23 +177,24 @@ def call_backbone(b: FunctionalBuilder, model: HubModel, graph: BackboneGraph) -
     them; returns the backbone's outputs as refs of the task's graph (a dict keeps the backbone's keys)."""
     inputs = [b.input(name, shape, dtype) for name, shape, dtype in graph.builder.input_specs]
     call = b.model(nested_entry(model, graph), inputs)
-    if isinstance(graph.outputs, dict):
-        return {key: Ref(call.layer, call.node, i) for i, key in enumerate(graph.outputs)}
+    if isinstance(graph.outputs, dict):  # the call's outputs, as Keras flattens a dict: by sorted key
+        return {key: Ref(call.layer, call.node, i) for i, key in enumerate(sorted(graph.outputs))}
     return call
 
 
 
 def causal_lm(task: HubModel, backbone: HubModel, graph: BackboneGraph) -> dict[str, Any]:
-    """A causal LM's forward pass (keras_hub CausalLM.call_with_cache without a cache): the backbone's hidden
-    states through its own token embedding called in reverse, inside the backbone, so that the reverse call
-    binds the backbone's embedding weights (and applies its logit soft cap). One output, `logits`."""
+    """A causal LM's forward pass (keras_hub CausalLM.call_with_cache without a cache), as Keras Hub builds
+    it: the backbone's hidden states through the backbone's own token embedding, called again at the task's
+    level in reverse (with the backbone's embedding weights and its logit soft cap). One output, `logits`."""
     if not isinstance(graph.outputs, Ref) or graph.token_embedding is None:
         raise FormatError(f"{task.class_name} '{task.name}' wraps a {backbone.class_name} that returns no hidden "
                           "states for a language-model head (an embedding model's pooled outputs)", layer=task.name,
                           hint="a causal LM's backbone is a plain decoder; is the file's config undamaged?")
-    graph.outputs = graph.builder.layer("ReversibleEmbedding", graph.token_embedding, {}, graph.outputs,
-                                        reverse=True)
     b = FunctionalBuilder(task.name)
-    logits = call_backbone(b, backbone, graph)
-    assert isinstance(logits, Ref)
+    hidden = call_backbone(b, backbone, graph)
+    name = graph.token_embedding
+    logits = b.layer("ReversibleEmbedding", name, graph.builder.config_of(name), hidden, reverse=True)
+    b.share_weights(name, [(backbone.name, saved_object_name(backbone.class_name)),
+                           (name, saved_object_name("ReversibleEmbedding"))])
     return b.build({"logits": logits})
