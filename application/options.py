@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 OUTPUT_SUFFIXES = (".onnx", ".keras")
 TF_HINT = "install the cross-check extra (pip install 'kconvert-onnx[tf]'), or compare with stored outputs: --reference"
 KERAS3_HINT = ("install Keras 3 with a light backend (pip install 'kconvert-onnx[keras3]'), or TensorFlow "
-               "(pip install 'kconvert-onnx[tf]'), or compare with stored outputs: --reference")
+               "(pip install 'kconvert-onnx[tf]'; Keras Hub models: 'kconvert-onnx[tf,hub]'), or compare with "
+               "stored outputs: --reference")
 
 
 @dataclass
