@@ -152,13 +152,16 @@ def test_the_server_imports_only_the_conversion_path_before_it_forks() -> None:
 def test_ctrl_c_reaching_a_server_ends_its_job_without_a_fallback(tmp_path: Path) -> None:
     """Ctrl-C goes to the whole foreground group, the servers with it (their children, in sessions of their
     own, do not get it): the server kills its child and ends, and the job is not started again elsewhere."""
-    hangs = _extension(tmp_path, "hangs.py", "import time\ntime.sleep(300)")
+    running = tmp_path / "child-running"
+    hangs = _extension(tmp_path, "hangs.py", f"import pathlib, time\npathlib.Path({str(running)!r}).touch()\n"
+                                             "time.sleep(300)")
     servers = ForkServers()
 
     def interrupt() -> None:
-        while not servers._every or servers._every[0].process is None:
+        # The child reads the extension file: the server's imports are done and its child runs (a fixed
+        # sleep here raced a slow start on a busy machine).
+        while not running.exists():
             time.sleep(0.05)
-        time.sleep(1.5)  # its imports done, its child running
         process = servers._every[0].process
         if process is not None:
             os.kill(process.pid, signal.SIGINT)
