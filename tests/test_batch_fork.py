@@ -155,6 +155,9 @@ def test_ctrl_c_reaching_a_server_ends_its_job_without_a_fallback(tmp_path: Path
     running = tmp_path / "child-running"
     hangs = _extension(tmp_path, "hangs.py", f"import pathlib, time\npathlib.Path({str(running)!r}).touch()\n"
                                              "time.sleep(300)")
+    # A shell starting a command in the background without job control (a CI script, `cmd &`) sets SIGINT
+    # to ignored, and every process below inherits that: what a terminal's Ctrl-C does needs it default.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     servers = ForkServers()
 
     def interrupt() -> None:
@@ -172,5 +175,6 @@ def test_ctrl_c_reaching_a_server_ends_its_job_without_a_fallback(tmp_path: Path
         result = servers.run(_job(tmp_path, "slow", hangs, timeout=60))
     finally:
         servers.close()
+        signal.signal(signal.SIGINT, previous)
     assert time.perf_counter() - start < 30
     assert (result["status"], result["runner"], result["reason"]) == ("error", FORK_SERVER, "interrupted (SIGINT)")
