@@ -11,6 +11,7 @@ from pathlib import Path
 
 from converter.keras.dialects import CLASS_ALIASES, REWRITTEN_CLASSES
 from converter.keras.hub import catalog  # noqa: F401  (registers the Keras Hub recipes)
+from converter.keras.hub.names import expected_backbone
 from converter.keras.hub.recipes import BACKBONES, TASKS, TESTED_KERAS_HUB
 from converter.layers import LAYERS
 from converter.layers.keras_op_nodes import KERAS_OPS
@@ -133,7 +134,9 @@ def hub_table() -> str:
     modules: dict[str, tuple[list[str], list[str]]] = {}
     for registry, column in ((BACKBONES, 0), (TASKS, 1)):
         for name, recipe in registry.items():
-            modules.setdefault(recipe.__module__.rsplit(".", 1)[-1], ([], []))[column].append(f"`{name}`")
+            # A task sits in its backbone's row (EfficientNet's classifier uses the generic head's recipe).
+            backbone = BACKBONES.get(expected_backbone(name) or "", recipe) if column else recipe
+            modules.setdefault(backbone.__module__.rsplit(".", 1)[-1], ([], []))[column].append(f"`{name}`")
     rows = [f"| {', '.join(sorted(b)) or '—'} | {', '.join(sorted(t)) or '—'} |" for _, (b, t) in
             sorted(modules.items())]
     layers = sorted(n.removeprefix(HUB_PREFIX) for n in LAYERS.public_names() if n.startswith(HUB_PREFIX))

@@ -14,7 +14,7 @@ from typing import Any
 
 from converter.errors import FormatError, KconvertWarning, UnsupportedLayerError
 from converter.keras.hub import catalog  # noqa: F401  (registers every recipe)
-from converter.keras.hub.names import PREPROCESSING_SUFFIXES, hub_class
+from converter.keras.hub.names import PREPROCESSING_SUFFIXES, expected_backbone, hub_class
 from converter.keras.hub.recipes import BACKBONES, TASKS, HubModel, StoredWeights
 from converter.keras.weights import WeightSource, saved_object_name
 
@@ -124,16 +124,11 @@ def _warn_low_precision(model: HubModel, policy: str) -> None:
                   "dtype=\"float32\" and saved again", KconvertWarning, stacklevel=2)
 
 
-# Keras Hub names a task after its backbone (`backbone_cls`): BertTextClassifier wraps a BertBackbone.
-_TASK_SUFFIXES = ("TextClassifier", "CausalLM", "ImageClassifier")
-
-
 def _check_pairing(task: HubModel, backbone_cls: str) -> None:
     """A task's head reads its own backbone's outputs (BERT's pooled output, a causal LM's token embedding):
     a task wrapping another architecture's backbone is no file Keras Hub writes. A subclass that shares
     the backbone's recipe (Llama3Backbone in a LlamaCausalLM) is the same graph."""
-    suffix = next((s for s in _TASK_SUFFIXES if task.class_name.endswith(s)), None)
-    expected = task.class_name[: -len(suffix)] + "Backbone" if suffix else None
+    expected = expected_backbone(task.class_name)
     if expected is None or BACKBONES.get(expected) is BACKBONES[backbone_cls]:
         return
     raise FormatError(f"{task.class_name} '{task.name}' wraps a {backbone_cls}, not a {expected}", layer=task.name,

@@ -23,3 +23,13 @@ def is_preprocessing(entry: Any) -> bool:
     """A Keras Hub preprocessor or tokenizer entry (a preset folder's tokenizer.json, preprocessor.json)."""
     cls = hub_class(entry)
     return cls is not None and cls.endswith(PREPROCESSING_SUFFIXES)
+
+
+# Keras Hub names a task after its backbone (`backbone_cls`): BertTextClassifier wraps a BertBackbone.
+TASK_SUFFIXES = ("TextClassifier", "CausalLM", "ImageClassifier")
+
+
+def expected_backbone(task_class: str) -> str | None:
+    """The backbone class a Keras Hub task class is built on, by Keras Hub's naming (None: not a task)."""
+    suffix = next((s for s in TASK_SUFFIXES if task_class.endswith(s)), None)
+    return task_class[: -len(suffix)] + "Backbone" if suffix else None
