@@ -25,10 +25,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from converter.errors import FormatError, ShapeError, UnsupportedLayerError
+from converter.errors import ShapeError, UnsupportedLayerError
 from converter.ir import Node, Shape
 from converter.layers.activations import ACTIVATIONS
 from converter.layers.builder import OpBuilder
+from converter.layers.hub_args import damaged
 from converter.layers.registry import LAYERS, LayerHandler, expect_rank
 from converter.layers.spec import Config, LayerSpec, NoArgs, parse_fields
 from converter.layers.transformer_ops import (
@@ -51,22 +52,18 @@ QUERY_KEY_NORM_EPSILON = 1e-6
 GEMMA_ROPE_WAVELENGTH = 10_000.0
 
 
-def _refuse_value(config: Config, key: str, why: str) -> FormatError:
-    shown = repr(config.raw.get(key))[:60]
-    return FormatError(f"{config.ctx.kind} '{config.ctx.layer_name}' has {key}={shown}: {why}",
-                       layer=config.ctx.layer_name, hint="is the file's config complete and undamaged?")
 
 
 def _checked_kinds(config: Config, flags: tuple[str, ...], numbers: tuple[str, ...]) -> None:
     """Keras Hub arguments the boundary's table does not know: true/false flags and finite numbers."""
     for key in flags:
         if config.raw.get(key) is not None and not isinstance(config.raw[key], bool):
-            raise _refuse_value(config, key, "expected true or false")
+            raise damaged(config, key, "expected true or false")
     for key in numbers:
         value = config.raw.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                   or not math.isfinite(value)):
-            raise _refuse_value(config, key, "expected a finite number")
+            raise damaged(config, key, "expected a finite number")
 
 
 def gemma_norm(b: OpBuilder, x: str, scale: np.ndarray, epsilon: float, key: str) -> str:
@@ -170,12 +167,12 @@ class GemmaDecoderBlock(LayerHandler[GemmaBlockSpec]):
         fixed = {} if self.gemma3 else {key: getattr(GemmaBlockSpec, key) for key in _GEMMA3_ONLY}
         spec = parse_fields(GemmaBlockSpec, config, **fixed)
         if spec.num_query_heads % spec.num_key_value_heads:
-            raise _refuse_value(config, "num_key_value_heads", f"num_query_heads={spec.num_query_heads} is not a "
+            raise damaged(config, "num_key_value_heads", f"num_query_heads={spec.num_query_heads} is not a "
                                 "multiple of it (each key/value head serves a group of query heads)")
         if spec.head_dim % 2:
-            raise _refuse_value(config, "head_dim", "rotary position embedding needs an even head_dim")
+            raise damaged(config, "head_dim", "rotary position embedding needs an even head_dim")
         if spec.gate_dim < 1:
-            raise _refuse_value(config, "intermediate_dim", f"the gate width intermediate_dim // "
+            raise damaged(config, "intermediate_dim", f"the gate width intermediate_dim // "
                                 f"{spec.gate_dim_reduction} is 0")
         return spec
 

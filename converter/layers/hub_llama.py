@@ -23,10 +23,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from converter.errors import FormatError, UnsupportedLayerError
+from converter.errors import UnsupportedLayerError
 from converter.ir import Node, Shape
 from converter.layers.activations import apply_activation, parse_activation
 from converter.layers.builder import OpBuilder
+from converter.layers.hub_args import damaged
 from converter.layers.registry import LAYERS, LayerHandler, expect_rank
 from converter.layers.spec import Config, LayerSpec
 from converter.layers.transformer_ops import (
@@ -53,9 +54,6 @@ DECODER_WEIGHTS = ("gate_kernel", "intermediate_kernel", "feedforward_norm_scale
                    "query_kernel", "key_kernel", "value_kernel", "attention_output_kernel", "attention_norm_scale")
 
 
-def _bad(config: Config, key: str, why: str) -> FormatError:
-    return FormatError(f"{config.ctx.kind} '{config.ctx.layer_name}' has {key}={config.value(key)!r}: {why}",
-                       layer=config.ctx.layer_name, hint="is the file's config complete and undamaged?")
 
 
 def _number(config: Config, key: str, default: float | None, positive: bool = True) -> float | None:
@@ -65,7 +63,7 @@ def _number(config: Config, key: str, default: float | None, positive: bool = Tr
         return default
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
             or (positive and value <= 0):
-        raise _bad(config, key, "expected a finite positive number" if positive else "expected a finite number")
+        raise damaged(config, key, "expected a finite positive number" if positive else "expected a finite number")
     return float(value)
 
 
@@ -136,7 +134,7 @@ class HubDecoder(LayerHandler[HubDecoderSpec]):
     def parse(self, config: Config) -> HubDecoderSpec:
         heads, kv_heads = config.integer("num_query_heads"), config.integer("num_key_value_heads")
         if heads % kv_heads:
-            raise _bad(config, "num_key_value_heads", f"it must divide num_query_heads ({heads})")
+            raise damaged(config, "num_key_value_heads", f"it must divide num_query_heads ({heads})")
         wavelength = _number(config, "rope_max_wavelength", 10000.0)
         epsilon = _number(config, "layer_norm_epsilon", 1e-5, positive=False)
         assert wavelength is not None and epsilon is not None
@@ -224,10 +222,10 @@ def _llama3_rope(config: Config) -> tuple[float, float, float, float] | None:
         return None
     if any(v is None for v in given):
         missing = LLAMA3_ROPE[[v is None for v in given].index(True)]
-        raise _bad(config, missing, f"the Llama 3.1 rope arguments {list(LLAMA3_ROPE)} are all set or all null")
+        raise damaged(config, missing, f"the Llama 3.1 rope arguments {list(LLAMA3_ROPE)} are all set or all null")
     factor, low, high, length = (float(v) for v in given if v is not None)
     if high == low:
-        raise _bad(config, "rope_high_freq_factor", "it must differ from rope_low_freq_factor")
+        raise damaged(config, "rope_high_freq_factor", "it must differ from rope_low_freq_factor")
     return factor, low, high, length
 
 

@@ -27,6 +27,7 @@ from converter.layers import transformer_ops
 from converter.layers.activations import apply_activation, parse_activation
 from converter.layers.attention import positional, refuse
 from converter.layers.builder import OpBuilder
+from converter.layers.hub_args import damaged
 from converter.layers.registry import LAYERS, LayerHandler, expect_min_rank, expect_rank
 from converter.layers.spec import Config, LayerSpec
 from converter.layers.transformer_ops import MaskedRows, attend, linear, merge_heads, positions_keep, split_heads
@@ -43,9 +44,6 @@ INT32 = 6
 BOOL = 9
 
 
-def _refusal(config: Config, key: str, why: str) -> FormatError:
-    return FormatError(f"{config.ctx.kind} '{config.ctx.layer_name}' has {key}={config.value(key)!r}: {why}",
-                       layer=config.ctx.layer_name, hint="is the file's config complete and undamaged?")
 
 
 def _positive(config: Config, key: str, default: int | None = None) -> int:
@@ -55,21 +53,21 @@ def _positive(config: Config, key: str, default: int | None = None) -> int:
         raise FormatError(f"{config.ctx.kind} '{config.ctx.layer_name}' has no {key}", layer=config.ctx.layer_name,
                           hint=f"Keras Hub's {config.ctx.kind} requires {key}; the config is incomplete")
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise _refusal(config, key, "expected a positive integer")
+        raise damaged(config, key, "expected a positive integer")
     return value
 
 
 def _number(config: Config, key: str, default: float) -> float:
     value = config.value(key, default)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise _refusal(config, key, "expected a finite number >= 0")
+        raise damaged(config, key, "expected a finite number >= 0")
     return float(value)
 
 
 def _flag(config: Config, key: str, default: bool) -> bool:
     value = config.value(key, default)
     if not isinstance(value, bool):
-        raise _refusal(config, key, "expected true or false")
+        raise damaged(config, key, "expected true or false")
     return value
 
 

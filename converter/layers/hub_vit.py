@@ -16,11 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from converter.errors import FormatError, ShapeError
+from converter.errors import ShapeError
 from converter.ir import Node, Shape
 from converter.layers import transformer_ops
 from converter.layers.activations import apply_activation
 from converter.layers.builder import OpBuilder
+from converter.layers.hub_args import damaged
 from converter.layers.registry import LAYERS, LayerHandler, expect_rank
 from converter.layers.spec import Config, LayerSpec
 from converter.layers.transformer_ops import attend, inverse_sqrt, linear, merge_heads, split_heads
@@ -31,15 +32,12 @@ BLOCK_SAVED_NAME = "vi_t_encoder_block"  # Keras' saved name of ViTEncoderBlock 
 DEFAULT_EPSILON = 1e-6  # ViTEncoder's layer_norm_epsilon default
 
 
-def _refuse(config: Config, key: str, why: str) -> FormatError:
-    return FormatError(f"{config.ctx.kind} '{config.ctx.layer_name}' has {key}={config.value(key)!r}: {why}",
-                       layer=config.ctx.layer_name, hint="is the file's config complete and undamaged?")
 
 
 def _pair(config: Config, key: str) -> tuple[int, int]:
     value = config.ints(key, 2)
     if min(value) < 1:
-        raise _refuse(config, key, "expected positive sizes")
+        raise damaged(config, key, "expected positive sizes")
     return value[0], value[1]
 
 
@@ -80,7 +78,7 @@ class ViTPatchingAndEmbedding(LayerHandler[PatchingSpec]):
     def parse(self, config: Config) -> PatchingSpec:
         data_format = config.value("data_format", "channels_last")
         if data_format != "channels_last":
-            raise _refuse(config, "data_format", "kconvert reads ViT images channels_last")
+            raise damaged(config, "data_format", "kconvert reads ViT images channels_last")
         return PatchingSpec(image_size=_pair(config, "image_size"), patch_size=_pair(config, "patch_size"),
                             hidden_dim=config.integer("hidden_dim"), num_channels=config.integer("num_channels", 3),
                             use_class_token=config.flag("use_class_token", True),
@@ -175,9 +173,9 @@ class ViTEncoder(LayerHandler[EncoderSpec]):
                            use_mlp_bias=config.flag("use_mlp_bias", True),
                            layer_norm_epsilon=config.number("layer_norm_epsilon", DEFAULT_EPSILON))
         if spec.num_layers > MAX_LAYERS:
-            raise _refuse(config, "num_layers", f"expected at most {MAX_LAYERS} blocks")
+            raise damaged(config, "num_layers", f"expected at most {MAX_LAYERS} blocks")
         if spec.num_heads > spec.hidden_dim:
-            raise _refuse(config, "num_heads", f"more heads than hidden_dim={spec.hidden_dim} leaves no key_dim")
+            raise damaged(config, "num_heads", f"more heads than hidden_dim={spec.hidden_dim} leaves no key_dim")
         return spec
 
     def weight_names(self, node: Node) -> list[str]:
